@@ -1,0 +1,27 @@
+//! `dvipa`: the controller and operator CLI.
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dvipa", version, about = "Sysplex-Distributor-style DVIPA on programmable switches")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the demo cluster on the embedded switch.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Demo => {
+            println!("dvipa demo: the namespace cluster is not built yet (see issue 7)");
+            Ok(())
+        }
+    }
+}

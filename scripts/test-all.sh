@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every dvipa test suite. This is the README's test command and what CI (.ci/run) calls.
+# On a fresh Debian 12 machine (root) it installs what the suites need first.
+#   scripts/test-all.sh            everything
+#   SKIP_INSTALL=1 scripts/...     do not touch apt/pip (already installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+summary=()
+record() { summary+=("$1: $2"); }
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  step "install test dependencies"
+  scripts/install-test-deps.sh
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+record fmt ok
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+record clippy ok
+
+step "cargo test --workspace"
+cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/cargo-test.log | awk '{s+=$4} END {print s+0}')
+record "cargo test" "$passed passed"
+
+# Python suites (PTF packet tests, P4Runtime interop) run from the venv the installer made.
+if [ -d bmv2-tests ] && [ -x bmv2-tests/run.sh ]; then
+  step "packet tests (PTF) on the embedded switch"
+  bmv2-tests/run.sh --target embedded
+  record "ptf embedded" ok
+fi
+if [ -x scripts/interop-test.sh ]; then
+  step "P4Runtime interop test against the official Python bindings"
+  scripts/interop-test.sh
+  record interop ok
+fi
+if [ -x scripts/e2e-test.sh ]; then
+  step "end-to-end scenario tests in network namespaces"
+  scripts/e2e-test.sh
+  record e2e ok
+fi
+
+step "summary"
+printf '%s\n' "${summary[@]}"
