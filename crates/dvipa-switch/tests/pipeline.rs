@@ -1,0 +1,581 @@
+//! Frames in, frames out: every table and branch of the dvipa pipeline, with exact output bytes.
+//! Input and expected frames are built with etherparse (an independent IPv4 checksum).
+
+use dvipa_switch::pipeline::{FLAG_NOT_SYN, slot_hash};
+use dvipa_switch::tables::{
+    CrtKey, DptKey, DvipaAction, DvipaKey, EntryMeta, RouteAction, RouteKey, SelectAction,
+    TargetAction,
+};
+use dvipa_switch::{DropReason, Learn, Output, Pipeline, Verdict};
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SWITCH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const SERVER1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+const SERVER2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x02];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 0x01];
+const CLIENT: [u8; 4] = [10, 0, 0, 1];
+const VIPA: [u8; 4] = [10, 0, 0, 100];
+const PAYLOAD: &[u8] = b"hello dvipa";
+
+fn ip(a: [u8; 4]) -> u32 {
+    u32::from_be_bytes(a)
+}
+
+enum Tcp {
+    Syn,
+    SynAck,
+    Ack,
+}
+
+fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, kind: Tcp, ttl: u8) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SWITCH_MAC)
+        .ipv4(src, dst, ttl)
+        .tcp(sport, dport, 1000, 64240);
+    let b = match kind {
+        Tcp::Syn => b.syn(),
+        Tcp::SynAck => b.syn().ack(1),
+        Tcp::Ack => b.ack(1),
+    };
+    let mut v = Vec::new();
+    b.write(&mut v, PAYLOAD).unwrap();
+    v
+}
+
+fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SWITCH_MAC)
+        .ipv4(src, dst, ttl)
+        .udp(sport, dport)
+        .write(&mut v, PAYLOAD)
+        .unwrap();
+    v
+}
+
+/// Applies `f` to the IPv4 header at offset `off` and rewrites it with a fresh checksum.
+fn edit_ipv4(frame: &[u8], off: usize, f: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
+    let (mut h, _) = Ipv4Header::from_slice(&frame[off..]).unwrap();
+    f(&mut h);
+    let mut out = frame[..off].to_vec();
+    h.write(&mut out).unwrap();
+    out.extend_from_slice(&frame[off + h.header_len()..]);
+    out
+}
+
+fn macs(frame: &[u8], dmac: [u8; 6], smac: [u8; 6]) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    v[0..6].copy_from_slice(&dmac);
+    v[6..12].copy_from_slice(&smac);
+    v
+}
+
+struct Sw {
+    p: Pipeline,
+    out: Output,
+}
+
+impl Sw {
+    fn new() -> Self {
+        Sw {
+            p: Pipeline::new(),
+            out: Output::default(),
+        }
+    }
+    fn send(&mut self, frame: &[u8]) -> Verdict {
+        self.p.process(1, frame, &mut self.out)
+    }
+    fn expect_out(&mut self, frame: &[u8], port: u16, expected: &[u8]) {
+        assert_eq!(self.send(frame), Verdict::Forward(port));
+        assert_eq!(hex(&self.out.frame), hex(expected));
+    }
+    fn digests(&mut self) -> Vec<Learn> {
+        std::mem::take(&mut self.out.digests)
+    }
+    /// A DVIPA service 7 on VIPA:80/TCP and VIPA:any/UDP, two L2 targets and one IP-in-IP target,
+    /// every slot of service 7 on target 1 except slot 162 (hash of the test tuple) on target 2.
+    fn with_service(method: u8) -> Self {
+        let sw = Sw::new();
+        {
+            let mut t = sw.p.tables_mut();
+            let m = EntryMeta::default();
+            t.dvipa
+                .insert(
+                    DvipaKey {
+                        dst: ip(VIPA),
+                        proto: 6,
+                        dport: 80,
+                        dport_mask: 0xffff,
+                        priority: 10,
+                    },
+                    DvipaAction::Distribute {
+                        service_id: 7,
+                        method,
+                    },
+                    m.clone(),
+                )
+                .unwrap();
+            t.dvipa
+                .insert(
+                    DvipaKey {
+                        dst: ip(VIPA),
+                        proto: 17,
+                        dport: 0,
+                        dport_mask: 0,
+                        priority: 1,
+                    },
+                    DvipaAction::Distribute {
+                        service_id: 7,
+                        method,
+                    },
+                    m.clone(),
+                )
+                .unwrap();
+            for slot in 0..256u16 {
+                let tid = if slot == 162 { 2 } else { 1 };
+                t.dpt
+                    .insert(
+                        DptKey {
+                            service_id: 7,
+                            slot,
+                        },
+                        SelectAction::ToTarget(tid),
+                        m.clone(),
+                        0,
+                    )
+                    .unwrap();
+            }
+            t.target
+                .insert(
+                    1,
+                    TargetAction::ForwardL2 {
+                        dmac: SERVER1_MAC,
+                        port: 2,
+                    },
+                    m.clone(),
+                    0,
+                )
+                .unwrap();
+            t.target
+                .insert(
+                    2,
+                    TargetAction::ForwardL2 {
+                        dmac: SERVER2_MAC,
+                        port: 3,
+                    },
+                    m.clone(),
+                    0,
+                )
+                .unwrap();
+            t.target
+                .insert(
+                    3,
+                    TargetAction::EncapIpip {
+                        outer_src: ip([192, 168, 0, 1]),
+                        outer_dst: ip([192, 168, 5, 9]),
+                    },
+                    m.clone(),
+                    0,
+                )
+                .unwrap();
+            t.route
+                .insert(
+                    RouteKey {
+                        prefix: ip([192, 168, 5, 0]),
+                        len: 24,
+                    },
+                    RouteAction::SetNexthop {
+                        dmac: ROUTER_MAC,
+                        smac: SWITCH_MAC,
+                        port: 4,
+                    },
+                    m,
+                )
+                .unwrap();
+        }
+        sw
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn slot_hash_matches_reference_crc32() {
+    // Reference values from zlib's crc32 over the 13-byte tuple.
+    assert_eq!(slot_hash(ip(CLIENT), ip(VIPA), 6, 12345, 80), 162);
+    assert_eq!(slot_hash(ip([192, 168, 1, 7]), ip(VIPA), 17, 5353, 53), 69);
+}
+
+#[test]
+fn non_ipv4_and_malformed_frames_are_dropped_with_reason() {
+    let mut sw = Sw::with_service(0);
+    let mut arp = vec![0u8; 42];
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    assert_eq!(sw.send(&arp), Verdict::Drop(DropReason::NotIpv4(0x0806)));
+    let syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    assert!(matches!(
+        sw.send(&syn[..40]),
+        Verdict::Drop(DropReason::Parser(_))
+    ));
+    let mut bad = syn.clone();
+    bad[14] = 0x65;
+    assert!(matches!(
+        sw.send(&bad),
+        Verdict::Drop(DropReason::Parser(_))
+    ));
+    assert!(matches!(sw.send(&[]), Verdict::Drop(DropReason::Parser(_))));
+    let s = &sw.p.stats;
+    assert_eq!(s.drop_parser.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(
+        s.drop_not_ipv4.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(sw.digests().is_empty());
+}
+
+#[test]
+fn syn_miss_selects_hash_slot_digests_and_forwards_l2() {
+    let mut sw = Sw::with_service(0);
+    let syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    // Slot 162 -> target 2 -> SERVER2_MAC on port 3; TTL and smac untouched.
+    let mut expected = syn.clone();
+    expected[0..6].copy_from_slice(&SERVER2_MAC);
+    sw.expect_out(&syn, 3, &expected);
+    assert_eq!(
+        sw.digests(),
+        vec![Learn {
+            src_addr: ip(CLIENT),
+            dst_addr: ip(VIPA),
+            protocol: 6,
+            src_port: 12345,
+            dst_port: 80,
+            service_id: 7,
+            target_id: 2,
+            flags: 0,
+        }]
+    );
+    // Another client port hashes elsewhere -> target 1 on port 2.
+    let syn2 = tcp_frame(CLIENT, 12346, VIPA, 80, Tcp::Syn, 64);
+    assert_ne!(slot_hash(ip(CLIENT), ip(VIPA), 6, 12346, 80), 162);
+    let mut expected2 = syn2.clone();
+    expected2[0..6].copy_from_slice(&SERVER1_MAC);
+    sw.expect_out(&syn2, 2, &expected2);
+    assert_eq!(sw.digests()[0].target_id, 1);
+    assert_eq!(sw.p.service_counter[7].get(), (2, (syn.len() * 2) as u64));
+}
+
+#[test]
+fn not_syn_flags_for_unpinned_tcp_and_udp_is_syn_like() {
+    let mut sw = Sw::with_service(0);
+    sw.send(&tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Ack, 64));
+    assert_eq!(sw.digests()[0].flags, FLAG_NOT_SYN);
+    sw.send(&tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::SynAck, 64));
+    assert_eq!(sw.digests()[0].flags, FLAG_NOT_SYN);
+    let udp = udp_frame(CLIENT, 5000, VIPA, 53, 64);
+    let v = sw.send(&udp);
+    assert!(matches!(v, Verdict::Forward(_)));
+    let d = sw.digests();
+    assert_eq!((d[0].flags, d[0].protocol, d[0].dst_port), (0, 17, 53));
+}
+
+#[test]
+fn crt_hit_pins_connection_without_digest_and_counts() {
+    let mut sw = Sw::with_service(0);
+    let key = CrtKey {
+        src: ip(CLIENT),
+        dst: ip(VIPA),
+        proto: 6,
+        sport: 12345,
+        dport: 80,
+    };
+    sw.p.tables_mut()
+        .crt
+        .insert(key, SelectAction::ToTarget(1), EntryMeta::default(), 0)
+        .unwrap();
+    let pkt = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Ack, 64);
+    let mut expected = pkt.clone();
+    expected[0..6].copy_from_slice(&SERVER1_MAC);
+    sw.expect_out(&pkt, 2, &expected); // the hash slot would say target 2
+    sw.expect_out(&pkt, 2, &expected);
+    assert!(sw.digests().is_empty());
+    let t = sw.p.tables();
+    assert_eq!(
+        t.crt.get(&key).unwrap().counter.get(),
+        (2, 2 * pkt.len() as u64)
+    );
+    assert_eq!(
+        t.target.get(&1).unwrap().counter.get(),
+        (2, 2 * pkt.len() as u64)
+    );
+    assert!(
+        t.crt
+            .get(&key)
+            .unwrap()
+            .last_hit_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[test]
+fn dpt_miss_drops() {
+    let mut sw = Sw::with_service(0);
+    sw.p.tables_mut()
+        .dpt
+        .delete(&DptKey {
+            service_id: 7,
+            slot: 162,
+        })
+        .unwrap();
+    assert_eq!(
+        sw.send(&tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64)),
+        Verdict::Drop(DropReason::NoTarget {
+            service_id: 7,
+            slot: 162
+        })
+    );
+    assert!(sw.digests().is_empty());
+}
+
+#[test]
+fn round_robin_walks_slots_per_service() {
+    let mut sw = Sw::with_service(1);
+    // rr_state starts at 0: slots 0, 1, ... ; make slot 1 point at target 2.
+    sw.p.tables_mut()
+        .dpt
+        .modify(
+            &DptKey {
+                service_id: 7,
+                slot: 1,
+            },
+            SelectAction::ToTarget(2),
+            EntryMeta::default(),
+            0,
+        )
+        .unwrap();
+    let mut ports = Vec::new();
+    for i in 0..4 {
+        match sw.send(&tcp_frame(CLIENT, 40000 + i, VIPA, 80, Tcp::Syn, 64)) {
+            Verdict::Forward(p) => ports.push(p),
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(ports, vec![2, 3, 2, 2]);
+    assert_eq!(
+        sw.p.rr_state[7].load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+}
+
+#[test]
+fn target_drop_and_target_miss_default_drop() {
+    let mut sw = Sw::with_service(0);
+    sw.p.tables_mut()
+        .target
+        .modify(&2, TargetAction::Drop, EntryMeta::default(), 0)
+        .unwrap();
+    let syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    assert_eq!(sw.send(&syn), Verdict::Drop(DropReason::TargetDrop(2)));
+    // The digest is still generated (the P4 digests before applying target).
+    assert_eq!(sw.digests().len(), 1);
+    sw.p.tables_mut().target.delete(&2).unwrap();
+    assert_eq!(sw.send(&syn), Verdict::Drop(DropReason::TargetDrop(2)));
+    // A port-511 forward is a drop too.
+    sw.p.tables_mut()
+        .target
+        .insert(
+            2,
+            TargetAction::ForwardL2 {
+                dmac: SERVER2_MAC,
+                port: 511,
+            },
+            EntryMeta::default(),
+            0,
+        )
+        .unwrap();
+    assert_eq!(sw.send(&syn), Verdict::Drop(DropReason::DropPort));
+}
+
+#[test]
+fn encap_ipip_builds_outer_header_and_routes_it() {
+    let mut sw = Sw::with_service(0);
+    sw.p.tables_mut()
+        .target
+        .modify(
+            &2,
+            TargetAction::EncapIpip {
+                outer_src: ip([192, 168, 0, 1]),
+                outer_dst: ip([192, 168, 5, 9]),
+            },
+            EntryMeta::default(),
+            0,
+        )
+        .unwrap();
+    let mut syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    syn[15] = 0xb8; // DSCP EF, copied to the outer header
+    let syn = edit_ipv4(&syn, 14, |_| {});
+    let inner_total = u16::from_be_bytes([syn[16], syn[17]]);
+    let mut outer = Ipv4Header::new(
+        inner_total,
+        63,
+        IpNumber(4),
+        [192, 168, 0, 1],
+        [192, 168, 5, 9],
+    )
+    .unwrap();
+    outer.dont_fragment = true;
+    outer.dscp = etherparse::IpDscp::try_new(0xb8 >> 2).unwrap();
+    let mut expected = macs(&syn[..14], ROUTER_MAC, SWITCH_MAC);
+    outer.write(&mut expected).unwrap();
+    expected.extend_from_slice(&syn[14..]); // inner untouched, TTL 64
+    sw.expect_out(&syn, 4, &expected);
+    assert_eq!(sw.digests()[0].target_id, 2);
+
+    // Outer route missing -> route default drop.
+    sw.p.tables_mut()
+        .route
+        .delete(&RouteKey {
+            prefix: ip([192, 168, 5, 0]),
+            len: 24,
+        })
+        .unwrap();
+    assert_eq!(
+        sw.send(&syn),
+        Verdict::Drop(DropReason::RouteDrop(ip([192, 168, 5, 9])))
+    );
+}
+
+#[test]
+fn plain_routing_decrements_ttl_with_lpm_and_fixes_checksum() {
+    let mut sw = Sw::with_service(0);
+    {
+        let mut t = sw.p.tables_mut();
+        t.route
+            .insert(
+                RouteKey { prefix: 0, len: 0 },
+                RouteAction::SetNexthop {
+                    dmac: SERVER1_MAC,
+                    smac: SWITCH_MAC,
+                    port: 9,
+                },
+                EntryMeta::default(),
+            )
+            .unwrap();
+    }
+    let dst = [192, 168, 5, 77];
+    let pkt = udp_frame(CLIENT, 1, dst, 2, 10);
+    let expected = macs(
+        &edit_ipv4(&pkt, 14, |h| h.time_to_live = 9),
+        ROUTER_MAC,
+        SWITCH_MAC,
+    );
+    sw.expect_out(&pkt, 4, &expected);
+    // Default route for anything else.
+    let pkt = udp_frame(CLIENT, 1, [8, 8, 8, 8], 2, 10);
+    let expected = macs(
+        &edit_ipv4(&pkt, 14, |h| h.time_to_live = 9),
+        SERVER1_MAC,
+        SWITCH_MAC,
+    );
+    sw.expect_out(&pkt, 9, &expected);
+    // A wrong input checksum is corrected (VerifyChecksum is empty, ComputeChecksum recomputes).
+    let mut bad = pkt.clone();
+    bad[24] ^= 0xff;
+    sw.expect_out(&bad, 9, &expected);
+    // TTL 1 and 0 are dropped.
+    assert_eq!(
+        sw.send(&udp_frame(CLIENT, 1, dst, 2, 1)),
+        Verdict::Drop(DropReason::TtlExpired)
+    );
+    assert_eq!(
+        sw.send(&udp_frame(CLIENT, 1, dst, 2, 0)),
+        Verdict::Drop(DropReason::TtlExpired)
+    );
+    // A TCP packet to the VIPA on a port without a dvipa entry is just routed (miss).
+    let miss = tcp_frame(CLIENT, 1, VIPA, 81, Tcp::Syn, 5);
+    let expected = macs(
+        &edit_ipv4(&miss, 14, |h| h.time_to_live = 4),
+        SERVER1_MAC,
+        SWITCH_MAC,
+    );
+    sw.expect_out(&miss, 9, &expected);
+    assert!(sw.digests().is_empty());
+}
+
+#[test]
+fn route_miss_drops_and_non_first_fragment_bypasses_dvipa() {
+    let mut sw = Sw::with_service(0);
+    assert_eq!(
+        sw.send(&udp_frame(CLIENT, 1, [8, 8, 8, 8], 2, 10)),
+        Verdict::Drop(DropReason::RouteDrop(ip([8, 8, 8, 8])))
+    );
+    // A non-first fragment to the VIPA has no L4 header -> routed, not distributed.
+    sw.p.tables_mut()
+        .route
+        .insert(
+            RouteKey {
+                prefix: ip(VIPA),
+                len: 32,
+            },
+            RouteAction::SetNexthop {
+                dmac: SERVER1_MAC,
+                smac: SWITCH_MAC,
+                port: 6,
+            },
+            EntryMeta::default(),
+        )
+        .unwrap();
+    let frag = edit_ipv4(&udp_frame(CLIENT, 1, VIPA, 53, 10), 14, |h| {
+        h.fragment_offset = etherparse::IpFragOffset::try_new(8).unwrap();
+    });
+    let expected = macs(
+        &edit_ipv4(&frag, 14, |h| h.time_to_live = 9),
+        SERVER1_MAC,
+        SWITCH_MAC,
+    );
+    sw.expect_out(&frag, 6, &expected);
+    assert!(sw.digests().is_empty());
+}
+
+#[test]
+fn ipv4_options_are_kept_and_checksummed() {
+    let mut sw = Sw::with_service(0);
+    let syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    // Insert 8 bytes of options (NOP NOP NOP NOP, router alert would be 4; use NOPs + EOL).
+    let with_opts = {
+        let (mut h, _) = Ipv4Header::from_slice(&syn[14..]).unwrap();
+        h.options = (&[1u8, 1, 1, 1, 1, 1, 1, 0][..]).try_into().unwrap();
+        h.total_len += 8;
+        let mut v = syn[..14].to_vec();
+        h.write(&mut v).unwrap();
+        v.extend_from_slice(&syn[34..]);
+        v
+    };
+    let mut expected = with_opts.clone();
+    expected[0..6].copy_from_slice(&SERVER2_MAC);
+    sw.expect_out(&with_opts, 3, &expected);
+    let d = sw.digests();
+    assert_eq!((d[0].src_port, d[0].dst_port), (12345, 80));
+}
+
+#[test]
+fn payload_and_trailing_padding_pass_through() {
+    let mut sw = Sw::with_service(0);
+    let mut syn = tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64);
+    syn.extend_from_slice(&[0u8; 6]); // Ethernet padding beyond totalLen
+    let mut expected = syn.clone();
+    expected[0..6].copy_from_slice(&SERVER2_MAC);
+    sw.expect_out(&syn, 3, &expected);
+}
+
+#[test]
+fn dvipa_default_action_noaction_is_a_miss() {
+    let mut sw = Sw::new();
+    // No dvipa entry, no route -> dropped by ipv4_route's default.
+    assert_eq!(
+        sw.send(&tcp_frame(CLIENT, 1, VIPA, 80, Tcp::Syn, 64)),
+        Verdict::Drop(DropReason::RouteDrop(ip(VIPA)))
+    );
+}
