@@ -1,0 +1,30 @@
+//! Compiles the project's P4Runtime protos (`proto/p4/**`, `proto/google/rpc/**`) with protox
+//! (pure Rust, no system `protoc`), generates prost messages plus tonic client and server, and
+//! writes the encoded `FileDescriptorSet` to `OUT_DIR/p4runtime_fds.bin` for prost-reflect.
+use std::path::PathBuf;
+
+use prost::Message;
+
+const FILES: &[&str] = &[
+    "p4/v1/p4runtime.proto",
+    "p4/v1/p4data.proto",
+    "p4/config/v1/p4info.proto",
+    "p4/config/v1/p4types.proto",
+    "google/rpc/status.proto",
+    "google/rpc/code.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    for f in FILES {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(FILES, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("p4runtime_fds.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! P4Runtime v1 protocol types, generated at build time from the project's own `.proto` files
+//! (`proto/p4/v1`, `proto/p4/config/v1`, `proto/google/rpc`) with protox and tonic-prost-build.
+//!
+//! Layout:
+//! - [`p4::v1`]: the `P4Runtime` service (tonic client in `p4_runtime_client`, server trait in
+//!   `p4_runtime_server`), entities, write/read, the stream messages and `P4Data`.
+//! - [`p4::config::v1`]: `P4Info` and its type descriptions.
+//! - [`google::rpc`]: `Status` (the rich error carried in `grpc-status-details-bin`) and `Code`.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (plus
+//!   `google/protobuf/any.proto`), for prost-reflect (e.g. parsing `.p4info.txtpb` text format).
+#![allow(clippy::all, missing_docs)]
+
+pub mod p4 {
+    pub mod v1 {
+        tonic::include_proto!("p4.v1");
+    }
+    pub mod config {
+        pub mod v1 {
+            tonic::include_proto!("p4.config.v1");
+        }
+    }
+}
+
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// Encoded `google.protobuf.FileDescriptorSet` of every P4Runtime proto file this crate compiles.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/p4runtime_fds.bin"));
