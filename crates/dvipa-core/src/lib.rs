@@ -1,0 +1,8 @@
+//! dvipa-core: the controller's brain, with no I/O.
+//!
+//! Nothing in this crate opens a file, a socket or reads a clock: inputs are strings and
+//! values, time is passed in. Layout:
+//!
+//! - [`profile`]: parser for the z/OS profile statements (`VIPADYNAMIC` block) of one routing
+//!   switch, with `file:line:column` errors.
+pub mod profile;
