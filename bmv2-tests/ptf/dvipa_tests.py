@@ -291,7 +291,7 @@ class RoutingAndTtl(DvipaTest):
         self.expect_dropped(tcp_pkt(dst="10.5.5.5", ttl=1), why="TTL 1 expires")
         self.expect_dropped(tcp_pkt(dst="10.5.5.5", ttl=0), why="TTL 0")
         self.expect_dropped(tcp_pkt(dst="172.16.0.1"), why="no route (default drop)")
-        arp = Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_GW_MAC) / ARP(psrc=CLIENT, pdst="10.5.5.5")
+        arp = Ether(dst="ff:ff:ff:ff:ff:ff", src=CLIENT_GW_MAC) / ARP(hwsrc=CLIENT_GW_MAC, psrc=CLIENT, pdst="10.5.5.5")
         self.expect_dropped(arp, why="not IPv4")
 
 
@@ -385,7 +385,7 @@ class DigestContent(DvipaTest):
             self.expect(l2_forwarded(pkt, T_S2), 3)
         self.expect_nothing_else()
 
-        got = self.sw.collect_digests(len(cases) + 1, timeout=3.0)
+        got = self.sw.collect_digests(len(cases) + 1, timeout=2.0)
         want = []
         for pkt, flags in cases:
             l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
@@ -529,7 +529,7 @@ class EncapIpipBytes(DvipaTest):
         expected = frozen(Ether(dst=NH4_MAC, src=SW_MAC, type=0x0800) / outer / Raw(inner))
         out_ip = bytes(expected)[14:34]
         self.assertTrue(ones_complement_ok(out_ip))
-        self.assertEqual(out_ip[:12], bytes.fromhex("4528") + (len(inner) + 20).to_bytes(2, "big")
+        self.assertEqual(out_ip[:10], bytes.fromhex("4528") + (len(inner) + 20).to_bytes(2, "big")
                          + bytes.fromhex("0000 4000 3f04".replace(" ", "")))
 
         self.send(pkt)
