@@ -476,7 +476,8 @@ class ForwardL2Bytes(DvipaTest):
     and payload untouched), and target_counter counts it.
 
     client --p1--> [DUT] --p2--> S1   SYN to 10.1.1.1:80 (TTL 7, TOS 0x28)
-                         --p2--> S1   SYN with 8 bytes of IPv4 options (NOP x4 + ...)
+                         --p2--> S1   SYN with 4 bytes of IPv4 options (ihl 6)
+                         --p2--> S1   SYN with TTL 1 (no TTL check on this path)
     """
 
     def runTest(self):
@@ -489,15 +490,17 @@ class ForwardL2Bytes(DvipaTest):
         expected = bytes.fromhex(S1_MAC.replace(":", "")) + bytes(pkt)[6:]
         self.expect(Ether(expected), 2)
 
-        opt = tcp_pkt(sport=44001, options=[IPOption_NOP(), IPOption_NOP(), IPOption_NOP(),
-                                            IPOption_NOP(), IPOption_NOP(), IPOption_NOP(),
-                                            IPOption_NOP(), IPOption_NOP()])
-        self.assertEqual(opt[IP].ihl, 7)
+        opt = tcp_pkt(sport=44001, options=[IPOption_NOP()] * 4)
+        self.assertEqual(opt[IP].ihl, 6)
         self.send(opt)
         self.expect(Ether(bytes.fromhex(S1_MAC.replace(":", "")) + bytes(opt)[6:]), 2)
+
+        ttl1 = tcp_pkt(sport=44002, ttl=1)  # forward_l2 is not routing: TTL is neither checked nor changed
+        self.send(ttl1)
+        self.expect(Ether(bytes.fromhex(S1_MAC.replace(":", "")) + bytes(ttl1)[6:]), 2)
         self.expect_nothing_else()
         self.assertEqual(self.sw.read_direct_counter(TARGET_T, {"meta.target_id": T_S1}),
-                         (2, len(pkt) + len(opt)))
+                         (3, len(pkt) + len(opt) + len(ttl1)))
 
 
 class EncapIpipBytes(DvipaTest):
