@@ -412,20 +412,24 @@ control IngressImpl(inout headers_t hdr,
             }
         }
 
-        /* One ipv4_route application for both the plain router path and the encapsulated path. */
+        /* One ipv4_route application for both the plain router path and the encapsulated path.
+         * The TTL rule goes with the action set_nexthop, also when it runs as the table's default
+         * (a default route set by the controller), hence action_run rather than hit. */
         if (do_route) {
-            if (ipv4_route.apply().hit) {
-                if (meta.encap == 1w1) {
-                    if (hdr.outer_ipv4.ttl <= 8w1) {
-                        drop();
+            switch (ipv4_route.apply().action_run) {
+                set_nexthop: {
+                    if (meta.encap == 1w1) {
+                        if (hdr.outer_ipv4.ttl <= 8w1) {
+                            drop();
+                        } else {
+                            hdr.outer_ipv4.ttl = hdr.outer_ipv4.ttl - 8w1;
+                        }
                     } else {
-                        hdr.outer_ipv4.ttl = hdr.outer_ipv4.ttl - 8w1;
-                    }
-                } else {
-                    if (hdr.ipv4.ttl <= 8w1) {
-                        drop();
-                    } else {
-                        hdr.ipv4.ttl = hdr.ipv4.ttl - 8w1;
+                        if (hdr.ipv4.ttl <= 8w1) {
+                            drop();
+                        } else {
+                            hdr.ipv4.ttl = hdr.ipv4.ttl - 8w1;
+                        }
                     }
                 }
             }

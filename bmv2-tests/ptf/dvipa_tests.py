@@ -660,3 +660,30 @@ class ServiceWithoutTarget(DvipaTest):
         self.expect_dropped(tcp_pkt(dst=DVIPA2, sport=48001), why="target 7 unknown (target miss)")
         self.assertEqual(self.sw.read_counter("IngressImpl.service_counter", 1)[0], 1)
         self.assertEqual(self.sw.read_counter("IngressImpl.service_counter", 2)[0], 1)
+
+
+class DropEntriesAndDefaultRoute(DvipaTest):
+    """`drop` as an entry action (a blackhole route, a target being taken out) and a table default
+    changed over P4Runtime (ipv4_route's default set to set_nexthop = a default route).
+
+    client --p1--> [DUT] --p4--> NH4    default action: set_nexthop(NH4, port 4)
+      TCP to 172.16.5.5   -> port 4 by the default action (TTL - 1)
+      TCP to 10.66.1.1    -> dropped (10.66.0.0/16 -> drop beats the default)
+      SYN to 10.1.1.1:80  -> dropped (service 1's slots -> target 3, whose entry is drop)
+    """
+
+    def runTest(self):
+        self.sw.set_default(ROUTE_T, "IngressImpl.set_nexthop",
+                            {"dmac": mac(NH4_MAC), "smac": mac(SW_MAC), "port": 4})
+        self.sw.insert(ROUTE_T, {"meta.route_dst": (ip("10.66.0.0"), 16)}, "IngressImpl.drop")
+        self.add_service(DVIPA1, PROTO_TCP, 80, service_id=1)
+        self.set_slots(1, [T_S3] * N_SLOTS)
+        self.sw.insert(TARGET_T, {"meta.target_id": T_S3}, "IngressImpl.drop")
+
+        p = tcp_pkt(dst="172.16.5.5", sport=49000)
+        self.send(p)
+        self.expect(routed(p, NH4_MAC), 4)
+        self.expect_nothing_else()
+        self.expect_dropped(tcp_pkt(dst="10.66.1.1", sport=49001), why="blackhole route")
+        self.expect_dropped(tcp_pkt(sport=49002), why="target 3 is drop")
+        self.assertEqual(self.sw.read_direct_counter(TARGET_T, {"meta.target_id": T_S3})[0], 1)
