@@ -1,0 +1,35 @@
+//! dvipa-agent: the server-stack side of dvipa (a Linux server's part of the Sysplex
+//! Distributor design).
+//!
+//! The agent takes the controller's VIPA list, brings each DVIPA this stack is a candidate
+//! target for up on `lo` as a non-advertised /32, watches the kernel's sockets, and reports
+//! SRVSTAT (a listener on DVIPA:port appeared/disappeared), NEWCONN and TERMCONN (connections
+//! whose local address is a DVIPA, inbound and server-originated) over
+//! `dvipa.v1.ServerStack/Attach` (see `proto/dvipa/v1/agent.proto`).
+//!
+//! Layout:
+//! - [`model`]: what a kernel snapshot holds (listeners, connections).
+//! - [`diag`]: sock_diag netlink dumps → [`model::Snapshot`]; socket-destroy event watch.
+//! - [`tracker`]: the VIPA set, drains, and the snapshot differ that produces reports and
+//!   full re-reports.
+//! - [`lo`]: DVIPAs on `lo` via rtnetlink; ARP sysctls.
+//! - [`agent`]: the controller session loop (Hello/Welcome/VIPA list/full sync/incremental
+//!   reports/heartbeats/acks, reconnect with backoff).
+//! - [`control`]: the local control socket (drain, undrain, status).
+//!
+//! What is event-driven and what is polled: the kernel offers no notification for `listen()` or
+//! for a connection becoming established, so new listeners and new connections are found by a
+//! sock_diag dump every poll interval (default 100 ms). Socket *destruction* is broadcast by the
+//! kernel on the sock_diag destroy groups; the agent subscribes (when it has CAP_NET_ADMIN) and
+//! re-dumps at once, so closed listeners (SRVSTAT down) and ended connections (TERMCONN) are
+//! reported within milliseconds. VIPA list changes, drain orders and controller messages are
+//! handled as they arrive.
+
+pub mod agent;
+pub mod control;
+pub mod diag;
+pub mod lo;
+pub mod model;
+pub mod tracker;
+
+pub use agent::{Agent, AgentConfig, AgentError, AgentStats, Control};

@@ -1,0 +1,742 @@
+//! The snapshot differ: turns consecutive kernel [`Snapshot`]s plus the VIPA list into the
+//! connection administration messages (SRVSTAT, NEWCONN, TERMCONN), and remembers what it has
+//! reported so that a reconnect can re-report everything (`full_sync`).
+//!
+//! Rules:
+//! - A listener counts for `DVIPA:port` when it is bound to the DVIPA or to the wildcard address
+//!   and the port is distributed for that DVIPA (a VIPA with no port list distributes all ports).
+//!   UDP wildcard sockets count only for explicitly listed ports, since every UDP client socket
+//!   is a wildcard-bound "listener" on an ephemeral port.
+//! - A TCP connection counts when its local address is a DVIPA. It is *server-originated* when
+//!   it was seen in SYN_SENT, or when nothing listens on its local port and the port is not an
+//!   explicitly distributed one. The classification is kept for the connection's lifetime.
+//! - When a DVIPA leaves the VIPA list its listeners and connections are forgotten silently:
+//!   the controller has already dropped them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use dvipa_proto::v1::{Conn, Report, SrvStat, VipaList};
+
+use crate::model::{Listener, Proto, Snapshot};
+
+/// Ports a DVIPA distributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    All,
+    Listed(BTreeSet<u16>),
+}
+
+impl Ports {
+    fn contains(&self, port: u16) -> bool {
+        match self {
+            Ports::All => true,
+            Ports::Listed(s) => s.contains(&port),
+        }
+    }
+    fn lists(&self, port: u16) -> bool {
+        matches!(self, Ports::Listed(s) if s.contains(&port))
+    }
+}
+
+/// The DVIPAs this stack is a candidate target for, from the controller's VIPA list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VipaSet {
+    pub version: u64,
+    pub vipas: BTreeMap<Ipv4Addr, Ports>,
+}
+
+/// A VIPA list entry the agent could not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VipaEntryError {
+    #[error("VIPA entry {index}: address 0 is not a valid DVIPA")]
+    ZeroAddress { index: usize },
+    #[error("VIPA entry {index} ({dvipa}): port {port} out of range")]
+    BadPort {
+        index: usize,
+        dvipa: Ipv4Addr,
+        port: u32,
+    },
+    #[error("VIPA entry {index} ({dvipa}): not a unicast address")]
+    NotUnicast { index: usize, dvipa: Ipv4Addr },
+}
+
+impl VipaSet {
+    /// The DVIPAs of `list` for which `stack` is a candidate (listed, or `all_stacks`). Bad
+    /// entries are skipped and returned as errors; the rest of the list still applies.
+    pub fn from_list(list: &VipaList, stack: &str) -> (VipaSet, Vec<VipaEntryError>) {
+        let mut set = VipaSet {
+            version: list.version,
+            vipas: BTreeMap::new(),
+        };
+        let mut errors = Vec::new();
+        'entries: for (index, v) in list.vipas.iter().enumerate() {
+            if !(v.all_stacks || v.candidates.iter().any(|c| c == stack)) {
+                continue;
+            }
+            if v.dvipa == 0 {
+                errors.push(VipaEntryError::ZeroAddress { index });
+                continue;
+            }
+            let dvipa = Ipv4Addr::from(v.dvipa);
+            if dvipa.is_multicast() || dvipa.is_broadcast() || dvipa.is_loopback() {
+                errors.push(VipaEntryError::NotUnicast { index, dvipa });
+                continue;
+            }
+            let ports = if v.ports.is_empty() {
+                Ports::All
+            } else {
+                let mut s = BTreeSet::new();
+                for &p in &v.ports {
+                    match u16::try_from(p) {
+                        Ok(p) if p != 0 => {
+                            s.insert(p);
+                        }
+                        _ => {
+                            errors.push(VipaEntryError::BadPort {
+                                index,
+                                dvipa,
+                                port: p,
+                            });
+                            continue 'entries;
+                        }
+                    }
+                }
+                Ports::Listed(s)
+            };
+            // The same DVIPA twice: merge the port lists (All wins).
+            let merged = match (set.vipas.remove(&dvipa), ports) {
+                (None, p) => p,
+                (Some(Ports::All), _) | (_, Ports::All) => Ports::All,
+                (Some(Ports::Listed(mut a)), Ports::Listed(b)) => {
+                    a.extend(b);
+                    Ports::Listed(a)
+                }
+            };
+            set.vipas.insert(dvipa, merged);
+        }
+        (set, errors)
+    }
+
+    pub fn addresses(&self) -> BTreeSet<Ipv4Addr> {
+        self.vipas.keys().copied().collect()
+    }
+}
+
+/// Key of a SRVSTAT: who listens where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SrvKey {
+    pub dvipa: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+/// The reported attributes of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SrvVal {
+    pub weight: u32,
+    pub draining: bool,
+}
+
+/// Key of a NEWCONN/TERMCONN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnKey {
+    pub dvipa: Ipv4Addr,
+    pub dvipa_port: u16,
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+}
+
+/// A drain order: stop new connections to `port` (on one DVIPA, or all when `dvipa` is None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Drain {
+    pub dvipa: Option<Ipv4Addr>,
+    pub port: u16,
+}
+
+/// Changes to report, not yet split into batches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    pub srvstat: Vec<SrvStat>,
+    pub newconn: Vec<Conn>,
+    pub termconn: Vec<Conn>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.srvstat.is_empty() && self.newconn.is_empty() && self.termconn.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.srvstat.len() + self.newconn.len() + self.termconn.len()
+    }
+
+    /// Splits into Reports of at most `max_items` items each (SRVSTATs first, then TERMCONNs,
+    /// then NEWCONNs). An empty delta gives no reports.
+    pub fn into_reports(self, max_items: usize) -> Vec<Report> {
+        let max = max_items.max(1);
+        let mut out: Vec<Report> = Vec::new();
+        let mut cur = Report::default();
+        let mut n = 0usize;
+        let flush = |cur: &mut Report, n: &mut usize, out: &mut Vec<Report>| {
+            if *n > 0 {
+                out.push(std::mem::take(cur));
+                *n = 0;
+            }
+        };
+        for s in self.srvstat {
+            cur.srvstat.push(s);
+            n += 1;
+            if n == max {
+                flush(&mut cur, &mut n, &mut out);
+            }
+        }
+        for c in self.termconn {
+            cur.termconn.push(c);
+            n += 1;
+            if n == max {
+                flush(&mut cur, &mut n, &mut out);
+            }
+        }
+        for c in self.newconn {
+            cur.newconn.push(c);
+            n += 1;
+            if n == max {
+                flush(&mut cur, &mut n, &mut out);
+            }
+        }
+        flush(&mut cur, &mut n, &mut out);
+        out
+    }
+}
+
+fn srvstat(k: &SrvKey, v: &SrvVal, listening: bool) -> SrvStat {
+    SrvStat {
+        dvipa: u32::from(k.dvipa),
+        port: u32::from(k.port),
+        protocol: k.proto.number(),
+        listening,
+        weight: v.weight,
+        draining: v.draining,
+    }
+}
+
+fn conn(k: &ConnKey, server_originated: bool) -> Conn {
+    Conn {
+        client_addr: u32::from(k.client),
+        client_port: u32::from(k.client_port),
+        dvipa: u32::from(k.dvipa),
+        dvipa_port: u32::from(k.dvipa_port),
+        protocol: Proto::Tcp.number(),
+        server_originated,
+    }
+}
+
+/// The agent's view: the VIPA set, local settings, and what has been reported.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    vipas: VipaSet,
+    weight: u32,
+    drains: BTreeSet<Drain>,
+    reported_srv: BTreeMap<SrvKey, SrvVal>,
+    reported_conns: BTreeMap<ConnKey, bool>,
+    last: Snapshot,
+}
+
+impl Tracker {
+    pub fn new(weight: u32) -> Self {
+        Tracker {
+            weight,
+            ..Default::default()
+        }
+    }
+
+    pub fn vipas(&self) -> &VipaSet {
+        &self.vipas
+    }
+
+    pub fn drains(&self) -> &BTreeSet<Drain> {
+        &self.drains
+    }
+
+    /// Listeners reported as up, with their attributes.
+    pub fn listeners(&self) -> &BTreeMap<SrvKey, SrvVal> {
+        &self.reported_srv
+    }
+
+    /// Connections reported, with their server-originated flag.
+    pub fn connections(&self) -> &BTreeMap<ConnKey, bool> {
+        &self.reported_conns
+    }
+
+    /// Installs a new VIPA set. State of DVIPAs that left the set is dropped without reports;
+    /// the returned delta covers listeners and connections that now count (new DVIPAs, new
+    /// ports) or stopped counting (ports no longer distributed), using the last snapshot.
+    pub fn set_vipas(&mut self, vipas: VipaSet) -> Delta {
+        self.reported_srv
+            .retain(|k, _| vipas.vipas.contains_key(&k.dvipa));
+        self.reported_conns
+            .retain(|k, _| vipas.vipas.contains_key(&k.dvipa));
+        self.vipas = vipas;
+        let last = std::mem::take(&mut self.last);
+        self.observe(last)
+    }
+
+    /// Adds (true) or removes (false) a drain order; returns the resulting SRVSTAT changes.
+    pub fn set_drain(&mut self, d: Drain, on: bool) -> Delta {
+        if on {
+            self.drains.insert(d);
+        } else {
+            self.drains.remove(&d);
+        }
+        let last = std::mem::take(&mut self.last);
+        self.observe(last)
+    }
+
+    fn draining(&self, dvipa: Ipv4Addr, port: u16) -> bool {
+        self.drains
+            .iter()
+            .any(|d| d.port == port && d.dvipa.is_none_or(|a| a == dvipa))
+    }
+
+    fn listener_keys(&self, l: &Listener) -> Vec<SrvKey> {
+        let counts = |ports: &Ports| match l.proto {
+            Proto::Tcp => ports.contains(l.port),
+            // A UDP socket bound to the DVIPA itself is deliberate; a wildcard one only counts
+            // on explicitly distributed ports.
+            Proto::Udp => {
+                if l.addr.is_unspecified() {
+                    ports.lists(l.port)
+                } else {
+                    ports.contains(l.port)
+                }
+            }
+        };
+        if l.addr.is_unspecified() {
+            self.vipas
+                .vipas
+                .iter()
+                .filter(|(_, p)| counts(p))
+                .map(|(&dvipa, _)| SrvKey {
+                    dvipa,
+                    port: l.port,
+                    proto: l.proto,
+                })
+                .collect()
+        } else {
+            match self.vipas.vipas.get(&l.addr) {
+                Some(p) if counts(p) => vec![SrvKey {
+                    dvipa: l.addr,
+                    port: l.port,
+                    proto: l.proto,
+                }],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    /// Compares `snap` with what was reported and returns the changes (and records them as
+    /// reported).
+    pub fn observe(&mut self, snap: Snapshot) -> Delta {
+        let mut want_srv: BTreeMap<SrvKey, SrvVal> = BTreeMap::new();
+        for l in &snap.listeners {
+            for k in self.listener_keys(l) {
+                let v = SrvVal {
+                    weight: self.weight,
+                    draining: self.draining(k.dvipa, k.port),
+                };
+                want_srv.insert(k, v);
+            }
+        }
+        // Ports with a TCP listener per DVIPA, for classifying connections (a listener that is
+        // not distributed still makes its port an "inbound" port).
+        let tcp_listening = |dvipa: Ipv4Addr, port: u16| {
+            snap.listeners.iter().any(|l| {
+                l.proto == Proto::Tcp
+                    && l.port == port
+                    && (l.addr == dvipa || l.addr.is_unspecified())
+            })
+        };
+        let mut want_conns: BTreeMap<ConnKey, bool> = BTreeMap::new();
+        for c in &snap.connections {
+            let Some(ports) = self.vipas.vipas.get(&c.local) else {
+                continue;
+            };
+            let k = ConnKey {
+                dvipa: c.local,
+                dvipa_port: c.local_port,
+                client: c.remote,
+                client_port: c.remote_port,
+            };
+            let so = match self.reported_conns.get(&k) {
+                Some(&so) => so,
+                None => {
+                    c.syn_sent
+                        || !(ports.lists(c.local_port) || tcp_listening(c.local, c.local_port))
+                }
+            };
+            // A connection seen twice in one snapshot (SYN_SENT and ESTABLISHED sockets never
+            // share a key in practice) keeps the first classification.
+            want_conns.entry(k).or_insert(so);
+        }
+
+        let mut d = Delta::default();
+        for (k, v) in &self.reported_srv {
+            if !want_srv.contains_key(k) {
+                d.srvstat.push(srvstat(k, v, false));
+            }
+        }
+        for (k, v) in &want_srv {
+            if self.reported_srv.get(k) != Some(v) {
+                d.srvstat.push(srvstat(k, v, true));
+            }
+        }
+        for (k, &so) in &self.reported_conns {
+            if !want_conns.contains_key(k) {
+                d.termconn.push(conn(k, so));
+            }
+        }
+        for (k, &so) in &want_conns {
+            if !self.reported_conns.contains_key(k) {
+                d.newconn.push(conn(k, so));
+            }
+        }
+        self.reported_srv = want_srv;
+        self.reported_conns = want_conns;
+        self.last = snap;
+        d
+    }
+
+    /// A full re-report of the reported state: every batch has `full_sync`, the last one
+    /// `sync_done`. Always at least one Report (an empty state still ends a sync).
+    pub fn full_reports(&self, max_items: usize) -> Vec<Report> {
+        let d = Delta {
+            srvstat: self
+                .reported_srv
+                .iter()
+                .map(|(k, v)| srvstat(k, v, true))
+                .collect(),
+            newconn: self
+                .reported_conns
+                .iter()
+                .map(|(k, &so)| conn(k, so))
+                .collect(),
+            termconn: Vec::new(),
+        };
+        let mut reports = d.into_reports(max_items);
+        if reports.is_empty() {
+            reports.push(Report::default());
+        }
+        for r in &mut reports {
+            r.full_sync = true;
+        }
+        if let Some(r) = reports.last_mut() {
+            r.sync_done = true;
+        }
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Connection;
+    use dvipa_proto::v1::Vipa;
+
+    const D1: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const D2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
+
+    fn vipa(d: Ipv4Addr, ports: &[u32], candidates: &[&str], all: bool) -> Vipa {
+        Vipa {
+            dvipa: u32::from(d),
+            prefix_len: 32,
+            ports: ports.to_vec(),
+            candidates: candidates.iter().map(|s| s.to_string()).collect(),
+            all_stacks: all,
+            ..Default::default()
+        }
+    }
+
+    fn tracker(vipas: Vec<Vipa>) -> Tracker {
+        let mut t = Tracker::new(0);
+        let (set, errs) = VipaSet::from_list(&VipaList { version: 1, vipas }, "s1");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(t.set_vipas(set).is_empty());
+        t
+    }
+
+    fn tcp_l(addr: Ipv4Addr, port: u16) -> Listener {
+        Listener {
+            proto: Proto::Tcp,
+            addr,
+            port,
+        }
+    }
+
+    fn snap(listeners: &[Listener], conns: &[Connection]) -> Snapshot {
+        Snapshot {
+            listeners: listeners.iter().copied().collect(),
+            connections: conns.iter().copied().collect(),
+        }
+    }
+
+    fn up(d: &Delta) -> Vec<(Ipv4Addr, u32, bool)> {
+        d.srvstat
+            .iter()
+            .map(|s| (Ipv4Addr::from(s.dvipa), s.port, s.listening))
+            .collect()
+    }
+
+    #[test]
+    fn vipa_list_keeps_only_candidate_entries_and_reports_bad_ones() {
+        let list = VipaList {
+            version: 4,
+            vipas: vec![
+                vipa(D1, &[80], &["s1", "s2"], false),
+                vipa(D2, &[], &["s2"], false),
+                vipa(Ipv4Addr::new(10, 1, 0, 3), &[], &[], true),
+                vipa(Ipv4Addr::new(10, 1, 0, 4), &[70000], &["s1"], false),
+                vipa(Ipv4Addr::UNSPECIFIED, &[], &["s1"], false),
+                vipa(Ipv4Addr::new(224, 0, 0, 1), &[], &["s1"], false),
+            ],
+        };
+        let (set, errs) = VipaSet::from_list(&list, "s1");
+        assert_eq!(set.version, 4);
+        assert_eq!(
+            set.addresses().into_iter().collect::<Vec<_>>(),
+            vec![D1, Ipv4Addr::new(10, 1, 0, 3)]
+        );
+        assert_eq!(set.vipas[&D1], Ports::Listed([80].into()));
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(matches!(
+            errs[0],
+            VipaEntryError::BadPort { port: 70000, .. }
+        ));
+    }
+
+    #[test]
+    fn listener_up_then_down() {
+        let mut t = tracker(vec![vipa(D1, &[80], &["s1"], false)]);
+        let d = t.observe(snap(&[tcp_l(D1, 80)], &[]));
+        assert_eq!(up(&d), vec![(D1, 80, true)]);
+        assert!(
+            t.observe(snap(&[tcp_l(D1, 80)], &[])).is_empty(),
+            "no change, no report"
+        );
+        let d = t.observe(snap(&[], &[]));
+        assert_eq!(up(&d), vec![(D1, 80, false)]);
+    }
+
+    #[test]
+    fn wildcard_listener_counts_for_every_dvipa_but_only_distributed_ports() {
+        let mut t = tracker(vec![
+            vipa(D1, &[80], &["s1"], false),
+            vipa(D2, &[], &["s1"], false),
+        ]);
+        let d = t.observe(snap(
+            &[
+                tcp_l(Ipv4Addr::UNSPECIFIED, 80),
+                tcp_l(Ipv4Addr::UNSPECIFIED, 22),
+            ],
+            &[],
+        ));
+        // D1 distributes only 80; D2 distributes all ports.
+        assert_eq!(up(&d), vec![(D1, 80, true), (D2, 22, true), (D2, 80, true)]);
+    }
+
+    #[test]
+    fn listener_on_other_address_or_port_is_ignored() {
+        let mut t = tracker(vec![vipa(D1, &[80], &["s1"], false)]);
+        let d = t.observe(snap(
+            &[tcp_l(Ipv4Addr::new(127, 0, 0, 1), 80), tcp_l(D1, 81)],
+            &[],
+        ));
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn udp_wildcard_needs_an_explicit_port() {
+        let mut t = tracker(vec![
+            vipa(D1, &[53], &["s1"], false),
+            vipa(D2, &[], &["s1"], false),
+        ]);
+        let udp = |addr, port| Listener {
+            proto: Proto::Udp,
+            addr,
+            port,
+        };
+        let d = t.observe(snap(
+            &[
+                udp(Ipv4Addr::UNSPECIFIED, 53),
+                udp(Ipv4Addr::UNSPECIFIED, 40000),
+                udp(D2, 5000),
+            ],
+            &[],
+        ));
+        assert_eq!(up(&d), vec![(D1, 53, true), (D2, 5000, true)]);
+        assert!(d.srvstat.iter().all(|s| s.protocol == 17));
+    }
+
+    #[test]
+    fn connections_new_and_terminated_with_direction() {
+        let mut t = tracker(vec![vipa(D1, &[], &["s1"], false)]);
+        let inbound = Connection {
+            local: D1,
+            local_port: 80,
+            remote: CLIENT,
+            remote_port: 5555,
+            syn_sent: false,
+        };
+        let outbound = Connection {
+            local: D1,
+            local_port: 41000,
+            remote: CLIENT,
+            remote_port: 443,
+            syn_sent: false,
+        };
+        let other = Connection {
+            local: Ipv4Addr::new(127, 0, 0, 1),
+            ..inbound
+        };
+        let d = t.observe(snap(&[tcp_l(D1, 80)], &[inbound, outbound, other]));
+        assert_eq!(d.newconn.len(), 2);
+        let by_port = |p: u32| d.newconn.iter().find(|c| c.dvipa_port == p).unwrap();
+        assert!(!by_port(80).server_originated);
+        assert!(by_port(41000).server_originated);
+        assert_eq!(by_port(80).client_addr, u32::from(CLIENT));
+        assert_eq!(by_port(80).client_port, 5555);
+
+        // The listener goes away; the accepted connection stays inbound, then ends.
+        let d = t.observe(snap(&[], &[inbound]));
+        assert_eq!(up(&d), vec![(D1, 80, false)]);
+        assert_eq!(d.termconn.len(), 1);
+        assert_eq!(d.termconn[0].dvipa_port, 41000);
+        assert!(d.termconn[0].server_originated);
+        let d = t.observe(snap(&[], &[]));
+        assert_eq!(d.termconn.len(), 1);
+        assert!(!d.termconn[0].server_originated);
+        assert!(t.connections().is_empty());
+    }
+
+    #[test]
+    fn syn_sent_is_server_originated_even_on_a_listening_port() {
+        let mut t = tracker(vec![vipa(D1, &[80], &["s1"], false)]);
+        let c = Connection {
+            local: D1,
+            local_port: 80,
+            remote: CLIENT,
+            remote_port: 80,
+            syn_sent: true,
+        };
+        let d = t.observe(snap(&[tcp_l(D1, 80)], &[c]));
+        assert!(d.newconn[0].server_originated);
+        // Established later: same connection, no new report.
+        let est = Connection {
+            syn_sent: false,
+            ..c
+        };
+        assert!(t.observe(snap(&[tcp_l(D1, 80)], &[est])).is_empty());
+    }
+
+    #[test]
+    fn drain_resends_srvstat_with_draining() {
+        let mut t = tracker(vec![
+            vipa(D1, &[80], &["s1"], false),
+            vipa(D2, &[80], &["s1"], false),
+        ]);
+        t.observe(snap(&[tcp_l(Ipv4Addr::UNSPECIFIED, 80)], &[]));
+        let d = t.set_drain(
+            Drain {
+                dvipa: Some(D2),
+                port: 80,
+            },
+            true,
+        );
+        assert_eq!(d.srvstat.len(), 1);
+        assert!(d.srvstat[0].listening && d.srvstat[0].draining);
+        assert_eq!(Ipv4Addr::from(d.srvstat[0].dvipa), D2);
+        let d = t.set_drain(
+            Drain {
+                dvipa: Some(D2),
+                port: 80,
+            },
+            false,
+        );
+        assert!(!d.srvstat[0].draining);
+        let d = t.set_drain(
+            Drain {
+                dvipa: None,
+                port: 80,
+            },
+            true,
+        );
+        assert_eq!(d.srvstat.len(), 2);
+    }
+
+    #[test]
+    fn vipa_removed_forgets_silently_and_vipa_added_reports_existing_sockets() {
+        let mut t = tracker(vec![vipa(D1, &[], &["s1"], false)]);
+        t.observe(snap(&[tcp_l(Ipv4Addr::UNSPECIFIED, 80)], &[]));
+        let (set, _) = VipaSet::from_list(
+            &VipaList {
+                version: 2,
+                vipas: vec![vipa(D2, &[], &["s1"], false)],
+            },
+            "s1",
+        );
+        let d = t.set_vipas(set);
+        assert_eq!(
+            up(&d),
+            vec![(D2, 80, true)],
+            "only the new DVIPA is reported"
+        );
+        assert_eq!(t.listeners().len(), 1);
+    }
+
+    #[test]
+    fn full_sync_re_reports_state_in_marked_batches() {
+        let mut t = tracker(vec![vipa(D1, &[], &["s1"], false)]);
+        let mut conns = Vec::new();
+        for p in 0..5u16 {
+            conns.push(Connection {
+                local: D1,
+                local_port: 80,
+                remote: CLIENT,
+                remote_port: 1000 + p,
+                syn_sent: false,
+            });
+        }
+        t.observe(snap(&[tcp_l(D1, 80)], &conns));
+        let r = t.full_reports(4);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.full_sync));
+        assert_eq!(
+            r.iter().map(|r| r.sync_done).collect::<Vec<_>>(),
+            vec![false, true]
+        );
+        let total: usize = r.iter().map(|r| r.srvstat.len() + r.newconn.len()).sum();
+        assert_eq!(total, 6);
+        // Empty state still ends the sync.
+        let r = Tracker::new(0).full_reports(4);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].full_sync && r[0].sync_done);
+    }
+
+    #[test]
+    fn batches_respect_the_item_limit_and_keep_everything() {
+        let d = Delta {
+            srvstat: vec![SrvStat::default(); 3],
+            newconn: vec![Conn::default(); 7],
+            termconn: vec![Conn::default(); 2],
+        };
+        let r = d.into_reports(5);
+        assert_eq!(r.len(), 3);
+        let sizes: Vec<usize> = r
+            .iter()
+            .map(|r| r.srvstat.len() + r.newconn.len() + r.termconn.len())
+            .collect();
+        assert_eq!(sizes, vec![5, 5, 2]);
+        assert!(Delta::default().into_reports(5).is_empty());
+    }
+}

@@ -1,0 +1,368 @@
+//! Mutual TLS for the dvipa server-stack protocol (`dvipa.v1.ServerStack`).
+//!
+//! Both ends authenticate with certificates issued by one deployment CA:
+//!
+//! - **Agent (client) side** — [`client_tls_config`] turns a [`PemBundle`] (CA, the agent's own
+//!   certificate and key) into a tonic [`ClientTlsConfig`]. The agent's certificate must carry its
+//!   stack name as a DNS subject-alternative name (and, by convention, as the common name).
+//! - **Controller (server) side** — [`server_config`] builds a rustls `ServerConfig` that
+//!   *requires* a client certificate chaining to the CA, and [`tls_incoming`] turns a TCP listener
+//!   into a stream of TLS connections for `tonic::transport::Server::serve_with_incoming`.
+//!   Handshakes run off the accept loop; every refused handshake is counted in [`TlsStats`] (and
+//!   the `dvipa_tls_handshakes_total{result=...}` metric) by reason: no certificate, bad
+//!   certificate, other. In an RPC handler, [`peer_name`] / [`peer_names`] return the verified
+//!   names of the client certificate so the controller can check `Hello.stack` against them.
+//! - **Tests** — [`testing::TestCa`] mints a throw-away CA and server/client certificates with
+//!   rcgen (used by the agent's tests and the controller's).
+//!
+//! Layout: this file holds the config builders and the accept stream; `testing.rs` the rcgen CA.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use tokio_rustls::server::TlsStream;
+pub use tonic::transport::ClientTlsConfig;
+
+pub mod testing;
+
+/// How long a TLS handshake may take before the connection is dropped (and counted as refused).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors building a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: &'static str },
+    #[error("{what}: invalid PEM: {detail}")]
+    Pem { what: &'static str, detail: String },
+    #[error("private key: no PEM private key found ({detail})")]
+    NoPrivateKey { detail: String },
+    #[error("CA certificate rejected: {0}")]
+    BadCa(String),
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// PEM texts of one party: the CA that signs the peers' certificates, and this party's own
+/// certificate (chain) and private key.
+#[derive(Clone)]
+pub struct PemBundle {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for PemBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemBundle")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Paths of the three PEM files of a [`PemBundle`].
+#[derive(Debug, Clone)]
+pub struct PemPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl PemBundle {
+    /// Reads the three files and checks that each holds what it should.
+    pub fn load(paths: &PemPaths) -> Result<Self, TlsError> {
+        let b = PemBundle {
+            ca_pem: read(&paths.ca)?,
+            cert_pem: read(&paths.cert)?,
+            key_pem: read(&paths.key)?,
+        };
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// Checks that the CA and certificate texts hold at least one certificate and the key text a
+    /// private key.
+    pub fn validate(&self) -> Result<(), TlsError> {
+        certs(&self.ca_pem, "CA file")?;
+        certs(&self.cert_pem, "certificate file")?;
+        key(&self.key_pem)?;
+        Ok(())
+    }
+
+    /// Writes the bundle as `<prefix>-ca.pem`, `<prefix>.pem`, `<prefix>-key.pem` under `dir`
+    /// (key mode 0600).
+    pub fn write_files(&self, dir: &Path, prefix: &str) -> Result<PemPaths, TlsError> {
+        use std::os::unix::fs::PermissionsExt;
+        let paths = PemPaths {
+            ca: dir.join(format!("{prefix}-ca.pem")),
+            cert: dir.join(format!("{prefix}.pem")),
+            key: dir.join(format!("{prefix}-key.pem")),
+        };
+        for (p, text) in [
+            (&paths.ca, &self.ca_pem),
+            (&paths.cert, &self.cert_pem),
+            (&paths.key, &self.key_pem),
+        ] {
+            std::fs::write(p, text).map_err(|source| TlsError::Write {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        std::fs::set_permissions(&paths.key, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| TlsError::Write {
+                path: paths.key.clone(),
+                source,
+            },
+        )?;
+        Ok(paths)
+    }
+}
+
+fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let v = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what,
+            detail: e.to_string(),
+        })?;
+    if v.is_empty() {
+        return Err(TlsError::NoCertificate { what });
+    }
+    Ok(v)
+}
+
+fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::NoPrivateKey {
+        detail: e.to_string(),
+    })
+}
+
+/// The agent's tonic TLS config: trust only the deployment CA, present the agent's certificate.
+///
+/// `server_name` overrides the name checked in the controller's certificate (default: the host of
+/// the endpoint URI).
+pub fn client_tls_config(
+    bundle: &PemBundle,
+    server_name: Option<&str>,
+) -> Result<ClientTlsConfig, TlsError> {
+    bundle.validate()?;
+    let mut cfg = ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&bundle.ca_pem))
+        .identity(tonic::transport::Identity::from_pem(
+            &bundle.cert_pem,
+            &bundle.key_pem,
+        ));
+    if let Some(name) = server_name {
+        cfg = cfg.domain_name(name);
+    }
+    Ok(cfg)
+}
+
+/// The controller's rustls config: its own certificate, ALPN `h2`, and a verifier that requires
+/// every client to present a certificate chaining to the CA in `bundle.ca_pem`.
+pub fn server_config(bundle: &PemBundle) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&bundle.ca_pem, "CA file")? {
+        roots.add(c).map_err(|e| TlsError::BadCa(e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs(&bundle.cert_pem, "certificate file")?,
+            key(&bundle.key_pem)?,
+        )?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Counters of the TLS accept stream.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    accepted: AtomicU64,
+    refused_no_cert: AtomicU64,
+    refused_bad_cert: AtomicU64,
+    refused_other: AtomicU64,
+}
+
+/// A copy of [`TlsStats`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsStatsSnapshot {
+    /// Handshakes that completed with a verified client certificate.
+    pub accepted: u64,
+    /// The client presented no certificate.
+    pub refused_no_cert: u64,
+    /// The client's certificate was not accepted (unknown issuer, expired, wrong usage, ...).
+    pub refused_bad_cert: u64,
+    /// Any other handshake failure (protocol error, timeout, connection reset).
+    pub refused_other: u64,
+}
+
+impl TlsStatsSnapshot {
+    /// All refused handshakes.
+    pub fn refused(&self) -> u64 {
+        self.refused_no_cert + self.refused_bad_cert + self.refused_other
+    }
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoCertificate,
+    BadCertificate,
+    Other,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no_cert",
+            Refusal::BadCertificate => "bad_cert",
+            Refusal::Other => "other",
+        }
+    }
+
+    /// Classifies an error returned by `TlsAcceptor::accept`.
+    pub fn classify(err: &io::Error) -> Refusal {
+        match err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::NoCertificatesPresented) => Refusal::NoCertificate,
+            Some(rustls::Error::InvalidCertificate(_)) => Refusal::BadCertificate,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+impl TlsStats {
+    pub fn snapshot(&self) -> TlsStatsSnapshot {
+        TlsStatsSnapshot {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            refused_no_cert: self.refused_no_cert.load(Ordering::Relaxed),
+            refused_bad_cert: self.refused_bad_cert.load(Ordering::Relaxed),
+            refused_other: self.refused_other.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("dvipa_tls_handshakes_total", "result" => "accepted").increment(1);
+    }
+
+    fn count_refused(&self, r: Refusal) {
+        let c = match r {
+            Refusal::NoCertificate => &self.refused_no_cert,
+            Refusal::BadCertificate => &self.refused_bad_cert,
+            Refusal::Other => &self.refused_other,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("dvipa_tls_handshakes_total", "result" => r.label()).increment(1);
+    }
+}
+
+/// Accepts TCP connections on `listener`, runs each TLS handshake in its own task (bounded by
+/// [`HANDSHAKE_TIMEOUT`]) and yields the established ones. Refused handshakes are logged, counted
+/// in `stats` and never reach the server. The accept task stops when the stream is dropped.
+///
+/// Use with `tonic::transport::Server::builder().add_service(..).serve_with_incoming(stream)`;
+/// handlers then see the client certificate through [`peer_name`].
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    stats: Arc<TlsStats>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                match r {
+                    Ok(Ok(tls)) => {
+                        stats.count_accepted();
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        let why = Refusal::classify(&e);
+                        stats.count_refused(why);
+                        tracing::warn!(%peer, reason = why.label(), error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        stats.count_refused(Refusal::Other);
+                        tracing::warn!(%peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The DNS names (subject alternative names) of a DER certificate.
+pub fn cert_dns_names(der: &CertificateDer<'_>) -> Vec<String> {
+    match webpki::EndEntityCert::try_from(der) {
+        Ok(c) => c.valid_dns_names().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The verified DNS names of the client certificate of the connection `req` came on (empty
+/// without TLS or without a certificate).
+pub fn peer_names<T>(req: &tonic::Request<T>) -> Vec<String> {
+    req.peer_certs()
+        .and_then(|c| c.first().map(cert_dns_names))
+        .unwrap_or_default()
+}
+
+/// The first verified DNS name of the client certificate: by dvipa's convention, the stack name.
+pub fn peer_name<T>(req: &tonic::Request<T>) -> Option<String> {
+    peer_names(req).into_iter().next()
+}
