@@ -424,6 +424,8 @@ fn route(t: &Tables, f: &mut [u8], ip: usize, route_dst: u32, trace: bool) -> Ve
     match hit.unwrap_or(t.route.default_action) {
         RouteAction::Drop => Verdict::Drop(DropReason::RouteDrop(route_dst)),
         RouteAction::SetNexthop { dmac, smac, port } => {
+            // As in dvipa.p4 (switch on action_run): the TTL rule goes with set_nexthop, whether it
+            // ran for an entry or as the table's default action.
             let ttl = f[ip + 8];
             if ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExpired);

@@ -571,6 +571,27 @@ fn payload_and_trailing_padding_pass_through() {
 }
 
 #[test]
+fn default_action_set_nexthop_is_a_default_route_with_ttl_rule() {
+    let mut sw = Sw::new();
+    sw.p.tables_mut().route.default_action = RouteAction::SetNexthop {
+        dmac: ROUTER_MAC,
+        smac: SWITCH_MAC,
+        port: 5,
+    };
+    let pkt = udp_frame(CLIENT, 1, [8, 8, 4, 4], 2, 10);
+    let expected = macs(
+        &edit_ipv4(&pkt, 14, |h| h.time_to_live = 9),
+        ROUTER_MAC,
+        SWITCH_MAC,
+    );
+    sw.expect_out(&pkt, 5, &expected);
+    assert_eq!(
+        sw.send(&udp_frame(CLIENT, 1, [8, 8, 4, 4], 2, 1)),
+        Verdict::Drop(DropReason::TtlExpired)
+    );
+}
+
+#[test]
 fn dvipa_default_action_noaction_is_a_miss() {
     let mut sw = Sw::new();
     // No dvipa entry, no route -> dropped by ipv4_route's default.
