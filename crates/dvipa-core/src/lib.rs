@@ -5,4 +5,7 @@
 //!
 //! - [`profile`]: parser for the z/OS profile statements (`VIPADYNAMIC` block) of one routing
 //!   switch, with `file:line:column` errors.
+//! - [`config`]: the TOML configuration (switches, stacks, timers, …) and the effective VIPA
+//!   list ([`config::Cluster`]) derived from it and the profiles.
+pub mod config;
 pub mod profile;

@@ -26,7 +26,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 /// A position in a profile file (1-based line and column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
 pub struct Loc {
     /// 1-based line.
     pub line: u32,
@@ -71,7 +71,8 @@ impl fmt::Display for ProfileErrors {
 impl std::error::Error for ProfileErrors {}
 
 /// Distribution method (`DISTMETHOD`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum DistMethod {
     /// Every ready target gets an equal share; the switch walks the slots in turn.
     #[default]
@@ -125,7 +126,8 @@ pub struct VipaBackup {
 }
 
 /// Role of a DESTIP entry under HOTSTANDBY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StandbyRole {
     /// Receives all new connections while ready.
     Preferred,

@@ -1,0 +1,910 @@
+//! The TOML configuration (what the profiles do not say) and the **effective VIPA list**
+//! derived from it and the per-switch profiles.
+//!
+//! No file is read here: the caller passes the TOML text and, for each switch, the text of the
+//! profile its `profile` field names ([`Cluster::build`]). Example (the design's figure 4 is in
+//! `controller/examples/`):
+//!
+//! ```toml
+//! controller_id = "dvipa-1"
+//! p4info = "p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
+//! device_config = "p4src/p4c-out/bmv2/dvipa.json"
+//! hot_standby = false            # keep backups programmed (CRT mirrored) all the time
+//! agent = { listen = "0.0.0.0:7070" }
+//! metrics = { listen = "127.0.0.1:9464" }
+//! tls = { ca = "ca.pem", cert = "ctl.pem", key = "ctl.key" }      # optional
+//! timers = { heartbeat_ms = 1000, lease_ms = 3000, idle_timeout_ms = 300000, liveness_ms = 500 }
+//!
+//! [[switch]]
+//! name = "MVS1"
+//! p4runtime = "127.0.0.1:9559"
+//! device_id = 1
+//! election_id = 1
+//! profile = "mvs1.profile"
+//! tunnel_src = "192.168.100.1"   # outer source for IPIP stacks (optional)
+//! routes = [{ prefix = "0.0.0.0/0", port = 1, dmac = "02:00:00:00:01:01", smac = "02:00:00:00:00:01" }]
+//!
+//! [[stack]]
+//! name = "MVS2"
+//! underlay = "10.0.0.2"          # its XCF address, as used in DESTIP
+//! mac = "02:00:00:00:02:02"      # L2 direct server return ...
+//! ports = { MVS1 = 2, MVS5 = 2 } # ... through this port of each switch
+//! # encap = "ipip"               # or: IP-in-IP to `underlay`
+//! ```
+
+use crate::profile::{self, DestIp, DistMethod, Loc, Profile, StandbyRole, VipaRange};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A MAC address (`aa:bb:cc:dd:ee:ff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "`{s}` is not a MAC address (expected aa:bb:cc:dd:ee:ff)"
+            ));
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            m[i] = u8::from_str_radix(p, 16)
+                .ok()
+                .filter(|_| p.len() == 2)
+                .ok_or_else(|| format!("`{s}` is not a MAC address (bad byte `{p}`)"))?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IPv4 prefix (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    /// Network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// 0–32.
+    pub len: u8,
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a prefix (expected a.b.c.d/len)"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{s}`: `{a}` is not an IPv4 address"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("`{s}`: prefix length must be 0–32"))?;
+        if u32::from(addr) & !profile::prefix_mask(len) != 0 {
+            return Err(format!("`{s}` has host bits set"));
+        }
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole TOML file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identifies this controller (Welcome.controller_id).
+    #[serde(default = "default_controller_id")]
+    pub controller_id: String,
+    /// P4Info file (text or binary protobuf).
+    pub p4info: PathBuf,
+    /// Target-specific device config (bmv2 JSON).
+    pub device_config: PathBuf,
+    /// Keep ranked backups continuously programmed (CRT mirrored), so a takeover is only the
+    /// advertisement move.
+    #[serde(default)]
+    pub hot_standby: bool,
+    /// Also distribute UDP to the DVIPA ports (TCP always).
+    #[serde(default)]
+    pub distribute_udp: bool,
+    /// The agents' (server stacks') endpoint.
+    pub agent: AgentCfg,
+    /// TLS material; absent = plaintext (tests only).
+    #[serde(default)]
+    pub tls: Option<TlsCfg>,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsCfg>,
+    /// Timers.
+    #[serde(default)]
+    pub timers: Timers,
+    /// Routing switches.
+    #[serde(rename = "switch", default)]
+    pub switches: Vec<SwitchCfg>,
+    /// Server stacks (targets).
+    #[serde(rename = "stack", default)]
+    pub stacks: Vec<StackCfg>,
+}
+
+fn default_controller_id() -> String {
+    "dvipa".into()
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCfg {
+    /// Listen address of the ServerStack gRPC service.
+    pub listen: SocketAddr,
+}
+
+/// `[tls]`: PEM paths.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCfg {
+    /// CA that signs agent certificates.
+    pub ca: PathBuf,
+    /// Controller certificate.
+    pub cert: PathBuf,
+    /// Controller key.
+    pub key: PathBuf,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsCfg {
+    /// Prometheus listen address.
+    pub listen: SocketAddr,
+}
+
+/// `[timers]`, all in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    /// How often agents must send something.
+    pub heartbeat_ms: u64,
+    /// After this long without a message a stack's targets go not-ready.
+    pub lease_ms: u64,
+    /// CRT idle timeout programmed on the switch.
+    pub idle_timeout_ms: u64,
+    /// Switch liveness detection time.
+    pub liveness_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            heartbeat_ms: 1000,
+            lease_ms: 3000,
+            idle_timeout_ms: 300_000,
+            liveness_ms: 500,
+        }
+    }
+}
+
+/// `[[switch]]`: one routing switch.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchCfg {
+    /// Name (used in messages, VIPA lists, CLI).
+    pub name: String,
+    /// P4Runtime gRPC address.
+    pub p4runtime: String,
+    /// P4Runtime device id.
+    pub device_id: u64,
+    /// Election id (this controller's, for mastership).
+    #[serde(default = "one")]
+    pub election_id: u64,
+    /// The switch's profile file (relative to the TOML file's directory).
+    pub profile: PathBuf,
+    /// Outer source address for IPIP-encapsulated targets.
+    #[serde(default)]
+    pub tunnel_src: Option<Ipv4Addr>,
+    /// The switch's own IPv4 routes (`ipv4_route` table).
+    #[serde(default)]
+    pub routes: Vec<RouteCfg>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// One `ipv4_route` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCfg {
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Egress port.
+    pub port: u16,
+    /// Next hop MAC.
+    pub dmac: Mac,
+    /// Switch's own MAC on that port.
+    pub smac: Mac,
+}
+
+/// How packets reach a stack.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// Rewrite the destination MAC and send out of the stack's port (direct server return).
+    #[default]
+    L2,
+    /// IP-in-IP to the stack's underlay address.
+    Ipip,
+}
+
+/// `[[stack]]`: one server stack.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StackCfg {
+    /// Name (Hello.stack).
+    pub name: String,
+    /// Underlay ("XCF") address: what DESTIP lists.
+    pub underlay: Ipv4Addr,
+    /// L2 or IPIP.
+    #[serde(default)]
+    pub encap: Encap,
+    /// MAC of the stack (L2).
+    #[serde(default)]
+    pub mac: Option<Mac>,
+    /// Switch name → port the stack is reached through (L2).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// One configuration error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax or type error.
+    #[error("{file}:{line}:{col}: {msg}")]
+    Toml {
+        /// File.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// 1-based column.
+        col: u32,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A field with an invalid value.
+    #[error("{file}: {field}: {msg}")]
+    Field {
+        /// File.
+        file: String,
+        /// Dotted path of the field, e.g. `stack[2].ports.MVS9`.
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A profile error (syntax or cross-check against the TOML / other profiles).
+    #[error("{0}")]
+    Profile(#[from] profile::ProfileError),
+}
+
+/// All errors found (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn line_col(src: &str, offset: usize) -> (u32, u32) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() as u32 + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Parse and validate the TOML text (`file` is only used in messages).
+    pub fn parse(file: &str, src: &str) -> Result<Config, ConfigErrors> {
+        let cfg: Config = toml::from_str(src).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(src, s.start)).unwrap_or((1, 1));
+            ConfigErrors(vec![ConfigError::Toml {
+                file: file.into(),
+                line,
+                col,
+                msg: e.message().to_string(),
+            }])
+        })?;
+        let errs = cfg.validate(file);
+        if errs.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errs))
+        }
+    }
+
+    fn validate(&self, file: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut e = |field: String, msg: String| {
+            errs.push(ConfigError::Field {
+                file: file.into(),
+                field,
+                msg,
+            })
+        };
+        if self.switches.is_empty() {
+            e(
+                "switch".into(),
+                "at least one [[switch]] is required".into(),
+            );
+        }
+        let mut names = BTreeSet::new();
+        let mut devs = BTreeSet::new();
+        for (i, s) in self.switches.iter().enumerate() {
+            if s.name.is_empty() {
+                e(format!("switch[{i}].name"), "must not be empty".into());
+            }
+            if !names.insert(s.name.clone()) {
+                e(
+                    format!("switch[{i}].name"),
+                    format!("duplicate switch name `{}`", s.name),
+                );
+            }
+            if !devs.insert((s.p4runtime.clone(), s.device_id)) {
+                e(
+                    format!("switch[{i}].device_id"),
+                    format!(
+                        "{} device {} is used by two switches",
+                        s.p4runtime, s.device_id
+                    ),
+                );
+            }
+            if s.election_id == 0 {
+                e(format!("switch[{i}].election_id"), "must be ≥ 1".into());
+            }
+            for (j, r) in s.routes.iter().enumerate() {
+                if r.port >= 512 {
+                    e(
+                        format!("switch[{i}].routes[{j}].port"),
+                        format!("{} does not fit 9 bits", r.port),
+                    );
+                }
+            }
+        }
+        let mut snames = BTreeSet::new();
+        let mut unders = BTreeMap::new();
+        for (i, s) in self.stacks.iter().enumerate() {
+            if s.name.is_empty() {
+                e(format!("stack[{i}].name"), "must not be empty".into());
+            }
+            if !snames.insert(s.name.clone()) {
+                e(
+                    format!("stack[{i}].name"),
+                    format!("duplicate stack name `{}`", s.name),
+                );
+            }
+            if let Some(prev) = unders.insert(s.underlay, s.name.clone()) {
+                e(
+                    format!("stack[{i}].underlay"),
+                    format!(
+                        "{} is already the underlay address of stack `{prev}`",
+                        s.underlay
+                    ),
+                );
+            }
+            if s.underlay.is_unspecified() {
+                e(
+                    format!("stack[{i}].underlay"),
+                    "0.0.0.0 is not a valid underlay address".into(),
+                );
+            }
+            match s.encap {
+                Encap::L2 => {
+                    if s.mac.is_none() {
+                        e(
+                            format!("stack[{i}].mac"),
+                            "required with encap = \"l2\"".into(),
+                        );
+                    }
+                    for sw in &self.switches {
+                        if !s.ports.contains_key(&sw.name) {
+                            e(
+                                format!("stack[{i}].ports"),
+                                format!(
+                                    "no port for switch `{}` (every L2 stack needs one per switch)",
+                                    sw.name
+                                ),
+                            );
+                        }
+                    }
+                }
+                Encap::Ipip => {
+                    for sw in &self.switches {
+                        if sw.tunnel_src.is_none() {
+                            e(
+                                format!("switch.{}.tunnel_src", sw.name),
+                                format!(
+                                    "required because stack `{}` uses encap = \"ipip\"",
+                                    s.name
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            for (sw, p) in &s.ports {
+                if !names.contains(sw) {
+                    e(
+                        format!("stack[{i}].ports.{sw}"),
+                        format!("no switch named `{sw}`"),
+                    );
+                }
+                if *p >= 512 {
+                    e(
+                        format!("stack[{i}].ports.{sw}"),
+                        format!("{p} does not fit 9 bits"),
+                    );
+                }
+            }
+        }
+        let t = &self.timers;
+        if t.heartbeat_ms == 0 || t.lease_ms <= t.heartbeat_ms {
+            e(
+                "timers.lease_ms".into(),
+                format!(
+                    "must be greater than heartbeat_ms ({} ≤ {})",
+                    t.lease_ms, t.heartbeat_ms
+                ),
+            );
+        }
+        if t.liveness_ms == 0 || t.idle_timeout_ms == 0 {
+            e(
+                "timers".into(),
+                "liveness_ms and idle_timeout_ms must be > 0".into(),
+            );
+        }
+        errs
+    }
+
+    /// Stack by underlay address.
+    pub fn stack_by_underlay(&self, a: Ipv4Addr) -> Option<&StackCfg> {
+        self.stacks.iter().find(|s| s.underlay == a)
+    }
+}
+
+/// One candidate target stack of a distribution.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Candidate {
+    /// Stack name.
+    pub stack: String,
+    /// Configured weight (WEIGHTEDACTIVE; 1 otherwise).
+    pub weight: u32,
+    /// HOTSTANDBY role.
+    pub role: Option<StandbyRole>,
+}
+
+/// One VIPADISTRIBUTE, resolved against the configured stacks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Distribution {
+    /// Where it came from.
+    pub file: String,
+    /// Statement position.
+    pub loc: Loc,
+    /// Ports; empty = all.
+    pub ports: Vec<u16>,
+    /// Method.
+    pub method: DistMethod,
+    /// `DESTIP ALL`.
+    pub all_stacks: bool,
+    /// Candidates (for ALL: every configured stack).
+    pub candidates: Vec<Candidate>,
+}
+
+/// A backup routing switch of a DVIPA.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupSwitch {
+    /// Switch name.
+    pub switch: String,
+    /// VIPABACKUP rank (higher takes over first).
+    pub rank: u8,
+    /// Its own VIPADISTRIBUTE statements for the DVIPA (empty = it uses the primary's).
+    pub own: Vec<Distribution>,
+}
+
+/// One entry of the effective VIPA list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EffectiveVipa {
+    /// The DVIPA.
+    pub addr: Ipv4Addr,
+    /// Prefix length to advertise.
+    pub prefix_len: u8,
+    /// Routing switch (its profile VIPADEFINEs the address).
+    pub owner: String,
+    /// Backups, highest rank first.
+    pub backups: Vec<BackupSwitch>,
+    /// The routing switch's VIPADISTRIBUTE statements (empty = defined but not distributed).
+    pub dist: Vec<Distribution>,
+}
+
+impl EffectiveVipa {
+    /// The distribution used while `switch` routes this DVIPA (a backup's own statements
+    /// override the primary's).
+    pub fn dist_for(&self, switch: &str) -> &[Distribution] {
+        match self.backups.iter().find(|b| b.switch == switch) {
+            Some(b) if !b.own.is_empty() => &b.own,
+            _ => &self.dist,
+        }
+    }
+}
+
+/// Config + parsed profiles + the effective VIPA list: everything the core needs.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The TOML.
+    pub config: Config,
+    /// Switch name → its profile.
+    pub profiles: BTreeMap<String, Profile>,
+    /// Effective VIPA list, sorted by address.
+    pub vipas: Vec<EffectiveVipa>,
+    /// VIPARANGE statements: (switch, range).
+    pub ranges: Vec<(String, VipaRange)>,
+}
+
+impl Cluster {
+    /// Validate the TOML and the profiles together. `profiles` maps each switch name to
+    /// `(file name for messages, profile text)`; every configured switch needs one.
+    pub fn build(
+        toml_file: &str,
+        toml_src: &str,
+        profiles: &BTreeMap<String, (String, String)>,
+    ) -> Result<Cluster, ConfigErrors> {
+        let config = Config::parse(toml_file, toml_src)?;
+        Self::from_config(toml_file, config, profiles)
+    }
+
+    /// Like [`Cluster::build`] with an already parsed [`Config`].
+    pub fn from_config(
+        toml_file: &str,
+        config: Config,
+        profiles: &BTreeMap<String, (String, String)>,
+    ) -> Result<Cluster, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut parsed = BTreeMap::new();
+        for (i, sw) in config.switches.iter().enumerate() {
+            match profiles.get(&sw.name) {
+                None => errs.push(ConfigError::Field {
+                    file: toml_file.into(),
+                    field: format!("switch[{i}].profile"),
+                    msg: format!("no profile text given for switch `{}`", sw.name),
+                }),
+                Some((file, src)) => match profile::parse_profile(file, src) {
+                    Ok(p) => {
+                        parsed.insert(sw.name.clone(), p);
+                    }
+                    Err(pe) => errs.extend(pe.0.into_iter().map(ConfigError::Profile)),
+                },
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let perr = |file: &str, loc: Loc, msg: String| {
+            ConfigError::Profile(profile::ProfileError {
+                file: file.into(),
+                loc,
+                msg,
+            })
+        };
+        let resolve = |p: &Profile, d: &profile::VipaDistribute, errs: &mut Vec<ConfigError>| {
+            let (all_stacks, candidates) = match &d.dest {
+                DestIp::All => (
+                    true,
+                    config
+                        .stacks
+                        .iter()
+                        .map(|s| Candidate {
+                            stack: s.name.clone(),
+                            weight: 1,
+                            role: None,
+                        })
+                        .collect(),
+                ),
+                DestIp::List(l) => {
+                    let mut c = Vec::new();
+                    for e in l {
+                        match config.stack_by_underlay(e.addr) {
+                            Some(s) => c.push(Candidate {
+                                stack: s.name.clone(),
+                                weight: e.weight.unwrap_or(1),
+                                role: e.role,
+                            }),
+                            None => errs.push(perr(
+                                &p.file,
+                                e.loc,
+                                format!("DESTIP {} is not the underlay address of any configured [[stack]]", e.addr),
+                            )),
+                        }
+                    }
+                    (false, c)
+                }
+            };
+            Distribution {
+                file: p.file.clone(),
+                loc: d.loc,
+                ports: d.ports.clone(),
+                method: d.method,
+                all_stacks,
+                candidates,
+            }
+        };
+        // Owners.
+        let mut vipas: BTreeMap<Ipv4Addr, EffectiveVipa> = BTreeMap::new();
+        let mut def_loc: BTreeMap<Ipv4Addr, (String, Loc)> = BTreeMap::new();
+        for sw in &config.switches {
+            let p = &parsed[&sw.name];
+            for d in &p.defines {
+                for a in &d.addrs {
+                    if let Some((f, l)) = def_loc.get(a) {
+                        errs.push(perr(
+                            &p.file,
+                            d.loc,
+                            format!("VIPA {a} is also VIPADEFINEd at {f}:{l}; exactly one switch may route it (the others use VIPABACKUP)"),
+                        ));
+                        continue;
+                    }
+                    def_loc.insert(*a, (p.file.clone(), d.loc));
+                    let dist = p
+                        .distributes_of(*a)
+                        .map(|x| resolve(p, x, &mut errs))
+                        .collect();
+                    vipas.insert(
+                        *a,
+                        EffectiveVipa {
+                            addr: *a,
+                            prefix_len: d.prefix_len,
+                            owner: sw.name.clone(),
+                            backups: Vec::new(),
+                            dist,
+                        },
+                    );
+                }
+            }
+        }
+        // Backups.
+        for sw in &config.switches {
+            let p = &parsed[&sw.name];
+            for b in &p.backups {
+                for a in &b.addrs {
+                    let Some(v) = vipas.get_mut(a) else {
+                        errs.push(perr(
+                            &p.file,
+                            b.loc,
+                            format!("VIPABACKUP {a}: no switch's profile VIPADEFINEs it"),
+                        ));
+                        continue;
+                    };
+                    if let Some(other) = v.backups.iter().find(|x| x.rank == b.rank) {
+                        errs.push(perr(
+                            &p.file,
+                            b.loc,
+                            format!(
+                                "VIPABACKUP {} {a}: switch `{}` backs it up with the same rank; ranks must differ",
+                                b.rank, other.switch
+                            ),
+                        ));
+                        continue;
+                    }
+                    let own = p
+                        .distributes_of(*a)
+                        .map(|x| resolve(p, x, &mut errs))
+                        .collect();
+                    v.backups.push(BackupSwitch {
+                        switch: sw.name.clone(),
+                        rank: b.rank,
+                        own,
+                    });
+                }
+            }
+        }
+        for v in vipas.values_mut() {
+            v.backups.sort_by_key(|b| std::cmp::Reverse(b.rank));
+        }
+        let mut ranges = Vec::new();
+        for sw in &config.switches {
+            for r in &parsed[&sw.name].ranges {
+                for (osw, o) in &ranges {
+                    let o: &VipaRange = o;
+                    let m = profile::prefix_mask(o.prefix_len.min(r.prefix_len));
+                    if u32::from(o.network) & m == u32::from(r.network) & m {
+                        errs.push(perr(
+                            &parsed[&sw.name].file,
+                            r.loc,
+                            format!(
+                                "VIPARANGE {}/{} overlaps the VIPARANGE {}/{} of switch `{osw}`",
+                                r.network, r.prefix_len, o.network, o.prefix_len
+                            ),
+                        ));
+                    }
+                }
+                for v in vipas.values() {
+                    if r.contains(v.addr) {
+                        errs.push(perr(
+                            &parsed[&sw.name].file,
+                            r.loc,
+                            format!(
+                                "VIPARANGE {}/{} contains VIPA {} defined by switch `{}`",
+                                r.network, r.prefix_len, v.addr, v.owner
+                            ),
+                        ));
+                    }
+                }
+                ranges.push((sw.name.clone(), r.clone()));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Cluster {
+            config,
+            profiles: parsed,
+            vipas: vipas.into_values().collect(),
+            ranges,
+        })
+    }
+
+    /// Effective VIPA entry by address.
+    pub fn vipa(&self, a: Ipv4Addr) -> Option<&EffectiveVipa> {
+        self.vipas.iter().find(|v| v.addr == a)
+    }
+
+    /// Switch config by name.
+    pub fn switch(&self, name: &str) -> Option<&SwitchCfg> {
+        self.config.switches.iter().find(|s| s.name == name)
+    }
+
+    /// Stack config by name.
+    pub fn stack(&self, name: &str) -> Option<&StackCfg> {
+        self.config.stacks.iter().find(|s| s.name == name)
+    }
+
+    /// The effective VIPA list as a z/OS-like table (`NETSTAT VIPADCFG` in spirit).
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str("DYNAMIC VIPA DISTRIBUTION (effective VIPA list)\n");
+        out.push_str(&format!(
+            "{:<18} {:<8} {:<14} {:<8} {:<15} {:<18} {}\n",
+            "DVIPA", "PORT", "DISTMETHOD", "ROUTER", "SOURCE", "BACKUPS(RANK)", "DESTIP"
+        ));
+        for v in &self.vipas {
+            let backups = if v.backups.is_empty() {
+                "-".to_string()
+            } else {
+                v.backups
+                    .iter()
+                    .map(|b| format!("{}({})", b.switch, b.rank))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut rows: Vec<(String, &Distribution)> =
+                v.dist.iter().map(|d| (v.owner.clone(), d)).collect();
+            for b in &v.backups {
+                rows.extend(b.own.iter().map(|d| (b.switch.clone(), d)));
+            }
+            let addr = format!("{}/{}", v.addr, v.prefix_len);
+            if rows.is_empty() {
+                out.push_str(&format!(
+                    "{:<18} {:<8} {:<14} {:<8} {:<15} {:<18} {}\n",
+                    addr, "-", "(not distributed)", v.owner, v.owner, backups, "-"
+                ));
+            }
+            for (src, d) in rows {
+                let ports = if d.ports.is_empty() {
+                    "ALL".to_string()
+                } else {
+                    d.ports
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let dest = if d.all_stacks {
+                    format!(
+                        "ALL ({})",
+                        d.candidates
+                            .iter()
+                            .map(|c| c.stack.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                } else {
+                    d.candidates
+                        .iter()
+                        .map(|c| {
+                            let s = self
+                                .stack(&c.stack)
+                                .map(|s| s.underlay.to_string())
+                                .unwrap_or_default();
+                            match (d.method, c.role) {
+                                (DistMethod::WeightedActive, _) => {
+                                    format!("{}={s} W{}", c.stack, c.weight)
+                                }
+                                (_, Some(StandbyRole::Preferred)) => {
+                                    format!("{}={s} PREF", c.stack)
+                                }
+                                (_, Some(StandbyRole::Backup(r))) => {
+                                    format!("{}={s} BACK{r}", c.stack)
+                                }
+                                _ => format!("{}={s}", c.stack),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let source = if src == v.owner {
+                    src.clone()
+                } else {
+                    format!("{src}(own)")
+                };
+                out.push_str(&format!(
+                    "{:<18} {:<8} {:<14} {:<8} {:<15} {:<18} {}\n",
+                    addr,
+                    ports,
+                    d.method.as_str(),
+                    v.owner,
+                    source,
+                    backups,
+                    dest
+                ));
+            }
+        }
+        for (sw, r) in &self.ranges {
+            out.push_str(&format!(
+                "VIPARANGE {}/{} MOVEABLE NONDISRUPTIVE on {sw}\n",
+                r.network, r.prefix_len
+            ));
+        }
+        out
+    }
+}
