@@ -9,3 +9,4 @@
 //!   list ([`config::Cluster`]) derived from it and the profiles.
 pub mod config;
 pub mod profile;
+pub mod slots;
