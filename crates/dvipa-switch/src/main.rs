@@ -1,0 +1,163 @@
+//! `dvipa-switch`: the embedded dvipa switch as a drop-in for `simple_switch_grpc`.
+//!
+//! ```text
+//! dvipa-switch [--no-p4] [--device-id N] -i 1@veth1 -i 2@veth2 [--log-level debug] \
+//!     [--grpc-server-addr ADDR] [-- --grpc-server-addr 127.0.0.1:9559]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use dvipa_switch::Pipeline;
+use dvipa_switch::io::{IoStats, Port};
+use dvipa_switch::server::SwitchServer;
+use tracing::{info, warn};
+
+/// The dvipa pipeline as a software switch, programmed over P4Runtime.
+#[derive(Debug, Parser)]
+#[command(name = "dvipa-switch", version)]
+struct Cli {
+    /// Start without a program and wait for SetForwardingPipelineConfig (always the case: the
+    /// dvipa pipeline is built in and forwards once a P4Info for it is pushed).
+    #[arg(long)]
+    no_p4: bool,
+    /// P4Runtime device id.
+    #[arg(long, default_value_t = 0)]
+    device_id: u64,
+    /// A port: PORT@INTERFACE (repeatable), e.g. -i 1@veth1.
+    #[arg(short = 'i', long = "interface", value_name = "PORT@IFACE")]
+    interfaces: Vec<String>,
+    /// Log level: trace, debug (per-packet trace), info, warn, error, off.
+    #[arg(long, short = 'L', default_value = "info")]
+    log_level: String,
+    /// Accepted for simple_switch compatibility: log to the console (always on).
+    #[arg(long)]
+    log_console: bool,
+    /// Accepted for simple_switch compatibility; there is no Thrift server.
+    #[arg(long)]
+    thrift_port: Option<u16>,
+    /// P4Runtime server address (also accepted after `--`).
+    #[arg(long)]
+    grpc_server_addr: Option<String>,
+    /// bmv2 JSON (accepted for compatibility and ignored: the pipeline is built in).
+    config: Option<PathBuf>,
+    /// Target options after `--` (simple_switch_grpc form): --grpc-server-addr ADDR.
+    #[arg(last = true)]
+    target_args: Vec<String>,
+}
+
+fn parse_port(s: &str) -> anyhow::Result<(u16, String)> {
+    let (n, iface) = s
+        .split_once('@')
+        .with_context(|| format!("interface {s:?} is not PORT@IFACE"))?;
+    let n: u16 = n
+        .parse()
+        .with_context(|| format!("port number {n:?} in {s:?} is not a number"))?;
+    if n >= 511 {
+        bail!("port number {n} in {s:?} must be below 511 (511 is the drop port)");
+    }
+    if iface.is_empty() {
+        bail!("interface name missing in {s:?}");
+    }
+    Ok((n, iface.to_string()))
+}
+
+fn grpc_addr(cli: &Cli) -> anyhow::Result<SocketAddr> {
+    let mut addr = cli.grpc_server_addr.clone();
+    let mut it = cli.target_args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--grpc-server-addr=") {
+            addr = Some(v.to_string());
+        } else if a == "--grpc-server-addr" {
+            addr = Some(
+                it.next()
+                    .context("--grpc-server-addr needs a value")?
+                    .clone(),
+            );
+        } else {
+            warn!(option = %a, "ignoring unsupported target option");
+        }
+    }
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:9559".into());
+    addr.parse()
+        .with_context(|| format!("invalid --grpc-server-addr {addr:?}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
+        .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let addr = grpc_addr(&cli)?;
+    if cli.config.is_some() {
+        info!("ignoring the JSON config argument: the dvipa pipeline is built in");
+    }
+    let mut ports = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for s in &cli.interfaces {
+        let (n, iface) = parse_port(s)?;
+        if !seen.insert(n) {
+            bail!("port {n} given twice");
+        }
+        ports.push(Port::open(n, &iface).with_context(|| format!("opening port {s}"))?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let pipeline = Arc::new(Pipeline::new());
+        let server = SwitchServer::new(cli.device_id, pipeline.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(IoStats::default());
+        let dp = {
+            let (p, d, e, s, st) = (
+                pipeline.clone(),
+                server.digest_sink(),
+                server.enabled_flag(),
+                stop.clone(),
+                stats.clone(),
+            );
+            std::thread::Builder::new()
+                .name("datapath".into())
+                .spawn(move || dvipa_switch::io::run(p, ports, Some(d), e, s, st))?
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the P4Runtime server to {addr}"))?;
+        info!(%addr, device_id = cli.device_id, "P4Runtime server listening");
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM"),
+                _ = int.recv() => info!("SIGINT"),
+            }
+        };
+        tonic::transport::Server::builder()
+            .add_service(server.service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            )
+            .await
+            .context("P4Runtime server")?;
+        stop.store(true, Ordering::Relaxed);
+        let _ = dp.join();
+        let s = &pipeline.stats;
+        info!(
+            rx = stats.rx.load(Ordering::Relaxed),
+            tx = stats.tx.load(Ordering::Relaxed),
+            forwarded = s.forwarded.load(Ordering::Relaxed),
+            digests = s.digests.load(Ordering::Relaxed),
+            "shut down"
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,697 @@
+//! The P4Runtime server in-process over loopback with a tonic client, using the project's P4Info
+//! (`p4src/p4c-out/bmv2/dvipa.p4info.txtpb`), resolved by name like any client would.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dvipa_switch::server::SwitchServer;
+use dvipa_switch::{Pipeline, Verdict};
+use p4rt::Schema;
+use p4rt::codec::encode_u128;
+use p4rt::proto::google::rpc;
+use p4rt::proto::p4::config::v1 as cfg;
+use p4rt::proto::p4::v1 as p4;
+use p4rt::proto::p4::v1::p4_runtime_client::P4RuntimeClient;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+const VIPA: [u8; 4] = [10, 0, 0, 100];
+const CLIENT: [u8; 4] = [10, 0, 0, 1];
+
+fn p4info() -> cfg::P4Info {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
+    );
+    Schema::from_file(path).unwrap().p4info().clone()
+}
+
+struct Harness {
+    server: SwitchServer,
+    addr: std::net::SocketAddr,
+    schema: Schema,
+}
+
+async fn start() -> Harness {
+    let server = SwitchServer::new(0, Arc::new(Pipeline::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = server.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    Harness {
+        server,
+        addr,
+        schema: Schema::from_p4info(p4info()).unwrap(),
+    }
+}
+
+struct Ctl {
+    client: P4RuntimeClient<Channel>,
+    tx: mpsc::Sender<p4::StreamMessageRequest>,
+    rx: tonic::Streaming<p4::StreamMessageResponse>,
+    eid: u64,
+}
+
+impl Harness {
+    async fn client(&self) -> P4RuntimeClient<Channel> {
+        P4RuntimeClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Opens a stream and arbitrates with `eid`; returns the first arbitration answer's status code.
+    async fn controller(&self, eid: u64) -> (Ctl, i32) {
+        let mut client = self.client().await;
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(arb(eid)).await.unwrap();
+        let mut rx = client
+            .stream_channel(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let code = next_arb(&mut rx).await.status.unwrap().code;
+        (
+            Ctl {
+                client,
+                tx,
+                rx,
+                eid,
+            },
+            code,
+        )
+    }
+
+    fn table(&self, name: &str) -> &cfg::Table {
+        self.schema.table(name).unwrap()
+    }
+
+    fn field(&self, table: &str, f: &str) -> u32 {
+        self.schema.match_field(self.table(table), f).unwrap().id
+    }
+
+    fn exact(&self, table: &str, f: &str, v: u128, bits: u32) -> p4::FieldMatch {
+        p4::FieldMatch {
+            field_id: self.field(table, f),
+            field_match_type: Some(p4::field_match::FieldMatchType::Exact(
+                p4::field_match::Exact {
+                    value: encode_u128(v, bits).unwrap(),
+                },
+            )),
+        }
+    }
+
+    fn action(&self, name: &str, params: &[(&str, u128)]) -> Option<p4::TableAction> {
+        let a = self.schema.action(name).unwrap();
+        Some(p4::TableAction {
+            r#type: Some(p4::table_action::Type::Action(p4::Action {
+                action_id: a.preamble.as_ref().unwrap().id,
+                params: params
+                    .iter()
+                    .map(|(n, v)| {
+                        let p = self.schema.action_param(a, n).unwrap();
+                        p4::action::Param {
+                            param_id: p.id,
+                            value: encode_u128(*v, p.bitwidth as u32).unwrap(),
+                        }
+                    })
+                    .collect(),
+            })),
+        })
+    }
+
+    fn target_entry(&self, tid: u128, port: u128) -> p4::TableEntry {
+        p4::TableEntry {
+            table_id: self
+                .table("IngressImpl.target")
+                .preamble
+                .as_ref()
+                .unwrap()
+                .id,
+            r#match: vec![self.exact("IngressImpl.target", "meta.target_id", tid, 16)],
+            action: self.action(
+                "IngressImpl.forward_l2",
+                &[("dmac", 0x0200_0000_0101), ("port", port)],
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn dpt_entry(&self, service: u128, slot: u128, tid: u128) -> p4::TableEntry {
+        p4::TableEntry {
+            table_id: self.table("IngressImpl.dpt").preamble.as_ref().unwrap().id,
+            r#match: vec![
+                self.exact("IngressImpl.dpt", "meta.service_id", service, 16),
+                self.exact("IngressImpl.dpt", "meta.slot", slot, 16),
+            ],
+            action: self.action("IngressImpl.to_target", &[("target_id", tid)]),
+            ..Default::default()
+        }
+    }
+
+    fn dvipa_entry(&self, service: u128) -> p4::TableEntry {
+        p4::TableEntry {
+            table_id: self
+                .table("IngressImpl.dvipa")
+                .preamble
+                .as_ref()
+                .unwrap()
+                .id,
+            r#match: vec![
+                self.exact(
+                    "IngressImpl.dvipa",
+                    "hdr.ipv4.dstAddr",
+                    u32::from_be_bytes(VIPA).into(),
+                    32,
+                ),
+                self.exact("IngressImpl.dvipa", "hdr.ipv4.protocol", 6, 8),
+            ],
+            priority: 1,
+            action: self.action(
+                "IngressImpl.distribute",
+                &[("service_id", service), ("method", 0)],
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn crt_entry(&self, sport: u128, tid: u128, idle_ns: i64) -> p4::TableEntry {
+        let t = "IngressImpl.crt";
+        p4::TableEntry {
+            table_id: self.table(t).preamble.as_ref().unwrap().id,
+            r#match: vec![
+                self.exact(t, "hdr.ipv4.srcAddr", u32::from_be_bytes(CLIENT).into(), 32),
+                self.exact(t, "hdr.ipv4.dstAddr", u32::from_be_bytes(VIPA).into(), 32),
+                self.exact(t, "hdr.ipv4.protocol", 6, 8),
+                self.exact(t, "meta.l4_sport", sport, 16),
+                self.exact(t, "meta.l4_dport", 80, 16),
+            ],
+            action: self.action("IngressImpl.to_target", &[("target_id", tid)]),
+            idle_timeout_ns: idle_ns,
+            ..Default::default()
+        }
+    }
+}
+
+fn arb(eid: u64) -> p4::StreamMessageRequest {
+    p4::StreamMessageRequest {
+        update: Some(p4::stream_message_request::Update::Arbitration(
+            p4::MasterArbitrationUpdate {
+                device_id: 0,
+                role: None,
+                election_id: Some(p4::Uint128 { high: 0, low: eid }),
+                status: None,
+            },
+        )),
+    }
+}
+
+async fn next_msg(
+    rx: &mut tonic::Streaming<p4::StreamMessageResponse>,
+    timeout: Duration,
+) -> Option<p4::stream_message_response::Update> {
+    tokio::time::timeout(timeout, rx.message())
+        .await
+        .ok()
+        .and_then(|r| r.ok().flatten())
+        .and_then(|m| m.update)
+}
+
+async fn next_arb(
+    rx: &mut tonic::Streaming<p4::StreamMessageResponse>,
+) -> p4::MasterArbitrationUpdate {
+    loop {
+        match next_msg(rx, Duration::from_secs(5)).await {
+            Some(p4::stream_message_response::Update::Arbitration(a)) => return a,
+            Some(_) => continue,
+            None => panic!("no arbitration update"),
+        }
+    }
+}
+
+impl Ctl {
+    async fn set_pipeline(&mut self, info: cfg::P4Info, cookie: u64) -> Result<(), tonic::Status> {
+        self.client
+            .set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
+                device_id: 0,
+                election_id: Some(p4::Uint128 {
+                    high: 0,
+                    low: self.eid,
+                }),
+                action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
+                config: Some(p4::ForwardingPipelineConfig {
+                    p4info: Some(info),
+                    p4_device_config: b"{}".to_vec(),
+                    cookie: Some(p4::forwarding_pipeline_config::Cookie { cookie }),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn write(
+        &mut self,
+        updates: Vec<(p4::update::Type, p4::entity::Entity)>,
+    ) -> Result<(), tonic::Status> {
+        self.client
+            .write(p4::WriteRequest {
+                device_id: 0,
+                election_id: Some(p4::Uint128 {
+                    high: 0,
+                    low: self.eid,
+                }),
+                updates: updates
+                    .into_iter()
+                    .map(|(t, e)| p4::Update {
+                        r#type: t as i32,
+                        entity: Some(p4::Entity { entity: Some(e) }),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn read(&mut self, e: p4::entity::Entity) -> Vec<p4::entity::Entity> {
+        let mut s = self
+            .client
+            .read(p4::ReadRequest {
+                device_id: 0,
+                entities: vec![p4::Entity { entity: Some(e) }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = s.message().await.unwrap() {
+            out.extend(r.entities.into_iter().filter_map(|e| e.entity));
+        }
+        out
+    }
+}
+
+use p4::entity::Entity as E;
+use p4::update::Type::{Delete, Insert, Modify};
+
+/// Per-update canonical codes from a failed Write's `grpc-status-details-bin`.
+fn update_codes(s: &tonic::Status) -> Vec<i32> {
+    let st = rpc::Status::decode(s.details()).unwrap();
+    st.details
+        .iter()
+        .map(|a| {
+            assert_eq!(a.type_url, "type.googleapis.com/p4.v1.Error");
+            p4::Error::decode(a.value.as_slice())
+                .unwrap()
+                .canonical_code
+        })
+        .collect()
+}
+
+fn syn(sport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0xfe])
+        .ipv4(CLIENT, VIPA, 64)
+        .tcp(sport, 80, 1, 1000)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+#[tokio::test]
+async fn arbitration_primary_is_highest_election_id() {
+    let h = start().await;
+    let (mut a, code_a) = h.controller(1).await;
+    assert_eq!(code_a, tonic::Code::Ok as i32);
+    let (mut b, code_b) = h.controller(5).await;
+    assert_eq!(code_b, tonic::Code::Ok as i32);
+    // A is told it lost primary to election id 5.
+    let upd = next_arb(&mut a.rx).await;
+    assert_eq!(upd.status.unwrap().code, tonic::Code::AlreadyExists as i32);
+    assert_eq!(upd.election_id.unwrap().low, 5);
+    // Writes from a backup are refused.
+    let err = a.set_pipeline(p4info(), 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    b.set_pipeline(p4info(), 1).await.unwrap();
+    let err = a
+        .write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // A third controller reusing id 5 is rejected.
+    let mut c = h.client().await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(arb(5)).await.unwrap();
+    let mut crx = c
+        .stream_channel(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = crx.message().await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // When B leaves, A becomes primary and can write.
+    drop(b);
+    let upd = next_arb(&mut a.rx).await;
+    assert_eq!(upd.status.unwrap().code, tonic::Code::Ok as i32);
+    a.write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn pipeline_config_resolution_and_cookie() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    // Writes before a pipeline is installed fail with FAILED_PRECONDITION.
+    let e = a
+        .write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    // Another program (no crt table) is rejected with a clear message.
+    let mut other = p4info();
+    other
+        .tables
+        .retain(|t| t.preamble.as_ref().unwrap().name != "IngressImpl.crt");
+    let e = a.set_pipeline(other, 1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("IngressImpl.crt"), "{}", e.message());
+    // Different numeric ids than the committed P4Info still resolve by name.
+    let mut renumbered = p4info();
+    for t in &mut renumbered.tables {
+        t.preamble.as_mut().unwrap().id += 0x100;
+    }
+    a.set_pipeline(renumbered.clone(), 42).await.unwrap();
+    let got = a
+        .client
+        .get_forwarding_pipeline_config(p4::GetForwardingPipelineConfigRequest {
+            device_id: 0,
+            response_type: p4::get_forwarding_pipeline_config_request::ResponseType::CookieOnly
+                as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(got.cookie.unwrap().cookie, 42);
+    assert!(got.p4info.is_none());
+    let got = a
+        .client
+        .get_forwarding_pipeline_config(p4::GetForwardingPipelineConfigRequest {
+            device_id: 0,
+            response_type: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(got.p4info.unwrap(), renumbered);
+}
+
+#[tokio::test]
+async fn write_errors_are_per_update_and_read_wildcards() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    a.write(vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.dpt_entry(7, 3, 1))),
+    ])
+    .await
+    .unwrap();
+    let mut too_wide = h.target_entry(9, 2);
+    too_wide.r#match[0] = h.exact("IngressImpl.target", "meta.target_id", 0x1_0000, 17);
+    let mut missing_field = h.dpt_entry(7, 4, 1);
+    missing_field.r#match.pop();
+    let mut noaction_entry = h.dpt_entry(7, 5, 1);
+    noaction_entry.action = h.action("NoAction", &[]);
+    let e = a
+        .write(vec![
+            (Insert, E::TableEntry(h.target_entry(1, 3))), // duplicate
+            (Insert, E::TableEntry(h.target_entry(2, 3))), // fine
+            (Delete, E::TableEntry(h.target_entry(77, 3))), // absent
+            (Modify, E::TableEntry(h.target_entry(78, 3))), // absent
+            (Insert, E::TableEntry(too_wide)),
+            (Insert, E::TableEntry(missing_field)),
+            (Insert, E::TableEntry(noaction_entry)), // @defaultonly
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unknown);
+    use tonic::Code as C;
+    assert_eq!(
+        update_codes(&e),
+        vec![
+            C::AlreadyExists as i32,
+            C::Ok as i32,
+            C::NotFound as i32,
+            C::NotFound as i32,
+            C::InvalidArgument as i32,
+            C::InvalidArgument as i32,
+            C::InvalidArgument as i32,
+        ]
+    );
+    // Wildcard read of all tables: 2 targets + 1 dpt entry, with their contents.
+    let all = a.read(E::TableEntry(p4::TableEntry::default())).await;
+    assert_eq!(all.len(), 3);
+    let targets = a
+        .read(E::TableEntry(p4::TableEntry {
+            table_id: h.table("IngressImpl.target").preamble.as_ref().unwrap().id,
+            ..Default::default()
+        }))
+        .await;
+    let mut got: Vec<p4::TableEntry> = targets
+        .into_iter()
+        .map(|e| match e {
+            E::TableEntry(t) => t,
+            _ => panic!(),
+        })
+        .collect();
+    got.sort_by_key(|t| t.r#match[0].clone().encode_to_vec());
+    assert_eq!(got, vec![h.target_entry(1, 2), h.target_entry(2, 3)]);
+    // Default entry read.
+    let d = a
+        .read(E::TableEntry(p4::TableEntry {
+            table_id: h.table("IngressImpl.target").preamble.as_ref().unwrap().id,
+            is_default_action: true,
+            ..Default::default()
+        }))
+        .await;
+    match &d[0] {
+        E::TableEntry(t) => assert_eq!(t.action, h.action("IngressImpl.drop", &[])),
+        _ => panic!(),
+    }
+}
+
+#[tokio::test]
+async fn table_full_is_resource_exhausted() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let size = h.table("IngressImpl.target").size as u128;
+    for chunk in 0..size / 512 {
+        let ups: Vec<_> = (chunk * 512..(chunk + 1) * 512)
+            .map(|i| (Insert, E::TableEntry(h.target_entry(i, 1))))
+            .collect();
+        a.write(ups).await.unwrap();
+    }
+    let e = a
+        .write(vec![
+            (Modify, E::TableEntry(h.target_entry(0, 3))),
+            (Insert, E::TableEntry(h.target_entry(size, 1))),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        update_codes(&e),
+        vec![0, tonic::Code::ResourceExhausted as i32]
+    );
+}
+
+#[tokio::test]
+async fn digests_batch_dedupe_ack_and_counters() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let mut ups = vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.dvipa_entry(7))),
+    ];
+    for slot in 0..256 {
+        ups.push((Insert, E::TableEntry(h.dpt_entry(7, slot, 1))));
+    }
+    a.write(ups).await.unwrap();
+    let learn = h
+        .schema
+        .digest("learn_t")
+        .unwrap()
+        .preamble
+        .as_ref()
+        .unwrap()
+        .id;
+    // Without a DigestEntry nothing is delivered.
+    assert!(matches!(
+        h.server.inject(1, &syn(1000)).0,
+        Verdict::Forward(2)
+    ));
+    assert!(
+        next_msg(&mut a.rx, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    a.write(vec![(
+        Insert,
+        E::DigestEntry(p4::DigestEntry {
+            digest_id: learn,
+            config: Some(p4::digest_entry::Config {
+                max_timeout_ns: 50_000_000,
+                max_list_size: 10,
+                ack_timeout_ns: 60_000_000_000,
+            }),
+        }),
+    )])
+    .await
+    .unwrap();
+    for sport in 2000..2005 {
+        h.server.inject(1, &syn(sport));
+    }
+    h.server.inject(1, &syn(2000)); // duplicate of an unacked digest: suppressed
+    let list = match next_msg(&mut a.rx, Duration::from_secs(2)).await {
+        Some(p4::stream_message_response::Update::Digest(d)) => d,
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(list.digest_id, learn);
+    assert_eq!(list.data.len(), 5);
+    let first = match &list.data[0].data {
+        Some(p4::p4_data::Data::Struct(s)) => s.members.clone(),
+        d => panic!("{d:?}"),
+    };
+    let bits: Vec<Vec<u8>> = first
+        .iter()
+        .map(|m| match &m.data {
+            Some(p4::p4_data::Data::Bitstring(b)) => b.clone(),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(bits[0], vec![10, 0, 0, 1]);
+    assert_eq!(bits[1], vec![10, 0, 0, 100]);
+    assert_eq!(bits[2], vec![6]);
+    assert_eq!(bits[3], 2000u16.to_be_bytes().to_vec());
+    assert_eq!(bits[4], vec![80]);
+    assert_eq!(bits[5], vec![7]);
+    assert_eq!(bits[6], vec![1]);
+    assert_eq!(bits[7], vec![0]);
+    assert!(
+        next_msg(&mut a.rx, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    // After the ack the same connection is reported again.
+    a.tx.send(p4::StreamMessageRequest {
+        update: Some(p4::stream_message_request::Update::DigestAck(
+            p4::DigestListAck {
+                digest_id: learn,
+                list_id: list.list_id,
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.server.inject(1, &syn(2000));
+    match next_msg(&mut a.rx, Duration::from_secs(2)).await {
+        Some(p4::stream_message_response::Update::Digest(d)) => assert_eq!(d.data.len(), 1),
+        m => panic!("{m:?}"),
+    }
+    // Counters: service_counter[7] saw 7 packets; target 1's direct counter 7 as well.
+    let sc = h
+        .schema
+        .counter("IngressImpl.service_counter")
+        .unwrap()
+        .preamble
+        .as_ref()
+        .unwrap()
+        .id;
+    let c = a
+        .read(E::CounterEntry(p4::CounterEntry {
+            counter_id: sc,
+            index: Some(p4::Index { index: 7 }),
+            data: None,
+        }))
+        .await;
+    match &c[0] {
+        E::CounterEntry(c) => assert_eq!(c.data.unwrap().packet_count, 8),
+        _ => panic!(),
+    }
+    let dc = a
+        .read(E::DirectCounterEntry(p4::DirectCounterEntry {
+            table_entry: Some(p4::TableEntry {
+                table_id: h.table("IngressImpl.target").preamble.as_ref().unwrap().id,
+                ..Default::default()
+            }),
+            data: None,
+        }))
+        .await;
+    match &dc[0] {
+        E::DirectCounterEntry(c) => {
+            let d = c.data.unwrap();
+            assert_eq!(d.packet_count, 8);
+            assert_eq!(d.byte_count, 8 * syn(1).len() as i64);
+        }
+        _ => panic!(),
+    }
+}
+
+#[tokio::test]
+async fn idle_timeout_notifies_and_repeats_while_idle() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let t0 = Instant::now();
+    a.write(vec![
+        (Insert, E::TableEntry(h.crt_entry(5555, 1, 300_000_000))),
+        (Insert, E::TableEntry(h.crt_entry(5556, 1, 0))),
+    ])
+    .await
+    .unwrap();
+    let n = match next_msg(&mut a.rx, Duration::from_secs(3)).await {
+        Some(p4::stream_message_response::Update::IdleTimeoutNotification(n)) => n,
+        m => panic!("{m:?}"),
+    };
+    let first = t0.elapsed();
+    assert!(
+        first >= Duration::from_millis(300) && first < Duration::from_millis(900),
+        "{first:?}"
+    );
+    assert_eq!(n.table_entry.len(), 1);
+    assert_eq!(n.table_entry[0].r#match, h.crt_entry(5555, 1, 0).r#match);
+    match next_msg(&mut a.rx, Duration::from_secs(3)).await {
+        Some(p4::stream_message_response::Update::IdleTimeoutNotification(n)) => {
+            assert_eq!(n.table_entry.len(), 1);
+        }
+        m => panic!("{m:?}"),
+    }
+    let second = t0.elapsed() - first;
+    assert!(second >= Duration::from_millis(900), "{second:?}");
+    // Deleting the entry stops them.
+    a.write(vec![(Delete, E::TableEntry(h.crt_entry(5555, 1, 0)))])
+        .await
+        .unwrap();
+    assert!(
+        next_msg(&mut a.rx, Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+}
