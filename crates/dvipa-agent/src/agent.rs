@@ -127,6 +127,7 @@ pub struct AgentStats {
     pub vipa_list_errors: AtomicU64,
     pub loopback_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
+    pub control_bad_requests: AtomicU64,
 }
 
 macro_rules! bump {
@@ -157,6 +158,7 @@ impl AgentStats {
             "vipa_list_errors": g(&self.vipa_list_errors),
             "loopback_errors": g(&self.loopback_errors),
             "protocol_errors": g(&self.protocol_errors),
+            "control_bad_requests": g(&self.control_bad_requests),
         })
     }
 }

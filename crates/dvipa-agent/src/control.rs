@@ -12,13 +12,13 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::Control;
+use crate::agent::{AgentStats, Control};
 use crate::tracker::Drain;
 
 /// Control socket errors.
@@ -78,11 +78,12 @@ pub fn parse_command(line: &str) -> Result<Command, ControlError> {
 }
 
 /// Binds the socket (replacing a stale one) and serves requests on the current runtime until
-/// the agent goes away. `bad_requests` counts unparsable lines.
+/// the agent goes away. Unparsable lines are answered with an `error:` reply and counted in
+/// `stats.control_bad_requests`.
 pub fn serve(
     path: &Path,
     agent: mpsc::Sender<Control>,
-    bad_requests: Arc<AtomicU64>,
+    stats: Arc<AgentStats>,
 ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| ControlError::Io {
@@ -102,7 +103,7 @@ pub fn serve(
                 continue;
             };
             let agent = agent.clone();
-            let bad = bad_requests.clone();
+            let stats = stats.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
@@ -111,7 +112,7 @@ pub fn serve(
                 }
                 let reply = match parse_command(&line) {
                     Err(e) => {
-                        bad.fetch_add(1, Ordering::Relaxed);
+                        stats.control_bad_requests.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("dvipa_agent_control_bad_requests_total").increment(1);
                         format!("error: {e}")
                     }
@@ -208,8 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctl.sock");
         let (tx, mut rx) = mpsc::channel(4);
-        let bad = Arc::new(AtomicU64::new(0));
-        let _h = serve(&path, tx, bad.clone()).unwrap();
+        let stats = Arc::new(AgentStats::default());
+        let _h = serve(&path, tx, stats.clone()).unwrap();
         tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 if let Control::Drain { drain, on, reply } = c {
@@ -220,6 +221,6 @@ mod tests {
         assert_eq!(request(&path, "drain 8080").await.unwrap(), "ok: 8080 true");
         let e = request(&path, "drain x").await.unwrap_err();
         assert!(matches!(e, ControlError::Refused(_)), "{e}");
-        assert_eq!(bad.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.control_bad_requests.load(Ordering::Relaxed), 1);
     }
 }

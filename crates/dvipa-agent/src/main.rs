@@ -3,8 +3,6 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -212,11 +210,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         poll_ms = cfg.poll_interval.as_millis() as u64, "starting");
     let agent = Agent::new(cfg).await?;
     let _control = match &socket {
-        Some(p) => Some(control::serve(
-            p,
-            agent.control(),
-            Arc::new(AtomicU64::new(0)),
-        )?),
+        Some(p) => Some(control::serve(p, agent.control(), agent.stats())?),
         None => None,
     };
     let shutdown = async {

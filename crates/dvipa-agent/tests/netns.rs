@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use dvipa_proto::v1::server_stack_server::{ServerStack, ServerStackServer};
 use dvipa_proto::v1::{
-    Ack, AgentMessage, ControllerMessage, Hello, Report, Vipa, VipaList, Welcome, agent_message,
-    controller_message,
+    Ack, AgentMessage, ControllerMessage, Hello, ItemError, Report, Vipa, VipaList, Welcome,
+    agent_message, controller_message,
 };
 use dvipa_tls::testing::TestCa;
 use dvipa_tls::{PemPaths, TlsStats, peer_name, server_config, tls_incoming};
@@ -152,6 +152,7 @@ struct CtlState {
     /// (received at, session epoch, report)
     reports: Vec<(Instant, u64, Report)>,
     heartbeats: usize,
+    heartbeat_weights: Vec<u32>,
     view: View,
     building: Option<View>,
     /// Epochs whose full sync completed.
@@ -164,6 +165,9 @@ struct CtlState {
 struct FakeCtl {
     st: Arc<Mutex<CtlState>>,
     vipas: Arc<Mutex<VipaList>>,
+    /// SRVSTATs on this port are refused in the Ack (as a controller would refuse a port
+    /// that is not distributed).
+    refuse_port: Arc<Mutex<Option<u32>>>,
 }
 
 fn cmsg(m: controller_message::Msg) -> Result<ControllerMessage, Status> {
@@ -239,15 +243,31 @@ impl ServerStack for FakeCtl {
                                 st.view.apply(r);
                             }
                         }
-                        Some(agent_message::Msg::Heartbeat(_)) => st.heartbeats += 1,
+                        Some(agent_message::Msg::Heartbeat(h)) => {
+                            st.heartbeats += 1;
+                            st.heartbeat_weights.push(h.weight);
+                        }
                         _ => st.seq_errors += 1,
                     }
                 }
-                if matches!(m.msg, Some(agent_message::Msg::Report(_))) {
+                if let Some(agent_message::Msg::Report(r)) = &m.msg {
+                    let refuse = *me.refuse_port.lock().unwrap();
+                    let errors = r
+                        .srvstat
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| Some(s.port) == refuse)
+                        .map(|(i, _)| ItemError {
+                            list: "srvstat".into(),
+                            index: i as u32,
+                            reason: "not_in_destip".into(),
+                            detail: "test refusal".into(),
+                        })
+                        .collect();
                     let _ = tx
                         .send(cmsg(controller_message::Msg::Ack(Ack {
                             seq: m.seq,
-                            errors: vec![],
+                            errors,
                         })))
                         .await;
                 }
@@ -296,6 +316,7 @@ impl Controller {
         let ctl = FakeCtl {
             st: Arc::default(),
             vipas: Arc::new(Mutex::new(vipa_list(1, &[DVIPA]))),
+            refuse_port: Arc::default(),
         };
         let incoming = tls_incoming(listener, server_config(&server).unwrap(), tls.clone());
         tokio::spawn(
@@ -796,4 +817,168 @@ fn missing_files_are_reported_clearly() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_and_udp_listeners_count() {
+    require_netns!();
+    let ns = Netns::new("dual");
+    let ctl = Controller::start(&ns).await;
+    let files = ctl.agent_files(STACK);
+    let agent = AgentProc::start(&ns, &ctl, &files, &[]);
+    ctl.wait("first full sync", Duration::from_secs(10), |s| {
+        !s.synced.is_empty()
+    })
+    .await;
+    wait_dvipa_on_lo(&ns, &agent).await;
+
+    // [::]:8443 without IPV6_V6ONLY accepts IPv4: it listens on DVIPA:8443.
+    let v6 = ns.run(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s.set_only_v6(false).unwrap();
+        s.bind(&"[::]:8443".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(16).unwrap();
+        TcpListener::from(s)
+    });
+    // [::]:8444 with IPV6_V6ONLY does not.
+    let _v6only = ns.run(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s.set_only_v6(true).unwrap();
+        s.bind(&"[::]:8444".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(16).unwrap();
+        TcpListener::from(s)
+    });
+    // A UDP socket bound to the DVIPA.
+    let _udp = ns.run(|| std::net::UdpSocket::bind(SocketAddr::from((DVIPA, 5353))).unwrap());
+    let k6 = (u32::from(DVIPA), 8443, 6);
+    let ku = (u32::from(DVIPA), 5353, 17);
+    ctl.wait("dual-stack and UDP SRVSTAT", Duration::from_secs(5), |s| {
+        s.view.listeners.contains_key(&k6) && s.view.listeners.contains_key(&ku)
+    })
+    .await;
+    // An IPv4 connection accepted on the dual-stack socket is reported with IPv4 addresses.
+    let client = tcp_connect(&ns, Ipv4Addr::LOCALHOST, SocketAddr::from((DVIPA, 8443)));
+    let want = key(&client, false);
+    let (_server, _) = v6.accept().unwrap();
+    ctl.wait(
+        "NEWCONN on the dual-stack socket",
+        Duration::from_secs(5),
+        |s| s.view.conns.get(&want) == Some(&false),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(POLL_MS * 2)).await;
+    assert!(
+        !ctl.st(|s| s.view.listeners.contains_key(&(u32::from(DVIPA), 8444, 6))),
+        "an IPV6_V6ONLY listener was counted for the DVIPA"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_ack_errors_and_graceful_shutdown() {
+    require_netns!();
+    let ns = Netns::new("misc");
+    let ctl = Controller::start(&ns).await;
+    *ctl.ctl.refuse_port.lock().unwrap() = Some(9999);
+    let files = ctl.agent_files(STACK);
+    let mut agent = AgentProc::start(&ns, &ctl, &files, &["--weight", "7"]);
+    ctl.wait("first full sync", Duration::from_secs(10), |s| {
+        !s.synced.is_empty()
+    })
+    .await;
+    wait_dvipa_on_lo(&ns, &agent).await;
+
+    let _ok = tcp_listen(&ns, DVIPA, 9000);
+    let _refused = tcp_listen(&ns, DVIPA, 9999);
+    ctl.wait("SRVSTATs", Duration::from_secs(5), |s| {
+        s.view.listeners.len() == 2
+    })
+    .await;
+    let weights: Vec<u32> = ctl.st(|s| {
+        s.reports
+            .iter()
+            .flat_map(|(_, _, r)| r.srvstat.iter().map(|x| x.weight))
+            .collect()
+    });
+    assert!(weights.iter().all(|&w| w == 7), "{weights:?}");
+    ctl.wait("heartbeat", Duration::from_secs(3), |s| s.heartbeats > 0)
+        .await;
+    assert!(ctl.st(|s| s.heartbeat_weights.iter().all(|&w| w == 7)));
+
+    // The refused SRVSTAT is logged with the item and counted.
+    let sock = ctl.control_socket();
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = cli(&["status", "--socket", sock.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["stats"]["ack_errors"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "ack error not counted: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("not_in_destip") && log.contains(&format!("SRVSTAT {DVIPA}:9999")),
+        "{log}"
+    );
+
+    // SIGTERM: a clean, quick exit; the DVIPA stays on lo (existing connections keep working).
+    let pid = agent.child.id() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "agent ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(!sock.exists(), "control socket left behind");
+    assert!(ns.lo_addrs().contains(&format!("{DVIPA}/32")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_session_reconnects_and_re_reports_with_the_same_epoch() {
+    require_netns!();
+    let ns = Netns::new("kick");
+    let ctl = Controller::start(&ns).await;
+    let files = ctl.agent_files(STACK);
+    let agent = AgentProc::start(&ns, &ctl, &files, &[]);
+    ctl.wait("first full sync", Duration::from_secs(10), |s| {
+        s.synced.len() == 1
+    })
+    .await;
+    wait_dvipa_on_lo(&ns, &agent).await;
+    let l = tcp_listen(&ns, DVIPA, 7000);
+    let c = tcp_connect(&ns, Ipv4Addr::LOCALHOST, SocketAddr::from((DVIPA, 7000)));
+    let (s, _) = l.accept().unwrap();
+    ctl.wait("listener and connection", Duration::from_secs(5), |s| {
+        s.view.listeners.len() == 1 && s.view.conns.len() == 1
+    })
+    .await;
+    let before = ctl.st(|s| s.view.clone());
+    // The controller drops the session with an error.
+    let tx = ctl.st(|s| s.sessions[0].clone());
+    tx.send(Err(Status::unavailable("controller restarting")))
+        .await
+        .unwrap();
+    drop(tx);
+    ctl.wait("re-sync after reconnect", Duration::from_secs(10), |s| {
+        s.synced.len() == 2
+    })
+    .await;
+    let epochs: Vec<u64> = ctl.st(|s| s.hellos.iter().map(|h| h.epoch).collect());
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(epochs[0], epochs[1], "same process, same epoch");
+    assert_eq!(ctl.st(|s| s.view.clone()), before);
+    assert!(
+        agent.log().contains("controller restarting"),
+        "{}",
+        agent.log()
+    );
+    drop((c, s));
 }
