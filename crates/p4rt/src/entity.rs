@@ -855,3 +855,81 @@ impl DigestRecord {
         codec::decode_mac(v, *w).map_err(value_err(format!("digest member {name}")))
     }
 }
+
+/// Wraps an entity message into a `p4.v1.Entity`.
+pub trait IntoEntity {
+    /// The wrapped entity.
+    fn into_entity(self) -> p4::Entity;
+}
+
+macro_rules! into_entity {
+    ($($t:ident => $v:ident),* $(,)?) => {$(
+        impl IntoEntity for p4::$t {
+            fn into_entity(self) -> p4::Entity {
+                p4::Entity { entity: Some(p4::entity::Entity::$v(self)) }
+            }
+        }
+    )*};
+}
+into_entity!(
+    TableEntry => TableEntry,
+    ActionProfileMember => ActionProfileMember,
+    ActionProfileGroup => ActionProfileGroup,
+    MeterEntry => MeterEntry,
+    DirectMeterEntry => DirectMeterEntry,
+    CounterEntry => CounterEntry,
+    DirectCounterEntry => DirectCounterEntry,
+    PacketReplicationEngineEntry => PacketReplicationEngineEntry,
+    ValueSetEntry => ValueSetEntry,
+    RegisterEntry => RegisterEntry,
+    DigestEntry => DigestEntry,
+    ExternEntry => ExternEntry,
+);
+
+impl IntoEntity for p4::Entity {
+    fn into_entity(self) -> p4::Entity {
+        self
+    }
+}
+
+fn update(t: p4::update::Type, e: impl IntoEntity) -> p4::Update {
+    p4::Update {
+        r#type: t as i32,
+        entity: Some(e.into_entity()),
+    }
+}
+
+/// An INSERT update.
+pub fn insert(e: impl IntoEntity) -> p4::Update {
+    update(p4::update::Type::Insert, e)
+}
+
+/// A MODIFY update.
+pub fn modify(e: impl IntoEntity) -> p4::Update {
+    update(p4::update::Type::Modify, e)
+}
+
+/// A DELETE update.
+pub fn delete(e: impl IntoEntity) -> p4::Update {
+    update(p4::update::Type::Delete, e)
+}
+
+/// Wildcard read entities: every entry of every table.
+pub fn all_tables() -> p4::Entity {
+    p4::TableEntry::default().into_entity()
+}
+
+/// Wildcard read entities: every cell of every indexed counter.
+pub fn all_counters() -> p4::Entity {
+    p4::CounterEntry::default().into_entity()
+}
+
+/// Wildcard read entities: every member of every action profile.
+pub fn all_action_profile_members() -> p4::Entity {
+    p4::ActionProfileMember::default().into_entity()
+}
+
+/// Wildcard read entities: every group of every action profile.
+pub fn all_action_profile_groups() -> p4::Entity {
+    p4::ActionProfileGroup::default().into_entity()
+}
