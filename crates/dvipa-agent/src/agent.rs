@@ -189,6 +189,8 @@ pub struct Agent {
     control: mpsc::Receiver<Control>,
     control_tx: mpsc::Sender<Control>,
     last_poll: Instant,
+    /// How long the last dump took (event-driven dumps are spaced by a multiple of it).
+    last_dump_cost: Duration,
 }
 
 fn new_epoch() -> u64 {
@@ -243,7 +245,8 @@ struct Session {
     pending: BTreeMap<u64, Report>,
 }
 
-const PENDING_MAX: usize = 4096;
+/// Reports kept until acked, to name refused items in logs.
+const PENDING_MAX: usize = 256;
 
 impl Session {
     async fn send(&mut self, msg: agent_message::Msg) -> Result<u64, SessionError> {
@@ -357,6 +360,7 @@ impl Agent {
             control,
             control_tx,
             last_poll: Instant::now(),
+            last_dump_cost: Duration::ZERO,
             cfg,
         })
     }
@@ -376,6 +380,7 @@ impl Agent {
 
     async fn snapshot(&mut self) -> Result<Snapshot, DiagError> {
         let diag = self.diag.clone();
+        let start = Instant::now();
         let r = tokio::task::spawn_blocking(move || {
             let mut d = diag.lock().unwrap_or_else(|p| p.into_inner());
             d.snapshot()
@@ -387,6 +392,7 @@ impl Agent {
             ))))
         });
         self.last_poll = Instant::now();
+        self.last_dump_cost = start.elapsed();
         bump!(self.stats, polls);
         if r.is_err() {
             bump!(self.stats, diag_errors);
@@ -667,9 +673,10 @@ impl Agent {
                 r = destroyed => {
                     if let Ok(n) = r && n > 0 {
                         bump!(self.stats, destroy_wakeups);
-                        // Rate-limit event-driven dumps under connection churn.
+                        // Rate-limit event-driven dumps under connection churn: at most one
+                        // per 2 ms, and at most 20% of the time dumping.
                         let since = self.last_poll.elapsed();
-                        let gap = Duration::from_millis(2);
+                        let gap = Duration::from_millis(2).max(self.last_dump_cost * 4);
                         if since < gap {
                             tokio::time::sleep(gap - since).await;
                         }

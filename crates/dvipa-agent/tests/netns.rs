@@ -982,3 +982,70 @@ async fn lost_session_reconnects_and_re_reports_with_the_same_epoch() {
     );
     drop((c, s));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_connections_are_batched() {
+    require_netns!();
+    let ns = Netns::new("burst");
+    let ctl = Controller::start(&ns).await;
+    let files = ctl.agent_files(STACK);
+    let agent = AgentProc::start(&ns, &ctl, &files, &["--max-batch", "50"]);
+    ctl.wait("first full sync", Duration::from_secs(10), |s| {
+        !s.synced.is_empty()
+    })
+    .await;
+    wait_dvipa_on_lo(&ns, &agent).await;
+    const N: usize = 300;
+    let l = tcp_listen(&ns, DVIPA, 6000);
+    let t0 = Instant::now();
+    let pairs: Vec<(TcpStream, TcpStream)> = ns.run(move || {
+        (0..N)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+                    .unwrap();
+                s.connect(&SocketAddr::from((DVIPA, 6000)).into()).unwrap();
+                let (srv, _) = l.accept().unwrap();
+                (s.into(), srv)
+            })
+            .collect()
+    });
+    ctl.wait("all NEWCONNs", Duration::from_secs(10), |s| {
+        s.view.conns.len() == N
+    })
+    .await;
+    let up = t0.elapsed();
+    let t1 = Instant::now();
+    drop(pairs);
+    ctl.wait("all TERMCONNs", Duration::from_secs(10), |s| {
+        s.view.conns.is_empty()
+    })
+    .await;
+    println!(
+        "{N} connections: all NEWCONNs after {up:?}, all TERMCONNs {:?} after close",
+        t1.elapsed()
+    );
+    let (sizes, incremental): (Vec<usize>, usize) = ctl.st(|s| {
+        let sizes = s
+            .reports
+            .iter()
+            .map(|(_, _, r)| r.srvstat.len() + r.newconn.len() + r.termconn.len())
+            .collect();
+        let inc = s
+            .reports
+            .iter()
+            .filter(|(_, _, r)| !r.full_sync && !r.newconn.is_empty())
+            .count();
+        (sizes, inc)
+    });
+    assert!(
+        sizes.iter().all(|&n| n <= 50),
+        "batch over the limit: {sizes:?}"
+    );
+    assert!(
+        incremental >= N / 50,
+        "expected >= {} NEWCONN batches, got {incremental}",
+        N / 50
+    );
+}
