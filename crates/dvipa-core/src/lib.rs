@@ -8,5 +8,8 @@
 //! - [`config`]: the TOML configuration (switches, stacks, timers, …) and the effective VIPA
 //!   list ([`config::Cluster`]) derived from it and the profiles.
 pub mod config;
+pub mod core;
+pub mod entries;
 pub mod profile;
+pub mod sim;
 pub mod slots;

@@ -1,0 +1,2075 @@
+//! The controller state machine: events in, actions out (quinn-proto style).
+//!
+//! The I/O shell owns the sockets and the clock. It feeds every input to
+//! [`Core::handle`] with the current time, calls [`Core::handle_timeout`] when
+//! [`Core::poll_timeout`] says so, and drains [`Core::poll_action`] after each call, carrying
+//! out each [`Action`] (a P4Runtime write, a digest ack, a VIPA list to an agent, an
+//! advertisement hook …) and reporting the outcome back as an [`Event`].
+//!
+//! State: services (DVIPA + port + protocol, stable ids), targets (one per configured stack,
+//! stable ids), the DPT (per service and target: listening, weight, draining, connection
+//! counts), the CRT (5-tuple → target with the origin of the pin), per-DVIPA ownership (routing
+//! switch, ranked backups, advertisement) and, per switch, what the core believes the switch
+//! holds. Each switch gets at most one write batch in flight; batches follow the reconciler's
+//! phases ([`crate::entries`]), so a batch is only sent after the previous phase was confirmed.
+
+use crate::config::{Cluster, EffectiveVipa, Encap, Timers};
+use crate::entries::{
+    self, ConnKey, Key, PHASES, Proto, TCP, Tables, UDP, Update, UpdateKind, Value,
+};
+use crate::profile::{DistMethod, StandbyRole};
+use crate::slots::{self, Fill, N_SLOTS};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+
+/// Simulated or real time in milliseconds since an arbitrary epoch (the shell decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// `self + ms`.
+    pub fn plus(self, ms: u64) -> Time {
+        Time(self.0.saturating_add(ms))
+    }
+}
+
+/// Pipeline contract `MAX_SERVICES`.
+pub const MAX_SERVICES: usize = 1024;
+
+/// Why a connection is in the CRT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Origin {
+    /// The switch reported the first packet (SYN digest) and picked the slot's target.
+    SynDigest,
+    /// A server stack reported it (NEWCONN), e.g. a server-originated connection.
+    NewConn,
+    /// Re-reported by a stack in a full sync (after a takeover, takeback or reconnect).
+    Takeover,
+    /// Read back from a switch (controller restart).
+    SwitchRead,
+}
+
+const F_CONFIRMED: u8 = 1;
+const F_SERVER_ORIG: u8 = 2;
+
+/// One CRT row (kept small: the CRT can hold 65,536 connections per switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrtEntry {
+    /// Target id.
+    pub target: u16,
+    /// Service id.
+    pub service: u16,
+    /// Why it is pinned.
+    pub origin: Origin,
+    flags: u8,
+    /// When it was pinned (seconds of [`Time`]).
+    pinned_s: u32,
+}
+
+impl CrtEntry {
+    /// The target stack's agent has reported this connection (NEWCONN or re-report).
+    pub fn confirmed(&self) -> bool {
+        self.flags & F_CONFIRMED != 0
+    }
+    /// The server opened it.
+    pub fn server_originated(&self) -> bool {
+        self.flags & F_SERVER_ORIG != 0
+    }
+}
+
+/// DPT row: one target of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DptEntry {
+    /// An application listens (last SRVSTAT).
+    pub listening: bool,
+    /// Weight reported in SRVSTAT (0 = none).
+    pub reported_weight: u32,
+    /// Keep existing connections, take no new ones.
+    pub draining: bool,
+    /// Connections pinned to it over time.
+    pub total_conns: u64,
+    /// Connections pinned now.
+    pub active_conns: u32,
+    /// When and why it last stopped being ready (recorded at the transition).
+    pub not_ready: Option<(Time, &'static str)>,
+}
+
+/// One service: DVIPA + port (None = all ports) + protocol.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Stable id (0-based, = `service_id` on the switch).
+    pub id: u16,
+    /// Index into [`Cluster::vipas`].
+    pub vipa: usize,
+    /// DVIPA.
+    pub dvipa: Ipv4Addr,
+    /// Port or all.
+    pub port: Option<u16>,
+    /// 6 or 17.
+    pub proto: Proto,
+    /// Distributed under the current owner's VIPADISTRIBUTE.
+    pub active: bool,
+    /// Method under the current owner.
+    pub method: DistMethod,
+    /// Candidate target ids under the current owner, with configured weight and role.
+    pub candidates: Vec<(u16, u32, Option<StandbyRole>)>,
+    /// Every target id any VIPADISTRIBUTE of the DVIPA names (owner's and backups').
+    pub any_candidates: BTreeSet<u16>,
+    /// DPT rows by target id.
+    pub dpt: BTreeMap<u16, DptEntry>,
+    /// Current slot fill.
+    pub fill: Fill,
+}
+
+/// Liveness of a switch as the core sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchLiveness {
+    /// Not heard of yet.
+    Unknown,
+    /// Connected; waiting for the read of its tables.
+    Syncing,
+    /// Connected and synced.
+    Up,
+    /// Lost.
+    Down,
+}
+
+#[derive(Debug)]
+struct SwitchState {
+    name: String,
+    live: SwitchLiveness,
+    maintenance: bool,
+    installed: Tables,
+    installed_crt: HashMap<ConnKey, u16>,
+    crt_dirty: HashSet<ConnKey>,
+    structural_dirty: bool,
+    in_flight: Option<(u64, Vec<Update>)>,
+    overflow: HashMap<ConnKey, &'static str>,
+    failed: BTreeMap<Key, String>,
+    pending_digests: Vec<(u64, Vec<ConnKey>)>,
+}
+
+#[derive(Debug, Clone)]
+struct SyncRound {
+    started: Time,
+    listeners: HashSet<(u16, u16)>,
+    conns: HashSet<ConnKey>,
+}
+
+#[derive(Debug)]
+struct StackState {
+    name: String,
+    underlay: Ipv4Addr,
+    session: Option<u64>,
+    lease_until: Option<Time>,
+    alive: bool,
+    lease_expired_at: Option<Time>,
+    wlm_weight: u32,
+    sync: Option<SyncRound>,
+    last_list: Option<Vec<VipaEntry>>,
+}
+
+/// A transition in a DVIPA's ownership (for `netstat vipadyn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// When.
+    pub at: Time,
+    /// What happened, e.g. `takeover MVS1 -> MVS5 (MVS1 down)`.
+    pub what: String,
+}
+
+#[derive(Debug)]
+struct VipaState {
+    owner: usize,
+    retiring: Vec<usize>,
+    advertised: Option<usize>,
+    admin_pinned: bool,
+    transitions: Vec<Transition>,
+}
+
+/// One entry of a VIPA list sent to a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipaEntry {
+    /// DVIPA.
+    pub dvipa: Ipv4Addr,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Ports (empty = all).
+    pub ports: Vec<u16>,
+    /// Candidate stack names (empty with `all_stacks`).
+    pub candidates: Vec<String>,
+    /// DESTIP ALL.
+    pub all_stacks: bool,
+    /// Switch routing it now.
+    pub owner: String,
+    /// Ranked backups (highest first), excluding the owner.
+    pub backups: Vec<String>,
+    /// Distribution method.
+    pub distmethod: DistMethod,
+}
+
+/// A VIPA list for one stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipaList {
+    /// Increases with every change.
+    pub version: u64,
+    /// Entries.
+    pub vipas: Vec<VipaEntry>,
+}
+
+/// SRVSTAT (numbers as on the wire, validated here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrvStat {
+    /// DVIPA.
+    pub dvipa: Ipv4Addr,
+    /// Port.
+    pub port: u32,
+    /// 6 or 17.
+    pub protocol: u32,
+    /// Listening or stopped.
+    pub listening: bool,
+    /// Reported weight (0 = configured).
+    pub weight: u32,
+    /// Draining.
+    pub draining: bool,
+}
+
+/// NEWCONN / TERMCONN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnReport {
+    /// Client (remote) address.
+    pub client: Ipv4Addr,
+    /// Client port.
+    pub client_port: u32,
+    /// DVIPA (local address).
+    pub dvipa: Ipv4Addr,
+    /// DVIPA port.
+    pub dvipa_port: u32,
+    /// 6 or 17.
+    pub protocol: u32,
+    /// Server opened it.
+    pub server_originated: bool,
+}
+
+/// One batch from an agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// AgentMessage.seq.
+    pub seq: u64,
+    /// SRVSTATs.
+    pub srvstat: Vec<SrvStat>,
+    /// NEWCONNs.
+    pub newconn: Vec<ConnReport>,
+    /// TERMCONNs.
+    pub termconn: Vec<ConnReport>,
+    /// Part of a full re-report.
+    pub full_sync: bool,
+    /// Last batch of a full re-report.
+    pub sync_done: bool,
+}
+
+/// A refused item of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// "srvstat", "newconn" or "termconn" (or "report").
+    pub list: &'static str,
+    /// Index in that list.
+    pub index: u32,
+    /// Machine-readable reason.
+    pub reason: &'static str,
+    /// Human detail.
+    pub detail: String,
+}
+
+/// One member of a `learn_t` digest list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestItem {
+    /// 5-tuple.
+    pub conn: ConnKey,
+    /// service_id the switch used.
+    pub service: u16,
+    /// target_id of the chosen slot.
+    pub target: u16,
+    /// NOT_SYN: a TCP non-SYN that missed the CRT.
+    pub not_syn: bool,
+}
+
+/// Result of one update of a write batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Done.
+    Ok,
+    /// Insert of an entry that exists (fine).
+    AlreadyExists,
+    /// Modify/delete of an entry that does not exist.
+    NotFound,
+    /// Table full.
+    ResourceExhausted,
+    /// Anything else.
+    Other(String),
+}
+
+/// Inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The switch's P4Runtime session is up (master, pipeline set).
+    SwitchUp {
+        /// Switch name.
+        switch: String,
+    },
+    /// The switch is lost (stream/channel down longer than the detection time).
+    SwitchDown {
+        /// Switch name.
+        switch: String,
+    },
+    /// Answer to [`Action::ReadSwitch`]: every entry of the five tables.
+    SwitchRead {
+        /// Switch name.
+        switch: String,
+        /// Entries.
+        entries: Vec<(Key, Value)>,
+    },
+    /// Answer to [`Action::Write`]: one outcome per update, in order.
+    WriteResult {
+        /// Switch name.
+        switch: String,
+        /// Batch id.
+        batch: u64,
+        /// Outcomes.
+        results: Vec<WriteOutcome>,
+    },
+    /// A `learn_t` digest list.
+    Digest {
+        /// Switch name.
+        switch: String,
+        /// DigestList.list_id (echoed by the ack).
+        list_id: u64,
+        /// Members.
+        items: Vec<DigestItem>,
+    },
+    /// CRT idle-timeout notification.
+    IdleTimeout {
+        /// Switch name.
+        switch: String,
+        /// Idle connections.
+        conns: Vec<ConnKey>,
+    },
+    /// Agent Hello.
+    AgentHello {
+        /// Stack name.
+        stack: String,
+        /// Its underlay address.
+        underlay: Ipv4Addr,
+        /// Agent process epoch.
+        epoch: u64,
+    },
+    /// Agent Report batch.
+    AgentReport {
+        /// Stack name.
+        stack: String,
+        /// The batch.
+        report: Report,
+    },
+    /// Agent Heartbeat.
+    AgentHeartbeat {
+        /// Stack name.
+        stack: String,
+        /// SERVERWLM weight (0 = none).
+        weight: u32,
+    },
+    /// The agent's stream closed (the lease keeps running).
+    AgentGone {
+        /// Stack name.
+        stack: String,
+    },
+    /// Operator: move a DVIPA to a switch (non-disruptively).
+    AdminMove {
+        /// DVIPA.
+        dvipa: Ipv4Addr,
+        /// Target switch.
+        to: String,
+    },
+    /// Operator: take a switch out of (or back into) service; its DVIPAs move gracefully.
+    AdminMaintenance {
+        /// Switch name.
+        switch: String,
+        /// true = maintenance on.
+        on: bool,
+    },
+}
+
+/// Outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Read all entries of the five tables and answer with [`Event::SwitchRead`].
+    ReadSwitch {
+        /// Switch name.
+        switch: String,
+    },
+    /// One P4Runtime WriteRequest; answer with [`Event::WriteResult`].
+    Write {
+        /// Switch name.
+        switch: String,
+        /// Batch id.
+        batch: u64,
+        /// Updates (all of one phase).
+        updates: Vec<Update>,
+    },
+    /// Ack a digest list (its CRT entries are written).
+    AckDigest {
+        /// Switch name.
+        switch: String,
+        /// DigestList.list_id.
+        list_id: u64,
+    },
+    /// Send a Welcome to a new agent session.
+    Welcome {
+        /// Stack.
+        stack: String,
+        /// Heartbeat interval.
+        heartbeat_ms: u64,
+        /// Lease.
+        lease_ms: u64,
+    },
+    /// Send (or re-send) a VIPA list to a stack.
+    SendVipaList {
+        /// Stack.
+        stack: String,
+        /// The list.
+        list: VipaList,
+    },
+    /// Ack a report batch, with the refused items.
+    AgentAck {
+        /// Stack.
+        stack: String,
+        /// AgentMessage.seq.
+        seq: u64,
+        /// Refused items.
+        errors: Vec<ItemError>,
+    },
+    /// Refuse an agent session (close the stream with this reason).
+    AgentRejected {
+        /// Stack as claimed.
+        stack: String,
+        /// Why.
+        reason: String,
+    },
+    /// Start advertising the DVIPA from this switch (routing hook / BGP).
+    Advertise {
+        /// Switch.
+        switch: String,
+        /// DVIPA.
+        dvipa: Ipv4Addr,
+        /// Prefix length.
+        prefix_len: u8,
+    },
+    /// Stop advertising the DVIPA from this switch.
+    Withdraw {
+        /// Switch.
+        switch: String,
+        /// DVIPA.
+        dvipa: Ipv4Addr,
+        /// Prefix length.
+        prefix_len: u8,
+    },
+}
+
+/// Errors building a [`Core`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// Too many services for the switch.
+    #[error("{0} services exceed the pipeline's MAX_SERVICES ({MAX_SERVICES})")]
+    TooManyServices(usize),
+    /// Too many stacks for 16-bit target ids.
+    #[error("{0} stacks exceed the 16-bit target id space")]
+    TooManyStacks(usize),
+}
+
+/// Tunables of the core.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreOptions {
+    /// Most updates in one write batch.
+    pub max_batch: usize,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        CoreOptions { max_batch: 2000 }
+    }
+}
+
+/// The controller core.
+#[derive(Debug)]
+pub struct Core {
+    cluster: Cluster,
+    timers: Timers,
+    opts: CoreOptions,
+    services: Vec<Service>,
+    svc_index: HashMap<(u32, Option<u16>, Proto), u16>,
+    stacks: Vec<StackState>,
+    stack_index: HashMap<String, u16>,
+    vipas: Vec<VipaState>,
+    crt: HashMap<ConnKey, CrtEntry>,
+    switches: Vec<SwitchState>,
+    sw_index: HashMap<String, usize>,
+    actions: VecDeque<Action>,
+    counters: BTreeMap<&'static str, u64>,
+    next_batch: u64,
+    list_version: u64,
+    now: Time,
+}
+
+fn method_code(m: DistMethod) -> u8 {
+    match m {
+        DistMethod::RoundRobin | DistMethod::WeightedActive => 1,
+        DistMethod::ServerWlm | DistMethod::HotStandby => 0,
+    }
+}
+
+impl Core {
+    /// Build the core from a validated cluster. Target ids are `1 + index` of `[[stack]]`;
+    /// service ids follow the sorted (DVIPA, port, protocol) order — both stable for a given
+    /// configuration.
+    pub fn new(cluster: Cluster, opts: CoreOptions) -> Result<Core, CoreError> {
+        if cluster.config.stacks.len() >= u16::MAX as usize {
+            return Err(CoreError::TooManyStacks(cluster.config.stacks.len()));
+        }
+        let stacks: Vec<StackState> = cluster
+            .config
+            .stacks
+            .iter()
+            .map(|s| StackState {
+                name: s.name.clone(),
+                underlay: s.underlay,
+                session: None,
+                lease_until: None,
+                alive: false,
+                lease_expired_at: None,
+                wlm_weight: 0,
+                sync: None,
+                last_list: None,
+            })
+            .collect();
+        let stack_index: HashMap<String, u16> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i as u16 + 1))
+            .collect();
+        let switches: Vec<SwitchState> = cluster
+            .config
+            .switches
+            .iter()
+            .map(|s| SwitchState {
+                name: s.name.clone(),
+                live: SwitchLiveness::Unknown,
+                maintenance: false,
+                installed: Tables::new(),
+                installed_crt: HashMap::new(),
+                crt_dirty: HashSet::new(),
+                structural_dirty: true,
+                in_flight: None,
+                overflow: HashMap::new(),
+                failed: BTreeMap::new(),
+                pending_digests: Vec::new(),
+            })
+            .collect();
+        let sw_index: HashMap<String, usize> = switches
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let protos: Vec<Proto> = if cluster.config.distribute_udp {
+            vec![TCP, UDP]
+        } else {
+            vec![TCP]
+        };
+        let mut keys: BTreeSet<(Ipv4Addr, Option<u16>, Proto, usize)> = BTreeSet::new();
+        for (vi, v) in cluster.vipas.iter().enumerate() {
+            let all = std::iter::once(&v.dist).chain(v.backups.iter().map(|b| &b.own));
+            for dists in all {
+                for d in dists {
+                    let ports: Vec<Option<u16>> = if d.ports.is_empty() {
+                        vec![None]
+                    } else {
+                        d.ports.iter().map(|p| Some(*p)).collect()
+                    };
+                    for p in ports {
+                        for pr in &protos {
+                            keys.insert((v.addr, p, *pr, vi));
+                        }
+                    }
+                }
+            }
+        }
+        if keys.len() > MAX_SERVICES {
+            return Err(CoreError::TooManyServices(keys.len()));
+        }
+        let mut services = Vec::new();
+        let mut svc_index = HashMap::new();
+        for (i, (addr, port, proto, vi)) in keys.into_iter().enumerate() {
+            let v = &cluster.vipas[vi];
+            let mut any = BTreeSet::new();
+            for d in std::iter::once(&v.dist)
+                .chain(v.backups.iter().map(|b| &b.own))
+                .flatten()
+            {
+                for c in &d.candidates {
+                    any.insert(stack_index[&c.stack]);
+                }
+            }
+            svc_index.insert((u32::from(addr), port, proto), i as u16);
+            services.push(Service {
+                id: i as u16,
+                vipa: vi,
+                dvipa: addr,
+                port,
+                proto,
+                active: false,
+                method: DistMethod::RoundRobin,
+                candidates: Vec::new(),
+                any_candidates: any,
+                dpt: BTreeMap::new(),
+                fill: [None; N_SLOTS],
+            });
+        }
+        let vipas = cluster
+            .vipas
+            .iter()
+            .map(|v| VipaState {
+                owner: sw_index[&v.owner],
+                retiring: Vec::new(),
+                advertised: None,
+                admin_pinned: false,
+                transitions: Vec::new(),
+            })
+            .collect();
+        let timers = cluster.config.timers;
+        let mut core = Core {
+            cluster,
+            timers,
+            opts,
+            services,
+            svc_index,
+            stacks,
+            stack_index,
+            vipas,
+            crt: HashMap::new(),
+            switches,
+            sw_index,
+            actions: VecDeque::new(),
+            counters: BTreeMap::new(),
+            next_batch: 1,
+            list_version: 0,
+            now: Time(0),
+        };
+        for vi in 0..core.vipas.len() {
+            core.activate_services(vi);
+        }
+        core.refill_all();
+        Ok(core)
+    }
+
+    // ----- public API -------------------------------------------------------------------
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must be called next (earliest lease expiry).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.stacks
+            .iter()
+            .filter(|s| s.alive)
+            .filter_map(|s| s.lease_until)
+            .min()
+    }
+
+    /// Expire leases due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let mut changed = false;
+        for s in &mut self.stacks {
+            if s.alive && s.lease_until.is_some_and(|t| t <= now) {
+                s.alive = false;
+                s.lease_expired_at = Some(now);
+                changed = true;
+                *self.counters.entry("lease_expired").or_default() += 1;
+            }
+        }
+        if changed {
+            self.note_not_ready_for_dead_stacks(now);
+            self.structural_change();
+        }
+        self.flush_all();
+    }
+
+    /// Feed one event.
+    pub fn handle(&mut self, now: Time, ev: Event) {
+        self.handle_timeout(now);
+        match ev {
+            Event::SwitchUp { switch } => self.on_switch_up(&switch),
+            Event::SwitchDown { switch } => self.on_switch_down(&switch),
+            Event::SwitchRead { switch, entries } => self.on_switch_read(&switch, entries),
+            Event::WriteResult {
+                switch,
+                batch,
+                results,
+            } => self.on_write_result(&switch, batch, results),
+            Event::Digest {
+                switch,
+                list_id,
+                items,
+            } => self.on_digest(&switch, list_id, items),
+            Event::IdleTimeout { switch, conns } => self.on_idle(&switch, conns),
+            Event::AgentHello {
+                stack,
+                underlay,
+                epoch,
+            } => self.on_hello(&stack, underlay, epoch),
+            Event::AgentReport { stack, report } => self.on_report(&stack, report),
+            Event::AgentHeartbeat { stack, weight } => self.on_heartbeat(&stack, weight),
+            Event::AgentGone { stack } => {
+                if let Some(t) = self.stack_id(&stack) {
+                    self.stacks[t as usize - 1].session = None;
+                }
+            }
+            Event::AdminMove { dvipa, to } => self.on_admin_move(dvipa, &to),
+            Event::AdminMaintenance { switch, on } => {
+                if let Some(&si) = self.sw_index.get(&switch) {
+                    self.switches[si].maintenance = on;
+                    self.elect();
+                } else {
+                    self.count("unknown_switch");
+                }
+            }
+        }
+        self.flush_all();
+    }
+
+    /// Counters (name → value): rejected items by reason, digests, writes, failovers …
+    pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counters
+    }
+
+    /// The cluster configuration.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Services (index = service id).
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// Service id for an inbound 5-tuple.
+    pub fn service_of(&self, dvipa: Ipv4Addr, port: u16, proto: Proto) -> Option<u16> {
+        let a = u32::from(dvipa);
+        self.svc_index
+            .get(&(a, Some(port), proto))
+            .or_else(|| self.svc_index.get(&(a, None, proto)))
+            .copied()
+    }
+
+    /// Target id of a stack.
+    pub fn stack_id(&self, stack: &str) -> Option<u16> {
+        self.stack_index.get(stack).copied()
+    }
+
+    /// Stack name of a target id.
+    pub fn stack_name(&self, target: u16) -> Option<&str> {
+        self.stacks
+            .get((target as usize).wrapping_sub(1))
+            .map(|s| s.name.as_str())
+    }
+
+    /// The CRT.
+    pub fn crt(&self) -> &HashMap<ConnKey, CrtEntry> {
+        &self.crt
+    }
+
+    /// Whether `target` is a current actual target (ready) of `service`.
+    pub fn target_ready(&self, service: u16, target: u16) -> bool {
+        let s = &self.services[service as usize];
+        s.dpt.get(&target).is_some_and(|d| self.ready(target, d))
+    }
+
+    /// Why a pinned connection's target would not get new connections, as recorded when it
+    /// happened (`None` = the target is ready).
+    pub fn stale_reason(&self, conn: &ConnKey) -> Option<(Time, &'static str)> {
+        let e = self.crt.get(conn)?;
+        let svc = &self.services[e.service as usize];
+        let st = &self.stacks[e.target as usize - 1];
+        if !st.alive {
+            return st
+                .lease_expired_at
+                .map(|t| (t, "lease_expired"))
+                .or(Some((Time(0), "never_attached")));
+        }
+        match svc.dpt.get(&e.target) {
+            Some(d) if self.ready(e.target, d) => {
+                if svc.active && !svc.candidates.iter().any(|c| c.0 == e.target) {
+                    Some((Time(0), "not_candidate_of_current_owner"))
+                } else {
+                    None
+                }
+            }
+            Some(d) => d.not_ready.or(Some((Time(0), "unrecorded"))),
+            None => Some((Time(0), "no_srvstat")),
+        }
+    }
+
+    /// Current routing switch of a DVIPA.
+    pub fn owner(&self, dvipa: Ipv4Addr) -> Option<&str> {
+        let vi = self.vipa_index(dvipa)?;
+        Some(&self.switches[self.vipas[vi].owner].name)
+    }
+
+    /// Switch currently advertising a DVIPA.
+    pub fn advertised(&self, dvipa: Ipv4Addr) -> Option<&str> {
+        let vi = self.vipa_index(dvipa)?;
+        self.vipas[vi]
+            .advertised
+            .map(|s| self.switches[s].name.as_str())
+    }
+
+    /// Ownership transitions of a DVIPA.
+    pub fn transitions(&self, dvipa: Ipv4Addr) -> &[Transition] {
+        self.vipa_index(dvipa)
+            .map(|vi| self.vipas[vi].transitions.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Liveness of a switch.
+    pub fn liveness(&self, switch: &str) -> Option<SwitchLiveness> {
+        self.sw_index.get(switch).map(|&i| self.switches[i].live)
+    }
+
+    /// What the core believes `switch` holds (all five tables).
+    pub fn installed(&self, switch: &str) -> Option<Tables> {
+        let sw = &self.switches[*self.sw_index.get(switch)?];
+        let mut t = sw.installed.clone();
+        for (k, v) in &sw.installed_crt {
+            t.insert(Key::Crt(*k), Value::ToTarget { target: *v });
+        }
+        Some(t)
+    }
+
+    /// What `switch` should hold according to the core state.
+    pub fn desired(&self, switch: &str) -> Option<Tables> {
+        let si = *self.sw_index.get(switch)?;
+        let mut t = self.desired_noncrt(si);
+        let programmed = self.programmed_vipas(si);
+        for (k, e) in &self.crt {
+            if programmed.contains(&self.services[e.service as usize].vipa)
+                && !self.switches[si].overflow.contains_key(k)
+            {
+                t.insert(Key::Crt(*k), Value::ToTarget { target: e.target });
+            }
+        }
+        Some(t)
+    }
+
+    /// The VIPA list a stack gets now.
+    pub fn vipa_list_for(&self, stack: &str) -> Vec<VipaEntry> {
+        let Some(tid) = self.stack_id(stack) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (vi, v) in self.cluster.vipas.iter().enumerate() {
+            let vs = &self.vipas[vi];
+            let owner = &self.switches[vs.owner].name;
+            let named = std::iter::once(&v.dist)
+                .chain(v.backups.iter().map(|b| &b.own))
+                .flatten()
+                .any(|d| {
+                    d.candidates
+                        .iter()
+                        .any(|c| self.stack_index[&c.stack] == tid)
+                });
+            if !named {
+                continue;
+            }
+            let backups: Vec<String> = self
+                .chain(vi)
+                .into_iter()
+                .filter(|s| *s != vs.owner)
+                .map(|s| self.switches[s].name.clone())
+                .collect();
+            for d in v.dist_for(owner) {
+                out.push(VipaEntry {
+                    dvipa: v.addr,
+                    prefix_len: v.prefix_len,
+                    ports: d.ports.clone(),
+                    candidates: if d.all_stacks {
+                        Vec::new()
+                    } else {
+                        d.candidates.iter().map(|c| c.stack.clone()).collect()
+                    },
+                    all_stacks: d.all_stacks,
+                    owner: owner.clone(),
+                    backups: backups.clone(),
+                    distmethod: d.method,
+                });
+            }
+        }
+        out
+    }
+
+    // ----- internals: helpers -----------------------------------------------------------
+
+    fn count(&mut self, what: &'static str) {
+        *self.counters.entry(what).or_default() += 1;
+    }
+
+    fn vipa_index(&self, a: Ipv4Addr) -> Option<usize> {
+        self.cluster.vipas.iter().position(|v| v.addr == a)
+    }
+
+    fn ready(&self, target: u16, d: &DptEntry) -> bool {
+        d.listening && !d.draining && self.stacks[target as usize - 1].alive
+    }
+
+    /// Primary + backups by rank, as switch indexes.
+    fn chain(&self, vi: usize) -> Vec<usize> {
+        let v: &EffectiveVipa = &self.cluster.vipas[vi];
+        std::iter::once(&v.owner)
+            .chain(v.backups.iter().map(|b| &b.switch))
+            .map(|n| self.sw_index[n])
+            .collect()
+    }
+
+    fn activate_services(&mut self, vi: usize) {
+        let v = &self.cluster.vipas[vi];
+        let owner = &self.switches[self.vipas[vi].owner].name;
+        let dists = v.dist_for(owner).to_vec();
+        for s in self.services.iter_mut().filter(|s| s.vipa == vi) {
+            s.active = false;
+            s.candidates.clear();
+            for d in &dists {
+                let covers = match s.port {
+                    None => d.ports.is_empty(),
+                    Some(p) => d.ports.contains(&p),
+                };
+                if covers {
+                    s.active = true;
+                    s.method = d.method;
+                    s.candidates = d
+                        .candidates
+                        .iter()
+                        .map(|c| (self.stack_index[&c.stack], c.weight, c.role))
+                        .collect();
+                }
+            }
+        }
+    }
+
+    fn refill_all(&mut self) {
+        for i in 0..self.services.len() {
+            let fill = self.compute_fill(i);
+            self.services[i].fill = fill;
+        }
+    }
+
+    fn compute_fill(&self, i: usize) -> Fill {
+        let s = &self.services[i];
+        if !s.active {
+            return [None; N_SLOTS];
+        }
+        let ready: Vec<(u16, u32, Option<StandbyRole>)> = s
+            .candidates
+            .iter()
+            .copied()
+            .filter(|(t, _, _)| s.dpt.get(t).is_some_and(|d| self.ready(*t, d)))
+            .collect();
+        match s.method {
+            DistMethod::HotStandby => {
+                let best = ready
+                    .iter()
+                    .max_by_key(|(t, _, r)| {
+                        let rank = match r {
+                            Some(StandbyRole::Preferred) => 255u16,
+                            Some(StandbyRole::Backup(b)) => u16::from(*b),
+                            None => 0,
+                        };
+                        (rank, std::cmp::Reverse(*t))
+                    })
+                    .map(|x| x.0);
+                slots::single_fill(best)
+            }
+            m => {
+                let ts: Vec<(u16, u32)> = ready
+                    .iter()
+                    .map(|(t, w, _)| {
+                        let w = match m {
+                            DistMethod::WeightedActive => *w,
+                            DistMethod::ServerWlm => {
+                                let d = s.dpt[t];
+                                let st = &self.stacks[*t as usize - 1];
+                                if d.reported_weight > 0 {
+                                    d.reported_weight
+                                } else if st.wlm_weight > 0 {
+                                    st.wlm_weight
+                                } else {
+                                    1
+                                }
+                            }
+                            _ => 1,
+                        };
+                        (*t, w)
+                    })
+                    .collect();
+                slots::weighted_fill(s.id, &ts, &s.fill)
+            }
+        }
+    }
+
+    fn note_not_ready_for_dead_stacks(&mut self, now: Time) {
+        for s in &mut self.services {
+            for (t, d) in s.dpt.iter_mut() {
+                if !self.stacks[*t as usize - 1].alive && d.listening && d.not_ready.is_none() {
+                    d.not_ready = Some((now, "lease_expired"));
+                }
+            }
+        }
+    }
+
+    fn structural_change(&mut self) {
+        self.refill_all();
+        for sw in &mut self.switches {
+            sw.structural_dirty = true;
+        }
+    }
+
+    fn programmed_vipas(&self, si: usize) -> BTreeSet<usize> {
+        let sw = &self.switches[si];
+        let mut out = BTreeSet::new();
+        for (vi, vs) in self.vipas.iter().enumerate() {
+            let hot_backup = self.cluster.config.hot_standby
+                && sw.live == SwitchLiveness::Up
+                && self.cluster.vipas[vi]
+                    .backups
+                    .iter()
+                    .any(|b| b.switch == sw.name);
+            if vs.owner == si || vs.retiring.contains(&si) || hot_backup {
+                out.insert(vi);
+            }
+        }
+        out
+    }
+
+    fn desired_noncrt(&self, si: usize) -> Tables {
+        let cfg = &self.cluster.config;
+        let swc = &cfg.switches[si];
+        let mut t = Tables::new();
+        for r in &swc.routes {
+            t.insert(
+                Key::Route { prefix: r.prefix },
+                Value::SetNexthop {
+                    dmac: r.dmac,
+                    smac: r.smac,
+                    port: r.port,
+                },
+            );
+        }
+        for (i, st) in cfg.stacks.iter().enumerate() {
+            let v = match st.encap {
+                Encap::L2 => match (st.mac, st.ports.get(&swc.name)) {
+                    (Some(dmac), Some(port)) => Value::ForwardL2 { dmac, port: *port },
+                    _ => continue,
+                },
+                Encap::Ipip => match swc.tunnel_src {
+                    Some(outer_src) => Value::EncapIpip {
+                        outer_src,
+                        outer_dst: st.underlay,
+                    },
+                    None => continue,
+                },
+            };
+            t.insert(
+                Key::Target {
+                    target: i as u16 + 1,
+                },
+                v,
+            );
+        }
+        let programmed = self.programmed_vipas(si);
+        for s in &self.services {
+            if !s.active || !programmed.contains(&s.vipa) {
+                continue;
+            }
+            t.insert(
+                Key::Dvipa {
+                    addr: s.dvipa,
+                    proto: s.proto,
+                    port: s.port,
+                },
+                Value::Distribute {
+                    service: s.id,
+                    method: method_code(s.method),
+                },
+            );
+            for (slot, tg) in s.fill.iter().enumerate() {
+                if let Some(tg) = tg {
+                    t.insert(
+                        Key::Dpt {
+                            service: s.id,
+                            slot: slot as u16,
+                        },
+                        Value::ToTarget { target: *tg },
+                    );
+                }
+            }
+        }
+        t
+    }
+
+    fn desired_crt(&self, si: usize, k: &ConnKey, programmed: &BTreeSet<usize>) -> Option<u16> {
+        let e = self.crt.get(k)?;
+        if self.switches[si].overflow.contains_key(k) {
+            return None;
+        }
+        programmed
+            .contains(&self.services[e.service as usize].vipa)
+            .then_some(e.target)
+    }
+
+    fn mark_conn_dirty(&mut self, k: ConnKey) {
+        for sw in &mut self.switches {
+            sw.crt_dirty.insert(k);
+        }
+    }
+
+    fn mark_vipa_conns_dirty(&mut self, vi: usize, si: usize) {
+        let keys: Vec<ConnKey> = self
+            .crt
+            .iter()
+            .filter(|(_, e)| self.services[e.service as usize].vipa == vi)
+            .map(|(k, _)| *k)
+            .collect();
+        let sw = &mut self.switches[si];
+        sw.crt_dirty.extend(keys);
+        let stale: Vec<ConnKey> = sw.installed_crt.keys().copied().collect();
+        sw.crt_dirty.extend(stale);
+        sw.structural_dirty = true;
+    }
+
+    fn pin(&mut self, k: ConnKey, target: u16, service: u16, origin: Origin, flags: u8) {
+        let e = CrtEntry {
+            target,
+            service,
+            origin,
+            flags,
+            pinned_s: (self.now.0 / 1000) as u32,
+        };
+        if let Some(old) = self.crt.insert(k, e) {
+            self.unaccount(&old);
+        }
+        let d = self.services[service as usize]
+            .dpt
+            .entry(target)
+            .or_default();
+        d.total_conns += 1;
+        d.active_conns += 1;
+        self.mark_conn_dirty(k);
+    }
+
+    fn unaccount(&mut self, e: &CrtEntry) {
+        if let Some(d) = self.services[e.service as usize].dpt.get_mut(&e.target) {
+            d.active_conns = d.active_conns.saturating_sub(1);
+        }
+    }
+
+    fn unpin(&mut self, k: &ConnKey) -> Option<CrtEntry> {
+        let e = self.crt.remove(k)?;
+        self.unaccount(&e);
+        self.mark_conn_dirty(*k);
+        for sw in &mut self.switches {
+            sw.overflow.remove(k);
+        }
+        Some(e)
+    }
+
+    // ----- switches ---------------------------------------------------------------------
+
+    fn switch_idx(&mut self, name: &str) -> Option<usize> {
+        let r = self.sw_index.get(name).copied();
+        if r.is_none() {
+            self.count("unknown_switch");
+        }
+        r
+    }
+
+    fn on_switch_up(&mut self, name: &str) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        let sw = &mut self.switches[si];
+        sw.live = SwitchLiveness::Syncing;
+        sw.in_flight = None;
+        sw.pending_digests.clear();
+        self.actions.push_back(Action::ReadSwitch {
+            switch: name.to_string(),
+        });
+    }
+
+    fn on_switch_down(&mut self, name: &str) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        let sw = &mut self.switches[si];
+        if sw.live == SwitchLiveness::Down {
+            return;
+        }
+        sw.live = SwitchLiveness::Down;
+        sw.in_flight = None;
+        sw.pending_digests.clear();
+        sw.installed.clear();
+        sw.installed_crt.clear();
+        sw.crt_dirty.clear();
+        sw.overflow.clear();
+        sw.failed.clear();
+        self.count("switch_down");
+        for vs in &mut self.vipas {
+            vs.retiring.retain(|s| *s != si);
+        }
+        self.elect();
+        // Hot-standby backups drop/gain DVIPAs with liveness.
+        for sw in &mut self.switches {
+            sw.structural_dirty = true;
+        }
+    }
+
+    fn on_switch_read(&mut self, name: &str, entries: Vec<(Key, Value)>) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        if self.switches[si].live == SwitchLiveness::Down {
+            self.count("read_from_down_switch");
+            return;
+        }
+        let mut installed = Tables::new();
+        let mut installed_crt = HashMap::new();
+        for (k, v) in entries {
+            match (k, v) {
+                (Key::Crt(c), Value::ToTarget { target }) => {
+                    installed_crt.insert(c, target);
+                }
+                (k, v) => {
+                    installed.insert(k, v);
+                }
+            }
+        }
+        // Adopt connections the core does not know (controller restart) for DVIPAs this
+        // switch routes: forwarding continues undisturbed.
+        let owned: BTreeSet<usize> = self
+            .vipas
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.owner == si)
+            .map(|(i, _)| i)
+            .collect();
+        let mut adopt = Vec::new();
+        for (c, t) in &installed_crt {
+            if self.crt.contains_key(c) {
+                continue;
+            }
+            let Some(svc) = self.service_of(c.dvipa(), c.dport, c.proto) else {
+                continue;
+            };
+            if owned.contains(&self.services[svc as usize].vipa)
+                && (*t as usize) >= 1
+                && (*t as usize) <= self.stacks.len()
+            {
+                adopt.push((*c, *t, svc));
+            }
+        }
+        for (c, t, svc) in adopt {
+            self.pin(c, t, svc, Origin::SwitchRead, 0);
+            self.count("crt_adopted_from_switch");
+        }
+        let sw = &mut self.switches[si];
+        sw.live = SwitchLiveness::Up;
+        sw.installed = installed;
+        sw.crt_dirty.extend(installed_crt.keys().copied());
+        sw.installed_crt = installed_crt;
+        sw.structural_dirty = true;
+        sw.failed.clear();
+        sw.overflow.clear();
+        let all: Vec<ConnKey> = self.crt.keys().copied().collect();
+        self.switches[si].crt_dirty.extend(all);
+        self.elect();
+        for sw in &mut self.switches {
+            sw.structural_dirty = true;
+        }
+    }
+
+    fn on_write_result(&mut self, name: &str, batch: u64, results: Vec<WriteOutcome>) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        let sw = &mut self.switches[si];
+        let Some((b, updates)) = sw.in_flight.take() else {
+            self.count("write_result_unexpected");
+            return;
+        };
+        if b != batch {
+            sw.in_flight = Some((b, updates));
+            self.count("write_result_unexpected");
+            return;
+        }
+        let mut counts: Vec<&'static str> = Vec::new();
+        for (i, u) in updates.iter().enumerate() {
+            let r = results
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| WriteOutcome::Other("no result".into()));
+            let ok_apply = match (&r, u.kind) {
+                (WriteOutcome::Ok, _) => true,
+                (WriteOutcome::AlreadyExists, UpdateKind::Insert) => {
+                    counts.push("write_already_exists");
+                    true
+                }
+                (WriteOutcome::NotFound, UpdateKind::Delete) => true,
+                (WriteOutcome::NotFound, UpdateKind::Modify) => {
+                    // Gone behind our back: forget it so the next pass inserts it.
+                    counts.push("write_not_found");
+                    match u.key {
+                        Key::Crt(c) => {
+                            sw.installed_crt.remove(&c);
+                        }
+                        k => {
+                            sw.installed.remove(&k);
+                        }
+                    }
+                    false
+                }
+                (WriteOutcome::ResourceExhausted, _) => {
+                    counts.push("write_resource_exhausted");
+                    match u.key {
+                        Key::Crt(c) => {
+                            counts.push("crt_overflow");
+                            sw.overflow.insert(c, "RESOURCE_EXHAUSTED");
+                        }
+                        k => {
+                            sw.failed.insert(k, "RESOURCE_EXHAUSTED".into());
+                        }
+                    }
+                    false
+                }
+                (r, _) => {
+                    counts.push("write_error");
+                    let msg = format!("{r:?}");
+                    match u.key {
+                        Key::Crt(c) => {
+                            sw.overflow.insert(c, "write_error");
+                        }
+                        k => {
+                            sw.failed.insert(k, msg);
+                        }
+                    }
+                    false
+                }
+            };
+            if ok_apply {
+                match (u.key, u.kind) {
+                    (Key::Crt(c), UpdateKind::Delete) => {
+                        sw.installed_crt.remove(&c);
+                    }
+                    (Key::Crt(c), _) => {
+                        if let Value::ToTarget { target } = u.value {
+                            sw.installed_crt.insert(c, target);
+                        }
+                    }
+                    (k, UpdateKind::Delete) => {
+                        sw.installed.remove(&k);
+                    }
+                    (k, _) => {
+                        sw.installed.insert(k, u.value);
+                    }
+                }
+            }
+        }
+        for c in counts {
+            self.count(c);
+        }
+        self.count("write_batches_done");
+    }
+
+    fn on_digest(&mut self, name: &str, list_id: u64, items: Vec<DigestItem>) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        if self.switches[si].live != SwitchLiveness::Up {
+            self.count("digest_from_switch_not_up");
+            return;
+        }
+        let mut conns = Vec::new();
+        for it in items {
+            self.count("digest_items");
+            let Some(svc) = self.service_of(it.conn.dvipa(), it.conn.dport, it.conn.proto) else {
+                self.count("digest_unknown_service");
+                continue;
+            };
+            if svc != it.service {
+                self.count("digest_service_mismatch");
+                continue;
+            }
+            if it.target == 0 || it.target as usize > self.stacks.len() {
+                self.count("digest_unknown_target");
+                continue;
+            }
+            if self.crt.contains_key(&it.conn) {
+                // Already pinned (NEWCONN first, or a repeated digest): keep the pin; make sure
+                // it is on this switch.
+                self.count(if it.not_syn {
+                    "digest_not_syn_known"
+                } else {
+                    "digest_duplicate"
+                });
+                self.switches[si].crt_dirty.insert(it.conn);
+                conns.push(it.conn);
+                continue;
+            }
+            if it.not_syn {
+                // A mid-connection packet nobody reported: do not guess a pin; the owning
+                // stack's NEWCONN (re-report) will pin it.
+                self.count("digest_not_syn_unpinned");
+                continue;
+            }
+            self.pin(it.conn, it.target, svc, Origin::SynDigest, 0);
+            self.count("crt_pinned_syn");
+            conns.push(it.conn);
+        }
+        self.switches[si].pending_digests.push((list_id, conns));
+    }
+
+    fn on_idle(&mut self, name: &str, conns: Vec<ConnKey>) {
+        let Some(si) = self.switch_idx(name) else {
+            return;
+        };
+        for c in conns {
+            match self.crt.get(&c) {
+                Some(e) if e.confirmed() && self.stacks[e.target as usize - 1].alive => {
+                    self.count("idle_kept_alive");
+                }
+                Some(_) => {
+                    self.unpin(&c);
+                    self.count("idle_removed");
+                }
+                None => {
+                    self.switches[si].crt_dirty.insert(c);
+                    self.count("idle_unknown");
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for si in 0..self.switches.len() {
+            self.flush(si);
+        }
+        self.advertise_converged();
+        self.push_vipa_lists();
+    }
+
+    fn flush(&mut self, si: usize) {
+        if self.switches[si].live != SwitchLiveness::Up || self.switches[si].in_flight.is_some() {
+            return;
+        }
+        let mut phases: Vec<Vec<Update>> = vec![Vec::new(); PHASES];
+        if self.switches[si].structural_dirty {
+            let desired = self.desired_noncrt(si);
+            let sw = &self.switches[si];
+            let p = entries::reconcile(&desired, &sw.installed);
+            for (i, ups) in p.into_iter().enumerate() {
+                phases[i].extend(ups.into_iter().filter(|u| !sw.failed.contains_key(&u.key)));
+            }
+            if phases.iter().all(|p| p.is_empty()) {
+                self.switches[si].structural_dirty = false;
+            }
+        }
+        let programmed = self.programmed_vipas(si);
+        let dirty: Vec<ConnKey> = self.switches[si].crt_dirty.iter().copied().collect();
+        let mut clean = Vec::new();
+        for k in dirty {
+            let d = self
+                .desired_crt(si, &k, &programmed)
+                .map(|t| Value::ToTarget { target: t });
+            let a = self.switches[si]
+                .installed_crt
+                .get(&k)
+                .map(|t| Value::ToTarget { target: *t });
+            match entries::diff_one(Key::Crt(k), d.as_ref(), a.as_ref()) {
+                Some(u) => phases[entries::phase(&u)].push(u),
+                None => clean.push(k),
+            }
+        }
+        let sw = &mut self.switches[si];
+        for k in clean {
+            sw.crt_dirty.remove(&k);
+        }
+        if let Some(mut p) = phases.into_iter().find(|p| !p.is_empty()) {
+            p.sort_by_key(|u| u.key);
+            p.truncate(self.opts.max_batch);
+            let b = self.next_batch;
+            self.next_batch += 1;
+            sw.in_flight = Some((b, p.clone()));
+            self.actions.push_back(Action::Write {
+                switch: sw.name.clone(),
+                batch: b,
+                updates: p,
+            });
+        }
+        // Digest lists whose connections are all settled on this switch.
+        let sw = &mut self.switches[si];
+        let in_flight: HashSet<ConnKey> = sw
+            .in_flight
+            .iter()
+            .flat_map(|(_, u)| u.iter())
+            .filter_map(|u| match u.key {
+                Key::Crt(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut acks = Vec::new();
+        sw.pending_digests.retain(|(id, conns)| {
+            let settled = conns
+                .iter()
+                .all(|c| !sw.crt_dirty.contains(c) && !in_flight.contains(c));
+            if settled {
+                acks.push(*id);
+            }
+            !settled
+        });
+        for list_id in acks {
+            self.actions.push_back(Action::AckDigest {
+                switch: sw.name.clone(),
+                list_id,
+            });
+        }
+    }
+
+    fn converged(&self, si: usize) -> bool {
+        let sw = &self.switches[si];
+        sw.live == SwitchLiveness::Up
+            && sw.in_flight.is_none()
+            && !sw.structural_dirty
+            && sw.crt_dirty.is_empty()
+    }
+
+    fn advertise_converged(&mut self) {
+        let mut again = false;
+        for vi in 0..self.vipas.len() {
+            let vs = &self.vipas[vi];
+            if vs.advertised == Some(vs.owner) || !self.converged(vs.owner) {
+                continue;
+            }
+            let v = &self.cluster.vipas[vi];
+            let (dvipa, prefix_len) = (v.addr, v.prefix_len);
+            let owner = vs.owner;
+            let old = vs.advertised;
+            self.actions.push_back(Action::Advertise {
+                switch: self.switches[owner].name.clone(),
+                dvipa,
+                prefix_len,
+            });
+            self.count("advertise");
+            if let Some(o) = old {
+                self.actions.push_back(Action::Withdraw {
+                    switch: self.switches[o].name.clone(),
+                    dvipa,
+                    prefix_len,
+                });
+                self.count("withdraw");
+            }
+            let retiring = std::mem::take(&mut self.vipas[vi].retiring);
+            self.vipas[vi].advertised = Some(owner);
+            let now = self.now;
+            self.vipas[vi].transitions.push(Transition {
+                at: now,
+                what: format!("advertised on {}", self.switches[owner].name),
+            });
+            // The old routing switches now clean up the DVIPA's entries.
+            for r in retiring {
+                self.mark_vipa_conns_dirty(vi, r);
+                again = true;
+            }
+        }
+        if again {
+            for si in 0..self.switches.len() {
+                self.flush(si);
+            }
+        }
+    }
+
+    // ----- ownership ---------------------------------------------------------------------
+
+    fn eligible(&self, si: usize) -> bool {
+        let sw = &self.switches[si];
+        sw.live == SwitchLiveness::Up && !sw.maintenance
+    }
+
+    /// Decide every DVIPA's routing switch: takeover when the owner is lost (or in
+    /// maintenance), takeback when the primary is back (unless an operator moved it).
+    fn elect(&mut self) {
+        for vi in 0..self.vipas.len() {
+            let chain = self.chain(vi);
+            let vs = &self.vipas[vi];
+            let owner = vs.owner;
+            let primary = chain[0];
+            let owner_lost = matches!(self.switches[owner].live, SwitchLiveness::Down)
+                || self.switches[owner].maintenance;
+            if owner_lost {
+                if let Some(&n) = chain.iter().find(|&&s| s != owner && self.eligible(s)) {
+                    let why = if self.switches[owner].maintenance {
+                        "maintenance"
+                    } else {
+                        "down"
+                    };
+                    self.change_owner(
+                        vi,
+                        n,
+                        &format!("takeover ({} {why})", self.switches[owner].name),
+                    );
+                    self.count("takeover");
+                }
+            } else if !vs.admin_pinned && owner != primary && self.eligible(primary) {
+                self.change_owner(vi, primary, "takeback (primary back)");
+                self.count("takeback");
+            }
+        }
+    }
+
+    fn change_owner(&mut self, vi: usize, to: usize, why: &str) {
+        let from = self.vipas[vi].owner;
+        if from == to {
+            return;
+        }
+        if self.switches[from].live == SwitchLiveness::Up
+            && !self.vipas[vi].retiring.contains(&from)
+        {
+            self.vipas[vi].retiring.push(from);
+        }
+        self.vipas[vi].retiring.retain(|s| *s != to);
+        self.vipas[vi].owner = to;
+        let now = self.now;
+        let what = format!(
+            "{why}: {} -> {}",
+            self.switches[from].name, self.switches[to].name
+        );
+        self.vipas[vi]
+            .transitions
+            .push(Transition { at: now, what });
+        self.activate_services(vi);
+        self.mark_vipa_conns_dirty(vi, to);
+        self.structural_change();
+    }
+
+    fn on_admin_move(&mut self, dvipa: Ipv4Addr, to: &str) {
+        let Some(vi) = self.vipa_index(dvipa) else {
+            self.count("admin_move_unknown_dvipa");
+            return;
+        };
+        let Some(&si) = self.sw_index.get(to) else {
+            self.count("unknown_switch");
+            return;
+        };
+        if !self.eligible(si) {
+            self.count("admin_move_target_not_up");
+            return;
+        }
+        let primary = self.chain(vi)[0];
+        self.vipas[vi].admin_pinned = si != primary;
+        self.change_owner(vi, si, "admin move");
+        self.count("admin_move");
+    }
+
+    // ----- agents ------------------------------------------------------------------------
+
+    fn renew(&mut self, t: u16) {
+        let lease = self.timers.lease_ms;
+        let now = self.now;
+        let st = &mut self.stacks[t as usize - 1];
+        st.lease_until = Some(now.plus(lease));
+        if !st.alive {
+            st.alive = true;
+            self.structural_change();
+        }
+    }
+
+    fn on_hello(&mut self, stack: &str, underlay: Ipv4Addr, epoch: u64) {
+        let Some(t) = self.stack_id(stack) else {
+            self.count("agent_rejected_unknown_stack");
+            self.actions.push_back(Action::AgentRejected {
+                stack: stack.into(),
+                reason: format!("stack `{stack}` is not configured"),
+            });
+            return;
+        };
+        let configured = self.stacks[t as usize - 1].underlay;
+        if configured != underlay {
+            self.count("agent_rejected_underlay_mismatch");
+            self.actions.push_back(Action::AgentRejected {
+                stack: stack.into(),
+                reason: format!(
+                    "stack `{stack}` has underlay address {configured} in the configuration, hello says {underlay}"
+                ),
+            });
+            return;
+        }
+        let st = &mut self.stacks[t as usize - 1];
+        st.session = Some(epoch);
+        st.sync = None;
+        st.last_list = None;
+        self.actions.push_back(Action::Welcome {
+            stack: stack.into(),
+            heartbeat_ms: self.timers.heartbeat_ms,
+            lease_ms: self.timers.lease_ms,
+        });
+        self.count("agent_hello");
+        self.renew(t);
+    }
+
+    fn on_heartbeat(&mut self, stack: &str, weight: u32) {
+        let Some(t) = self.session_stack(stack) else {
+            return;
+        };
+        let st = &mut self.stacks[t as usize - 1];
+        if st.wlm_weight != weight {
+            st.wlm_weight = weight;
+            self.structural_change();
+        }
+        self.renew(t);
+    }
+
+    fn session_stack(&mut self, stack: &str) -> Option<u16> {
+        match self.stack_id(stack) {
+            Some(t) if self.stacks[t as usize - 1].session.is_some() => Some(t),
+            _ => {
+                self.count("agent_message_without_hello");
+                None
+            }
+        }
+    }
+
+    fn on_report(&mut self, stack: &str, r: Report) {
+        let Some(t) = self.session_stack(stack) else {
+            self.actions.push_back(Action::AgentAck {
+                stack: stack.into(),
+                seq: r.seq,
+                errors: vec![ItemError {
+                    list: "report",
+                    index: 0,
+                    reason: "no_hello",
+                    detail: "a Hello must come first".into(),
+                }],
+            });
+            return;
+        };
+        self.renew(t);
+        let mut errors = Vec::new();
+        if r.full_sync && self.stacks[t as usize - 1].sync.is_none() {
+            self.stacks[t as usize - 1].sync = Some(SyncRound {
+                started: self.now,
+                listeners: HashSet::new(),
+                conns: HashSet::new(),
+            });
+        }
+        let mut structural = false;
+        for (i, s) in r.srvstat.iter().enumerate() {
+            let mut err = |reason: &'static str, detail: String| {
+                errors.push(ItemError {
+                    list: "srvstat",
+                    index: i as u32,
+                    reason,
+                    detail,
+                })
+            };
+            let (port, proto) = match (u16::try_from(s.port), u8::try_from(s.protocol)) {
+                (Ok(p), Ok(pr)) if p != 0 && (pr == TCP || pr == UDP) => (p, pr),
+                _ => {
+                    err(
+                        "invalid",
+                        format!("port {} / protocol {} out of range", s.port, s.protocol),
+                    );
+                    continue;
+                }
+            };
+            let Some(svc) = self.service_of(s.dvipa, port, proto) else {
+                if self.vipa_index(s.dvipa).is_some() {
+                    err(
+                        "unknown_port",
+                        format!("{}:{port} is not a distributed port", s.dvipa),
+                    );
+                } else {
+                    err("unknown_dvipa", format!("{} is not a DVIPA", s.dvipa));
+                }
+                continue;
+            };
+            let service = &mut self.services[svc as usize];
+            if !service.any_candidates.contains(&t) {
+                err(
+                    "not_in_destip",
+                    format!("stack `{stack}` is not in the DESTIP list of {}", s.dvipa),
+                );
+                continue;
+            }
+            let now = self.now;
+            let d = service.dpt.entry(t).or_default();
+            let was_ready = d.listening && !d.draining;
+            d.listening = s.listening;
+            d.draining = s.draining;
+            d.reported_weight = s.weight;
+            let is_ready = d.listening && !d.draining;
+            if was_ready && !is_ready {
+                d.not_ready = Some((
+                    now,
+                    if s.listening {
+                        "draining"
+                    } else {
+                        "not_listening"
+                    },
+                ));
+            } else if is_ready {
+                d.not_ready = None;
+            }
+            structural = true;
+            if let Some(sync) = &mut self.stacks[t as usize - 1].sync {
+                sync.listeners.insert((svc, t));
+            }
+        }
+        let full = r.full_sync;
+        for (i, c) in r.newconn.iter().enumerate() {
+            match self.conn_key(c) {
+                Err((reason, detail)) => errors.push(ItemError {
+                    list: "newconn",
+                    index: i as u32,
+                    reason,
+                    detail,
+                }),
+                Ok((k, svc)) => {
+                    if !self.services[svc as usize].any_candidates.contains(&t) {
+                        errors.push(ItemError {
+                            list: "newconn",
+                            index: i as u32,
+                            reason: "not_in_destip",
+                            detail: format!(
+                                "stack `{stack}` is not in the DESTIP list of {}",
+                                c.dvipa
+                            ),
+                        });
+                        continue;
+                    }
+                    if let Some(sync) = &mut self.stacks[t as usize - 1].sync {
+                        sync.conns.insert(k);
+                    }
+                    let flags = F_CONFIRMED
+                        | if c.server_originated {
+                            F_SERVER_ORIG
+                        } else {
+                            0
+                        };
+                    match self.crt.get(&k).copied() {
+                        Some(e) if e.target == t => {
+                            if e.confirmed() && !full {
+                                errors.push(ItemError {
+                                    list: "newconn",
+                                    index: i as u32,
+                                    reason: "duplicate",
+                                    detail: format!("{k} is already pinned to `{stack}`"),
+                                });
+                            } else {
+                                let e2 = self.crt.get_mut(&k).expect("present");
+                                e2.flags |= flags;
+                                self.count("crt_confirmed");
+                                // A takeover/takeback: make sure the new owner has it.
+                                self.mark_conn_dirty(k);
+                            }
+                        }
+                        Some(e) => {
+                            let other_alive = self.stacks[e.target as usize - 1].alive;
+                            if e.confirmed() && other_alive {
+                                errors.push(ItemError {
+                                    list: "newconn",
+                                    index: i as u32,
+                                    reason: "conflict",
+                                    detail: format!(
+                                        "{k} is pinned to `{}`, which reported it too",
+                                        self.stacks[e.target as usize - 1].name
+                                    ),
+                                });
+                            } else {
+                                // The stack holding the socket is authoritative.
+                                self.pin(
+                                    k,
+                                    t,
+                                    svc,
+                                    if full {
+                                        Origin::Takeover
+                                    } else {
+                                        Origin::NewConn
+                                    },
+                                    flags,
+                                );
+                                self.count("crt_repinned_by_agent");
+                            }
+                        }
+                        None => {
+                            self.pin(
+                                k,
+                                t,
+                                svc,
+                                if full {
+                                    Origin::Takeover
+                                } else {
+                                    Origin::NewConn
+                                },
+                                flags,
+                            );
+                            self.count(if full {
+                                "crt_pinned_rereport"
+                            } else {
+                                "crt_pinned_newconn"
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for (i, c) in r.termconn.iter().enumerate() {
+            match self.conn_key(c) {
+                Err((reason, detail)) => errors.push(ItemError {
+                    list: "termconn",
+                    index: i as u32,
+                    reason,
+                    detail,
+                }),
+                Ok((k, _)) => match self.crt.get(&k) {
+                    None => errors.push(ItemError {
+                        list: "termconn",
+                        index: i as u32,
+                        reason: "late",
+                        detail: format!("{k} is not in the CRT (already ended or never pinned)"),
+                    }),
+                    Some(e) if e.target != t => errors.push(ItemError {
+                        list: "termconn",
+                        index: i as u32,
+                        reason: "not_owner",
+                        detail: format!(
+                            "{k} is pinned to `{}`, not `{stack}`",
+                            self.stacks[e.target as usize - 1].name
+                        ),
+                    }),
+                    Some(_) => {
+                        self.unpin(&k);
+                        self.count("crt_removed_termconn");
+                    }
+                },
+            }
+        }
+        if r.sync_done {
+            if let Some(sync) = self.stacks[t as usize - 1].sync.take() {
+                for s in &mut self.services {
+                    if let Some(d) = s.dpt.get_mut(&t)
+                        && d.listening
+                        && !sync.listeners.contains(&(s.id, t))
+                    {
+                        d.listening = false;
+                        d.not_ready = Some((sync.started, "not_rereported"));
+                        structural = true;
+                    }
+                }
+                let start_s = (sync.started.0 / 1000) as u32;
+                let gone: Vec<ConnKey> = self
+                    .crt
+                    .iter()
+                    .filter(|(k, e)| {
+                        e.target == t && e.pinned_s < start_s && !sync.conns.contains(k)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in gone {
+                    self.unpin(&k);
+                    self.count("crt_removed_not_rereported");
+                }
+            } else {
+                errors.push(ItemError {
+                    list: "report",
+                    index: 0,
+                    reason: "sync_done_without_full_sync",
+                    detail: "sync_done set on a batch without a full re-report".into(),
+                });
+            }
+        }
+        for e in &errors {
+            *self.counters.entry(e.reason).or_default() += 1;
+        }
+        self.count("agent_reports");
+        if structural {
+            self.structural_change();
+        }
+        self.actions.push_back(Action::AgentAck {
+            stack: stack.into(),
+            seq: r.seq,
+            errors,
+        });
+    }
+
+    fn conn_key(&self, c: &ConnReport) -> Result<(ConnKey, u16), (&'static str, String)> {
+        let (cp, dp, pr) = match (
+            u16::try_from(c.client_port),
+            u16::try_from(c.dvipa_port),
+            u8::try_from(c.protocol),
+        ) {
+            (Ok(cp), Ok(dp), Ok(pr)) if cp != 0 && dp != 0 && (pr == TCP || pr == UDP) => {
+                (cp, dp, pr)
+            }
+            _ => {
+                return Err((
+                    "invalid",
+                    format!(
+                        "ports {}/{} or protocol {} out of range",
+                        c.client_port, c.dvipa_port, c.protocol
+                    ),
+                ));
+            }
+        };
+        if c.client.is_unspecified() {
+            return Err(("invalid", "client address 0.0.0.0".into()));
+        }
+        let Some(svc) = self.service_of(c.dvipa, dp, pr) else {
+            return Err(if self.vipa_index(c.dvipa).is_some() {
+                (
+                    "unknown_port",
+                    format!("{}:{dp} is not a distributed port", c.dvipa),
+                )
+            } else {
+                ("unknown_dvipa", format!("{} is not a DVIPA", c.dvipa))
+            });
+        };
+        Ok((ConnKey::new(c.client, cp, c.dvipa, dp, pr), svc))
+    }
+
+    fn push_vipa_lists(&mut self) {
+        for i in 0..self.stacks.len() {
+            if self.stacks[i].session.is_none() {
+                continue;
+            }
+            let name = self.stacks[i].name.clone();
+            let list = self.vipa_list_for(&name);
+            if self.stacks[i].last_list.as_ref() != Some(&list) {
+                self.list_version += 1;
+                self.stacks[i].last_list = Some(list.clone());
+                self.actions.push_back(Action::SendVipaList {
+                    stack: name,
+                    list: VipaList {
+                        version: self.list_version,
+                        vipas: list,
+                    },
+                });
+            }
+        }
+    }
+}
