@@ -76,6 +76,9 @@ struct RunArgs {
     /// Poll only; ignore the kernel's socket-destroy events.
     #[arg(long)]
     no_destroy_events: bool,
+    /// Serve Prometheus metrics (the agent's counters) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +208,12 @@ fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {
+    if let Some(addr) = a.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("metrics listener on {addr}"))?;
+    }
     let (cfg, socket) = config(a)?;
     tracing::info!(stack = %cfg.stack, underlay = %cfg.underlay, controller = %cfg.controller,
         poll_ms = cfg.poll_interval.as_millis() as u64, "starting");

@@ -882,7 +882,12 @@ async fn weight_ack_errors_and_graceful_shutdown() {
     let ctl = Controller::start(&ns).await;
     *ctl.ctl.refuse_port.lock().unwrap() = Some(9999);
     let files = ctl.agent_files(STACK);
-    let mut agent = AgentProc::start(&ns, &ctl, &files, &["--weight", "7"]);
+    let mut agent = AgentProc::start(
+        &ns,
+        &ctl,
+        &files,
+        &["--weight", "7", "--metrics-listen", "127.0.0.1:9464"],
+    );
     ctl.wait("first full sync", Duration::from_secs(10), |s| {
         !s.synced.is_empty()
     })
@@ -918,6 +923,20 @@ async fn weight_ack_errors_and_graceful_shutdown() {
         assert!(Instant::now() < end, "ack error not counted: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ... and exported to Prometheus.
+    let metrics = ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect("127.0.0.1:9464").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    });
+    assert!(
+        metrics.contains("dvipa_agent_ack_errors_total 1"),
+        "{metrics}"
+    );
     let log = agent.log();
     assert!(
         log.contains("not_in_destip") && log.contains(&format!("SRVSTAT {DVIPA}:9999")),
