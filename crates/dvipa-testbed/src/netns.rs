@@ -403,3 +403,68 @@ pub fn raise_nofile(want: u64) -> u64 {
         rl.rlim_cur
     }
 }
+
+/// Turn transmit checksum offload of `ifname` (in the calling thread's namespace) on or off,
+/// like `ethtool -K IF tx off`. Off also turns TSO off, so the kernel sends complete,
+/// MTU-sized frames with computed checksums: needed on every interface that sends into a
+/// software switch reading its ports with AF_PACKET (a veth otherwise hands over frames whose
+/// TCP checksum was never filled in, which the switch then forwards as corrupt).
+pub fn set_tx_checksum_here(ifname: &str, on: bool) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        data: *mut libc::c_void,
+        _pad: [u8; 16],
+    }
+    if ifname.len() >= libc::IFNAMSIZ {
+        bail!("interface name {ifname} too long");
+    }
+    let mut val = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: on as u32,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut val as *mut EthtoolValue as *mut libc::c_void,
+        _pad: [0; 16],
+    };
+    for (d, s) in req.name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: a datagram socket used only for the SIOCETHTOOL ioctl with a valid ifreq whose
+    // data pointer refers to a live ethtool_value; the socket is closed right after.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let rc = libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            bail!(
+                "ethtool tx {} on {ifname}: {err}",
+                if on { "on" } else { "off" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// [`set_tx_checksum_here`] for an interface inside namespace `ns` (`None` = this namespace).
+pub fn set_tx_checksum(ns: Option<&str>, ifname: &str, on: bool) -> Result<()> {
+    match ns {
+        None => set_tx_checksum_here(ifname, on),
+        Some(ns) => {
+            let ifname = ifname.to_string();
+            in_netns(ns, move || set_tx_checksum_here(&ifname, on))
+        }
+    }
+}

@@ -663,6 +663,8 @@ impl Testbed {
                 ],
             )?;
             ipn(r, &["link", "set", &sw.router_if, "up"])?;
+            // the switch reads this link with AF_PACKET: frames must carry real checksums
+            netns::set_tx_checksum(Some(r), &sw.router_if, false)?;
             ipn(
                 r,
                 &[
