@@ -27,7 +27,7 @@ import grpc
 import ptf
 from ptf import testutils
 from ptf.base_tests import BaseTest
-from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
@@ -230,6 +230,7 @@ class DvipaMatchPerPort(DvipaTest):
     client --p1--> [DUT] --p2--> S1      SYN to 10.1.1.1:80   -> port 2, only dst MAC changed
                          --p3--> NH3     SYN to 10.1.1.1:81   -> routed (10.1.1.0/24 via port 3)
                                          UDP to 10.1.1.1:80   -> routed (service is TCP only)
+                                         ICMP echo to 10.1.1.1 -> routed (no L4 ports: no dvipa lookup)
     service_counter[1] counts the one packet that matched dvipa.
     """
 
@@ -250,6 +251,11 @@ class DvipaMatchPerPort(DvipaTest):
         udp80 = udp_pkt(dport=80, sport=40003)
         self.send(udp80)
         self.expect(routed(udp80, NH3_MAC), 3)
+
+        icmp = frozen(Ether(dst=SW_MAC, src=CLIENT_GW_MAC) / IP(src=CLIENT, dst=DVIPA1, ttl=64)
+                      / ICMP(type=8, id=7, seq=1) / Raw(b"ping"))
+        self.send(icmp)
+        self.expect(routed(icmp, NH3_MAC), 3)
         self.expect_nothing_else()
 
         self.assertEqual(self.sw.read_counter("IngressImpl.service_counter", 1), (1, len(syn80)))
