@@ -600,3 +600,47 @@ fn dvipa_default_action_noaction_is_a_miss() {
         Verdict::Drop(DropReason::RouteDrop(ip(VIPA)))
     );
 }
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: a verdict, never a panic; parser failures are counted as such.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut sw = Sw::with_service(0);
+            let _ = sw.send(&data);
+        }
+
+        /// A valid SYN with a few bytes flipped or cut: whatever comes out carries a correct IPv4
+        /// checksum and keeps the frame length (or adds exactly one outer header).
+        #[test]
+        fn mutated_frames_keep_invariants(
+            flips in proptest::collection::vec((0usize..80, any::<u8>()), 0..6),
+            cut in 0usize..80,
+            encap in any::<bool>(),
+        ) {
+            let mut sw = Sw::with_service(0);
+            if encap {
+                sw.p.tables_mut().target.modify(&1, TargetAction::EncapIpip {
+                    outer_src: ip([192, 168, 0, 1]), outer_dst: ip([192, 168, 5, 9]) },
+                    EntryMeta::default(), 0).unwrap();
+            }
+            let mut f = tcp_frame(CLIENT, 777, VIPA, 80, Tcp::Syn, 64);
+            for (i, b) in flips {
+                if i < f.len() { f[i] ^= b; }
+            }
+            f.truncate(f.len().saturating_sub(cut));
+            if let Verdict::Forward(_) = sw.send(&f) {
+                let out = &sw.out.frame;
+                prop_assert!(out.len() == f.len() || out.len() == f.len() + 20);
+                let ihl = usize::from(out[14] & 0x0f) * 4;
+                prop_assert_eq!(dvipa_switch::packet::ipv4_checksum(&out[14..14 + ihl]),
+                    u16::from_be_bytes([out[24], out[25]]));
+            }
+        }
+    }
+}

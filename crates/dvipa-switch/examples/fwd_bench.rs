@@ -1,0 +1,424 @@
+//! Forwarding benchmark on veth pairs between network namespaces (needs root and iproute2).
+//!
+//! ```text
+//! cargo run --release -p dvipa-switch --example fwd_bench [-- SECONDS]
+//! ```
+//!
+//! Topology: `gen` ns (a0) ── veth ── (a1) `sw` ns (b1) ── veth ── (b0) `sink` ns. A generator
+//! thread (its own AF_PACKET socket, `sendmmsg` batches of pre-built frames, pinned to CPU 0) sends
+//! from a0; the packets per second arriving at b0 are counted. Modes, each for SECONDS (default 3):
+//! 1. generator alone (a0 → a1, nothing forwards): what the generator can offer;
+//! 2. kernel bridge in `sw` (a1, b1 in br0): the kernel's ceiling on this path;
+//! 3. dvipa-switch, CRT hit: one pinned TCP connection, forward_l2 to b1;
+//! 4. dvipa-switch, SYN selection + digest: SYNs of 65,536 client ports, slot hash, dpt, digest.
+//!
+//! The switch runs in-process (the library's AF_PACKET data path, pinned to CPU 1) in the `sw` ns.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dvipa_switch::Pipeline;
+use dvipa_switch::io::{IoStats, Port};
+use dvipa_switch::server::SwitchServer;
+use dvipa_switch::tables::{
+    CrtKey, DptKey, DvipaAction, DvipaKey, EntryMeta, SelectAction, TargetAction,
+};
+
+const GEN: &str = "dvbench-gen";
+const SW: &str = "dvbench-sw";
+const SINK: &str = "dvbench-sink";
+const CLIENT: [u8; 4] = [10, 0, 0, 1];
+const VIPA: [u8; 4] = [10, 0, 0, 100];
+const B0_MAC: [u8; 6] = [2, 0, 0, 0, 0xb, 0];
+const A1_MAC: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn must(args: &[&str]) {
+    assert!(sh(args), "command failed: {args:?}");
+}
+
+struct Topology;
+
+impl Topology {
+    fn new() -> Self {
+        Self::cleanup();
+        for ns in [GEN, SW, SINK] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ]);
+        }
+        must(&[
+            "ip", "link", "add", "dvb-a0", "netns", GEN, "type", "veth", "peer", "name", "dvb-a1",
+            "netns", SW,
+        ]);
+        must(&[
+            "ip", "link", "add", "dvb-b1", "netns", SW, "type", "veth", "peer", "name", "dvb-b0",
+            "netns", SINK,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            SW,
+            "link",
+            "set",
+            "dvb-a1",
+            "address",
+            "02:00:00:00:0a:01",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            SINK,
+            "link",
+            "set",
+            "dvb-b0",
+            "address",
+            "02:00:00:00:0b:00",
+        ]);
+        for (ns, i) in [
+            (GEN, "dvb-a0"),
+            (SW, "dvb-a1"),
+            (SW, "dvb-b1"),
+            (SINK, "dvb-b0"),
+        ] {
+            must(&["ip", "-n", ns, "link", "set", i, "up"]);
+        }
+        Topology
+    }
+    fn cleanup() {
+        for ns in [GEN, SW, SINK] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        Self::cleanup();
+    }
+}
+
+fn setns(name: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns");
+    // SAFETY: affects only the calling thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns {name}");
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn counter(ns: &str, iface: &str, what: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "cat",
+            &format!("/sys/class/net/{iface}/statistics/{what}"),
+        ])
+        .output()
+        .expect("cat");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn tcp_frame(sport: u16, syn: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0xa, 0], A1_MAC)
+        .ipv4(CLIENT, VIPA, 64)
+        .tcp(sport, 80, 1, 64000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    b.write(&mut v, &[0u8; 18]).unwrap(); // 14+20+20+18 = 72 bytes
+    v
+}
+
+/// Sends `frames` round-robin from `iface` in the current namespace until `stop`.
+fn generate(iface: &str, frames: &[Vec<u8>], stop: &AtomicBool, sent: &AtomicU64) {
+    let c = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: socket setup with owned values.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = libc::if_nametoindex(c.as_ptr()) as i32;
+        assert_eq!(
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32
+            ),
+            0
+        );
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            263,
+            20,
+            (&one as *const libc::c_int).cast(),
+            4,
+        ); // QDISC_BYPASS
+        fd
+    };
+    const B: usize = 64;
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov: Vec<libc::iovec> = (0..B)
+            .map(|k| {
+                let f = &frames[(i + k) % frames.len()];
+                libc::iovec {
+                    iov_base: f.as_ptr() as *mut libc::c_void,
+                    iov_len: f.len(),
+                }
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is valid; pointers reference iov which outlives the call.
+        let mut msgs: Vec<libc::mmsghdr> = (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: msgs valid for B entries.
+        let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), B as u32, 0) };
+        if r > 0 {
+            sent.fetch_add(r as u64, Ordering::Relaxed);
+            i = (i + r as usize) % frames.len();
+        }
+    }
+}
+
+struct Measure {
+    offered: f64,
+    delivered: f64,
+}
+
+/// Runs the generator for `secs` and returns (offered, delivered at b0) packets/s.
+fn run_traffic(frames: Arc<Vec<Vec<u8>>>, secs: f64, count_at: (&str, &str, &str)) -> Measure {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let g = {
+        let (stop, sent, frames) = (stop.clone(), sent.clone(), frames.clone());
+        std::thread::spawn(move || {
+            setns(GEN);
+            pin(0);
+            generate("dvb-a0", &frames, &stop, &sent);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500)); // warm up
+    let (ns, iface, what) = count_at;
+    let c0 = counter(ns, iface, what);
+    let s0 = sent.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let c1 = counter(ns, iface, what);
+    let s1 = sent.load(Ordering::Relaxed);
+    let dt = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    g.join().unwrap();
+    Measure {
+        offered: (s1 - s0) as f64 / dt,
+        delivered: (c1 - c0) as f64 / dt,
+    }
+}
+
+fn setup_switch(p: &Pipeline) {
+    let mut t = p.tables_mut();
+    let m = EntryMeta::default();
+    t.dvipa
+        .insert(
+            DvipaKey {
+                dst: u32::from_be_bytes(VIPA),
+                proto: 6,
+                dport: 80,
+                dport_mask: 0xffff,
+                priority: 1,
+            },
+            DvipaAction::Distribute {
+                service_id: 1,
+                method: 0,
+            },
+            m.clone(),
+        )
+        .unwrap();
+    for slot in 0..256 {
+        t.dpt
+            .insert(
+                DptKey {
+                    service_id: 1,
+                    slot,
+                },
+                SelectAction::ToTarget(1),
+                m.clone(),
+                0,
+            )
+            .unwrap();
+    }
+    t.target
+        .insert(
+            1,
+            TargetAction::ForwardL2 {
+                dmac: B0_MAC,
+                port: 2,
+            },
+            m.clone(),
+            0,
+        )
+        .unwrap();
+    t.crt
+        .insert(
+            CrtKey {
+                src: u32::from_be_bytes(CLIENT),
+                dst: u32::from_be_bytes(VIPA),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+            },
+            SelectAction::ToTarget(1),
+            m,
+            0,
+        )
+        .unwrap();
+}
+
+fn main() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("fwd_bench needs root (network namespaces, AF_PACKET)");
+        std::process::exit(2);
+    }
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let _topo = Topology::new();
+    let ack = Arc::new(vec![tcp_frame(40000, false)]);
+    let syns = Arc::new(
+        (0..65535u16)
+            .map(|p| tcp_frame(p.wrapping_add(1), true))
+            .collect::<Vec<_>>(),
+    );
+    let at_b0 = (SINK, "dvb-b0", "rx_packets");
+    println!(
+        "frame: 72-byte TCP, veth pairs between namespaces, {secs} s per mode, {} CPUs",
+        num_cpus()
+    );
+
+    let m = run_traffic(ack.clone(), secs, (SW, "dvb-a1", "rx_packets"));
+    println!(
+        "generator alone        : offered {:>9.0} pps, arriving at a1 {:>9.0} pps",
+        m.offered, m.delivered
+    );
+
+    must(&["ip", "-n", SW, "link", "add", "dvb-br", "type", "bridge"]);
+    must(&["ip", "-n", SW, "link", "set", "dvb-a1", "master", "dvb-br"]);
+    must(&["ip", "-n", SW, "link", "set", "dvb-b1", "master", "dvb-br"]);
+    must(&["ip", "-n", SW, "link", "set", "dvb-br", "up"]);
+    // Let the bridge learn b0's MAC so it forwards rather than floods.
+    must(&[
+        "bridge",
+        "-n",
+        SW,
+        "fdb",
+        "add",
+        "02:00:00:00:0b:00",
+        "dev",
+        "dvb-b1",
+        "master",
+        "static",
+    ]);
+    let bridge_frames = Arc::new(vec![{
+        let mut f = tcp_frame(40000, false);
+        f[0..6].copy_from_slice(&B0_MAC);
+        f
+    }]);
+    let m = run_traffic(bridge_frames, secs, at_b0);
+    println!(
+        "kernel bridge          : offered {:>9.0} pps, delivered {:>9.0} pps",
+        m.offered, m.delivered
+    );
+    must(&["ip", "-n", SW, "link", "del", "dvb-br"]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    for (name, frames) in [
+        ("dvipa-switch CRT hit   ", ack),
+        ("dvipa-switch SYN+digest", syns),
+    ] {
+        let pipeline = Arc::new(Pipeline::new());
+        setup_switch(&pipeline);
+        let server = SwitchServer::new(0, pipeline.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(IoStats::default());
+        let dp = {
+            let (p, d, s, st) = (
+                pipeline.clone(),
+                server.digest_sink(),
+                stop.clone(),
+                stats.clone(),
+            );
+            std::thread::spawn(move || {
+                setns(SW);
+                pin(1);
+                let ports = vec![
+                    Port::open(1, "dvb-a1").unwrap(),
+                    Port::open(2, "dvb-b1").unwrap(),
+                ];
+                dvipa_switch::io::run(p, ports, Some(d), Arc::new(AtomicBool::new(true)), s, st)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let m = run_traffic(frames, secs, at_b0);
+        stop.store(true, Ordering::Relaxed);
+        dp.join().unwrap();
+        let s = &pipeline.stats;
+        println!(
+            "{name}: offered {:>9.0} pps, delivered {:>9.0} pps (switch rx {}, forwarded {}, digests {})",
+            m.offered,
+            m.delivered,
+            stats.rx.load(Ordering::Relaxed),
+            s.forwarded.load(Ordering::Relaxed),
+            s.digests.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
