@@ -468,3 +468,9 @@ pub fn set_tx_checksum(ns: Option<&str>, ifname: &str, on: bool) -> Result<()> {
         }
     }
 }
+
+/// A TCP port that is free on 127.0.0.1 right now (bind to port 0, read it, close).
+pub fn free_local_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
