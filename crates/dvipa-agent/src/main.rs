@@ -191,6 +191,12 @@ fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
         };
         let bundle = dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths { ca, cert, key })
             .context("loading TLS files")?;
+        let names = bundle.cert_names()?;
+        if !names.iter().any(|n| n == &stack) {
+            bail!(
+                "the certificate is for {names:?}, not for stack {stack:?}: the controller would refuse it"
+            );
+        }
         cfg.tls = Some(dvipa_tls::client_tls_config(
             &bundle,
             a.server_name.as_deref(),

@@ -117,6 +117,12 @@ impl PemBundle {
         Ok(())
     }
 
+    /// The DNS names of this party's own (first) certificate.
+    pub fn cert_names(&self) -> Result<Vec<String>, TlsError> {
+        let chain = certs(&self.cert_pem, "certificate file")?;
+        Ok(cert_dns_names(&chain[0]))
+    }
+
     /// Writes the bundle as `<prefix>-ca.pem`, `<prefix>.pem`, `<prefix>-key.pem` under `dir`
     /// (key mode 0600).
     pub fn write_files(&self, dir: &Path, prefix: &str) -> Result<PemPaths, TlsError> {

@@ -156,6 +156,7 @@ fn bundle_files_round_trip_and_bad_files_are_clear_errors() {
         .write_files(dir.path(), "stack9")
         .unwrap();
     let loaded = PemBundle::load(&paths).unwrap();
+    assert_eq!(loaded.cert_names().unwrap(), vec!["stack9".to_string()]);
     assert!(loaded.cert_pem.contains("BEGIN CERTIFICATE"));
     // A key file given as the certificate is refused with a clear message.
     let mut swapped = paths.clone();
