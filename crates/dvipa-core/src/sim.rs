@@ -32,6 +32,9 @@ pub struct Sim {
     /// Every action that is not a switch write/read (advertisements, acks, VIPA lists …), in
     /// order.
     pub out: Vec<Action>,
+    /// For each action of `out`: how many write batches had been applied when it was emitted
+    /// (orders advertisements against writes).
+    pub out_at: Vec<usize>,
     /// Every write batch: (switch, updates applied).
     pub write_log: Vec<(String, Vec<entries::Update>)>,
 }
@@ -51,6 +54,7 @@ impl Sim {
             switches,
             now: Time(0),
             out: Vec::new(),
+            out_at: Vec::new(),
             write_log: Vec::new(),
         }
     }
@@ -160,9 +164,17 @@ impl Sim {
                     self.core
                         .handle(self.now, Event::SwitchRead { switch, entries });
                 }
-                other => self.out.push(other),
+                other => {
+                    self.out.push(other);
+                    self.out_at.push(self.write_log.len());
+                }
             }
         }
+    }
+
+    /// Index in `write_log` order at which the first action matching `f` was emitted.
+    pub fn emitted_at(&self, f: impl Fn(&Action) -> bool) -> Option<usize> {
+        self.out.iter().position(f).map(|i| self.out_at[i])
     }
 
     /// Actions of `out` matching a predicate.
