@@ -94,10 +94,15 @@ LOGDIR="$ROOT/target/bmv2-tests/$TARGET"
 mkdir -p "$LOGDIR"
 NS="dvipa-ptf-$$"
 SWITCH_PID=""
+PTF_PID=""
 GRPC_ADDR="127.0.0.1:9559"
 
 cleanup() {
   local rc=$?
+  if [ -n "$PTF_PID" ]; then
+    kill "$PTF_PID" 2>/dev/null || true
+    wait "$PTF_PID" 2>/dev/null || true
+  fi
   if [ -n "$SWITCH_PID" ] && kill -0 "$SWITCH_PID" 2>/dev/null; then
     kill "$SWITCH_PID" 2>/dev/null || true
     for _ in $(seq 1 30); do kill -0 "$SWITCH_PID" 2>/dev/null || break; sleep 0.1; done
@@ -137,13 +142,17 @@ fi
 
 echo "=== PTF ($TARGET)"
 PARAMS="grpc_addr='$GRPC_ADDR';p4info='$P4INFO';device_config='$JSON';target='$TARGET'"
-set +e
+# In the background and waited for, so that a TERM/INT to this script ends PTF at once too.
 ip netns exec "$NS" "$PTF" --test-dir "$ROOT/bmv2-tests/ptf" --pypath "$ROOT/bmv2-tests/lib" \
   "${PTF_IFS[@]}" --test-params "$PARAMS" \
   --default-timeout 3 --default-negative-timeout 0.3 --test-case-timeout 60 \
-  --log-file "$LOGDIR/ptf.log" "${TESTS[@]}"
+  --log-file "$LOGDIR/ptf.log" "${TESTS[@]}" &
+PTF_PID=$!
+set +e
+wait "$PTF_PID"
 PTF_RC=$?
 set -e
+PTF_PID=""
 
 if ! kill -0 "$SWITCH_PID" 2>/dev/null; then
   echo "run.sh: FAIL: the switch died during the tests; last lines of $LOGDIR/switch.log:" >&2
