@@ -93,6 +93,9 @@ pub struct DptEntry {
     pub active_conns: u32,
     /// When and why it last stopped being ready (recorded at the transition).
     pub not_ready: Option<(Time, &'static str)>,
+    /// Learnt from a switch's DPT after a controller restart, not yet confirmed by the
+    /// stack: counts as ready during the start-up hold (one lease) so forwarding is undisturbed.
+    pub adopted: bool,
 }
 
 /// One service: DVIPA + port (None = all ports) + protocol.
@@ -120,6 +123,8 @@ pub struct Service {
     pub dpt: BTreeMap<u16, DptEntry>,
     /// Current slot fill.
     pub fill: Fill,
+    /// Last non-empty fill (tie-breaker for the next fill, so slots come back where they were).
+    pub hint: Fill,
 }
 
 /// Liveness of a switch as the core sees it.
@@ -164,6 +169,7 @@ struct StackState {
     session: Option<u64>,
     lease_until: Option<Time>,
     alive: bool,
+    attached_ever: bool,
     lease_expired_at: Option<Time>,
     wlm_weight: u32,
     sync: Option<SyncRound>,
@@ -518,6 +524,8 @@ pub struct Core {
     next_batch: u64,
     list_version: u64,
     now: Time,
+    hold_until: Option<Time>,
+    hold_done: bool,
 }
 
 fn method_code(m: DistMethod) -> u8 {
@@ -545,6 +553,7 @@ impl Core {
                 session: None,
                 lease_until: None,
                 alive: false,
+                attached_ever: false,
                 lease_expired_at: None,
                 wlm_weight: 0,
                 sync: None,
@@ -631,6 +640,7 @@ impl Core {
                 any_candidates: any,
                 dpt: BTreeMap::new(),
                 fill: [None; N_SLOTS],
+                hint: [None; N_SLOTS],
             });
         }
         let vipas = cluster
@@ -662,6 +672,8 @@ impl Core {
             next_batch: 1,
             list_version: 0,
             now: Time(0),
+            hold_until: None,
+            hold_done: false,
         };
         for vi in 0..core.vipas.len() {
             core.activate_services(vi);
@@ -683,6 +695,7 @@ impl Core {
             .iter()
             .filter(|s| s.alive)
             .filter_map(|s| s.lease_until)
+            .chain(self.hold_until.filter(|_| !self.hold_done))
             .min()
     }
 
@@ -690,6 +703,15 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
         let mut changed = false;
+        match self.hold_until {
+            None => self.hold_until = Some(self.now.plus(self.timers.lease_ms)),
+            Some(h) if !self.hold_done && h <= self.now => {
+                // Start-up hold over: adopted targets whose stacks never attached leave the slots.
+                self.hold_done = true;
+                changed = true;
+            }
+            _ => {}
+        }
         for s in &mut self.stacks {
             if s.alive && s.lease_until.is_some_and(|t| t <= now) {
                 s.alive = false;
@@ -928,7 +950,14 @@ impl Core {
     }
 
     fn ready(&self, target: u16, d: &DptEntry) -> bool {
-        d.listening && !d.draining && self.stacks[target as usize - 1].alive
+        let st = &self.stacks[target as usize - 1];
+        d.listening
+            && !d.draining
+            && (st.alive || (d.adopted && !st.attached_ever && self.in_hold()))
+    }
+
+    fn in_hold(&self) -> bool {
+        !self.hold_done && self.hold_until.is_some_and(|h| self.now < h)
     }
 
     /// Primary + backups by rank, as switch indexes.
@@ -968,7 +997,11 @@ impl Core {
     fn refill_all(&mut self) {
         for i in 0..self.services.len() {
             let fill = self.compute_fill(i);
-            self.services[i].fill = fill;
+            let s = &mut self.services[i];
+            s.fill = fill;
+            if fill.iter().any(|x| x.is_some()) {
+                s.hint = fill;
+            }
         }
     }
 
@@ -1020,7 +1053,7 @@ impl Core {
                         (*t, w)
                     })
                     .collect();
-                slots::weighted_fill(s.id, &ts, &s.fill)
+                slots::weighted_fill(s.id, &ts, &s.hint)
             }
         }
     }
@@ -1289,6 +1322,34 @@ impl Core {
             self.pin(c, t, svc, Origin::SwitchRead, 0);
             self.count("crt_adopted_from_switch");
         }
+        // Adopt the slot fill too (controller restart): it becomes the tie-breaker, and its
+        // targets count as ready until their stacks attach or the start-up hold ends.
+        for (k, v) in &installed {
+            let (Key::Dpt { service, slot }, Some(t)) = (k, v.target()) else {
+                continue;
+            };
+            let (svc, slot) = (*service as usize, *slot as usize);
+            if svc >= self.services.len()
+                || slot >= N_SLOTS
+                || t == 0
+                || t as usize > self.stacks.len()
+                || !owned.contains(&self.services[svc].vipa)
+                || self.services[svc].hint.iter().any(|x| x.is_some())
+                    && self.services[svc].hint[slot].is_some()
+            {
+                continue;
+            }
+            self.services[svc].hint[slot] = Some(t);
+            if !self.stacks[t as usize - 1].attached_ever {
+                let d = self.services[svc].dpt.entry(t).or_default();
+                if !d.listening {
+                    d.listening = true;
+                    d.adopted = true;
+                    self.count("dpt_adopted_from_switch");
+                }
+            }
+        }
+        self.refill_all();
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Up;
         sw.installed = installed;
@@ -1720,6 +1781,7 @@ impl Core {
             return;
         }
         let st = &mut self.stacks[t as usize - 1];
+        st.attached_ever = true;
         st.session = Some(epoch);
         st.sync = None;
         st.last_list = None;
@@ -1820,6 +1882,7 @@ impl Core {
             let d = service.dpt.entry(t).or_default();
             let was_ready = d.listening && !d.draining;
             d.listening = s.listening;
+            d.adopted = false;
             d.draining = s.draining;
             d.reported_weight = s.weight;
             let is_ready = d.listening && !d.draining;
