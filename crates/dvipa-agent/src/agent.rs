@@ -177,6 +177,12 @@ pub enum Control {
 }
 
 /// The agent: owns the kernel observers, the tracker and the session loop.
+///
+/// Network namespaces: the sock_diag and rtnetlink sockets are opened by [`Agent::new`] in the
+/// calling thread's namespace, but the ARP sysctls are written by whichever runtime thread runs
+/// the session. To run an agent in-process inside another namespace, call `new` and `run` on a
+/// thread that has `setns`-ed into it, with a current-thread tokio runtime. (The binary runs in
+/// one namespace as a whole, e.g. under `ip netns exec`.)
 pub struct Agent {
     cfg: AgentConfig,
     epoch: u64,

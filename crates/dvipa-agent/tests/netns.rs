@@ -20,7 +20,7 @@ use dvipa_proto::v1::{
     agent_message, controller_message,
 };
 use dvipa_tls::testing::TestCa;
-use dvipa_tls::{PemPaths, TlsStats, peer_name, server_config, tls_incoming};
+use dvipa_tls::{PemPaths, TlsStats, peer_names, require_peer_name, server_config, tls_incoming};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -182,7 +182,7 @@ impl ServerStack for FakeCtl {
         &self,
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let cert_name = peer_name(&req);
+        let cert_names = peer_names(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let me = self.clone();
@@ -199,10 +199,8 @@ impl ServerStack for FakeCtl {
                     return;
                 }
             };
-            if cert_name.as_deref() != Some(hello.stack.as_str()) {
-                let _ = tx
-                    .send(Err(Status::permission_denied("stack != certificate name")))
-                    .await;
+            if let Err(st) = require_peer_name(&cert_names, &hello.stack) {
+                let _ = tx.send(Err(st)).await;
                 return;
             }
             let epoch = hello.epoch;

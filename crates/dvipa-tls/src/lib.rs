@@ -372,3 +372,21 @@ pub fn peer_names<T>(req: &tonic::Request<T>) -> Vec<String> {
 pub fn peer_name<T>(req: &tonic::Request<T>) -> Option<String> {
     peer_names(req).into_iter().next()
 }
+
+/// Checks a claimed stack name (e.g. `Hello.stack`) against the client certificate's names
+/// (from [`peer_names`], taken before `into_inner()`); a mismatch is `PERMISSION_DENIED`, no
+/// certificate `UNAUTHENTICATED`.
+pub fn require_peer_name(cert_names: &[String], claimed: &str) -> Result<(), tonic::Status> {
+    if cert_names.is_empty() {
+        return Err(tonic::Status::unauthenticated(
+            "no verified client certificate on this connection",
+        ));
+    }
+    if cert_names.iter().any(|n| n == claimed) {
+        Ok(())
+    } else {
+        Err(tonic::Status::permission_denied(format!(
+            "stack {claimed:?} does not match the client certificate {cert_names:?}"
+        )))
+    }
+}

@@ -147,6 +147,18 @@ async fn agent_refuses_a_controller_signed_by_another_ca() {
 }
 
 #[test]
+fn claimed_stack_must_match_the_certificate() {
+    use dvipa_tls::require_peer_name;
+    let names = vec!["stack1".to_string()];
+    assert!(require_peer_name(&names, "stack1").is_ok());
+    let e = require_peer_name(&names, "stack2").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("stack2"));
+    let e = require_peer_name(&[], "stack1").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+}
+
+#[test]
 fn bundle_files_round_trip_and_bad_files_are_clear_errors() {
     let ca = TestCa::new("dvipa test CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
