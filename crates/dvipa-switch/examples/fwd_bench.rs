@@ -398,22 +398,35 @@ fn main() {
                     Port::open(1, "dvb-a1").unwrap(),
                     Port::open(2, "dvb-b1").unwrap(),
                 ];
-                dvipa_switch::io::run(p, ports, Some(d), Arc::new(AtomicBool::new(true)), s, st)
+                let (c0, t0) = (thread_cpu(), Instant::now());
+                dvipa_switch::io::run(p, ports, Some(d), Arc::new(AtomicBool::new(true)), s, st);
+                (thread_cpu() - c0) / t0.elapsed().as_secs_f64()
             })
         };
         std::thread::sleep(Duration::from_millis(200));
         let m = run_traffic(frames, secs, at_b0);
         stop.store(true, Ordering::Relaxed);
-        dp.join().unwrap();
+        let busy = dp.join().unwrap();
         let s = &pipeline.stats;
         println!(
-            "{name}: offered {:>9.0} pps, delivered {:>9.0} pps (switch rx {}, forwarded {}, digests {})",
+            "{name}: offered {:>9.0} pps, delivered {:>9.0} pps (data-path CPU {:.0}%, switch rx {}, forwarded {}, digests {})",
             m.offered,
             m.delivered,
+            busy * 100.0,
             stats.rx.load(Ordering::Relaxed),
             s.forwarded.load(Ordering::Relaxed),
             s.digests.load(Ordering::Relaxed),
         );
+    }
+}
+
+/// CPU seconds used by the calling thread (user + system, softirqs run in its context included).
+fn thread_cpu() -> f64 {
+    // SAFETY: ts is written by clock_gettime.
+    unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
 }
 

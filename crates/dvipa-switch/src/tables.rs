@@ -107,8 +107,9 @@ pub struct EntryMeta {
 pub struct Entry<A> {
     /// The action with its parameters.
     pub action: A,
-    /// Control-plane data.
-    pub meta: EntryMeta,
+    /// Control-plane data (boxed: the data path never reads it, and a small entry keeps a CRT
+    /// entry with its key within one cache line).
+    pub meta: Box<EntryMeta>,
     /// Direct counter (used by `crt` and `target`).
     pub counter: Counter,
     /// Nanoseconds on the pipeline clock of the last hit (or of insertion / refresh).
@@ -123,7 +124,7 @@ impl<A> Entry<A> {
     pub fn new(action: A, meta: EntryMeta, now_ns: u64) -> Self {
         Entry {
             action,
-            meta,
+            meta: Box::new(meta),
             counter: Counter::default(),
             last_hit_ns: AtomicU64::new(now_ns),
             notified_ns: AtomicU64::new(0),
@@ -346,7 +347,7 @@ impl<K: std::hash::Hash + Eq + Copy, A: Copy> ExactTable<K, A> {
             .get_mut(key)
             .ok_or(TableError::NotFound { table: self.name })?;
         e.action = action;
-        e.meta = meta;
+        *e.meta = meta;
         e.last_hit_ns.store(now_ns, Ordering::Relaxed);
         e.notified_ns.store(0, Ordering::Relaxed);
         Ok(())
@@ -478,7 +479,7 @@ impl DvipaTable {
             .and_then(|b| b.iter_mut().find(|(k, _)| k == key))
             .ok_or(TableError::NotFound { table: Self::NAME })?;
         e.1.action = action;
-        e.1.meta = meta;
+        *e.1.meta = meta;
         Ok(())
     }
     /// DELETE.
@@ -622,7 +623,7 @@ impl RouteTable {
             .get_mut(&key.prefix)
             .ok_or(TableError::NotFound { table: Self::NAME })?;
         e.action = action;
-        e.meta = meta;
+        *e.meta = meta;
         Ok(())
     }
     /// DELETE.
