@@ -1,6 +1,8 @@
 //! `dvipa`: the controller and operator CLI.
 use clap::{Parser, Subcommand};
 
+mod check_config;
+
 #[derive(Parser)]
 #[command(name = "dvipa", version, about = "Sysplex-Distributor-style DVIPA on programmable switches")]
 struct Cli {
@@ -12,6 +14,8 @@ struct Cli {
 enum Cmd {
     /// Run the demo cluster on the embedded switch.
     Demo,
+    /// Validate the TOML configuration and the switches' profiles; print the effective VIPA list.
+    CheckConfig(check_config::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -23,5 +27,6 @@ fn main() -> anyhow::Result<()> {
             println!("dvipa demo: the namespace cluster is not built yet (see issue 7)");
             Ok(())
         }
+        Cmd::CheckConfig(args) => check_config::run(args),
     }
 }
