@@ -8,13 +8,16 @@
 //!   for TCP ports.
 //! - [`echo`]: the `dvipa-echo` server (greeting with its name, echo, graceful stop).
 //! - [`conns`]: the `dvipa-conns` client (N long-lived streaming connections, figures).
+//! - [`signals`]: tear everything down on Ctrl-C / SIGTERM (for the demo).
 
 pub mod conns;
 pub mod echo;
 pub mod netns;
+pub mod signals;
 pub mod topo;
 
 pub use conns::{ConnsConfig, ConnsRun, Report, Snapshot};
 pub use echo::{EchoConfig, EchoServer};
 pub use netns::{NsChild, exec_in, is_root, sh_in, spawn_in, spawn_in_logged};
+pub use signals::cleanup_on_signals;
 pub use topo::{Testbed, TestbedConfig, cleanup, cleanup_stale, leftovers};

@@ -131,6 +131,7 @@ impl NsChild {
             && let Ok(Some(st)) = c.try_wait()
         {
             self.status = Some(st);
+            crate::signals::unregister_child(c.id());
         }
         self.status
     }
@@ -173,6 +174,7 @@ impl NsChild {
             let _ = c.kill();
             if let Ok(st) = c.wait() {
                 self.status = Some(st);
+                crate::signals::unregister_child(c.id());
             }
         }
         self.status
@@ -198,6 +200,7 @@ impl NsChild {
         let c = self.child.as_mut().ok_or_else(|| anyhow!("no child"))?;
         let st = c.wait()?;
         self.status = Some(st);
+        crate::signals::unregister_child(c.id());
         Ok(st)
     }
 }

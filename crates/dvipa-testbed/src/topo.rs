@@ -406,6 +406,10 @@ impl Testbed {
             );
         }
         std::fs::create_dir_all(STATE_DIR).ok();
+        // testbeds left behind by killed runs (their owner process is gone)
+        for p in cleanup_stale() {
+            eprintln!("dvipa-testbed: removed stale testbed {p}");
+        }
         let lock = FileLock::take(&Path::new(STATE_DIR).join(".lock"))?;
         let lan_index = match cfg.lan_index {
             Some(l) => l,
@@ -423,6 +427,7 @@ impl Testbed {
             std::process::id().to_string(),
         );
         let tb = Testbed::describe(&prefix, cfg, lan_index);
+        crate::signals::register_prefix(&prefix);
         match tb.create() {
             Ok(()) => {
                 drop(lock);
@@ -786,9 +791,12 @@ impl Testbed {
     }
 
     /// Keep everything on drop (for `dvipa-testbed up --keep`); remove it later with
-    /// [`cleanup`].
+    /// [`cleanup`] (`cleanup_stale` leaves kept testbeds alone).
     pub fn keep(&mut self) {
         self.keep = true;
+        crate::signals::unregister_prefix(&self.prefix);
+        // no owner any more: `cleanup_stale` must not remove it
+        let _ = std::fs::remove_file(Path::new(STATE_DIR).join(&self.prefix));
     }
 
     /// Tear everything down now (also done on drop).
@@ -797,7 +805,9 @@ impl Testbed {
             return Ok(());
         }
         self.torn_down = true;
-        cleanup(&self.prefix)
+        let r = cleanup(&self.prefix);
+        crate::signals::unregister_prefix(&self.prefix);
+        r
     }
 
     /// All namespaces, client first.
@@ -1125,6 +1135,7 @@ pub fn spawn_root_logged(argv: &[String], log: &Path) -> Result<NsChild> {
         .stderr(f2)
         .spawn()
         .with_context(|| format!("cannot spawn {}", netns::show(argv)))?;
+    crate::signals::register_child(child.id());
     Ok(NsChild::from_child(netns::show(argv), child))
 }
 

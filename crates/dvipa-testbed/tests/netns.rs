@@ -209,3 +209,36 @@ fn advertise_and_withdraw_hooks_move_the_route() {
         assert!(!out.contains("inet"), "{out}");
     }
 }
+
+#[test]
+fn dvipa_testbed_up_removes_everything_on_sigterm() {
+    if !root_or_skip("dvipa_testbed_up_removes_everything_on_sigterm") {
+        return;
+    }
+    let prefix = dvipa_testbed::topo::fresh_prefix();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dvipa-testbed"))
+        .args(["up", "--servers", "1", "--direct", "--prefix", &prefix])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let desc: serde_json::Value = serde_json::Deserializer::from_reader(BufReader::new(stdout))
+        .into_iter()
+        .next()
+        .expect("a JSON description")
+        .unwrap();
+    assert_eq!(desc["prefix"], prefix.as_str());
+    assert_eq!(desc["servers"][0]["ns"], format!("{prefix}-srv1"));
+    assert!(!leftovers(&prefix).is_empty());
+    // a process in one of its namespaces, like an agent
+    let _ = netns::exec_in(&format!("{prefix}-srv1"), &["true"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(130));
+    assert!(leftovers(&prefix).is_empty(), "{:?}", leftovers(&prefix));
+}

@@ -1,7 +1,7 @@
 //! dvipa-testbed: bring the namespace cluster up or down by hand.
 //!
 //! `dvipa-testbed up [--servers 3] [--switches 2] [--prefix P] [--keep]` prints the topology as
-//! JSON and, without `--keep`, holds it until SIGINT/SIGTERM, then removes it.
+//! JSON and, without `--keep`, holds it until SIGINT/SIGTERM, then removes it (exit status 130).
 //! `dvipa-testbed down --prefix P` removes a kept one; `dvipa-testbed cleanup-stale` removes every
 //! testbed whose owner process is gone.
 
@@ -78,10 +78,12 @@ fn main() -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
+            // the signal handler tears it down and exits 130
+            dvipa_testbed::cleanup_on_signals()?;
             eprintln!("up; Ctrl-C (or SIGTERM) tears it down");
-            wait_for_signal();
-            tb.teardown()?;
-            eprintln!("removed {}", tb.prefix);
+            loop {
+                std::thread::park();
+            }
         }
         Cmd::Down { prefix } => topo::cleanup(&prefix)?,
         Cmd::CleanupStale => {
@@ -91,17 +93,4 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn wait_for_signal() {
-    // SAFETY: block SIGINT/SIGTERM on this (only) thread and wait for one synchronously.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let mut sig: libc::c_int = 0;
-        libc::sigwait(&set, &mut sig);
-    }
 }
