@@ -384,6 +384,22 @@ impl Agent {
         self.epoch
     }
 
+    /// A dump for the incremental loop: a failure is logged and counted, the socket reopened,
+    /// and the tick skipped (the next one re-dumps), so one bad dump does not end the session.
+    async fn poll(&mut self) -> Option<Snapshot> {
+        match self.snapshot().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "sock_diag dump failed; reopening the socket");
+                match SockDiag::new() {
+                    Ok(d) => self.diag = Arc::new(Mutex::new(d)),
+                    Err(e) => tracing::error!(error = %e, "cannot reopen the sock_diag socket"),
+                }
+                None
+            }
+        }
+    }
+
     async fn snapshot(&mut self) -> Result<Snapshot, DiagError> {
         let diag = self.diag.clone();
         let start = Instant::now();
@@ -672,9 +688,10 @@ impl Agent {
                     },
                 },
                 _ = tick.tick() => {
-                    let snap = self.snapshot().await?;
-                    let d = self.tracker.observe(snap);
-                    s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
+                    if let Some(snap) = self.poll().await {
+                        let d = self.tracker.observe(snap);
+                        s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
+                    }
                 }
                 r = destroyed => {
                     if let Ok(n) = r && n > 0 {
@@ -686,9 +703,10 @@ impl Agent {
                         if since < gap {
                             tokio::time::sleep(gap - since).await;
                         }
-                        let snap = self.snapshot().await?;
-                        let d = self.tracker.observe(snap);
-                        s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
+                        if let Some(snap) = self.poll().await {
+                            let d = self.tracker.observe(snap);
+                            s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
+                        }
                     }
                 }
                 Some(c) = self.control.recv() => {

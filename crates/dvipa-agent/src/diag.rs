@@ -284,3 +284,61 @@ impl AsRawFd for DestroyWatch {
         self.socket.as_raw_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+
+    // sock_diag dumps need no privileges: these run in the test's own namespace.
+
+    #[test]
+    fn dump_shows_listeners_connections_and_udp_sockets() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (srv, _) = l.accept().unwrap();
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let snap = SockDiag::new().unwrap().snapshot().unwrap();
+        assert!(snap.listeners.contains(&Listener {
+            proto: Proto::Tcp,
+            addr: Ipv4Addr::LOCALHOST,
+            port
+        }));
+        assert!(snap.listeners.contains(&Listener {
+            proto: Proto::Udp,
+            addr: Ipv4Addr::LOCALHOST,
+            port: u.local_addr().unwrap().port()
+        }));
+        let cport = c.local_addr().unwrap().port();
+        let accepted = snap
+            .connections
+            .iter()
+            .find(|x| x.local_port == port && x.remote_port == cport)
+            .expect("accepted connection in the dump");
+        assert_eq!(accepted.remote, Ipv4Addr::LOCALHOST);
+        assert!(!accepted.syn_sent);
+        drop((c, srv));
+    }
+
+    #[test]
+    fn closed_sockets_leave_the_dump() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut d = SockDiag::new().unwrap();
+        let has = |s: &Snapshot| s.listeners.iter().any(|x| x.port == port);
+        assert!(has(&d.snapshot().unwrap()));
+        drop(l);
+        assert!(!has(&d.snapshot().unwrap()));
+    }
+
+    #[test]
+    fn v4_mapped_and_wildcard_v6_addresses_unmap() {
+        assert_eq!(
+            v4("::ffff:10.0.0.1".parse().unwrap()),
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(v4("::".parse().unwrap()), Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(v4("2001:db8::1".parse().unwrap()), None);
+    }
+}
