@@ -18,7 +18,7 @@ pub enum Format {
     Json,
 }
 
-/// Arguments of `dvipa check-config`.
+/// Arguments of `dvipa check-config` (the output format comes from the CLI's `-o`).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The controller's TOML configuration.
@@ -27,13 +27,10 @@ pub struct Args {
     /// Directory the `profile` paths are relative to (default: the TOML file's directory).
     #[arg(long)]
     pub profile_dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
-    pub output: Format,
 }
 
 /// Validate and render; `Err` carries every error found.
-pub fn check(args: &Args) -> anyhow::Result<String> {
+pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
     let toml_name = args.config.display().to_string();
     let src =
         std::fs::read_to_string(&args.config).with_context(|| format!("reading {toml_name}"))?;
@@ -86,7 +83,7 @@ pub fn check(args: &Args) -> anyhow::Result<String> {
             ));
         }
     }
-    Ok(match args.output {
+    Ok(match output {
         Format::Table => {
             let mut s = cluster.render_table();
             for w in warnings {
@@ -118,8 +115,8 @@ pub fn check(args: &Args) -> anyhow::Result<String> {
 }
 
 /// Run the subcommand (prints the result; errors make the process exit non-zero).
-pub fn run(args: Args) -> anyhow::Result<()> {
-    print!("{}", check(&args)?);
+pub fn run(args: Args, output: Format) -> anyhow::Result<()> {
+    print!("{}", check(&args, output)?);
     Ok(())
 }
 
@@ -133,11 +130,13 @@ mod tests {
 
     #[test]
     fn figure4_example_prints_the_vipa_list() {
-        let out = check(&Args {
-            config: example(),
-            profile_dir: None,
-            output: Format::Table,
-        })
+        let out = check(
+            &Args {
+                config: example(),
+                profile_dir: None,
+            },
+            Format::Table,
+        )
         .unwrap();
         let rows: Vec<&str> = out
             .lines()
@@ -156,11 +155,13 @@ mod tests {
             rows[2].starts_with("203.0.113.20/24") && rows[2].contains("ALL ("),
             "{out}"
         );
-        let json = check(&Args {
-            config: example(),
-            profile_dir: None,
-            output: Format::Json,
-        })
+        let json = check(
+            &Args {
+                config: example(),
+                profile_dir: None,
+            },
+            Format::Json,
+        )
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["vipas"][0]["owner"], "MVS1");
@@ -180,11 +181,13 @@ mod tests {
             .unwrap()
             .replace("DestIp All", "DestIp Everyone");
         std::fs::write(dir.join("mvs5.profile"), bad).unwrap();
-        let e = check(&Args {
-            config: dir.join("dvipa.toml"),
-            profile_dir: None,
-            output: Format::Table,
-        })
+        let e = check(
+            &Args {
+                config: dir.join("dvipa.toml"),
+                profile_dir: None,
+            },
+            Format::Table,
+        )
         .unwrap_err()
         .to_string();
         std::fs::remove_dir_all(&dir).ok();

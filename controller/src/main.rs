@@ -15,7 +15,13 @@ enum Cmd {
     /// Run the demo cluster on the embedded switch.
     Demo,
     /// Validate the TOML configuration and the switches' profiles; print the effective VIPA list.
-    CheckConfig(check_config::Args),
+    CheckConfig {
+        #[command(flatten)]
+        args: check_config::Args,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = check_config::Format::Table)]
+        output: check_config::Format,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +33,6 @@ fn main() -> anyhow::Result<()> {
             println!("dvipa demo: the namespace cluster is not built yet (see issue 7)");
             Ok(())
         }
-        Cmd::CheckConfig(args) => check_config::run(args),
+        Cmd::CheckConfig { args, output } => check_config::run(args, output),
     }
 }
