@@ -203,6 +203,17 @@ fn advertise_and_withdraw_hooks_move_the_route() {
     assert_eq!(tb.dvipa_route(d).unwrap(), Some(2));
     tb.withdraw(2, d).unwrap();
     assert_eq!(tb.dvipa_route(d).unwrap(), None);
+    // agents reach the controller's leg in the root namespace, and it is the ctl veth (not a
+    // switch port) that answers ARP for it
+    let l = std::net::TcpListener::bind((tb.ctl.ip, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    netns::wait_tcp_connect(&tb.server(1).ns, addr, Duration::from_secs(5)).unwrap();
+    let neigh = netns::exec_in(
+        &tb.server(1).ns,
+        &["ip", "neigh", "show", &tb.ctl.ip.to_string()],
+    )
+    .unwrap();
+    assert!(neigh.contains(&tb.ctl.mac), "{neigh}");
     // switch ports exist in the root namespace without addresses
     for sw in &tb.switches {
         let out = netns::ip(&["-o", "addr", "show", "dev", &sw.uplink_if]).unwrap();
