@@ -1,0 +1,509 @@
+//! The admin API (`dvipa.v1.Admin`, `proto/dvipa/v1/admin.proto`): NETSTAT-style reports
+//! built from the core's state, table dumps and diffs read from the switch itself, reconcile,
+//! maintenance, move and counters. Every report is a titled table of strings.
+
+use crate::error::ApiError;
+use crate::shared::Shared;
+use crate::switch::SwitchCmd;
+use crate::translate::{key_text, value_text};
+use dvipa_core::core::{Core, Event, Origin, SwitchLiveness};
+use dvipa_core::entries::{Key, TCP, UDP};
+use dvipa_proto::v1 as pb;
+use dvipa_proto::v1::admin_server::Admin;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+/// How long an admin request waits for a switch.
+pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    /// A service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        AdminService { shared }
+    }
+
+    fn known_switch(&self, s: &str) -> Result<(), ApiError> {
+        if self.shared.switch_names().iter().any(|n| n == s) {
+            Ok(())
+        } else {
+            Err(ApiError::UnknownSwitch(s.into()))
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        switch: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> SwitchCmd,
+    ) -> Result<T, ApiError> {
+        self.known_switch(switch)?;
+        let unavailable = |detail: String| ApiError::SwitchUnavailable {
+            switch: switch.into(),
+            detail,
+        };
+        let (tx, rx) = oneshot::channel();
+        if !self.shared.switch_cmd(switch, make(tx)) {
+            return Err(unavailable("driver stopped".into()));
+        }
+        match tokio::time::timeout(SWITCH_TIMEOUT, rx).await {
+            Err(_) => Err(unavailable("no answer within 10 s".into())),
+            Ok(Err(_)) => Err(unavailable("driver dropped the request".into())),
+            Ok(Ok(r)) => r.map_err(unavailable),
+        }
+    }
+}
+
+fn table(title: impl Into<String>, columns: &[&str], rows: Vec<Vec<String>>) -> pb::AdminTable {
+    pb::AdminTable {
+        title: title.into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: rows
+            .into_iter()
+            .map(|cells| pb::AdminRow { cells })
+            .collect(),
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        TCP => "TCP".into(),
+        UDP => "UDP".into(),
+        x => x.to_string(),
+    }
+}
+
+fn port_text(p: Option<u16>) -> String {
+    p.map(|p| p.to_string()).unwrap_or_else(|| "ALL".into())
+}
+
+/// `netstat vdpt`: one row per (service, target).
+pub fn vdpt(core: &Core) -> pb::AdminTable {
+    let mut rows = Vec::new();
+    for s in core.services() {
+        let targets: BTreeSet<u16> = s
+            .candidates
+            .iter()
+            .map(|c| c.0)
+            .chain(s.dpt.keys().copied())
+            .collect();
+        for t in targets {
+            let name = core.stack_name(t).unwrap_or("?").to_string();
+            let underlay = core
+                .cluster()
+                .stack(&name)
+                .map(|x| x.underlay.to_string())
+                .unwrap_or_default();
+            let d = s.dpt.get(&t).copied().unwrap_or_default();
+            let cfg_w = s.candidates.iter().find(|c| c.0 == t).map(|c| c.1);
+            let weight = if d.reported_weight > 0 {
+                d.reported_weight
+            } else {
+                cfg_w.unwrap_or(0)
+            };
+            let ready = core.target_ready(s.id, t);
+            let health = if ready {
+                "OK".to_string()
+            } else if !d.listening {
+                "NOLISTEN".into()
+            } else if d.draining {
+                "DRAINING".into()
+            } else {
+                d.not_ready
+                    .map(|x| x.1.to_uppercase())
+                    .unwrap_or_else(|| "NOTREADY".into())
+            };
+            let slots = s.fill.iter().filter(|x| **x == Some(t)).count();
+            rows.push(vec![
+                s.dvipa.to_string(),
+                port_text(s.port),
+                proto_name(s.proto),
+                name,
+                underlay,
+                d.total_conns.to_string(),
+                if ready { "Y" } else { "N" }.into(),
+                weight.to_string(),
+                health,
+                d.active_conns.to_string(),
+                slots.to_string(),
+            ]);
+        }
+    }
+    table(
+        "Dynamic VIPA Destination Port Table",
+        &[
+            "DVIPA",
+            "PORT",
+            "PROTO",
+            "TARGET",
+            "XCF",
+            "TOTALCONN",
+            "RDY",
+            "WEIGHT",
+            "HEALTH",
+            "ACTCONN",
+            "SLOTS",
+        ],
+        rows,
+    )
+}
+
+/// `netstat vcrt`: one row per pinned connection.
+pub fn vcrt(core: &Core) -> pb::AdminTable {
+    let mut v: Vec<_> = core.crt().iter().collect();
+    v.sort_by_key(|(k, _)| **k);
+    let rows = v
+        .into_iter()
+        .map(|(k, e)| {
+            vec![
+                k.dvipa().to_string(),
+                k.dport.to_string(),
+                proto_name(k.proto),
+                k.client().to_string(),
+                k.sport.to_string(),
+                core.stack_name(e.target).unwrap_or("?").into(),
+                match e.origin {
+                    Origin::SynDigest => "SYN",
+                    Origin::NewConn => "NEWCONN",
+                    Origin::Takeover => "TAKEOVER",
+                    Origin::SwitchRead => "SWITCHREAD",
+                }
+                .into(),
+                if e.server_originated() { "Y" } else { "N" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        "Dynamic VIPA Connection Routing Table",
+        &[
+            "DVIPA",
+            "PORT",
+            "PROTO",
+            "CLIENT",
+            "CLIENTPORT",
+            "TARGET",
+            "ORIGIN",
+            "SERVERORIG",
+        ],
+        rows,
+    )
+}
+
+/// `netstat vipadcfg`: the configured VIPA list (per switch's profile).
+pub fn vipadcfg(core: &Core) -> pb::AdminTable {
+    let c = core.cluster();
+    let mut rows = Vec::new();
+    for v in &c.vipas {
+        let backups: Vec<String> = v
+            .backups
+            .iter()
+            .map(|b| format!("{}:{}", b.switch, b.rank))
+            .collect();
+        let mut dists: Vec<(String, &dvipa_core::config::Distribution)> =
+            v.dist.iter().map(|d| (v.owner.clone(), d)).collect();
+        for b in &v.backups {
+            dists.extend(b.own.iter().map(|d| (b.switch.clone(), d)));
+        }
+        if dists.is_empty() {
+            rows.push(vec![
+                format!("{}/{}", v.addr, v.prefix_len),
+                v.owner.clone(),
+                backups.join(","),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for (sw, d) in dists {
+            let ports = if d.ports.is_empty() {
+                "ALL".to_string()
+            } else {
+                d.ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let dest = if d.all_stacks {
+                "ALL".to_string()
+            } else {
+                d.candidates
+                    .iter()
+                    .map(|c| c.stack.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            rows.push(vec![
+                format!("{}/{}", v.addr, v.prefix_len),
+                v.owner.clone(),
+                backups.join(","),
+                sw,
+                ports,
+                dest,
+                d.method.as_str().into(),
+            ]);
+        }
+    }
+    table(
+        "Dynamic VIPA Configuration",
+        &[
+            "DVIPA",
+            "DEFINEDBY",
+            "BACKUPS",
+            "DISTBY",
+            "PORTS",
+            "DESTIP",
+            "DISTMETHOD",
+        ],
+        rows,
+    )
+}
+
+/// `netstat vipadyn`: which switch routes / backs up each DVIPA, and its state.
+pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
+    let c = core.cluster();
+    let mut rows = Vec::new();
+    for v in &c.vipas {
+        let owner = core.owner(v.addr).unwrap_or("?").to_string();
+        let adv = core.advertised(v.addr).map(str::to_string);
+        let chain = std::iter::once((v.owner.clone(), None))
+            .chain(v.backups.iter().map(|b| (b.switch.clone(), Some(b.rank))));
+        for (sw, rank) in chain {
+            let live = match core.liveness(&sw) {
+                Some(SwitchLiveness::Up) => "UP",
+                Some(SwitchLiveness::Syncing) => "SYNCING",
+                Some(SwitchLiveness::Down) => "DOWN",
+                Some(SwitchLiveness::Unknown) | None => "UNKNOWN",
+            };
+            let status = if sw == owner { "ACTIVE" } else { "BACKUP" };
+            rows.push(vec![
+                format!("{}/{}", v.addr, v.prefix_len),
+                sw.clone(),
+                status.into(),
+                rank.map(|r| r.to_string())
+                    .unwrap_or_else(|| "PRIMARY".into()),
+                live.into(),
+                if adv.as_deref() == Some(sw.as_str()) {
+                    "Y"
+                } else {
+                    "N"
+                }
+                .into(),
+                if shared.in_maintenance(&sw) { "Y" } else { "N" }.into(),
+                core.transitions(v.addr)
+                    .last()
+                    .map(|t| t.what.clone())
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    table(
+        "Dynamic VIPA Information",
+        &[
+            "DVIPA",
+            "SWITCH",
+            "STATUS",
+            "RANK",
+            "SWITCHSTATE",
+            "ADVERTISED",
+            "MAINT",
+            "LASTCHANGE",
+        ],
+        rows,
+    )
+}
+
+/// Counters of the core, the shell and the TLS endpoint.
+pub fn counters(core: &Core, shared: &Shared) -> pb::AdminTable {
+    let mut rows: Vec<Vec<String>> = core
+        .counters()
+        .iter()
+        .map(|(k, v)| vec!["core".into(), k.to_string(), v.to_string()])
+        .collect();
+    rows.extend(
+        shared
+            .stats
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| vec!["shell".into(), k, v.to_string()]),
+    );
+    let t = shared.tls.snapshot();
+    for (k, v) in [
+        ("handshakes_accepted", t.accepted),
+        ("refused_no_cert", t.refused_no_cert),
+        ("refused_bad_cert", t.refused_bad_cert),
+        ("refused_other", t.refused_other),
+    ] {
+        rows.push(vec!["tls".into(), k.into(), v.to_string()]);
+    }
+    table("Counters", &["LAYER", "NAME", "VALUE"], rows)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn netstat(
+        &self,
+        req: Request<pb::NetstatRequest>,
+    ) -> Result<Response<pb::AdminTable>, Status> {
+        let r = req.into_inner().report.to_lowercase();
+        let t = self.shared.with_core(|c| match r.as_str() {
+            "vdpt" => Ok(vdpt(c)),
+            "vcrt" => Ok(vcrt(c)),
+            "vipadcfg" => Ok(vipadcfg(c)),
+            "vipadyn" => Ok(vipadyn(c, &self.shared)),
+            other => Err(ApiError::BadRequest(format!(
+                "unknown report `{other}` (vdpt, vcrt, vipadcfg, vipadyn)"
+            ))),
+        })?;
+        Ok(Response::new(t))
+    }
+
+    async fn table_dump(
+        &self,
+        req: Request<pb::TableDumpRequest>,
+    ) -> Result<Response<pb::AdminTable>, Status> {
+        let r = req.into_inner();
+        let t = self
+            .ask(&r.switch, |reply| SwitchCmd::Dump {
+                table: r.table.clone(),
+                reply,
+            })
+            .await?;
+        Ok(Response::new(t))
+    }
+
+    async fn diff(
+        &self,
+        req: Request<pb::SwitchRequest>,
+    ) -> Result<Response<pb::AdminTable>, Status> {
+        let sw = req.into_inner().switch;
+        let (actual, bad) = self.ask(&sw, |reply| SwitchCmd::Snapshot { reply }).await?;
+        let desired = self
+            .shared
+            .with_core(|c| c.desired(&sw))
+            .ok_or_else(|| ApiError::UnknownSwitch(sw.clone()))?;
+        let keys: BTreeSet<&Key> = desired.keys().chain(actual.keys()).collect();
+        let mut rows = Vec::new();
+        for k in keys {
+            let (d, a) = (desired.get(k), actual.get(k));
+            if d != a {
+                rows.push(vec![
+                    k.table().into(),
+                    key_text(k),
+                    d.map(value_text).unwrap_or_else(|| "-".into()),
+                    a.map(value_text).unwrap_or_else(|| "-".into()),
+                ]);
+            }
+        }
+        for b in bad {
+            rows.push(vec!["?".into(), b, "-".into(), "(not understood)".into()]);
+        }
+        Ok(Response::new(table(
+            format!(
+                "Differences controller vs switch {sw} ({} entries)",
+                rows.len()
+            ),
+            &["TABLE", "KEY", "CONTROLLER", "SWITCH"],
+            rows,
+        )))
+    }
+
+    async fn reconcile(
+        &self,
+        req: Request<pb::SwitchRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let sw = req.into_inner().switch;
+        self.known_switch(&sw)?;
+        if !self.shared.switch_cmd(&sw, SwitchCmd::Resync) {
+            return Err(ApiError::SwitchUnavailable {
+                switch: sw,
+                detail: "driver stopped".into(),
+            }
+            .into());
+        }
+        Ok(Response::new(pb::AdminReply {
+            message: format!("re-reading {sw}; differences will be written"),
+        }))
+    }
+
+    async fn maintenance(
+        &self,
+        req: Request<pb::MaintenanceRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let r = req.into_inner();
+        self.known_switch(&r.switch)?;
+        self.shared.set_maintenance(&r.switch, r.down);
+        Ok(Response::new(pb::AdminReply {
+            message: format!(
+                "switch {} {}",
+                r.switch,
+                if r.down {
+                    "marked down for maintenance"
+                } else {
+                    "back in service"
+                }
+            ),
+        }))
+    }
+
+    async fn r#move(
+        &self,
+        req: Request<pb::MoveRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let r = req.into_inner();
+        let dvipa = Ipv4Addr::from(r.dvipa);
+        self.known_switch(&r.to)?;
+        let before = self
+            .shared
+            .with_core(|c| c.cluster().vipa(dvipa).map(|_| c.counters().clone()));
+        let Some(before) = before else {
+            return Err(ApiError::UnknownDvipa(dvipa).into());
+        };
+        self.shared.event(Event::AdminMove {
+            dvipa,
+            to: r.to.clone(),
+        });
+        let (owner, after) = self
+            .shared
+            .with_core(|c| (c.owner(dvipa).map(str::to_string), c.counters().clone()));
+        if owner.as_deref() == Some(r.to.as_str()) {
+            return Ok(Response::new(pb::AdminReply {
+                message: format!("{dvipa} is routed by {}", r.to),
+            }));
+        }
+        let why: Vec<String> = after
+            .iter()
+            .filter(|(k, v)| k.starts_with("admin_move") && before.get(*k) != Some(v))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        Err(ApiError::Refused(format!(
+            "{dvipa} was not moved to {} ({}); it is routed by {}",
+            r.to,
+            if why.is_empty() {
+                "no reason recorded".into()
+            } else {
+                why.join(", ")
+            },
+            owner.unwrap_or_else(|| "?".into())
+        ))
+        .into())
+    }
+
+    async fn counters(
+        &self,
+        _req: Request<pb::CountersRequest>,
+    ) -> Result<Response<pb::AdminTable>, Status> {
+        Ok(Response::new(
+            self.shared.with_core(|c| counters(c, &self.shared)),
+        ))
+    }
+}

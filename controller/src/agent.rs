@@ -1,0 +1,224 @@
+//! The agents' endpoint: `dvipa.v1.ServerStack/Attach`.
+//!
+//! The first message must be a Hello. With TLS, the verified client-certificate name must equal
+//! `Hello.stack`, and the stack must be configured; otherwise the stream is refused
+//! (`PERMISSION_DENIED`) and counted. Accepted sessions get the core's Welcome, VIPA list (and
+//! every later change) and one Ack per Report batch with per-item errors. Heartbeats renew the
+//! lease on the core's clock.
+
+use crate::error::ApiError;
+use crate::shared::Shared;
+use dvipa_core::core::{ConnReport, Event, Report, SrvStat, VipaList};
+use dvipa_proto::v1 as pb;
+use dvipa_proto::v1::server_stack_server::ServerStack;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long a new stream may take to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ServerStack service.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    shared: Arc<Shared>,
+    /// Certificates are verified (false only with `--insecure`).
+    tls: bool,
+    next: Arc<AtomicU64>,
+}
+
+impl AgentService {
+    /// A service over `shared`; `tls` = the transport verifies client certificates.
+    pub fn new(shared: Arc<Shared>, tls: bool) -> Self {
+        AgentService {
+            shared,
+            tls,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn refuse(&self, reason: &'static str, e: ApiError) -> Status {
+        self.shared.stats.reject(reason);
+        tracing::warn!(reason, error = %e, "agent refused");
+        e.into()
+    }
+}
+
+/// The core's VIPA list in protobuf form.
+pub fn vipa_list_pb(l: &VipaList) -> pb::VipaList {
+    pb::VipaList {
+        version: l.version,
+        vipas: l
+            .vipas
+            .iter()
+            .map(|v| pb::Vipa {
+                dvipa: u32::from(v.dvipa),
+                prefix_len: u32::from(v.prefix_len),
+                ports: v.ports.iter().map(|p| u32::from(*p)).collect(),
+                candidates: v.candidates.clone(),
+                all_stacks: v.all_stacks,
+                owner: v.owner.clone(),
+                backups: v.backups.clone(),
+                distmethod: v.distmethod.as_str().into(),
+            })
+            .collect(),
+    }
+}
+
+fn conn(c: &pb::Conn) -> ConnReport {
+    ConnReport {
+        client: Ipv4Addr::from(c.client_addr),
+        client_port: c.client_port,
+        dvipa: Ipv4Addr::from(c.dvipa),
+        dvipa_port: c.dvipa_port,
+        protocol: c.protocol,
+        server_originated: c.server_originated,
+    }
+}
+
+/// A protobuf Report as the core's.
+pub fn report(seq: u64, r: &pb::Report) -> Report {
+    Report {
+        seq,
+        srvstat: r
+            .srvstat
+            .iter()
+            .map(|s| SrvStat {
+                dvipa: Ipv4Addr::from(s.dvipa),
+                port: s.port,
+                protocol: s.protocol,
+                listening: s.listening,
+                weight: s.weight,
+                draining: s.draining,
+            })
+            .collect(),
+        newconn: r.newconn.iter().map(conn).collect(),
+        termconn: r.termconn.iter().map(conn).collect(),
+        full_sync: r.full_sync,
+        sync_done: r.sync_done,
+    }
+}
+
+type AttachStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ServerStack for AgentService {
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let names = dvipa_tls::peer_names(&req);
+        let peer = req.remote_addr();
+        let mut inbound = req.into_inner();
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(self.refuse(
+                    "hello_timeout",
+                    ApiError::Protocol("no Hello within 10 s".into()),
+                ));
+            }
+            Ok(Err(s)) => return Err(s),
+            Ok(Ok(None)) => {
+                return Err(self.refuse(
+                    "no_hello",
+                    ApiError::Protocol("stream closed before Hello".into()),
+                ));
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        let hello = match first.msg {
+            Some(pb::agent_message::Msg::Hello(h)) => h,
+            _ => {
+                return Err(self.refuse(
+                    "first_message_not_hello",
+                    ApiError::Protocol("the first message must be a Hello".into()),
+                ));
+            }
+        };
+        let stack = hello.stack.clone();
+        if self.tls && !names.contains(&stack) {
+            return Err(self.refuse(
+                "cert_name_mismatch",
+                ApiError::Unauthorised(format!(
+                    "Hello says stack `{stack}` but the client certificate names {names:?}"
+                )),
+            ));
+        }
+        let configured = self.shared.with_core(|c| c.stack_id(&stack).is_some());
+        if !configured {
+            return Err(self.refuse(
+                "unknown_stack",
+                ApiError::Unauthorised(format!("stack `{stack}` is not configured")),
+            ));
+        }
+        tracing::info!(%stack, ?peer, underlay = %Ipv4Addr::from(hello.underlay_addr), version = %hello.agent_version, "agent attached");
+        self.shared.stats.add("agent_sessions", 1);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.agent_attach(
+            &stack,
+            id,
+            tx.clone(),
+            Event::AgentHello {
+                stack: stack.clone(),
+                underlay: Ipv4Addr::from(hello.underlay_addr),
+                epoch: hello.epoch,
+            },
+        );
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(%stack, error = %e, "agent stream error");
+                        break;
+                    }
+                };
+                if !shared.agent_current(&stack, id) {
+                    break;
+                }
+                match m.msg {
+                    Some(pb::agent_message::Msg::Report(r)) => shared.event(Event::AgentReport {
+                        stack: stack.clone(),
+                        report: report(m.seq, &r),
+                    }),
+                    Some(pb::agent_message::Msg::Heartbeat(h)) => {
+                        shared.event(Event::AgentHeartbeat {
+                            stack: stack.clone(),
+                            weight: h.weight,
+                        })
+                    }
+                    Some(pb::agent_message::Msg::Hello(_)) => {
+                        shared.stats.reject("duplicate_hello");
+                        let _ = tx.send(Err(ApiError::Protocol(
+                            "a second Hello on the same stream".into(),
+                        )
+                        .into()));
+                        break;
+                    }
+                    None => {
+                        shared.stats.reject("empty_message");
+                        let _ = tx.send(Err(ApiError::Protocol(
+                            "an AgentMessage without a message".into(),
+                        )
+                        .into()));
+                        break;
+                    }
+                }
+            }
+            tracing::info!(%stack, "agent stream ended");
+            shared.agent_detach(&stack, id);
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,312 @@
+//! The operator CLI: subcommands of `dvipa` that talk to a running controller's admin API,
+//! and the rendering of its tables (aligned text by default, JSON with `-o json`).
+
+use clap::{Args, Subcommand, ValueEnum};
+use dvipa_proto::v1 as pb;
+use dvipa_proto::v1::admin_client::AdminClient;
+use std::net::Ipv4Addr;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Aligned columns.
+    #[default]
+    Table,
+    /// A JSON object `{title, rows: [{column: value}]}`.
+    Json,
+}
+
+/// Where the controller's admin API is, and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Admin API of the controller.
+    #[arg(
+        long,
+        env = "DVIPA_ADMIN",
+        default_value = "http://127.0.0.1:7071",
+        global = true
+    )]
+    pub admin: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// NETSTAT reports.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Report {
+    /// Destination port table: DVIPA, port, target stack, XCF, total conns, ready, weight,
+    /// health, active conns.
+    Vdpt,
+    /// Connection routing table: DVIPA, port, client addr/port, target, origin.
+    Vcrt,
+    /// The configured VIPA list.
+    Vipadcfg,
+    /// Which switch routes / backs up each DVIPA, and its state.
+    Vipadyn,
+}
+
+impl Report {
+    fn name(self) -> &'static str {
+        match self {
+            Report::Vdpt => "vdpt",
+            Report::Vcrt => "vcrt",
+            Report::Vipadcfg => "vipadcfg",
+            Report::Vipadyn => "vipadyn",
+        }
+    }
+}
+
+/// `dvipa table …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TableCmd {
+    /// Read one P4 table from the switch itself.
+    Dump {
+        /// P4Info table name or unique suffix (crt, dpt, dvipa, target, ipv4_route).
+        table: String,
+        /// Switch name.
+        #[arg(long)]
+        switch: String,
+    },
+}
+
+/// `dvipa switch …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SwitchCmd {
+    /// Mark a switch down for maintenance (its DVIPAs move to backups).
+    Down {
+        /// Switch name.
+        switch: String,
+    },
+    /// Put a switch back into service.
+    Up {
+        /// Switch name.
+        switch: String,
+    },
+}
+
+/// Operator subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OpCmd {
+    /// z/OS-like NETSTAT reports.
+    Netstat {
+        /// Report.
+        #[command(subcommand)]
+        report: Report,
+    },
+    /// Switch tables.
+    Table {
+        /// What.
+        #[command(subcommand)]
+        cmd: TableCmd,
+    },
+    /// Entries that differ between the controller and a switch.
+    Diff {
+        /// Switch name.
+        #[arg(long)]
+        switch: String,
+    },
+    /// Re-read a switch now and write what differs.
+    Reconcile {
+        /// Switch name.
+        #[arg(long)]
+        switch: String,
+    },
+    /// Maintenance mark.
+    Switch {
+        /// Down or up.
+        #[command(subcommand)]
+        cmd: SwitchCmd,
+    },
+    /// Move a DVIPA to another routing switch.
+    Move {
+        /// DVIPA.
+        dvipa: Ipv4Addr,
+        /// Target switch.
+        #[arg(long)]
+        to: String,
+    },
+    /// Controller counters.
+    Counters,
+}
+
+/// A client error for the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Connect failed.
+    #[error("cannot reach the controller at {addr}: {source}")]
+    Connect {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: tonic::transport::Error,
+    },
+    /// The controller refused.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+/// What one command printed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A table.
+    Table(pb::AdminTable),
+    /// A message.
+    Message(String),
+}
+
+/// Runs one operator command against the admin API.
+pub async fn run(common: &Common, cmd: &OpCmd) -> Result<Reply, CliError> {
+    let addr = if common.admin.contains("://") {
+        common.admin.clone()
+    } else {
+        format!("http://{}", common.admin)
+    };
+    let mut c = AdminClient::connect(addr.clone())
+        .await
+        .map_err(|source| CliError::Connect { addr, source })?;
+    Ok(match cmd {
+        OpCmd::Netstat { report } => Reply::Table(
+            c.netstat(pb::NetstatRequest {
+                report: report.name().into(),
+            })
+            .await?
+            .into_inner(),
+        ),
+        OpCmd::Table {
+            cmd: TableCmd::Dump { table, switch },
+        } => Reply::Table(
+            c.table_dump(pb::TableDumpRequest {
+                switch: switch.clone(),
+                table: table.clone(),
+            })
+            .await?
+            .into_inner(),
+        ),
+        OpCmd::Diff { switch } => Reply::Table(
+            c.diff(pb::SwitchRequest {
+                switch: switch.clone(),
+            })
+            .await?
+            .into_inner(),
+        ),
+        OpCmd::Reconcile { switch } => Reply::Message(
+            c.reconcile(pb::SwitchRequest {
+                switch: switch.clone(),
+            })
+            .await?
+            .into_inner()
+            .message,
+        ),
+        OpCmd::Switch { cmd } => {
+            let (switch, down) = match cmd {
+                SwitchCmd::Down { switch } => (switch, true),
+                SwitchCmd::Up { switch } => (switch, false),
+            };
+            Reply::Message(
+                c.maintenance(pb::MaintenanceRequest {
+                    switch: switch.clone(),
+                    down,
+                })
+                .await?
+                .into_inner()
+                .message,
+            )
+        }
+        OpCmd::Move { dvipa, to } => Reply::Message(
+            c.r#move(pb::MoveRequest {
+                dvipa: u32::from(*dvipa),
+                to: to.clone(),
+            })
+            .await?
+            .into_inner()
+            .message,
+        ),
+        OpCmd::Counters => Reply::Table(c.counters(pb::CountersRequest {}).await?.into_inner()),
+    })
+}
+
+/// Aligned text: title, header, rows.
+pub fn render_text(t: &pb::AdminTable) -> String {
+    let n = t.columns.len();
+    let mut w: Vec<usize> = t.columns.iter().map(|c| c.chars().count()).collect();
+    for r in &t.rows {
+        for (i, c) in r.cells.iter().enumerate().take(n) {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate().take(n) {
+            if i + 1 == n {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{:<width$}  ", c, width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = format!("{}\n", t.title);
+    out.push_str(&line(&t.columns));
+    out.push('\n');
+    for r in &t.rows {
+        out.push_str(&line(&r.cells));
+        out.push('\n');
+    }
+    if t.rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+/// JSON: `{"title": …, "rows": [{column: cell, …}, …]}`.
+pub fn render_json(t: &pb::AdminTable) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = t
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::Value::Object(
+                t.columns
+                    .iter()
+                    .zip(&r.cells)
+                    .map(|(c, v)| (c.to_lowercase(), serde_json::Value::String(v.clone())))
+                    .collect(),
+            )
+        })
+        .collect();
+    serde_json::json!({ "title": t.title, "rows": rows })
+}
+
+/// Prints a reply in the chosen format.
+pub fn print(reply: &Reply, out: Output) {
+    match (reply, out) {
+        (Reply::Table(t), Output::Table) => print!("{}", render_text(t)),
+        (Reply::Table(t), Output::Json) => println!("{}", render_json(t)),
+        (Reply::Message(m), Output::Table) => println!("{m}"),
+        (Reply::Message(m), Output::Json) => println!("{}", serde_json::json!({ "message": m })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> pb::AdminTable {
+        pb::AdminTable {
+            title: "T".into(),
+            columns: vec!["DVIPA".into(), "PORT".into()],
+            rows: vec![pb::AdminRow {
+                cells: vec!["203.0.113.10".into(), "60".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn text_columns_are_aligned_and_json_is_keyed_by_column() {
+        let s = render_text(&t());
+        assert_eq!(s, "T\nDVIPA         PORT\n203.0.113.10  60\n");
+        let j = render_json(&t());
+        assert_eq!(j["rows"][0]["dvipa"], "203.0.113.10");
+        assert_eq!(j["rows"][0]["port"], "60");
+    }
+}

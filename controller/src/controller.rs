@@ -1,0 +1,346 @@
+//! Start-up and shutdown of the controller: load the TOML + profiles + P4Info (all P4 names
+//! checked), build the core, spawn one driver per switch, the agent endpoint (mTLS, or
+//! plaintext only with `--insecure`), the admin endpoint, the lease timer, the advertiser and
+//! the metrics updater. [`Controller::shutdown`] stops them all (mini-redis style: a watch
+//! channel every task selects on, then the tasks are awaited).
+
+use crate::advertise::{self, Advertiser};
+use crate::error::StartError;
+use crate::shared::Shared;
+use crate::switch::{self, DriverConfig};
+use crate::{admin, agent, metrics_export, p4names};
+use dvipa_core::config::{Cluster, Config};
+use dvipa_core::core::{Core, CoreOptions};
+use dvipa_proto::v1::admin_server::AdminServer;
+use dvipa_proto::v1::server_stack_server::ServerStackServer;
+use p4rt::Schema;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Everything read from disk.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Config + profiles + effective VIPA list.
+    pub cluster: Cluster,
+    /// The P4Info (names checked).
+    pub schema: Schema,
+    /// Device config bytes.
+    pub device_config: Vec<u8>,
+    /// TLS material of the agent endpoint.
+    pub tls: Option<dvipa_tls::PemBundle>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn rel(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads the TOML file, the profiles, P4Info, device config and TLS files (paths relative to
+/// the TOML file's directory) and checks every P4 name.
+pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
+    let src = String::from_utf8_lossy(&read(config_path)?).into_owned();
+    let file = config_path.display().to_string();
+    let config = Config::parse(&file, &src)?;
+    let base = config_path.parent().unwrap_or(Path::new(".")).to_owned();
+    let mut profiles = BTreeMap::new();
+    for sw in &config.switches {
+        let p = rel(&base, &sw.profile);
+        let text = String::from_utf8_lossy(&read(&p)?).into_owned();
+        profiles.insert(sw.name.clone(), (p.display().to_string(), text));
+    }
+    let p4info_path = rel(&base, &config.p4info);
+    let schema = Schema::from_file(&p4info_path).map_err(|e| StartError::P4Info {
+        path: p4info_path.clone(),
+        msg: e.to_string(),
+    })?;
+    p4names::check(&schema)?;
+    let device_config = read(&rel(&base, &config.device_config))?;
+    let tls = match &config.tls {
+        Some(t) => Some(dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths {
+            ca: rel(&base, &t.ca),
+            cert: rel(&base, &t.cert),
+            key: rel(&base, &t.key),
+        })?),
+        None => None,
+    };
+    let cluster = Cluster::from_config(&file, config, &profiles)?;
+    Ok(Loaded {
+        cluster,
+        schema,
+        device_config,
+        tls,
+    })
+}
+
+/// Run-time options (command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Allow the agent endpoint without TLS (only when the config has no `[tls]`).
+    pub insecure: bool,
+    /// Advertise hook command.
+    pub advertise_cmd: Option<String>,
+    /// Withdraw hook command.
+    pub withdraw_cmd: Option<String>,
+    /// Periodic re-read of each switch.
+    pub resync: Duration,
+    /// Serve Prometheus metrics on the configured `[metrics] listen` address.
+    pub metrics: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: false,
+            advertise_cmd: None,
+            withdraw_cmd: None,
+            resync: Duration::from_secs(30),
+            metrics: true,
+        }
+    }
+}
+
+/// A running controller.
+#[derive(Debug)]
+pub struct Controller {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    agent_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+/// Binds a listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+impl Controller {
+    /// Starts everything on the given listeners.
+    pub async fn start(
+        loaded: Loaded,
+        opts: Options,
+        agent_listener: TcpListener,
+        admin_listener: TcpListener,
+        advertiser: Arc<dyn Advertiser>,
+    ) -> Result<Controller, StartError> {
+        let Loaded {
+            cluster,
+            schema,
+            device_config,
+            tls,
+        } = loaded;
+        match (&tls, opts.insecure) {
+            (None, false) => return Err(StartError::InsecureNotAllowed),
+            (Some(_), true) => return Err(StartError::InsecureConflict),
+            _ => {}
+        }
+        let tls_config = match &tls {
+            Some(b) => Some(dvipa_tls::server_config(b)?),
+            None => None,
+        };
+        if opts.metrics
+            && let Some(m) = &cluster.config.metrics
+        {
+            metrics_export::install(m.listen)?;
+        }
+        let timers = cluster.config.timers;
+        let switch_cfgs = cluster.config.switches.clone();
+        let core = Core::new(cluster, CoreOptions::default())?;
+        let schema = Arc::new(schema);
+        let p4info = schema.p4info().clone();
+        let cookie = switch::cookie(&p4info, &device_config);
+        let (shutdown, shut_rx) = watch::channel(false);
+        let mut txs = HashMap::new();
+        let mut rxs = Vec::new();
+        for s in &switch_cfgs {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.insert(s.name.clone(), tx);
+            rxs.push((s.clone(), rx));
+        }
+        let (adv_tx, adv_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(core, txs, adv_tx));
+        let mut tasks = Vec::new();
+        {
+            let mut sd = shut_rx.clone();
+            let run = advertise::run(advertiser, adv_rx, Arc::downgrade(&shared));
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = run => {}
+                    _ = sd.changed() => {}
+                }
+            }));
+        }
+        for (s, rx) in rxs {
+            let dc = DriverConfig {
+                name: s.name.clone(),
+                addr: s.p4runtime.clone(),
+                device_id: s.device_id,
+                election_id: s.election_id,
+                p4info: p4info.clone(),
+                device_config: device_config.clone(),
+                cookie,
+                idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
+                liveness: Duration::from_millis(timers.liveness_ms.max(1)),
+                resync: opts.resync,
+            };
+            tasks.push(tokio::spawn(switch::run(
+                dc,
+                schema.clone(),
+                shared.clone(),
+                rx,
+                shut_rx.clone(),
+            )));
+        }
+        {
+            let s = shared.clone();
+            let mut sd = shut_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = s.run_timers() => {}
+                    _ = sd.changed() => {}
+                }
+            }));
+        }
+        {
+            let s = shared.clone();
+            let mut sd = shut_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => metrics_export::update(&s),
+                        _ = sd.changed() => return,
+                    }
+                }
+            }));
+        }
+        let agent_addr = agent_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: ([0, 0, 0, 0], 0).into(),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: ([0, 0, 0, 0], 0).into(),
+                source,
+            })?;
+        let agent_svc = ServerStackServer::new(agent::AgentService::new(
+            shared.clone(),
+            tls_config.is_some(),
+        ));
+        {
+            let mut sd = shut_rx.clone();
+            let stop = async move {
+                let _ = sd.changed().await;
+            };
+            let router = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .add_service(agent_svc);
+            match tls_config {
+                Some(c) => {
+                    let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone());
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                            tracing::error!(error = %e, "agent endpoint failed");
+                        }
+                    }));
+                }
+                None => {
+                    tracing::warn!(
+                        "!!! INSECURE: the agent endpoint on {agent_addr} runs WITHOUT TLS; any \
+                         client can claim any stack. Use this only in tests. !!!"
+                    );
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                            tracing::error!(error = %e, "agent endpoint failed");
+                        }
+                    }));
+                }
+            }
+        }
+        {
+            let mut sd = shut_rx.clone();
+            let svc = AdminServer::new(admin::AdminService::new(shared.clone()));
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = sd.changed().await;
+                };
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "admin endpoint failed");
+                }
+            }));
+        }
+        tracing::info!(%agent_addr, %admin_addr, switches = switch_cfgs.len(), "controller started");
+        Ok(Controller {
+            shared,
+            shutdown,
+            tasks,
+            agent_addr,
+            admin_addr,
+        })
+    }
+
+    /// The agent endpoint's address.
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.agent_addr
+    }
+
+    /// The admin endpoint's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared state (tests, metrics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops every task and waits for them (at most 5 s).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let mut rest = Vec::new();
+        for t in self.tasks {
+            if t.is_finished() {
+                continue;
+            }
+            rest.push(t);
+        }
+        let all = futures::future::join_all(rest.iter_mut());
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within 5 s; aborting them");
+            for t in &rest {
+                t.abort();
+            }
+        }
+        tracing::info!("controller stopped");
+    }
+}

@@ -1,0 +1,31 @@
+//! `dvipa`: the controller's I/O shell around the sans-IO `dvipa-core`, and the operator CLI.
+//!
+//! Layout:
+//! - [`p4names`]: every table, match field, action, param, digest and counter name of the
+//!   pipeline contract, checked against the P4Info at start-up ([`p4names::check`]).
+//! - [`translate`]: the core's typed entries ↔ P4Runtime entities; digests and idle-timeout
+//!   notifications → core inputs.
+//! - [`shared`]: the core behind a mutex; every input is an event whose actions are dispatched
+//!   at once to switch drivers, agent sessions and the advertiser; the lease timer.
+//! - [`switch`]: one driver task per switch (P4Runtime session, pipeline, digest config,
+//!   reads, batched writes with per-update outcomes, digest acks after the write, idle
+//!   timeouts, liveness → switch up/down, periodic re-read).
+//! - [`agent`]: the `ServerStack.Attach` endpoint (mTLS, certificate name = stack).
+//! - [`admin`]: the admin gRPC API (`proto/dvipa/v1/admin.proto`): NETSTAT reports, table dump,
+//!   diff, reconcile, maintenance, move, counters.
+//! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
+//! - [`metrics_export`]: Prometheus endpoint and gauges.
+//! - [`controller`]: loading the configuration and starting/stopping everything.
+//! - [`cli`]: the operator subcommands and table/JSON rendering.
+//! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
+pub mod admin;
+pub mod advertise;
+pub mod agent;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod metrics_export;
+pub mod p4names;
+pub mod shared;
+pub mod switch;
+pub mod translate;

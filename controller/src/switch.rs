@@ -1,0 +1,600 @@
+//! One driver task per configured switch.
+//!
+//! The driver connects a [`p4rt::Session`] (the switch's election id), and every time it
+//! becomes primary it sets the pipeline (skipped when the cookie matches), enables the
+//! `learn_t` digest (`DigestEntry`) and tells the core `SwitchUp`; the core then asks for a
+//! read of the five tables, diffs them with its desired state and sends minimal write batches,
+//! which the driver translates and writes, reporting per-update outcomes back. Digest lists go
+//! to the core and are acked only when the core says their CRT entries are written.
+//! Idle-timeout notifications go to the core. Losing primary (stream down, another master) for
+//! longer than `liveness_ms` is reported as `SwitchDown`. The switch is re-read periodically
+//! (and on `dvipa reconcile`), so entries changed behind the controller's back are repaired.
+
+use crate::p4names as n;
+use crate::shared::Shared;
+use crate::translate;
+use dvipa_core::core::{Event, WriteOutcome};
+use dvipa_core::entries::{Key, Tables, Update, Value};
+use dvipa_proto::v1 as pb;
+use p4rt::proto::p4::config::v1 as cfg;
+use p4rt::proto::p4::v1 as p4;
+use p4rt::{ClientConfig, Mastership, Schema, Session, StreamQueues};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Commands to a driver (from the core's actions and from admin requests).
+#[derive(Debug)]
+pub enum SwitchCmd {
+    /// Write a batch and report [`Event::WriteResult`].
+    Write {
+        /// Batch id.
+        batch: u64,
+        /// Updates.
+        updates: Vec<Update>,
+    },
+    /// Read the five tables and report [`Event::SwitchRead`].
+    Read,
+    /// Ack a digest list.
+    Ack {
+        /// List id.
+        list_id: u64,
+    },
+    /// Read one table for `table dump`.
+    Dump {
+        /// Table name (as resolved by the schema).
+        table: String,
+        /// Answer.
+        reply: oneshot::Sender<Result<pb::AdminTable, String>>,
+    },
+    /// Read the five tables as typed entries (for `diff`); undecodable entries are listed.
+    Snapshot {
+        /// Answer.
+        reply: oneshot::Sender<Result<(Tables, Vec<String>), String>>,
+    },
+    /// Re-read the switch and let the core reconcile it now.
+    Resync,
+}
+
+/// Static settings of one driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Switch name.
+    pub name: String,
+    /// P4Runtime address.
+    pub addr: String,
+    /// Device id.
+    pub device_id: u64,
+    /// Election id.
+    pub election_id: u64,
+    /// P4Info pushed with the pipeline.
+    pub p4info: cfg::P4Info,
+    /// Device config (bmv2 JSON).
+    pub device_config: Vec<u8>,
+    /// Pipeline cookie.
+    pub cookie: u64,
+    /// Idle timeout programmed on CRT entries.
+    pub idle_timeout_ns: i64,
+    /// Primary lost longer than this → `SwitchDown`.
+    pub liveness: Duration,
+    /// Periodic re-read of the switch.
+    pub resync: Duration,
+}
+
+/// FNV-1a over the P4Info and device config: the pipeline cookie.
+pub fn cookie(p4info: &cfg::P4Info, device_config: &[u8]) -> u64 {
+    use prost::Message;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in p4info.encode_to_vec().iter().chain(device_config) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+struct Driver {
+    cfg: DriverConfig,
+    schema: Arc<Schema>,
+    shared: Arc<Shared>,
+    pending: HashMap<u64, p4rt::DigestDelivery>,
+    up: bool,
+}
+
+/// Runs the driver until `shutdown` turns true.
+pub async fn run(
+    cfg: DriverConfig,
+    schema: Arc<Schema>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<SwitchCmd>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut d = Driver {
+        cfg,
+        schema,
+        shared,
+        pending: HashMap::new(),
+        up: false,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
+        cc.election_id = u128::from(d.cfg.election_id);
+        cc.connect_timeout = Duration::from_secs(3);
+        cc.backoff_max = Duration::from_secs(2);
+        let connected = tokio::select! {
+            r = Session::connect(cc) => r,
+            _ = shutdown.changed() => return,
+        };
+        match connected {
+            Ok((session, queues)) => {
+                backoff = Duration::from_millis(200);
+                if d.session_loop(session, queues, &mut rx, &mut shutdown)
+                    .await
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                d.count("connect_failed");
+                tracing::warn!(switch = %d.cfg.name, error = %e, "P4Runtime connect failed");
+                let until = tokio::time::Instant::now() + backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = shutdown.changed() => return,
+                        c = rx.recv() => match c {
+                            Some(c) => d.unreachable(c, "not connected"),
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Driver {
+    fn count(&self, what: &str) {
+        self.shared.stats.add(&format!("switch_{what}"), 1);
+    }
+
+    fn down(&mut self) {
+        if self.up {
+            self.up = false;
+            self.pending.clear();
+            tracing::warn!(switch = %self.cfg.name, "switch down");
+            metrics::gauge!("dvipa_switch_up", "switch" => self.cfg.name.clone()).set(0.0);
+            self.shared.event(Event::SwitchDown {
+                switch: self.cfg.name.clone(),
+            });
+        }
+    }
+
+    /// A command that cannot be carried out now (the core re-syncs on the next SwitchUp).
+    fn unreachable(&mut self, c: SwitchCmd, why: &str) {
+        match c {
+            SwitchCmd::Dump { reply, .. } => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+            SwitchCmd::Snapshot { reply } => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+            _ => self.count("cmd_dropped_unreachable"),
+        }
+    }
+
+    /// Returns true on shutdown.
+    async fn session_loop(
+        &mut self,
+        session: Session,
+        mut q: StreamQueues,
+        rx: &mut mpsc::UnboundedReceiver<SwitchCmd>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut mastership = session.watch_mastership();
+        let mut lost_at: Option<tokio::time::Instant> = None;
+        let mut primary = false;
+        let mut resync = tokio::time::interval(self.cfg.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        // First pass: act on the current mastership.
+        mastership.mark_changed();
+        loop {
+            let liveness_deadline = lost_at.map(|t| t + self.cfg.liveness);
+            tokio::select! {
+                _ = shutdown.changed() => return true,
+                ch = mastership.changed() => {
+                    if ch.is_err() { lost_at.get_or_insert_with(tokio::time::Instant::now); continue; }
+                    let m = *mastership.borrow_and_update();
+                    if m == Mastership::Primary && !primary {
+                        match self.setup(&session).await {
+                            Ok(()) => {
+                                primary = true;
+                                lost_at = None;
+                                self.pending.clear();
+                                self.up = true;
+                                metrics::gauge!("dvipa_switch_up", "switch" => self.cfg.name.clone()).set(1.0);
+                                tracing::info!(switch = %self.cfg.name, "switch up (primary, pipeline set, digest enabled)");
+                                self.shared.event(Event::SwitchUp { switch: self.cfg.name.clone() });
+                            }
+                            Err(e) => {
+                                self.count("setup_failed");
+                                tracing::error!(switch = %self.cfg.name, error = %e, "switch setup failed");
+                                drop(session);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                return false;
+                            }
+                        }
+                    } else if m != Mastership::Primary && primary {
+                        primary = false;
+                        tracing::warn!(switch = %self.cfg.name, mastership = ?m, "lost primary");
+                        lost_at = Some(tokio::time::Instant::now());
+                    } else if let Mastership::Backup { primary_election_id } = m
+                        && lost_at.is_none()
+                        && !self.up
+                    {
+                        tracing::warn!(switch = %self.cfg.name, ?primary_election_id, "another controller is primary");
+                    }
+                }
+                _ = async { tokio::time::sleep_until(liveness_deadline.unwrap()).await }, if liveness_deadline.is_some() => {
+                    lost_at = None;
+                    self.down();
+                }
+                c = rx.recv() => {
+                    let Some(c) = c else { return true };
+                    if primary {
+                        self.command(&session, c).await;
+                    } else {
+                        self.unreachable(c, "not primary");
+                    }
+                }
+                d = q.digests.recv(), if primary => {
+                    if let Some(d) = d { self.digest(d).await } else { return false }
+                }
+                i = q.idle_timeouts.recv(), if primary => {
+                    if let Some(i) = i { self.idle(i) } else { return false }
+                }
+                _ = resync.tick(), if primary => {
+                    self.command(&session, SwitchCmd::Read).await;
+                }
+            }
+        }
+    }
+
+    async fn setup(&self, s: &Session) -> Result<(), String> {
+        let out = s
+            .set_pipeline(
+                self.cfg.p4info.clone(),
+                self.cfg.device_config.clone(),
+                self.cfg.cookie,
+            )
+            .await
+            .map_err(|e| format!("pipeline: {e}"))?;
+        self.count(&format!("pipeline_{out:?}").to_lowercase());
+        let de = self
+            .schema
+            .digest_entry(n::D_LEARN, 1_000_000, 100, 1_000_000_000)
+            .map_err(|e| e.to_string())?;
+        let r = s
+            .write_detailed(vec![p4rt::insert(de)])
+            .await
+            .map_err(|e| format!("digest entry: {e}"))?;
+        match r.into_iter().next() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) if e.code == tonic::Code::AlreadyExists => s
+                .write(vec![p4rt::modify(de)])
+                .await
+                .map_err(|e| format!("digest entry modify: {e}")),
+            Some(Err(e)) => Err(format!("digest entry: {e}")),
+            None => Err("digest entry: no result".into()),
+        }
+    }
+
+    async fn read_tables(&self, s: &Session) -> Result<(Vec<(Key, Value)>, Vec<String>), String> {
+        let mut ents = Vec::new();
+        for t in n::TABLES {
+            let w = self.schema.table_wildcard(t).map_err(|e| e.to_string())?;
+            ents.push(p4rt::IntoEntity::into_entity(w));
+        }
+        let got = s.read_all(ents).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for e in got {
+            let Some(p4::entity::Entity::TableEntry(te)) = e.entity else {
+                continue;
+            };
+            if te.is_default_action {
+                continue;
+            }
+            match self
+                .schema
+                .decode_table_entry(&te)
+                .map_err(translate::TranslateError::from)
+                .and_then(|d| translate::from_decoded(&d))
+            {
+                Ok(kv) => out.push(kv),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        Ok((out, bad))
+    }
+
+    async fn command(&mut self, s: &Session, c: SwitchCmd) {
+        match c {
+            SwitchCmd::Write { batch, updates } => {
+                let results = self.write(s, &updates).await;
+                self.shared.event(Event::WriteResult {
+                    switch: self.cfg.name.clone(),
+                    batch,
+                    results,
+                });
+            }
+            SwitchCmd::Read | SwitchCmd::Resync => match self.read_tables(s).await {
+                Ok((entries, bad)) => {
+                    if !bad.is_empty() {
+                        self.shared
+                            .stats
+                            .add("switch_entries_undecodable", bad.len() as u64);
+                        tracing::warn!(switch = %self.cfg.name, first = %bad[0], n = bad.len(), "entries not understood");
+                    }
+                    self.count("reads");
+                    self.shared.event(Event::SwitchRead {
+                        switch: self.cfg.name.clone(),
+                        entries,
+                    });
+                }
+                Err(e) => {
+                    self.count("read_failed");
+                    tracing::warn!(switch = %self.cfg.name, error = %e, "read failed");
+                }
+            },
+            SwitchCmd::Ack { list_id } => match self.pending.remove(&list_id) {
+                Some(d) => {
+                    if let Err(e) = d.ack().await {
+                        self.count("digest_ack_failed");
+                        tracing::warn!(switch = %self.cfg.name, error = %e, "digest ack failed");
+                    } else {
+                        self.count("digest_acked");
+                    }
+                }
+                None => self.count("digest_ack_unknown_list"),
+            },
+            SwitchCmd::Dump { table, reply } => {
+                let _ = reply.send(self.dump(s, &table).await);
+            }
+            SwitchCmd::Snapshot { reply } => {
+                let r = self
+                    .read_tables(s)
+                    .await
+                    .map(|(e, bad)| (e.into_iter().collect(), bad));
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn write(&self, s: &Session, updates: &[Update]) -> Vec<WriteOutcome> {
+        let mut out = vec![WriteOutcome::Ok; updates.len()];
+        let mut p4u = Vec::with_capacity(updates.len());
+        let mut idx = Vec::with_capacity(updates.len());
+        for (i, u) in updates.iter().enumerate() {
+            match translate::to_p4_update(&self.schema, u, self.cfg.idle_timeout_ns) {
+                Ok(x) => {
+                    p4u.push(x);
+                    idx.push(i);
+                }
+                Err(e) => {
+                    self.count("update_untranslatable");
+                    out[i] = WriteOutcome::Other(e.to_string());
+                }
+            }
+        }
+        if p4u.is_empty() {
+            return out;
+        }
+        let t0 = Instant::now();
+        let r = s.write_detailed(p4u).await;
+        metrics::histogram!("dvipa_write_latency_seconds", "switch" => self.cfg.name.clone())
+            .record(t0.elapsed().as_secs_f64());
+        match r {
+            Ok(rs) => {
+                for (j, r) in rs.iter().enumerate() {
+                    let o = translate::outcome(r);
+                    match &o {
+                        WriteOutcome::ResourceExhausted => {
+                            self.count("write_resource_exhausted");
+                            metrics::counter!("dvipa_table_full_total", "switch" => self.cfg.name.clone()).increment(1);
+                        }
+                        WriteOutcome::Other(m) => {
+                            self.count("write_update_failed");
+                            tracing::warn!(switch = %self.cfg.name, update = ?updates[idx[j]], error = %m, "update failed");
+                        }
+                        _ => {}
+                    }
+                    out[idx[j]] = o;
+                }
+            }
+            Err(e) => {
+                self.count("write_rpc_failed");
+                tracing::warn!(switch = %self.cfg.name, error = %e, "write failed");
+                for i in idx {
+                    out[i] = WriteOutcome::Other(e.to_string());
+                }
+            }
+        }
+        self.shared
+            .stats
+            .add("switch_updates_written", updates.len() as u64);
+        out
+    }
+
+    async fn digest(&mut self, d: p4rt::DigestDelivery) {
+        metrics::counter!("dvipa_digests_received_total", "switch" => self.cfg.name.clone())
+            .increment(1);
+        self.count("digest_lists");
+        let (name, recs) = match self.schema.decode_digest_list(&d.list) {
+            Ok(x) => x,
+            Err(e) => {
+                self.count("digest_undecodable");
+                tracing::warn!(switch = %self.cfg.name, error = %e, "digest list not understood; acked and dropped");
+                let _ = d.ack().await;
+                return;
+            }
+        };
+        if name != n::D_LEARN {
+            self.count("digest_unknown");
+            let _ = d.ack().await;
+            return;
+        }
+        let mut items = Vec::with_capacity(recs.len());
+        for r in &recs {
+            match translate::digest_item(r) {
+                Ok(i) => items.push(i),
+                Err(e) => {
+                    self.count("digest_item_undecodable");
+                    tracing::warn!(switch = %self.cfg.name, error = %e, "digest item not understood");
+                }
+            }
+        }
+        metrics::counter!("dvipa_digest_items_total", "switch" => self.cfg.name.clone())
+            .increment(items.len() as u64);
+        let list_id = d.list.list_id;
+        self.pending.insert(list_id, d);
+        self.shared.event(Event::Digest {
+            switch: self.cfg.name.clone(),
+            list_id,
+            items,
+        });
+    }
+
+    fn idle(&self, i: p4::IdleTimeoutNotification) {
+        let mut conns = Vec::new();
+        for te in &i.table_entry {
+            match self
+                .schema
+                .decode_table_entry(te)
+                .map_err(translate::TranslateError::from)
+                .and_then(|d| translate::from_decoded(&d))
+            {
+                Ok((Key::Crt(c), _)) => conns.push(c),
+                Ok(_) => self.count("idle_not_crt"),
+                Err(_) => {
+                    // Notifications may carry only the match: decode the key alone.
+                    match self.schema.decode_table_entry(te).ok().and_then(|mut d| {
+                        d.action = Some(p4rt::DecodedAction {
+                            name: n::A_TO_TARGET.into(),
+                            params: vec![(n::P_TARGET_ID.into(), 16, vec![0])],
+                        });
+                        translate::from_decoded(&d).ok()
+                    }) {
+                        Some((Key::Crt(c), _)) => conns.push(c),
+                        _ => self.count("idle_undecodable"),
+                    }
+                }
+            }
+        }
+        self.count("idle_notifications");
+        if !conns.is_empty() {
+            self.shared.event(Event::IdleTimeout {
+                switch: self.cfg.name.clone(),
+                conns,
+            });
+        }
+    }
+
+    async fn dump(&self, s: &Session, table: &str) -> Result<pb::AdminTable, String> {
+        let w = self
+            .schema
+            .table_wildcard(table)
+            .map_err(|e| e.to_string())?;
+        let tname = p4rt::schema::name_of(
+            &self
+                .schema
+                .table(table)
+                .map_err(|e| e.to_string())?
+                .preamble,
+        )
+        .to_string();
+        let got = s
+            .read_all(vec![p4rt::IntoEntity::into_entity(w)])
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for e in got {
+            let Some(p4::entity::Entity::TableEntry(te)) = e.entity else {
+                continue;
+            };
+            let d = self
+                .schema
+                .decode_table_entry(&te)
+                .map_err(|e| e.to_string())?;
+            let m: Vec<String> = d
+                .matches
+                .iter()
+                .map(|(f, w, v)| format!("{f}={}", match_text(v, *w)))
+                .collect();
+            let a = d
+                .action
+                .as_ref()
+                .map(|a| {
+                    let ps: Vec<String> = a
+                        .params
+                        .iter()
+                        .map(|(p, w, v)| format!("{p}={}", value_str(v, *w)))
+                        .collect();
+                    format!("{}({})", a.name, ps.join(", "))
+                })
+                .unwrap_or_default();
+            rows.push(pb::AdminRow {
+                cells: vec![
+                    if d.is_default_action {
+                        "(default)".into()
+                    } else {
+                        m.join(" ")
+                    },
+                    a,
+                    d.priority.to_string(),
+                    d.idle_timeout_ns.to_string(),
+                ],
+            });
+        }
+        rows.sort_by(|a, b| a.cells.cmp(&b.cells));
+        Ok(pb::AdminTable {
+            title: format!("{tname} on {} ({} entries)", self.cfg.name, rows.len()),
+            columns: vec![
+                "match".into(),
+                "action".into(),
+                "priority".into(),
+                "idle_timeout_ns".into(),
+            ],
+            rows,
+        })
+    }
+}
+
+fn value_str(v: &[u8], w: u32) -> String {
+    match w {
+        32 => p4rt::codec::decode_ipv4(v, w)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| p4rt::codec::hex(v)),
+        48 => p4rt::codec::decode_mac(v, w)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| p4rt::codec::hex(v)),
+        _ => p4rt::codec::decode_u128(v, w)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| p4rt::codec::hex(v)),
+    }
+}
+
+fn match_text(v: &p4rt::MatchValue, w: u32) -> String {
+    use p4rt::MatchValue as M;
+    match v {
+        M::Exact(x) | M::Optional(x) => value_str(x, w),
+        M::Ternary { value, mask } => {
+            format!("{}&&&{}", value_str(value, w), p4rt::codec::hex(mask))
+        }
+        M::Lpm { value, prefix_len } => format!("{}/{prefix_len}", value_str(value, w)),
+        M::Range { low, high } => format!("{}..{}", value_str(low, w), value_str(high, w)),
+    }
+}
