@@ -13,6 +13,7 @@ reconnection. After the client exits, both directions are checked field by field
   * the client's request log parses with the official text format and equals the requests.
 
 Usage: interop.py CLIENT_BINARY P4INFO_TXTPB
+       interop.py --serve PORT P4INFO_TXTPB   (serve without recording, e.g. for bench_write)
 Prints one PASS/FAIL line per check and a final "N passed, N failed" line; exits 1 on failure.
 """
 import os
@@ -116,8 +117,9 @@ def entry_key(e):
 
 
 class RecordingServer(p4runtime_pb2_grpc.P4RuntimeServicer):
-    def __init__(self, info):
+    def __init__(self, info, record=True):
         self.info = info
+        self.record = record
         self.lock = threading.Lock()
         self.unary = []  # (rpc, request) in arrival order
         self.stream = []  # StreamMessageRequest in arrival order
@@ -128,6 +130,8 @@ class RecordingServer(p4runtime_pb2_grpc.P4RuntimeServicer):
         self.streams_opened = 0
 
     def _rec(self, rpc, req):
+        if not self.record:
+            return
         c = type(req)()
         c.CopyFrom(req)
         with self.lock:
@@ -307,7 +311,20 @@ LOG_TYPES = {
 }
 
 
+def serve_forever(port, p4info_path):
+    srv = RecordingServer(Info(p4info_path), record=False)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(srv, server)
+    server.add_insecure_port("127.0.0.1:%d" % port)
+    server.start()
+    print("serving on 127.0.0.1:%d" % port, flush=True)
+    server.wait_for_termination()
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve_forever(int(sys.argv[2]), sys.argv[3])
+        return
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     client, p4info_path = sys.argv[1], sys.argv[2]

@@ -477,7 +477,15 @@ impl Session {
                 .config
                 .and_then(|c| c.cookie)
                 .map(|c| c.cookie)),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(None),
+            // no pipeline installed yet (bmv2 answers FAILED_PRECONDITION)
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                Ok(None)
+            }
             Err(s) => Err(ClientError::rpc("GetForwardingPipelineConfig", s)),
         }
     }
