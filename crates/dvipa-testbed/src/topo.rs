@@ -1000,6 +1000,42 @@ impl Testbed {
         }
     }
 
+    /// The `dvipa-agent` command line for server `k` talking plaintext to a controller on the
+    /// ctl leg: `BIN --stack srvK --underlay <srvK ip> --controller http://<ctl ip>:PORT
+    /// --insecure --control-socket <log_dir>/srvK-agent.sock` (a per-server control socket:
+    /// the default path would be shared by every namespace).
+    pub fn agent_argv(&self, k: usize, binary: &str, controller_port: u16) -> Vec<String> {
+        let s = self.server(k);
+        vec![
+            binary.to_string(),
+            "--stack".into(),
+            s.name.clone(),
+            "--underlay".into(),
+            s.ip.to_string(),
+            "--controller".into(),
+            format!("http://{}:{controller_port}", self.ctl.ip),
+            "--insecure".into(),
+            "--control-socket".into(),
+            self.log_dir
+                .join(format!("{}-agent.sock", s.name))
+                .to_string_lossy()
+                .into_owned(),
+        ]
+    }
+
+    /// Start the agent of server `k` (see [`Testbed::agent_argv`]) in its namespace, logging
+    /// to `log_dir/srvK-agent.log`.
+    pub fn spawn_agent(&self, k: usize, binary: &str, controller_port: u16) -> Result<NsChild> {
+        let argv = self.agent_argv(k, binary, controller_port);
+        netns::spawn_in_logged(
+            &self.server(k).ns,
+            &argv,
+            &self
+                .log_dir
+                .join(format!("{}-agent.log", self.server(k).name)),
+        )
+    }
+
     /// Spawn `argv` in namespace `ns` with its output in `log_dir/<log_name>.log`.
     pub fn spawn_logged(&self, ns: &str, argv: &[&str], log_name: &str) -> Result<NsChild> {
         netns::spawn_in_logged(ns, argv, &self.log_dir.join(format!("{log_name}.log")))
