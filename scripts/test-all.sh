@@ -41,6 +41,11 @@ if [ -x scripts/interop-test.sh ]; then
   scripts/interop-test.sh
   record interop ok
 fi
+if [ -x topologies/smoke.sh ]; then
+  step "Mininet smoke test (small topology, embedded switch)"
+  topologies/smoke.sh
+  record "mininet smoke" ok
+fi
 if [ -x scripts/e2e-test.sh ]; then
   step "end-to-end scenario tests in network namespaces"
   scripts/e2e-test.sh
