@@ -26,6 +26,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 record clippy ok
 
 step "cargo test --workspace"
+mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/cargo-test.log | awk '{s+=$4} END {print s+0}')
 record "cargo test" "$passed passed"
