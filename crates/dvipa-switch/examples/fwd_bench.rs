@@ -32,8 +32,11 @@ const SW: &str = "dvbench-sw";
 const SINK: &str = "dvbench-sink";
 const CLIENT: [u8; 4] = [10, 0, 0, 1];
 const VIPA: [u8; 4] = [10, 0, 0, 100];
-const B0_MAC: [u8; 6] = [2, 0, 0, 0, 0xb, 0];
-const A1_MAC: [u8; 6] = [2, 0, 0, 0, 0xa, 1];
+/// MAC the clients send to (the switch's router MAC; no interface has it, so the kernel stack of
+/// the switch namespace discards the frames early, as on a real switch port).
+const SWITCH_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfe];
+/// MAC of the target server behind b0 (not b0's own, so the sink's stack discards early too).
+const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0xb, 0x99];
 
 fn sh(args: &[&str]) -> bool {
     Command::new(args[0])
@@ -154,7 +157,7 @@ fn counter(ns: &str, iface: &str, what: &str) -> u64 {
 
 fn tcp_frame(sport: u16, syn: bool) -> Vec<u8> {
     let mut v = Vec::new();
-    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0xa, 0], A1_MAC)
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0xa, 0], SWITCH_MAC)
         .ipv4(CLIENT, VIPA, 64)
         .tcp(sport, 80, 1, 64000);
     let b = if syn { b.syn() } else { b.ack(1) };
@@ -288,7 +291,7 @@ fn setup_switch(p: &Pipeline) {
         .insert(
             1,
             TargetAction::ForwardL2 {
-                dmac: B0_MAC,
+                dmac: SERVER_MAC,
                 port: 2,
             },
             m.clone(),
@@ -359,7 +362,7 @@ fn main() {
     ]);
     let bridge_frames = Arc::new(vec![{
         let mut f = tcp_frame(40000, false);
-        f[0..6].copy_from_slice(&B0_MAC);
+        f[0..6].copy_from_slice(&SERVER_MAC);
         f
     }]);
     let m = run_traffic(bridge_frames, secs, at_b0);
