@@ -2,7 +2,9 @@
 //! P4Runtime server (official bindings) and prints what this client decoded, one fact per line
 //! (`key value...`), for the Python side to compare field by field.
 //!
-//! Usage: `interop_client ADDR P4INFO_TXTPB REQUEST_LOG`
+//! Usage: `interop_client ADDR P4INFO_TXTPB REQUEST_LOG`, or
+//! `interop_client --descriptors FILE` to write the compiled `FileDescriptorSet` of the
+//! project's protos (compared with the official bindings' descriptors by the Python side).
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ fn crt(s: &Schema, sport: u16, target: u16) -> Result<p4::TableEntry, p4rt::Sche
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--descriptors" {
+        std::fs::write(&args[2], p4rt::proto::FILE_DESCRIPTOR_SET)?;
+        return Ok(());
+    }
     anyhow::ensure!(
         args.len() == 4,
         "usage: interop_client ADDR P4INFO_TXTPB REQUEST_LOG"

@@ -26,9 +26,9 @@ import threading
 from concurrent import futures
 
 import grpc
-from google.protobuf import any_pb2, text_format
+from google.protobuf import any_pb2, descriptor_pb2, text_format
 from google.rpc import code_pb2, status_pb2
-from p4.config.v1 import p4info_pb2
+from p4.config.v1 import p4info_pb2, p4types_pb2
 from p4.v1 import p4data_pb2, p4runtime_pb2 as p4r, p4runtime_pb2_grpc
 
 # The scenario both sides agree on (the Rust driver has the same constants).
@@ -321,6 +321,65 @@ def serve_forever(port, p4info_path):
     server.wait_for_termination()
 
 
+def official_files():
+    """FileDescriptorProtos of the official bindings, by file name."""
+    out = {}
+    for mod in (p4r, p4data_pb2, p4info_pb2, p4types_pb2, status_pb2, code_pb2):
+        fd = descriptor_pb2.FileDescriptorProto()
+        mod.DESCRIPTOR.CopyToProto(fd)
+        out[fd.name] = fd
+    return out
+
+
+def schema_facts(fd):
+    """Every wire-relevant fact of a file: package, dependencies, messages (fields with number,
+    type, label, type name, oneof, proto3-optional, deprecated; nested types; enums), enums,
+    services. Comments and options other than `deprecated` are not facts of the wire format."""
+    facts = {"package": fd.package, "deps": sorted(fd.dependency), "syntax": fd.syntax or "proto2"}
+
+    def enum(e, prefix):
+        return {prefix + e.name: [(v.name, v.number) for v in e.value]}
+
+    def msg(m, prefix):
+        name = prefix + m.name
+        d = {name: {
+            "fields": sorted((f.name, f.number, f.type, f.label, f.type_name,
+                              m.oneof_decl[f.oneof_index].name if f.HasField("oneof_index") else "",
+                              f.proto3_optional, f.options.deprecated) for f in m.field),
+            "map_entry": m.options.map_entry,
+            "reserved": sorted((r.start, r.end) for r in m.reserved_range),
+        }}
+        for n in m.nested_type:
+            d.update(msg(n, name + "."))
+        for e in m.enum_type:
+            d.update(enum(e, name + "."))
+        return d
+
+    for m in fd.message_type:
+        facts.update(msg(m, ""))
+    for e in fd.enum_type:
+        facts.update(enum(e, ""))
+    for s in fd.service:
+        facts["service " + s.name] = sorted((x.name, x.input_type, x.output_type, x.client_streaming,
+                                             x.server_streaming) for x in s.method)
+    return facts
+
+
+def check_descriptors(c, client):
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        subprocess.run([client, "--descriptors", f.name], check=True, timeout=30)
+        fds = descriptor_pb2.FileDescriptorSet.FromString(open(f.name, "rb").read())
+    ours = {fd.name: fd for fd in fds.file}
+    for name, official in sorted(official_files().items()):
+        if name not in ours:
+            c.eq("descriptor %s present" % name, False, True)
+            continue
+        a, b = schema_facts(ours[name]), schema_facts(official)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        c.eq("descriptor %s: %d definitions identical to the official bindings" % (name, len(b)),
+             [(k, a.get(k), b.get(k)) for k in diff], [])
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         serve_forever(int(sys.argv[2]), sys.argv[3])
@@ -352,6 +411,7 @@ def main():
         out[key] = rest
 
     c = Checks()
+    check_descriptors(c, client)
     c.eq("client exit status", proc.returncode, 0)
     election = p4r.Uint128(high=ELECTION[0], low=ELECTION[1])
 
