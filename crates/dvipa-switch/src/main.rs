@@ -131,23 +131,33 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the P4Runtime server to {addr}"))?;
         info!(%addr, device_id = cli.device_id, "P4Runtime server listening");
-        let shutdown = async {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server.service())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                ),
+        );
+        {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+            let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
             tokio::select! {
-                _ = term.recv() => info!("SIGTERM"),
-                _ = int.recv() => info!("SIGINT"),
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
             }
-        };
-        tonic::transport::Server::builder()
-            .add_service(server.service())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            )
-            .await
-            .context("P4Runtime server")?;
+        }
+        let _ = stop_tx.send(());
+        // Controllers may keep their StreamChannel open: give the server a moment, then go on.
+        match tokio::time::timeout(std::time::Duration::from_secs(1), serve).await {
+            Ok(Ok(r)) => r.context("P4Runtime server")?,
+            Ok(Err(e)) => warn!(error = %e, "P4Runtime server task"),
+            Err(_) => info!("closing the controller streams still open"),
+        }
         stop.store(true, Ordering::Relaxed);
         let _ = dp.join();
         let s = &pipeline.stats;

@@ -272,6 +272,7 @@ fn binary_forwards_real_frames_in_a_netns() {
     let schema = Schema::from_file(info_path).unwrap();
     let ids = Ids { schema };
     let th_name = name.clone();
+    let pid = ns.switch.as_ref().unwrap().id() as i32;
     let result = std::thread::spawn(move || {
         setns(&th_name);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -387,13 +388,23 @@ fn binary_forwards_real_frames_in_a_netns() {
                 Some(p4::stream_message_response::Update::Digest(d)) => assert_eq!(d.data.len(), 1),
                 m => panic!("expected a digest, got {m:?}"),
             }
+            // SIGTERM while this controller's stream is still open: the switch closes it and exits.
+            // SAFETY: signalling the switch process this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let end = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Ok(Some(_)) = stream.message().await {}
+            })
+            .await;
+            assert!(end.is_ok(), "stream still open 5 s after SIGTERM");
         });
     })
     .join();
-    // Graceful shutdown on SIGTERM.
+    // Graceful shutdown on SIGTERM (sent by the client thread, or here if it failed early).
     let child = ns.switch.as_mut().unwrap();
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    if result.is_err() {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
     let end = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
