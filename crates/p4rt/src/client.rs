@@ -190,6 +190,28 @@ impl ClientConfig {
         }
     }
 
+    /// Logs requests to `dir/p4rt-<addr>-dev<device_id>.log` (one file per switch).
+    pub fn log_to_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        let addr: String = self
+            .addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.request_log = Some(
+            dir.as_ref()
+                .join(format!("p4rt-{addr}-dev{}.log", self.device_id)),
+        );
+        self
+    }
+
     fn validate(&self) -> Result<(), ClientError> {
         if self.election_id == 0 {
             return Err(ClientError::Config(

@@ -372,6 +372,31 @@ async fn reconnects_and_rearbitrates_after_server_restart() {
 }
 
 #[tokio::test]
+async fn request_log_has_one_text_entry_per_request() {
+    let srv = serve(Mock::default(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(srv.addr, 4).log_to_dir(dir.path());
+    let path = c.request_log.clone().unwrap();
+    assert!(path.to_string_lossy().ends_with("-dev1.log"), "{path:?}");
+    let (s, _q) = Session::connect(c).await.unwrap();
+    s.write(vec![insert(entry(42))]).await.unwrap();
+    s.read_all(vec![p4rt::entity::all_tables()]).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rpcs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| l.split_once("] ").unwrap().1)
+        .collect();
+    assert_eq!(rpcs, ["StreamChannel", "Write", "Read"], "{text}");
+    assert!(text.contains("election_id"), "{text}");
+    assert!(text.contains("low: 4"), "{text}");
+    assert!(
+        text.contains("value: \"*\""),
+        "exact value 42 = '*': {text}"
+    );
+}
+
+#[tokio::test]
 async fn bad_config_and_unreachable_device_are_errors() {
     let e = Session::connect(cfg("127.0.0.1:9".parse().unwrap(), 0))
         .await
