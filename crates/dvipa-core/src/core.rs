@@ -53,8 +53,9 @@ pub enum Origin {
 const F_CONFIRMED: u8 = 1;
 const F_SERVER_ORIG: u8 = 2;
 
-/// One CRT row (kept small: the CRT can hold 65,536 connections per switch).
+/// One CRT row (packed to 10 bytes: the CRT can hold 65,536 connections per switch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed)]
 pub struct CrtEntry {
     /// Target id.
     pub target: u16,
@@ -829,7 +830,7 @@ impl Core {
                 .map(|t| (t, "lease_expired"))
                 .or(Some((Time(0), "never_attached")));
         }
-        match svc.dpt.get(&e.target) {
+        match svc.dpt.get(&{ e.target }) {
             Some(d) if self.ready(e.target, d) => {
                 if svc.active && !svc.candidates.iter().any(|c| c.0 == e.target) {
                     Some((Time(0), "not_candidate_of_current_owner"))
@@ -1169,8 +1170,11 @@ impl Core {
     }
 
     fn mark_conn_dirty(&mut self, k: ConnKey) {
+        // Switches that are not up get everything marked when their tables are read.
         for sw in &mut self.switches {
-            sw.crt_dirty.insert(k);
+            if sw.live == SwitchLiveness::Up {
+                sw.crt_dirty.insert(k);
+            }
         }
     }
 
@@ -1209,7 +1213,7 @@ impl Core {
     }
 
     fn unaccount(&mut self, e: &CrtEntry) {
-        if let Some(d) = self.services[e.service as usize].dpt.get_mut(&e.target) {
+        if let Some(d) = self.services[e.service as usize].dpt.get_mut(&{ e.target }) {
             d.active_conns = d.active_conns.saturating_sub(1);
         }
     }
@@ -1570,6 +1574,9 @@ impl Core {
         let sw = &mut self.switches[si];
         for k in clean {
             sw.crt_dirty.remove(&k);
+        }
+        if sw.crt_dirty.is_empty() && sw.crt_dirty.capacity() > 1024 {
+            sw.crt_dirty.shrink_to(0);
         }
         if let Some(mut p) = phases.into_iter().find(|p| !p.is_empty()) {
             p.sort_by_key(|u| u.key);

@@ -29,7 +29,9 @@ pub const TCP: Proto = 6;
 pub const UDP: Proto = 17;
 
 /// A connection's 5-tuple as the switch sees inbound packets (client → DVIPA).
+/// Packed to 13 bytes: the CRT holds up to 65,536 of them per switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, packed)]
 pub struct ConnKey {
     /// Client address.
     pub src: u32,
@@ -75,9 +77,9 @@ impl fmt::Display for ConnKey {
             f,
             "{p} {}:{} -> {}:{}",
             self.client(),
-            self.sport,
+            { self.sport },
             self.dvipa(),
-            self.dport
+            { self.dport }
         )
     }
 }
