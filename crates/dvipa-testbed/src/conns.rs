@@ -660,6 +660,35 @@ impl ConnsRun {
         }
     }
 
+    /// Wait until every live connection has received echoed data after `since` (e.g. the
+    /// instant a switch was killed) and return how long after `since` that was: the time until
+    /// all connections recovered. Connections that die meanwhile stop counting. Errors after
+    /// `timeout` with the number still waiting.
+    pub fn wait_all_progress_since(&self, since: Instant, timeout: Duration) -> Result<Duration> {
+        let sh = &self.shared;
+        let since_ms = since.saturating_duration_since(sh.start).as_millis() as u64;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let waiting = sh
+                .slots
+                .iter()
+                .filter(|s| {
+                    ConnState::from_u8(s.state.load(Ordering::Relaxed)) == ConnState::Alive
+                        && s.last_progress.load(Ordering::Relaxed) <= since_ms
+                })
+                .count();
+            if waiting == 0 {
+                return Ok(since.elapsed());
+            }
+            if Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "{waiting} live connections made no progress within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// End now (connections closed with FIN) and return the report.
     pub fn stop(mut self) -> Result<Report> {
         let _ = self.stop.send(true);
