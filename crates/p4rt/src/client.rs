@@ -163,6 +163,9 @@ pub struct ClientConfig {
     pub backoff_initial: Duration,
     /// Maximum reconnect delay.
     pub backoff_max: Duration,
+    /// HTTP/2 keep-alive ping interval, so a device that vanishes without closing the
+    /// connection is noticed (the stream fails and the session reconnects); `None` = off.
+    pub keepalive: Option<Duration>,
     /// Capacity of each stream dispatch queue.
     pub queue_capacity: usize,
     /// NOT_FOUND on DELETE counts as success when false (non-strict mode).
@@ -172,8 +175,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `addr` and `device_id`: default role, election id 1, 5 s timeouts,
-    /// 100 ms..5 s backoff, queues of 1024, non-strict deletes, no request log.
+    /// Defaults for `addr` and `device_id`: default role, election id 1, 5 s connect timeout,
+    /// 30 s RPC timeout, 100 ms..5 s backoff, 10 s keep-alive, queues of 1024, non-strict
+    /// deletes, no request log.
     pub fn new(addr: impl Into<String>, device_id: u64) -> Self {
         ClientConfig {
             addr: addr.into(),
@@ -184,6 +188,7 @@ impl ClientConfig {
             rpc_timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            keepalive: Some(Duration::from_secs(10)),
             queue_capacity: 1024,
             strict_delete: false,
             request_log: None,
@@ -365,10 +370,16 @@ impl Session {
     /// Connects, opens the stream, arbitrates, and waits for the first arbitration answer.
     pub async fn connect(cfg: ClientConfig) -> Result<(Session, StreamQueues), ClientError> {
         cfg.validate()?;
-        let endpoint = Endpoint::from_shared(cfg.uri())
+        let mut endpoint = Endpoint::from_shared(cfg.uri())
             .map_err(|e| ClientError::Config(format!("address {:?}: {e}", cfg.addr)))?
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(k) = cfg.keepalive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(k)
+                .keep_alive_timeout(k)
+                .keep_alive_while_idle(true);
+        }
         let channel = endpoint
             .connect()
             .await
