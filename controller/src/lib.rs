@@ -17,12 +17,14 @@
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands and table/JSON rendering.
+//! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;
 pub mod advertise;
 pub mod agent;
 pub mod cli;
 pub mod controller;
+pub mod demo;
 pub mod error;
 pub mod metrics_export;
 pub mod p4names;

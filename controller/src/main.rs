@@ -29,7 +29,7 @@ enum Cmd {
     /// Run the controller.
     Controller(ControllerArgs),
     /// Run the demo cluster on the embedded switch.
-    Demo,
+    Demo(dvipa::demo::Args),
     /// Validate the TOML configuration and the switches' profiles; print the effective VIPA list.
     CheckConfig(check_config::Args),
     #[command(flatten)]
@@ -68,10 +68,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Demo => {
-            println!("dvipa demo: the namespace cluster is not built yet (see issue 7)");
-            Ok(())
-        }
+        Cmd::Demo(a) => dvipa::demo::run(a),
         Cmd::CheckConfig(args) => {
             let format = match cli.common.output {
                 cli::Output::Json => check_config::Format::Json,
