@@ -412,11 +412,12 @@ fn main() {
         let busy = dp.join().unwrap();
         let s = &pipeline.stats;
         println!(
-            "{name}: offered {:>9.0} pps, delivered {:>9.0} pps (data-path CPU {:.0}%, switch rx {}, forwarded {}, digests {})",
+            "{name}: offered {:>9.0} pps, delivered {:>9.0} pps (data-path CPU {:.0}%, switch rx {}, ring drops {}, forwarded {}, digests {})",
             m.offered,
             m.delivered,
             busy * 100.0,
             stats.rx.load(Ordering::Relaxed),
+            stats.rx_ring_drops.load(Ordering::Relaxed),
             s.forwarded.load(Ordering::Relaxed),
             s.digests.load(Ordering::Relaxed),
         );

@@ -20,6 +20,7 @@ use crate::server::DigestSink;
 
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_VERSION: libc::c_int = 10;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
@@ -31,7 +32,7 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 
 const BLOCK_SIZE: u32 = 1 << 18;
-const BLOCK_NR: u32 = 16;
+const BLOCK_NR: u32 = 64;
 const FRAME_SIZE: u32 = 2048;
 /// Frames per `sendmmsg`.
 const TX_BATCH: usize = 64;
@@ -214,6 +215,24 @@ impl Port {
         Ok(port)
     }
 
+    /// Frames the kernel dropped because the RX ring was full since the last call.
+    pub fn take_ring_drops(&self) -> u64 {
+        // tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
+        let mut st = [0u32; 3];
+        let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+        // SAFETY: st is a writable buffer of len bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                st.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r < 0 { 0 } else { u64::from(st[1]) }
+    }
+
     fn block(&self, i: u32) -> *mut u8 {
         // SAFETY: i < BLOCK_NR, inside the mapping.
         unsafe { self.ring.add((i * BLOCK_SIZE) as usize) }
@@ -335,6 +354,8 @@ pub struct IoStats {
     pub tx_no_port: std::sync::atomic::AtomicU64,
     /// Failed sends.
     pub tx_errors: std::sync::atomic::AtomicU64,
+    /// Frames the kernel dropped because an RX ring was full (the data path fell behind).
+    pub rx_ring_drops: std::sync::atomic::AtomicU64,
 }
 
 /// Runs the data path over `ports` until `stop` is set. Frames are processed only while `enabled`
@@ -366,7 +387,13 @@ pub fn run(
     let mut out = Output::default();
     out.frame.reserve(MAX_FRAME);
     let mut tx_errors = 0u64;
+    let mut last_stats = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
+            last_stats = std::time::Instant::now();
+            let d: u64 = ports.iter().map(|p| p.take_ring_drops()).sum();
+            stats.rx_ring_drops.fetch_add(d, Ordering::Relaxed);
+        }
         let mut any = false;
         for port in ports.iter_mut() {
             while port.ready() {
@@ -423,5 +450,7 @@ pub fn run(
             unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
         }
     }
+    let d: u64 = ports.iter().map(|p| p.take_ring_drops()).sum();
+    stats.rx_ring_drops.fetch_add(d, Ordering::Relaxed);
     info!("data path stopped");
 }

@@ -164,6 +164,9 @@ fn main() -> anyhow::Result<()> {
         info!(
             rx = stats.rx.load(Ordering::Relaxed),
             tx = stats.tx.load(Ordering::Relaxed),
+            rx_ring_drops = stats.rx_ring_drops.load(Ordering::Relaxed),
+            tx_errors = stats.tx_errors.load(Ordering::Relaxed),
+            parser_drops = s.drop_parser.load(Ordering::Relaxed),
             forwarded = s.forwarded.load(Ordering::Relaxed),
             digests = s.digests.load(Ordering::Relaxed),
             "shut down"
