@@ -14,7 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 if [ -f requirements-test.txt ]; then
-  if [ ! -x .venv/bin/python ]; then
+  # A venv left half-made (e.g. an interrupted run) has no pip: make it again.
+  if [ ! -x .venv/bin/pip ]; then
+    rm -rf .venv
     python3 -m venv .venv
   fi
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
