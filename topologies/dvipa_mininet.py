@@ -64,7 +64,8 @@ class P4RuntimeSwitch(Switch):
     """A P4Runtime software switch process (bmv2 simple_switch_grpc or dvipa-switch)."""
 
     def __init__(self, name, sw_path="dvipa-switch", grpc_port=9559, thrift_port=None,
-                 device_id=0, log_dir="/tmp", extra_args=(), **kwargs):
+                 device_id=0, log_dir="/tmp", json_path=None, log_console=False,
+                 extra_args=(), **kwargs):
         kwargs.setdefault("dpid", "%016x" % (device_id + 1))
         Switch.__init__(self, name, **kwargs)
         self.sw_path = sw_path
@@ -72,6 +73,8 @@ class P4RuntimeSwitch(Switch):
         self.thrift_port = thrift_port
         self.device_id = device_id
         self.log_dir = log_dir
+        self.json_path = json_path
+        self.log_console = log_console
         self.extra_args = list(extra_args)
         self.proc = None
         self.log_path = os.path.join(log_dir, "%s.log" % name)
@@ -81,11 +84,14 @@ class P4RuntimeSwitch(Switch):
                       if port > 0 and intf.name != "lo")
 
     def argv(self):
-        v = [self.sw_path, "--no-p4", "--device-id", str(self.device_id)]
+        # a program at start (json_path), or none: the controller pushes P4Info + JSON
+        v = [self.sw_path, self.json_path or "--no-p4", "--device-id", str(self.device_id)]
         for port, ifname in self.port_list():
             v += ["-i", "%d@%s" % (port, ifname)]
         if self.thrift_port is not None:
             v += ["--thrift-port", str(self.thrift_port)]
+        if self.log_console:
+            v += ["--log-console"]
         v += self.extra_args
         v += ["--", "--grpc-server-addr", "127.0.0.1:%d" % self.grpc_port]
         return v
