@@ -92,7 +92,11 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
         .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let addr = grpc_addr(&cli)?;
     if cli.config.is_some() {
         info!("ignoring the JSON config argument: the dvipa pipeline is built in");

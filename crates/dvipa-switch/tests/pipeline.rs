@@ -644,3 +644,45 @@ mod robustness {
         }
     }
 }
+
+/// At debug level every packet is traced table by table (like bmv2's --log-console).
+#[test]
+fn debug_trace_names_table_hits_and_misses() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let b2 = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || b2.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, || {
+        let mut sw = Sw::with_service(0);
+        sw.send(&tcp_frame(CLIENT, 12345, VIPA, 80, Tcp::Syn, 64));
+        sw.send(&udp_frame(CLIENT, 1, [8, 8, 8, 8], 2, 10));
+    });
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    for needle in [
+        "dvipa hit",
+        "crt miss, dpt hit, digest",
+        "slot=162",
+        "target_id=2",
+        "dvipa miss",
+        "ipv4_route miss",
+        "verdict=Drop(RouteDrop",
+        "verdict=Forward(3)",
+    ] {
+        assert!(log.contains(needle), "{needle:?} not in trace:\n{log}");
+    }
+}
