@@ -165,10 +165,10 @@ pub fn vcrt(core: &Core) -> pb::AdminTable {
         .map(|(k, e)| {
             vec![
                 k.dvipa().to_string(),
-                k.dport.to_string(),
+                { k.dport }.to_string(),
                 proto_name(k.proto),
                 k.client().to_string(),
-                k.sport.to_string(),
+                { k.sport }.to_string(),
                 core.stack_name(e.target).unwrap_or("?").into(),
                 match e.origin {
                     Origin::SynDigest => "SYN",

@@ -1,0 +1,677 @@
+//! Controller + embedded switch (in-process P4Runtime server on loopback, frames injected
+//! through its in-process port API) + simulated agents (tonic clients over mTLS), exercised
+//! through the admin API and the CLI's client functions.
+
+use dvipa::advertise::RecordingAdvertiser;
+use dvipa::cli::{self, Common, OpCmd, Output, Reply};
+use dvipa::controller::{self, Controller, Options};
+use dvipa_proto::v1 as pb;
+use dvipa_proto::v1::server_stack_client::ServerStackClient;
+use dvipa_switch::server::SwitchServer;
+use dvipa_switch::tables::DptKey;
+use dvipa_switch::{Pipeline, Verdict};
+use dvipa_tls::testing::TestCa;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+const DVIPA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+/// Switch port of each stack (L2 direct server return).
+const PORT_MVS1: u16 = 2;
+const PORT_MVS2: u16 = 3;
+
+const PROFILE: &str = "\
+VIPADYNAMIC
+  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
+  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1, 10.0.0.2
+ENDVIPADYNAMIC
+";
+
+fn toml(p4rt: &str, dir: &Path) -> String {
+    let p4info = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
+    );
+    format!(
+        r#"
+controller_id = "test"
+p4info = "{p4info}"
+device_config = "{dir}/device.json"
+agent = {{ listen = "127.0.0.1:0" }}
+tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem" }}
+timers = {{ heartbeat_ms = 200, lease_ms = 5000, idle_timeout_ms = 600000, liveness_ms = 500 }}
+
+[[switch]]
+name = "SW1"
+p4runtime = "{p4rt}"
+device_id = 0
+election_id = 10
+profile = "sw1.profile"
+routes = [{{ prefix = "0.0.0.0/0", port = 1, dmac = "02:00:00:00:fe:01", smac = "02:00:00:00:01:01" }}]
+
+[[stack]]
+name = "MVS1"
+underlay = "10.0.0.1"
+mac = "02:00:00:00:00:01"
+ports = {{ SW1 = {PORT_MVS1} }}
+
+[[stack]]
+name = "MVS2"
+underlay = "10.0.0.2"
+mac = "02:00:00:00:00:02"
+ports = {{ SW1 = {PORT_MVS2} }}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Ethernet + IPv4 + TCP (no options, no payload); checksums are not checked by the switch.
+fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
+    let ip = [0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+
+struct Agent {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    rx: tonic::Streaming<pb::ControllerMessage>,
+    seq: u64,
+    hb: tokio::task::JoinHandle<()>,
+}
+
+async fn channel(addr: std::net::SocketAddr, bundle: &dvipa_tls::PemBundle) -> Channel {
+    let tls = dvipa_tls::client_tls_config(bundle, Some("localhost")).unwrap();
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Opens Attach and sends Hello; returns the stream or the refusal status.
+async fn attach(
+    addr: std::net::SocketAddr,
+    bundle: &dvipa_tls::PemBundle,
+    stack: &str,
+    underlay: Ipv4Addr,
+) -> Result<Agent, tonic::Status> {
+    let ch = channel(addr, bundle).await;
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(pb::AgentMessage {
+        seq: 1,
+        msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
+            stack: stack.into(),
+            underlay_addr: u32::from(underlay),
+            agent_version: "test".into(),
+            epoch: 7,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut rx = ServerStackClient::new(ch)
+        .attach(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    // Welcome, then the VIPA list.
+    let w = rx.message().await?.expect("welcome");
+    assert!(
+        matches!(w.msg, Some(pb::controller_message::Msg::Welcome(_))),
+        "{w:?}"
+    );
+    let hbtx = tx.clone();
+    let hb = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let m = pb::AgentMessage {
+                seq: 0,
+                msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                    weight: 0,
+                })),
+            };
+            if hbtx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Agent { tx, rx, seq: 1, hb })
+}
+
+impl Agent {
+    /// Sends one Report and returns the Ack's errors (other messages are skipped).
+    async fn report(&mut self, r: pb::Report) -> Vec<pb::ItemError> {
+        self.seq += 1;
+        let seq = self.seq;
+        self.tx
+            .send(pb::AgentMessage {
+                seq,
+                msg: Some(pb::agent_message::Msg::Report(r)),
+            })
+            .await
+            .unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+                .await
+                .expect("ack in time")
+                .unwrap()
+                .expect("stream open");
+            if let Some(pb::controller_message::Msg::Ack(a)) = m.msg
+                && a.seq == seq
+            {
+                return a.errors;
+            }
+        }
+    }
+
+    /// The next VIPA list on the stream.
+    async fn vipa_list(&mut self) -> pb::VipaList {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), self.rx.message())
+                .await
+                .expect("vipa list in time")
+                .unwrap()
+                .expect("stream open");
+            if let Some(pb::controller_message::Msg::VipaList(l)) = m.msg {
+                return l;
+            }
+        }
+    }
+}
+
+fn listen(listening: bool) -> pb::Report {
+    pb::Report {
+        srvstat: vec![pb::SrvStat {
+            dvipa: u32::from(DVIPA),
+            port: 60,
+            protocol: 6,
+            listening,
+            weight: 0,
+            draining: false,
+        }],
+        ..Default::default()
+    }
+}
+
+fn conn(client: Ipv4Addr, cport: u16, server_originated: bool) -> pb::Conn {
+    pb::Conn {
+        client_addr: u32::from(client),
+        client_port: u32::from(cport),
+        dvipa: u32::from(DVIPA),
+        dvipa_port: 60,
+        protocol: 6,
+        server_originated,
+    }
+}
+
+async fn op(admin: std::net::SocketAddr, cmd: OpCmd) -> Result<Reply, cli::CliError> {
+    let c = Common {
+        admin: format!("http://{admin}"),
+        output: Output::Table,
+    };
+    cli::run(&c, &cmd).await
+}
+
+async fn table(admin: std::net::SocketAddr, cmd: OpCmd) -> pb::AdminTable {
+    match op(admin, cmd).await.unwrap() {
+        Reply::Table(t) => t,
+        other => panic!("not a table: {other:?}"),
+    }
+}
+
+fn col(t: &pb::AdminTable, name: &str) -> usize {
+    t.columns
+        .iter()
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", t.columns))
+}
+
+async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let t = table(admin, OpCmd::Counters).await;
+    t.rows
+        .iter()
+        .find(|r| r.cells[1] == name)
+        .map(|r| r.cells[2].parse().unwrap())
+        .unwrap_or(0)
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_switch_and_agents_in_process() {
+    // --- embedded switch on loopback -----------------------------------------------------
+    let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sw_addr = l.local_addr().unwrap();
+    let svc = sw.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+            .await
+            .unwrap();
+    });
+
+    // --- configuration and TLS material --------------------------------------------------
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("dvipa test CA").unwrap();
+    ca.server_bundle(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "ctl")
+        .unwrap();
+    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let cfg = dir.path().join("dvipa.toml");
+    std::fs::write(&cfg, toml(&sw_addr.to_string(), dir.path())).unwrap();
+
+    // Plaintext is refused unless asked for, and --insecure is refused with [tls].
+    let loaded = controller::load(&cfg).unwrap();
+    let opts = Options {
+        insecure: true,
+        resync: Duration::from_secs(3600),
+        metrics: false,
+        ..Options::default()
+    };
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let err = Controller::start(
+        loaded,
+        opts.clone(),
+        bind().await,
+        bind().await,
+        Arc::new(RecordingAdvertiser::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("--insecure"), "{err}");
+
+    let adv = RecordingAdvertiser::default();
+    let ctl = Controller::start(
+        controller::load(&cfg).unwrap(),
+        Options {
+            insecure: false,
+            ..opts
+        },
+        bind().await,
+        bind().await,
+        Arc::new(adv.clone()),
+    )
+    .await
+    .unwrap();
+    let (agent_addr, admin) = (ctl.agent_addr(), ctl.admin_addr());
+
+    // --- the switch comes up: pipeline, routes and targets are written -------------------
+    eventually("switch up in vipadyn", || async {
+        let t = table(
+            admin,
+            OpCmd::Netstat {
+                report: cli::Report::Vipadyn,
+            },
+        )
+        .await;
+        t.rows
+            .iter()
+            .any(|r| r.cells[col(&t, "SWITCHSTATE")] == "UP")
+    })
+    .await;
+    assert!(sw.has_program());
+    eventually("target entries on the switch", || async {
+        sw.pipeline().tables().target.len() == 2
+    })
+    .await;
+
+    // --- agents: bad ones are refused and counted ----------------------------------------
+    let other_ca = TestCa::new("someone else").unwrap();
+    // Trusts the controller, but presents a certificate of another CA.
+    let mut foreign = other_ca.client_bundle("MVS1").unwrap();
+    foreign.ca_pem = ca.ca_pem().to_string();
+    let ch = Endpoint::from_shared(format!("https://{agent_addr}"))
+        .unwrap()
+        .tls_config(dvipa_tls::client_tls_config(&foreign, Some("localhost")).unwrap())
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = ch {
+        let (_tx, rx) = mpsc::channel::<pb::AgentMessage>(1);
+        assert!(
+            ServerStackClient::new(ch)
+                .attach(ReceiverStream::new(rx))
+                .await
+                .is_err()
+        );
+    }
+    eventually("foreign certificate refused by TLS", || async {
+        counter(admin, "refused_bad_cert").await >= 1
+    })
+    .await;
+
+    let unknown = attach(
+        agent_addr,
+        &ca.client_bundle("MVS9").unwrap(),
+        "MVS9",
+        Ipv4Addr::new(10, 0, 0, 9),
+    )
+    .await
+    .err()
+    .expect("unknown stack refused");
+    assert_eq!(unknown.code(), tonic::Code::PermissionDenied, "{unknown:?}");
+    let spoof = attach(
+        agent_addr,
+        &ca.client_bundle("MVS2").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 1),
+    )
+    .await
+    .err()
+    .expect("certificate of another stack refused");
+    assert_eq!(spoof.code(), tonic::Code::PermissionDenied);
+    assert!(spoof.message().contains("MVS2"), "{}", spoof.message());
+    assert_eq!(counter(admin, "rejected_unknown_stack").await, 1);
+    assert_eq!(counter(admin, "rejected_cert_name_mismatch").await, 1);
+
+    // --- SRVSTAT from both stacks: targets in the DPT and the slots -----------------------
+    let mut a1 = attach(
+        agent_addr,
+        &ca.client_bundle("MVS1").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 1),
+    )
+    .await
+    .unwrap();
+    let l1 = a1.vipa_list().await;
+    assert_eq!(l1.vipas.len(), 1);
+    assert_eq!(l1.vipas[0].dvipa, u32::from(DVIPA));
+    assert_eq!(l1.vipas[0].owner, "SW1");
+    let mut a2 = attach(
+        agent_addr,
+        &ca.client_bundle("MVS2").unwrap(),
+        "MVS2",
+        Ipv4Addr::new(10, 0, 0, 2),
+    )
+    .await
+    .unwrap();
+    assert!(a1.report(listen(true)).await.is_empty());
+    assert!(a2.report(listen(true)).await.is_empty());
+    // A SRVSTAT for a DVIPA that does not exist gets a per-item error, not a crash.
+    let mut bad = listen(true);
+    bad.srvstat[0].dvipa = u32::from(Ipv4Addr::new(192, 0, 2, 1));
+    let errs = a1.report(bad).await;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+
+    eventually("256 dpt entries on the switch", || async {
+        sw.pipeline().tables().dpt.len() == 256
+    })
+    .await;
+    let vdpt = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vdpt,
+        },
+    )
+    .await;
+    assert_eq!(vdpt.rows.len(), 2, "{}", cli::render_text(&vdpt));
+    let mut slots = 0;
+    for r in &vdpt.rows {
+        assert_eq!(r.cells[col(&vdpt, "DVIPA")], DVIPA.to_string());
+        assert_eq!(r.cells[col(&vdpt, "PORT")], "60");
+        assert_eq!(r.cells[col(&vdpt, "RDY")], "Y");
+        let n: usize = r.cells[col(&vdpt, "SLOTS")].parse().unwrap();
+        assert!((127..=129).contains(&n), "{}", cli::render_text(&vdpt));
+        slots += n;
+    }
+    assert_eq!(slots, 256);
+    let text = cli::render_text(&vdpt);
+    assert!(text.contains("MVS1") && text.contains("10.0.0.2"), "{text}");
+    let dump = table(
+        admin,
+        OpCmd::Table {
+            cmd: cli::TableCmd::Dump {
+                table: "dpt".into(),
+                switch: "SW1".into(),
+            },
+        },
+    )
+    .await;
+    assert_eq!(dump.rows.len(), 256);
+    assert!(
+        cli::render_json(&dump)["rows"][0]["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("IngressImpl.to_target(")
+    );
+
+    // --- a SYN makes a digest, the controller pins it in the CRT, the digest is acked ----
+    let syn = tcp_frame(CLIENT, 40000, DVIPA, 60, SYN);
+    let (v, _) = sw.inject(1, &syn);
+    let Verdict::Forward(first_port) = v else {
+        panic!("SYN not forwarded: {v:?}")
+    };
+    assert!(first_port == PORT_MVS1 || first_port == PORT_MVS2);
+    let pinned_to = if first_port == PORT_MVS1 {
+        "MVS1"
+    } else {
+        "MVS2"
+    };
+    eventually("CRT entry on the switch", || async {
+        sw.pipeline().tables().crt.len() == 1
+    })
+    .await;
+    eventually("digest acked after the write", || async {
+        counter(admin, "switch_digest_acked").await >= 1
+    })
+    .await;
+    let vcrt = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vcrt,
+        },
+    )
+    .await;
+    assert_eq!(vcrt.rows.len(), 1);
+    let r = &vcrt.rows[0].cells;
+    assert_eq!(r[col(&vcrt, "CLIENT")], CLIENT.to_string());
+    assert_eq!(r[col(&vcrt, "CLIENTPORT")], "40000");
+    assert_eq!(r[col(&vcrt, "TARGET")], pinned_to);
+    assert_eq!(r[col(&vcrt, "ORIGIN")], "SYN");
+
+    // --- the pinned stack stops listening: every slot moves to the other one, but the ----
+    // --- connection's later packets still follow its CRT entry ---------------------------
+    let (pinned_agent, other_port) = if pinned_to == "MVS1" {
+        (&mut a1, PORT_MVS2)
+    } else {
+        (&mut a2, PORT_MVS1)
+    };
+    assert!(pinned_agent.report(listen(false)).await.is_empty());
+    eventually("all slots on the other target", || async {
+        let t = sw.pipeline().tables();
+        (0..256u16).all(|slot| {
+            t.dpt
+                .get(&DptKey {
+                    service_id: 0,
+                    slot,
+                })
+                .is_some()
+        }) && {
+            let (v, _) = sw.inject(1, &tcp_frame(CLIENT, 40001, DVIPA, 60, SYN));
+            v == Verdict::Forward(other_port)
+        }
+    })
+    .await;
+    let (v, _) = sw.inject(1, &tcp_frame(CLIENT, 40000, DVIPA, 60, ACK));
+    assert_eq!(
+        v,
+        Verdict::Forward(first_port),
+        "pinned connection left its server"
+    );
+    // A CRT hit makes no digest; a non-SYN that misses the CRT makes a NOT_SYN digest, which
+    // the controller counts and does not pin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(counter(admin, "digest_not_syn_unpinned").await, 0);
+    let (v, _) = sw.inject(1, &tcp_frame(CLIENT, 40077, DVIPA, 60, ACK));
+    assert_eq!(v, Verdict::Forward(other_port));
+    eventually("NOT_SYN digest counted", || async {
+        counter(admin, "digest_not_syn_unpinned").await == 1
+    })
+    .await;
+    assert!(
+        !sw.pipeline()
+            .tables()
+            .crt
+            .iter()
+            .any(|(k, _)| k.sport == 40077),
+        "a mid-connection packet must not be pinned by guess"
+    );
+
+    // --- TERMCONN removes the connection from the switch ----------------------------------
+    let errs = pinned_agent
+        .report(pb::Report {
+            termconn: vec![conn(CLIENT, 40000, false)],
+            ..Default::default()
+        })
+        .await;
+    assert!(errs.is_empty(), "{errs:?}");
+    eventually("CRT entry 40000 gone", || async {
+        !sw.pipeline()
+            .tables()
+            .crt
+            .iter()
+            .any(|(k, _)| k.sport == 40000)
+    })
+    .await;
+
+    // --- NEWCONN pins a server-originated connection --------------------------------------
+    let remote = Ipv4Addr::new(192, 0, 2, 55);
+    let errs = a2
+        .report(pb::Report {
+            newconn: vec![conn(remote, 5555, true)],
+            ..Default::default()
+        })
+        .await;
+    assert!(errs.is_empty(), "{errs:?}");
+    eventually("server-originated connection on the switch", || async {
+        sw.pipeline()
+            .tables()
+            .crt
+            .iter()
+            .any(|(k, _)| k.sport == 5555)
+    })
+    .await;
+    // The remote's answer (SYN-ACK) goes back to MVS2, whatever the slots say.
+    let (v, _) = sw.inject(1, &tcp_frame(remote, 5555, DVIPA, 60, SYN_ACK));
+    assert_eq!(v, Verdict::Forward(PORT_MVS2));
+    let vcrt = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vcrt,
+        },
+    )
+    .await;
+    let row = vcrt
+        .rows
+        .iter()
+        .find(|r| r.cells[col(&vcrt, "CLIENTPORT")] == "5555")
+        .expect("NEWCONN in vcrt");
+    assert_eq!(row.cells[col(&vcrt, "ORIGIN")], "NEWCONN");
+    assert_eq!(row.cells[col(&vcrt, "SERVERORIG")], "Y");
+
+    // --- diff: an entry deleted behind the controller's back, then reconciled -------------
+    let diff = |admin| async move {
+        table(
+            admin,
+            OpCmd::Diff {
+                switch: "SW1".into(),
+            },
+        )
+        .await
+    };
+    assert_eq!(
+        diff(admin).await.rows.len(),
+        0,
+        "{}",
+        cli::render_text(&diff(admin).await)
+    );
+    sw.pipeline()
+        .tables_mut()
+        .dpt
+        .delete(&DptKey {
+            service_id: 0,
+            slot: 17,
+        })
+        .unwrap();
+    let d = diff(admin).await;
+    assert_eq!(d.rows.len(), 1, "{}", cli::render_text(&d));
+    assert_eq!(d.rows[0].cells[0], "IngressImpl.dpt");
+    assert_eq!(d.rows[0].cells[3], "-");
+    let msg = op(
+        admin,
+        OpCmd::Reconcile {
+            switch: "SW1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(msg, Reply::Message(_)));
+    eventually("no difference after reconcile", || async {
+        diff(admin).await.rows.is_empty()
+    })
+    .await;
+
+    // --- other admin commands -------------------------------------------------------------
+    let e = op(
+        admin,
+        OpCmd::Diff {
+            switch: "NOPE".into(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown switch"), "{e}");
+    let cfgt = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vipadcfg,
+        },
+    )
+    .await;
+    assert_eq!(cfgt.rows.len(), 1);
+    assert_eq!(cfgt.rows[0].cells[col(&cfgt, "DESTIP")], "MVS1,MVS2");
+    // The DVIPA was advertised from SW1 once it was programmed.
+    assert!(
+        adv.log
+            .lock()
+            .iter()
+            .any(|c| c.advertise && c.switch == "SW1" && c.dvipa == DVIPA),
+        "{:?}",
+        adv.log.lock()
+    );
+
+    a1.hb.abort();
+    a2.hb.abort();
+    ctl.shutdown().await;
+}
