@@ -178,3 +178,52 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("dvipa-switch").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn simple_switch_grpc_argument_shape() {
+        let c = cli(&[
+            "--no-p4",
+            "--device-id",
+            "3",
+            "-i",
+            "1@veth1",
+            "-i",
+            "2@veth2",
+            "--log-level",
+            "debug",
+            "--",
+            "--grpc-server-addr",
+            "127.0.0.1:50051",
+        ]);
+        assert_eq!(c.device_id, 3);
+        assert_eq!(c.interfaces, vec!["1@veth1", "2@veth2"]);
+        assert_eq!(grpc_addr(&c).unwrap(), "127.0.0.1:50051".parse().unwrap());
+        let c = cli(&["--grpc-server-addr", "0.0.0.0:9560", "-i", "5@eth0"]);
+        assert_eq!(grpc_addr(&c).unwrap(), "0.0.0.0:9560".parse().unwrap());
+        let c = cli(&["--", "--grpc-server-addr=127.0.0.2:1"]);
+        assert_eq!(grpc_addr(&c).unwrap(), "127.0.0.2:1".parse().unwrap());
+        assert_eq!(
+            grpc_addr(&cli(&[])).unwrap(),
+            "127.0.0.1:9559".parse().unwrap()
+        );
+        assert!(grpc_addr(&cli(&["--", "--grpc-server-addr"])).is_err());
+        assert!(grpc_addr(&cli(&["--grpc-server-addr", "nonsense"])).is_err());
+    }
+
+    #[test]
+    fn port_specs_are_checked() {
+        assert_eq!(parse_port("1@veth1").unwrap(), (1, "veth1".to_string()));
+        for bad in ["veth1", "x@veth1", "511@veth1", "1@", "-1@veth1"] {
+            let e = parse_port(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+}

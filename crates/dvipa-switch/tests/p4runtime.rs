@@ -695,3 +695,79 @@ async fn idle_timeout_notifies_and_repeats_while_idle() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn digest_lists_respect_max_list_size_and_timeout() {
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let mut ups = vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.dvipa_entry(7))),
+    ];
+    for slot in 0..256 {
+        ups.push((Insert, E::TableEntry(h.dpt_entry(7, slot, 1))));
+    }
+    let learn = h
+        .schema
+        .digest("learn_t")
+        .unwrap()
+        .preamble
+        .as_ref()
+        .unwrap()
+        .id;
+    ups.push((
+        Insert,
+        E::DigestEntry(p4::DigestEntry {
+            digest_id: learn,
+            config: Some(p4::digest_entry::Config {
+                max_timeout_ns: 200_000_000,
+                max_list_size: 2,
+                ack_timeout_ns: 1_000_000_000,
+            }),
+        }),
+    ));
+    a.write(ups).await.unwrap();
+    let t0 = Instant::now();
+    for sport in 3000..3005 {
+        h.server.inject(1, &syn(sport));
+    }
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    while sizes.iter().sum::<usize>() < 5 {
+        match next_msg(&mut a.rx, Duration::from_secs(2)).await {
+            Some(p4::stream_message_response::Update::Digest(d)) => {
+                sizes.push(d.data.len());
+                ids.push(d.list_id);
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+    // Two full lists at once, the remainder when max_timeout_ns expires.
+    assert_eq!(sizes, vec![2, 2, 1]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(180),
+        "{:?}",
+        t0.elapsed()
+    );
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "list ids are distinct");
+    // Reading the DigestEntry returns its config.
+    let d = a
+        .read(E::DigestEntry(p4::DigestEntry {
+            digest_id: learn,
+            config: None,
+        }))
+        .await;
+    match &d[0] {
+        E::DigestEntry(d) => assert_eq!(d.config.unwrap().max_list_size, 2),
+        _ => panic!(),
+    }
+    // Not acknowledged: after ack_timeout_ns the same connection is reported again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.server.inject(1, &syn(3000));
+    match next_msg(&mut a.rx, Duration::from_secs(2)).await {
+        Some(p4::stream_message_response::Update::Digest(d)) => assert_eq!(d.data.len(), 1),
+        m => panic!("{m:?}"),
+    }
+}
