@@ -302,8 +302,9 @@ impl TxQueue {
     }
     fn push(&mut self, frame: &[u8]) -> bool {
         let i = self.lens.len();
-        let n = frame.len().min(MAX_FRAME);
-        self.buf[i * MAX_FRAME..i * MAX_FRAME + n].copy_from_slice(&frame[..n]);
+        let n = frame.len();
+        debug_assert!(n <= MAX_FRAME);
+        self.buf[i * MAX_FRAME..i * MAX_FRAME + n].copy_from_slice(frame);
         self.lens.push(n);
         self.lens.len() == TX_BATCH
     }
@@ -352,7 +353,7 @@ pub struct IoStats {
     pub tx: std::sync::atomic::AtomicU64,
     /// Frames to ports that do not exist.
     pub tx_no_port: std::sync::atomic::AtomicU64,
-    /// Failed sends.
+    /// Frames not sent: send errors, and frames larger than 9280 bytes (never cut).
     pub tx_errors: std::sync::atomic::AtomicU64,
     /// Frames the kernel dropped because an RX ring was full (the data path fell behind).
     pub rx_ring_drops: std::sync::atomic::AtomicU64,
@@ -415,6 +416,10 @@ pub fn run(
                             pipeline.process_with(&tables, now, in_port, frame, out_ref)
                         {
                             match index.get(p as usize).copied() {
+                                Some(_) if out_ref.frame.len() > MAX_FRAME => {
+                                    // A GRO super-frame or jumbo beyond the TX slots: counted, not cut.
+                                    *errs += 1;
+                                }
                                 Some(oi) if oi != usize::MAX => {
                                     if txq_ref[oi].push(&out_ref.frame) {
                                         txq_ref[oi].flush(txfds[oi], errs);
