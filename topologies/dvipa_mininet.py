@@ -195,6 +195,10 @@ class DvipaTopology:
         self.target = target
         self.port_offset = port_offset
         self.static_dvipas = static_dvipas
+        self.with_controller = False
+        self.controller = None
+        self.agents = []
+        self.admin = None
         self.log_dir = log_dir or "/tmp/dvipa-mininet-%s" % self.name
         self.net = None
 
@@ -262,8 +266,9 @@ class DvipaTopology:
                                                              nh["dev"]))
                 if out.strip():
                     error("*** %s: tx checksum off on %s: %s\n" % (router, nh["dev"], out))
-            for vip, sw in dv.get("advertise", {}).items():
-                self.advertise(vip, sw)
+            if not self.with_controller:
+                for vip, sw in dv.get("advertise", {}).items():
+                    self.advertise(vip, sw)
 
     def start(self):
         os.makedirs(self.log_dir, exist_ok=True)
@@ -274,6 +279,7 @@ class DvipaTopology:
         return self.net
 
     def stop(self):
+        self.stop_controller()
         if self.net is not None:
             self.net.stop()
             self.net = None
@@ -298,24 +304,21 @@ class DvipaTopology:
         return self.router().cmd("ip -4 route show")
 
     def write_hooks(self):
-        """Write the advertise/withdraw hook commands (runnable from the root namespace: the
-        router is entered by pid) to LOG_DIR/hooks.json."""
+        """Write LOG_DIR/hooks.json: each P4 switch's P4Runtime address, device id and ports,
+        and the advertise/withdraw commands for `dvipa controller --advertise-cmd/--withdraw-cmd`
+        (they dispatch on $DVIPA_SWITCH, use $DVIPA_ADDR, and enter the router by pid)."""
         dv = self.spec.get("dvipa", {})
         if not dv.get("router"):
             return
-        pid = self.router().pid
-        hooks = {}
-        for sw in dv.get("next_hops", {}):
-            hooks[sw] = {
-                "advertise": "nsenter -t %d -n sh -c '%s'" % (pid, self.advertise_cmd("{vipa}", sw)),
-                "withdraw": "nsenter -t %d -n sh -c '%s'" % (pid, self.withdraw_cmd("{vipa}", sw)),
-            }
         switches = {name: {"p4runtime": "127.0.0.1:%d" % self.net[name].grpc_port,
                            "device_id": self.net[name].device_id,
                            "ports": dict((str(p), i) for p, i in self.net[name].port_list())}
                     for name, s in self.spec["switches"].items() if s.get("kind", "p4") == "p4"}
         with open(os.path.join(self.log_dir, "hooks.json"), "w") as f:
-            json.dump({"router_pid": pid, "hooks": hooks, "switches": switches}, f, indent=2)
+            json.dump({"router_pid": self.router().pid,
+                       "advertise_cmd": self.hook_cmd("advertise"),
+                       "withdraw_cmd": self.hook_cmd("withdraw"),
+                       "switches": switches}, f, indent=2)
         info("*** hooks and switch addresses: %s\n" % os.path.join(self.log_dir, "hooks.json"))
 
     def switch_op(self, name, op):
@@ -336,6 +339,131 @@ class DvipaTopology:
             name, "running pid %d" % sw.proc.pid if sw.running() else "not running",
             sw.grpc_port, sw.log_path)
 
+    # -- the real controller and agents (run.py --controller) --------------------------------
+
+    def controller_section(self):
+        c = self.spec.get("controller")
+        if not c:
+            raise KeyError("the topology file has no \"controller\" section")
+        return c
+
+    def hook_cmd(self, action):
+        """One advertise/withdraw command for every switch, dispatching on the controller's
+        $DVIPA_SWITCH and $DVIPA_ADDR; it enters the router's namespace by pid."""
+        pid = self.router().pid
+        arms = []
+        for sw, nh in self.spec["dvipa"]["next_hops"].items():
+            if action == "advertise":
+                cmd = "nsenter -t %d -n ip route replace \"$DVIPA_ADDR/32\" via %s dev %s" % (
+                    pid, nh["via"], nh["dev"])
+            else:
+                cmd = ("nsenter -t %d -n ip route del \"$DVIPA_ADDR/32\" via %s dev %s "
+                       "2>/dev/null || true" % (pid, nh["via"], nh["dev"]))
+            arms.append("%s) %s ;;" % (sw, cmd))
+        return "case \"$DVIPA_SWITCH\" in %s esac" % " ".join(arms)
+
+    def bridge_ip(self):
+        for s in self.spec["switches"].values():
+            if s.get("kind") == "bridge" and s.get("ip"):
+                return s["ip"].split("/")[0]
+        raise KeyError("no bridge with an \"ip\" (the controller's leg toward the agents)")
+
+    def stacks(self):
+        """Hosts that carry DVIPAs: (name, underlay address, MAC)."""
+        return [(n, h["ip"].split("/")[0], h["mac"]) for n, h in self.spec["hosts"].items()
+                if h.get("dvipas") is not None]
+
+    def controller_toml(self):
+        c = self.controller_section()
+        p4dir = os.path.join(ROOT, "p4src", "p4c-out", "bmv2")
+        device_config = os.path.join(p4dir, "dvipa.json")
+        if not os.path.exists(device_config):
+            # the embedded switch has the pipeline built in and ignores the bytes
+            device_config = os.path.join(self.log_dir, "dvipa.json")
+            with open(device_config, "w") as f:
+                f.write("{}\n")
+        lines = ['# generated by topologies/run.py from %s' % os.path.basename(self.path),
+                 'controller_id = "mininet-%s"' % self.name,
+                 'p4info = "%s"' % os.path.join(p4dir, "dvipa.p4info.txtpb"),
+                 'device_config = "%s"' % device_config,
+                 'hot_standby = %s' % ("true" if c.get("hot_standby") else "false"),
+                 '', '[agent]', 'listen = "%s:%d"' % (self.bridge_ip(), c["agent_port"])]
+        if c.get("timers"):
+            lines += ['', '[timers]'] + ['%s = %d' % kv for kv in sorted(c["timers"].items())]
+        p4 = [(n, s) for n, s in self.spec["switches"].items() if s.get("kind", "p4") == "p4"]
+        for name, s in p4:
+            src = os.path.join(HERE, c["profiles"][name])
+            dst = os.path.join(self.log_dir, os.path.basename(src))
+            with open(src) as f, open(dst, "w") as g:
+                g.write(f.read())
+            routes = ", ".join(
+                '{ prefix = "%s", port = %d, dmac = "%s", smac = "%s" }'
+                % (r["prefix"], r["port"], r["dmac"], r["smac"])
+                for r in c.get("routes", {}).get(name, []))
+            lines += ['', '[[switch]]', 'name = "%s"' % name,
+                      'p4runtime = "127.0.0.1:%d"' % self.net[name].grpc_port,
+                      'device_id = %d' % s.get("device_id", 0),
+                      'profile = "%s"' % os.path.basename(dst),
+                      'routes = [%s]' % routes]
+        for name, ip, mac in self.stacks():
+            ports = ", ".join('%s = %d' % (sw, c.get("stack_port", 2)) for sw, _ in p4)
+            lines += ['', '[[stack]]', 'name = "%s"' % name, 'underlay = "%s"' % ip,
+                      'mac = "%s"' % mac, 'ports = { %s }' % ports]
+        path = os.path.join(self.log_dir, "dvipa.toml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def start_controller(self, bin_dir):
+        """Start `dvipa controller` in the root namespace and an agent on every stack."""
+        c = self.controller_section()
+        cfg = self.controller_toml()
+        self.admin = "http://127.0.0.1:%d" % (c["admin_port"] + self.port_offset)
+        argv = [os.path.join(bin_dir, "dvipa"), "controller", "--config", cfg,
+                "--admin-listen", "127.0.0.1:%d" % (c["admin_port"] + self.port_offset),
+                "--insecure", "--advertise-cmd", self.hook_cmd("advertise"),
+                "--withdraw-cmd", self.hook_cmd("withdraw")]
+        log = open(os.path.join(self.log_dir, "controller.log"), "a")
+        self.controller = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                           cwd=self.log_dir)
+        log.close()
+        info("*** controller: pid %d, config %s, admin %s, log %s\n"
+             % (self.controller.pid, cfg, self.admin, os.path.join(self.log_dir, "controller.log")))
+        self.agents = []
+        for name, ip, _mac in self.stacks():
+            node = self.net[name]
+            alog = open(os.path.join(self.log_dir, "%s-agent.log" % name), "a")
+            p = node.popen([os.path.join(bin_dir, "dvipa-agent"), "--stack", name,
+                            "--underlay", ip, "--controller",
+                            "http://%s:%d" % (self.bridge_ip(), c["agent_port"]), "--insecure",
+                            "--control-socket", os.path.join(self.log_dir, "%s-agent.sock" % name)],
+                           stdout=alog, stderr=subprocess.STDOUT)
+            alog.close()
+            self.agents.append(p)
+        info("*** agents on %s\n" % " ".join(n for n, _, _ in self.stacks()))
+
+    def stop_controller(self):
+        procs = list(getattr(self, "agents", [])) + [getattr(self, "controller", None)]
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in procs:
+            if p is not None:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.agents = []
+        self.controller = None
+
+    def dvipa_op(self, bin_dir, args):
+        """Run an operator command (`dvipa --admin ... ARGS`) and return its output."""
+        r = subprocess.run([os.path.join(bin_dir, "dvipa"), "--admin", self.admin] + args,
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout + r.stderr
+
     def p4_switch(self, name):
         node = self.net.get(name) if name in self.net else None
         if not isinstance(node, P4RuntimeSwitch):
@@ -344,10 +472,11 @@ class DvipaTopology:
 
 
 class DvipaCLI(CLI):
-    """Mininet CLI with dvipa commands: switch, advertise, withdraw, routes."""
+    """Mininet CLI with dvipa commands: switch, advertise, withdraw, routes, dvipa."""
 
-    def __init__(self, net, topo, **kwargs):
+    def __init__(self, net, topo, bin_dir=None, **kwargs):
         self.topo = topo
+        self.bin_dir = bin_dir or os.path.join(ROOT, "target", "debug")
         CLI.__init__(self, net, **kwargs)
 
     def do_switch(self, line):
@@ -377,6 +506,14 @@ class DvipaCLI(CLI):
             error("usage: withdraw DVIPA SWITCH\n")
             return
         info(self.topo.router().cmd(self.topo.withdraw_cmd(args[0], args[1])))
+
+    def do_dvipa(self, line):
+        """dvipa ARGS: an operator command against the running controller, e.g.
+        `dvipa netstat vipadyn`, `dvipa netstat vcrt` (run.py --controller)."""
+        if not self.topo.admin:
+            error("no controller (start run.py with --controller)\n")
+            return
+        info(self.topo.dvipa_op(self.bin_dir, line.split()))
 
     def do_routes(self, _line):
         """routes: the router's IPv4 routes."""

@@ -2,13 +2,17 @@
 """Run a dvipa Mininet topology (system /usr/bin/python3 with Debian's mininet package; root).
 
   topologies/run.py [--topo topologies/small.json] [--target embedded|bmv2] [--switch-bin PATH]
-                    [--port-offset N] [--no-static-dvipas] [--smoke] [--no-cli]
+                    [--port-offset N] [--no-static-dvipas] [--controller] [--smoke] [--no-cli]
 
 Without --smoke it starts the topology and opens the Mininet CLI, with the extra commands
   switch NAME kill|stop|start|restart|status    kill or restart a P4 switch process
   advertise DVIPA SWITCH / withdraw DVIPA SWITCH move the router's route for a DVIPA
   routes                                         the router's routes
-With --smoke it runs the smoke check (see smoke.sh) and exits 0 on success, 1 on failure.
+  dvipa ARGS                                     operator command (with --controller), e.g.
+                                                 dvipa netstat vipadyn
+With --controller the real controller runs in the root namespace (config generated from the
+file's "controller" section) with an agent on every stack. With --smoke it runs the smoke check
+(see smoke.sh; with --controller: takeover and takeback under 30 streams) and exits 0 on success.
 The network is always stopped on exit (also on errors and Ctrl-C).
 """
 import argparse
@@ -143,6 +147,100 @@ class Smoke:
         return 0
 
 
+class ControllerSmoke:
+    """With the real controller and agents: streams survive killing the primary switch
+    (takeover) and restarting it (takeback)."""
+
+    def __init__(self, topo, bin_dir):
+        self.topo = topo
+        self.net = topo.net
+        self.bin_dir = bin_dir
+        dv = topo.spec["dvipa"]
+        svc = dv["service"]
+        self.vip, self.port = svc["dvipa"], svc["port"]
+        self.primary = dv["advertise"][self.vip]
+        self.backup = next(s for s in dv["next_hops"] if s != self.primary)
+        self.client = next(n for n, h in topo.spec["hosts"].items()
+                           if not h.get("router") and h.get("dvipas") is None)
+        self.failures = []
+
+    def check(self, ok, what):
+        info("*** smoke: %s: %s\n" % ("ok  " if ok else "FAIL", what))
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    def via(self):
+        route = self.topo.router().cmd("ip -4 route show %s/32" % self.vip)
+        for sw, nh in self.topo.spec["dvipa"]["next_hops"].items():
+            if "via %s " % nh["via"] in route:
+                return sw
+        return None
+
+    def wait_via(self, sw, timeout):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.via() == sw:
+                return time.time() - t0
+            time.sleep(0.05)
+        return None
+
+    def run(self):
+        echoes = []
+        for name in self.topo.spec["dvipa"]["service"]["servers"]:
+            echoes.append(self.net[name].popen(
+                [os.path.join(self.bin_dir, "dvipa-echo"), "--listen",
+                 "%s:%d" % (self.vip, self.port), "--name", name],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        conns = None
+        try:
+            t = self.wait_via(self.primary, 40)
+            if not self.check(t is not None, "the controller advertised %s via %s (%s s)"
+                              % (self.vip, self.primary, None if t is None else round(t, 2))):
+                info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vipadyn"]))
+                return 1
+            conns = self.net[self.client].popen(
+                [os.path.join(self.bin_dir, "dvipa-conns"), "--target",
+                 "%s:%d" % (self.vip, self.port), "--conns", "30", "--duration-secs", "14",
+                 "--probe-rate", "4", "--quiet"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            time.sleep(4)
+            info("*** smoke: %s\n" % self.topo.switch_op(self.primary, "kill"))
+            t = self.wait_via(self.backup, 10)
+            self.check(t is not None, "takeover: %s advertised via %s %s s after the kill"
+                       % (self.vip, self.backup, None if t is None else round(t, 2)))
+            time.sleep(2)
+            info("*** smoke: %s\n" % self.topo.switch_op(self.primary, "start"))
+            t = self.wait_via(self.primary, 20)
+            self.check(t is not None, "takeback: %s advertised via %s again %s s after the restart"
+                       % (self.vip, self.primary, None if t is None else round(t, 2)))
+            out, _ = conns.communicate(timeout=60)
+            sm = last_json(out, "summary") or {}
+            self.check(sm.get("alive") == 30 and sm.get("resets") == 0
+                       and sm.get("failed_connects") == 0 and sm.get("errors") == 0,
+                       "30 streams through takeover and takeback: alive=%s resets=%s failed=%s "
+                       "errors=%s longest stall %s ms, servers %s, probes %s ok / %s failed"
+                       % (sm.get("alive"), sm.get("resets"), sm.get("failed_connects"),
+                          sm.get("errors"), sm.get("max_stall_ms"), sm.get("servers"),
+                          sm.get("probes_ok"), sm.get("probes_failed")))
+            info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vipadyn"]))
+        finally:
+            if conns is not None and conns.poll() is None:
+                conns.kill()
+            for e in echoes:
+                e.terminate()
+            for e in echoes:
+                try:
+                    e.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    e.kill()
+        if self.failures:
+            info("*** smoke: FAILED: %s\n" % "; ".join(self.failures))
+            return 1
+        info("*** smoke: PASSED\n")
+        return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="Run a dvipa Mininet topology")
     ap.add_argument("--topo", default=os.path.join(ROOT, "topologies", "small.json"))
@@ -154,6 +252,12 @@ def main():
     ap.add_argument("--log-dir", help="switch logs and hooks.json (default /tmp/dvipa-mininet-NAME)")
     ap.add_argument("--no-static-dvipas", action="store_true",
                     help="do not put the DVIPAs on the servers' lo (agents will)")
+    ap.add_argument("--controller", action="store_true",
+                    help="run the real controller (dvipa controller) and an agent on every stack "
+                         "(implies --no-static-dvipas)")
+    ap.add_argument("--bin-dir", default=os.environ.get("DVIPA_BIN_DIR",
+                                                        os.path.join(ROOT, "target", "debug")),
+                    help="where dvipa, dvipa-agent, dvipa-echo, dvipa-conns are")
     ap.add_argument("--smoke", action="store_true", help="run the smoke check and exit")
     ap.add_argument("--no-cli", action="store_true", help="start, print, stop (no CLI)")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -165,15 +269,19 @@ def main():
     setLogLevel("debug" if a.verbose else "info")
     switch_bin = a.switch_bin or default_switch_bin(a.target)
     topo = DvipaTopology(a.topo, switch_bin, target=a.target, port_offset=a.port_offset,
-                         log_dir=a.log_dir, static_dvipas=not a.no_static_dvipas)
+                         log_dir=a.log_dir,
+                         static_dvipas=not (a.no_static_dvipas or a.controller))
+    topo.with_controller = a.controller
     rc = 0
     try:
         topo.start()
+        if a.controller:
+            topo.start_controller(a.bin_dir)
         info("*** router routes:\n%s" % topo.routes())
         if a.smoke:
-            rc = Smoke(topo).run()
+            rc = ControllerSmoke(topo, a.bin_dir).run() if a.controller else Smoke(topo).run()
         elif not a.no_cli:
-            DvipaCLI(topo.net, topo)
+            DvipaCLI(topo.net, topo, bin_dir=a.bin_dir)
     except KeyboardInterrupt:
         rc = 130
     except Exception as e:  # report, then always clean up

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Mininet smoke test: the small topology (client, router, two switches, three servers) with the
-# embedded switch; one DVIPA -> one server path programmed over P4Runtime (topologies/
-# p4rt_program.py, a stand-in for the controller); TCP connections through the DVIPA must work,
-# must fail while the switch is killed (the CLI's `switch kill`), and work again after
-# `switch restart` + reprogramming. Exits non-zero on any failure.
+# Mininet smoke test on the small topology (client, router, two switches, three servers) with
+# the embedded switch, in two runs:
+#  1. direct: one DVIPA -> one server path programmed over P4Runtime (topologies/p4rt_program.py);
+#     TCP connections through the DVIPA must work, must fail while the switch is killed (the
+#     CLI's `switch kill`), and work again after `switch restart` + reprogramming;
+#  2. controller: the real `dvipa controller` and an agent per server; 30 streams must survive
+#     killing the primary switch (takeover to sw2) and restarting it (takeback).
+# Exits non-zero on any failure.
 #
-#   topologies/smoke.sh [--no-build] [--target embedded|bmv2]
+#   topologies/smoke.sh [--no-build] [--target embedded|bmv2] [--no-controller]
 #
 # Needs root, Debian's mininet package (/usr/bin/python3) and the venv .venv (p4runtime bindings;
 # scripts/install-test-deps.sh). The topology is always torn down.
@@ -14,11 +17,13 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD=1
 TARGET=embedded
+CONTROLLER=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD=0; shift ;;
     --target) TARGET="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --no-controller) CONTROLLER=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "smoke.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -36,10 +41,12 @@ if [ "$TARGET" = bmv2 ] && ! command -v simple_switch_grpc >/dev/null; then
   echo "SKIPPED: smoke.sh --target bmv2: simple_switch_grpc is not on PATH"; exit 0
 fi
 if [ "$BUILD" = 1 ]; then
-  echo "=== cargo build -p dvipa-switch -p dvipa-testbed"
-  cargo build -q -p dvipa-switch -p dvipa-testbed
+  echo "=== cargo build -p dvipa-switch -p dvipa-testbed -p dvipa -p dvipa-agent"
+  cargo build -q -p dvipa-switch -p dvipa-testbed -p dvipa -p dvipa-agent
 fi
-for b in dvipa-echo dvipa-conns; do
+BINS=(dvipa-echo dvipa-conns)
+[ "$CONTROLLER" = 1 ] && BINS+=(dvipa dvipa-agent)
+for b in "${BINS[@]}"; do
   [ -x "$ROOT/target/debug/$b" ] || { echo "smoke.sh: target/debug/$b missing" >&2; exit 2; }
 done
 # P4Runtime/Thrift ports: the topology's (9559/9560, 9090/9091) plus an offset that is free now
@@ -55,15 +62,23 @@ done
 [ -n "$OFFSET" ] || { echo "smoke.sh: no free port range" >&2; exit 2; }
 LOGDIR="$ROOT/target/mininet-smoke"
 rm -rf "$LOGDIR"
-echo "=== Mininet smoke: topologies/small.json, target $TARGET, port offset $OFFSET, logs $LOGDIR"
-set +e
-/usr/bin/python3 "$ROOT/topologies/run.py" --topo "$ROOT/topologies/small.json" \
-  --target "$TARGET" --port-offset "$OFFSET" --log-dir "$LOGDIR" --smoke
-rc=$?
-set -e
-if [ "$rc" != 0 ]; then
-  echo "=== switch logs:"; tail -n 20 "$LOGDIR"/*.log 2>/dev/null || true
-  echo "SMOKE FAILED (rc $rc)"
-  exit 1
+run() {
+  local name=$1; shift
+  echo "=== Mininet smoke ($name): topologies/small.json, target $TARGET, port offset $OFFSET," \
+       "logs $LOGDIR/$name"
+  set +e
+  /usr/bin/python3 "$ROOT/topologies/run.py" --topo "$ROOT/topologies/small.json" \
+    --target "$TARGET" --port-offset "$OFFSET" --log-dir "$LOGDIR/$name" --smoke "$@"
+  local rc=$?
+  set -e
+  if [ "$rc" != 0 ]; then
+    echo "=== logs ($name):"; tail -n 20 "$LOGDIR/$name"/*.log 2>/dev/null || true
+    echo "SMOKE FAILED ($name, rc $rc)"
+    exit 1
+  fi
+}
+run direct
+if [ "$CONTROLLER" = 1 ]; then
+  run controller --controller
 fi
 echo "SMOKE PASSED"
