@@ -49,12 +49,12 @@ BINS=(dvipa-echo dvipa-conns)
 for b in "${BINS[@]}"; do
   [ -x "$ROOT/target/debug/$b" ] || { echo "smoke.sh: target/debug/$b missing" >&2; exit 2; }
 done
-# P4Runtime/Thrift ports: the topology's (9559/9560, 9090/9091) plus an offset that is free now
+# P4Runtime/Thrift/admin ports: the topology's (9559/9560, 9090/9091, 7071) plus a free offset
 OFFSET=""
 for try in $(seq 0 40); do
   off=$(( 20000 + (($$ + try * 7) % 400) * 10 ))
   busy=0
-  for p in $((9559 + off)) $((9560 + off)) $((9090 + off)) $((9091 + off)); do
+  for p in $((9559 + off)) $((9560 + off)) $((9090 + off)) $((9091 + off)) $((7071 + off)); do
     if ss -Htln "sport = :$p" | grep -q .; then busy=1; fi
   done
   if [ "$busy" = 0 ]; then OFFSET=$off; break; fi
