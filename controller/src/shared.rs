@@ -312,6 +312,11 @@ impl Shared {
                         prefix_len,
                     });
                 }
+                #[allow(unreachable_patterns)]
+                other => {
+                    self.stats.add("core_action_unhandled", 1);
+                    tracing::warn!(action = ?other, "core action not handled by this shell");
+                }
             }
         }
     }

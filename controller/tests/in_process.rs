@@ -33,6 +33,10 @@ ENDVIPADYNAMIC
 ";
 
 fn toml(p4rt: &str, dir: &Path) -> String {
+    toml_with(p4rt, dir, "idle_timeout_ms = 600000, liveness_ms = 500", "")
+}
+
+fn toml_with(p4rt: &str, dir: &Path, timers: &str, extra: &str) -> String {
     let p4info = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
@@ -44,7 +48,8 @@ p4info = "{p4info}"
 device_config = "{dir}/device.json"
 agent = {{ listen = "127.0.0.1:0" }}
 tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem" }}
-timers = {{ heartbeat_ms = 200, lease_ms = 5000, idle_timeout_ms = 600000, liveness_ms = 500 }}
+timers = {{ heartbeat_ms = 200, lease_ms = 5000, {timers} }}
+{extra}
 
 [[switch]]
 name = "SW1"
@@ -424,9 +429,13 @@ async fn controller_switch_and_agents_in_process() {
     let errs = a1.report(bad).await;
     assert_eq!(errs.len(), 1, "{errs:?}");
 
-    eventually("256 dpt entries on the switch", || async {
-        sw.pipeline().tables().dpt.len() == 256
-    })
+    eventually(
+        "256 dpt entries and the dvipa entry on the switch",
+        || async {
+            let t = sw.pipeline().tables();
+            t.dpt.len() == 256 && t.dvipa.len() == 1
+        },
+    )
     .await;
     let vdpt = table(
         admin,
@@ -674,4 +683,184 @@ async fn controller_switch_and_agents_in_process() {
     a1.hb.abort();
     a2.hb.abort();
     ctl.shutdown().await;
+}
+
+/// An embedded switch on its own runtime thread, so that stopping it closes every connection
+/// (as a crashed switch would).
+struct ThreadSwitch {
+    sw: SwitchServer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ThreadSwitch {
+    fn start(addr: std::net::SocketAddr) -> (ThreadSwitch, std::net::SocketAddr) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
+                let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+                tx.send((sw.clone(), l.local_addr().unwrap())).unwrap();
+                let svc = sw.service();
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(svc)
+                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+                );
+                let _ = stop_rx.await;
+            });
+            rt.shutdown_background();
+        });
+        let (sw, addr) = rx.recv().unwrap();
+        (
+            ThreadSwitch {
+                sw,
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            addr,
+        )
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+async fn switch_state(admin: std::net::SocketAddr) -> String {
+    let t = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vipadyn,
+        },
+    )
+    .await;
+    t.rows[0].cells[col(&t, "SWITCHSTATE")].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
+    let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("dvipa test CA").unwrap();
+    ca.server_bundle(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "ctl")
+        .unwrap();
+    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let cfg = dir.path().join("dvipa.toml");
+    std::fs::write(
+        &cfg,
+        toml_with(
+            &sw_addr.to_string(),
+            dir.path(),
+            "idle_timeout_ms = 1000, liveness_ms = 300",
+            "",
+        ),
+    )
+    .unwrap();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let ctl = Controller::start(
+        controller::load(&cfg).unwrap(),
+        Options {
+            resync: Duration::from_secs(3600),
+            metrics: false,
+            ..Options::default()
+        },
+        bind().await,
+        bind().await,
+        Arc::new(RecordingAdvertiser::default()),
+    )
+    .await
+    .unwrap();
+    let admin = ctl.admin_addr();
+    let mut a1 = attach(
+        ctl.agent_addr(),
+        &ca.client_bundle("MVS1").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 1),
+    )
+    .await
+    .unwrap();
+    assert!(a1.report(listen(true)).await.is_empty());
+    eventually("slots on the switch", || async {
+        let t = ts.sw.pipeline().tables();
+        t.dpt.len() == 256 && t.dvipa.len() == 1
+    })
+    .await;
+
+    // A SYN-pinned connection nobody confirms goes idle and is removed; a connection the
+    // agent reported (NEWCONN) while its lease runs is kept.
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 41000, DVIPA, 60, SYN));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    assert!(
+        a1.report(pb::Report {
+            newconn: vec![conn(CLIENT, 7000, false)],
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    eventually("both connections on the switch", || async {
+        ts.sw.pipeline().tables().crt.len() == 2
+    })
+    .await;
+    eventually("the idle SYN-only connection removed", || async {
+        let t = ts.sw.pipeline().tables();
+        t.crt.len() == 1 && t.crt.iter().all(|(k, _)| k.sport == 7000)
+    })
+    .await;
+    assert!(counter(admin, "idle_removed").await >= 1);
+    assert!(counter(admin, "idle_kept_alive").await >= 1);
+    assert!(counter(admin, "switch_idle_notifications").await >= 1);
+
+    // The switch dies: SwitchDown after the liveness time.
+    assert_eq!(switch_state(admin).await, "UP");
+    ts.stop();
+    eventually("switch reported down", || async {
+        switch_state(admin).await == "DOWN"
+    })
+    .await;
+    let e = op(
+        admin,
+        OpCmd::Table {
+            cmd: cli::TableCmd::Dump {
+                table: "crt".into(),
+                switch: "SW1".into(),
+            },
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not reachable"), "{e}");
+
+    // It comes back empty on the same address: pipeline pushed again, everything rewritten,
+    // the pinned connection included.
+    let (ts2, _) = ThreadSwitch::start(sw_addr);
+    eventually("switch up again", || async {
+        switch_state(admin).await == "UP"
+    })
+    .await;
+    eventually("tables rewritten", || async {
+        let t = ts2.sw.pipeline().tables();
+        t.dpt.len() == 256
+            && t.dvipa.len() == 1
+            && t.target.len() == 2
+            && t.crt.iter().any(|(k, _)| k.sport == 7000)
+    })
+    .await;
+    assert!(ts2.sw.has_program());
+    let (v, _) = ts2.sw.inject(1, &tcp_frame(CLIENT, 7000, DVIPA, 60, ACK));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    a1.hb.abort();
+    ctl.shutdown().await;
+    ts2.stop();
 }
