@@ -40,6 +40,24 @@ struct Cli {
     /// Accepted for simple_switch compatibility; there is no Thrift server.
     #[arg(long)]
     thrift_port: Option<u16>,
+    /// Write the log to this file instead of stderr (simple_switch's --log-file).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Accepted for simple_switch compatibility and ignored.
+    #[arg(long, hide = true)]
+    log_flush: bool,
+    /// Accepted for simple_switch compatibility and ignored (no nanomsg event log).
+    #[arg(long, hide = true, value_name = "ADDR")]
+    nanolog: Option<String>,
+    /// Accepted for simple_switch compatibility and ignored (no pcap dumps).
+    #[arg(long, hide = true, num_args = 0..=1, value_name = "DIR")]
+    pcap: Option<Option<String>>,
+    /// Accepted for simple_switch compatibility and ignored.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    notifications_addr: Option<String>,
+    /// Accepted for simple_switch compatibility and ignored.
+    #[arg(long, hide = true)]
+    debugger: bool,
     /// P4Runtime server address (also accepted after `--`).
     #[arg(long)]
     grpc_server_addr: Option<String>,
@@ -92,11 +110,25 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
         .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    match &cli.log_file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening --log-file {}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::sync::Mutex::new(f))
+                .with_ansi(false)
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let addr = grpc_addr(&cli)?;
     if cli.config.is_some() {
         info!("ignoring the JSON config argument: the dvipa pipeline is built in");
@@ -208,6 +240,25 @@ mod tests {
         assert_eq!(grpc_addr(&c).unwrap(), "127.0.0.1:50051".parse().unwrap());
         let c = cli(&["--grpc-server-addr", "0.0.0.0:9560", "-i", "5@eth0"]);
         assert_eq!(grpc_addr(&c).unwrap(), "0.0.0.0:9560".parse().unwrap());
+        // Options Mininet's P4Switch passes to simple_switch_grpc are accepted.
+        let c = cli(&[
+            "--thrift-port",
+            "9090",
+            "--nanolog",
+            "ipc:///tmp/bm-0-log.ipc",
+            "--pcap",
+            "--log-console",
+            "--device-id",
+            "1",
+            "-i",
+            "1@s1-eth1",
+            "--",
+            "--grpc-server-addr=127.0.0.2:1",
+            "--cpu-port",
+            "255",
+        ]);
+        assert_eq!(c.interfaces, vec!["1@s1-eth1"]);
+        assert_eq!(grpc_addr(&c).unwrap(), "127.0.0.2:1".parse().unwrap());
         let c = cli(&["--", "--grpc-server-addr=127.0.0.2:1"]);
         assert_eq!(grpc_addr(&c).unwrap(), "127.0.0.2:1".parse().unwrap());
         assert_eq!(
