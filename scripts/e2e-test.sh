@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# End-to-end failover scenario of issue 8 in network namespaces (docs/failover.md):
+# client, router, two embedded switches (sw1 primary, sw2 ranked backup), three servers with
+# dvipa-agent and dvipa-echo on the DVIPA (L2 direct server return), the real `dvipa controller`
+# process, N long-lived streaming connections. Steps: kill the primary (takeover), restart it
+# (takeback), move the DVIPA by command, restart the controller, stop the application on one
+# server. Run once with a cold backup and once with hot standby. Exits non-zero on a failed step.
+#
+#   scripts/e2e-test.sh                          200 connections, debug build (CI)
+#   scripts/e2e-test.sh --release --conns 10000 --interval-ms 1000
+#   scripts/e2e-test.sh --only cold|hot          one mode only
+# Every other option goes to `dvipa demo --full` (see `dvipa demo --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "SKIPPED: the end-to-end scenario needs root (network namespaces, veth, bridge)"
+  exit 0
+fi
+
+profile=debug
+build=(--locked)
+only=both
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --release) profile=release; build+=(--release) ;;
+    --only) only=$2; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+
+echo "=== building dvipa, dvipa-switch, dvipa-agent, dvipa-testbed ($profile) ==="
+cargo build "${build[@]}" -p dvipa -p dvipa-switch -p dvipa-agent -p dvipa-testbed
+bin="${CARGO_TARGET_DIR:-target}/$profile"
+
+status=0
+if [ "$only" = both ] || [ "$only" = cold ]; then
+  echo
+  echo "=== scenario 1/2: cold backup (the backup is programmed at takeover) ==="
+  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" "${args[@]}" || status=1
+fi
+if [ "$only" = both ] || [ "$only" = hot ]; then
+  echo
+  echo "=== scenario 2/2: hot standby (the backup is kept programmed) ==="
+  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" --hot-standby "${args[@]}" || status=1
+fi
+exit $status
