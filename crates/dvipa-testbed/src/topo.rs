@@ -907,6 +907,39 @@ impl Testbed {
         )
     }
 
+    /// One advertise hook for `dvipa controller --advertise-cmd`: dispatches on the
+    /// controller's `$DVIPA_SWITCH` (switch names `sw1`, `sw2`, ...) and routes `$DVIPA_ADDR`
+    /// in R to that switch.
+    pub fn advertise_hook(&self) -> String {
+        self.hook(|sw| {
+            format!(
+                "ip -n {} route replace \"$DVIPA_ADDR/32\" via {} dev {}",
+                self.router.ns, sw.next_hop, sw.router_if
+            )
+        })
+    }
+
+    /// One withdraw hook for `dvipa controller --withdraw-cmd` (see
+    /// [`Testbed::advertise_hook`]): removes R's route for `$DVIPA_ADDR` only while it points at
+    /// `$DVIPA_SWITCH`; always exits 0.
+    pub fn withdraw_hook(&self) -> String {
+        self.hook(|sw| {
+            format!(
+                "ip -n {} route del \"$DVIPA_ADDR/32\" via {} dev {} 2>/dev/null || true",
+                self.router.ns, sw.next_hop, sw.router_if
+            )
+        })
+    }
+
+    fn hook(&self, arm: impl Fn(&SwitchPorts) -> String) -> String {
+        let arms: Vec<String> = self
+            .switches
+            .iter()
+            .map(|sw| format!("{}) {} ;;", sw.name, arm(sw)))
+            .collect();
+        format!("case \"$DVIPA_SWITCH\" in {} esac", arms.join(" "))
+    }
+
     /// Make R route `dvipa` to switch `i` now (runs [`Testbed::advertise_argv`]).
     pub fn advertise(&self, i: usize, dvipa: Ipv4Addr) -> Result<()> {
         run(&self.advertise_argv(i, dvipa)).map(|_| ())

@@ -203,6 +203,24 @@ fn advertise_and_withdraw_hooks_move_the_route() {
     assert_eq!(tb.dvipa_route(d).unwrap(), Some(2));
     tb.withdraw(2, d).unwrap();
     assert_eq!(tb.dvipa_route(d).unwrap(), None);
+    // the controller's env-dispatching hooks
+    let hook = |cmd: String, sw: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .env("DVIPA_SWITCH", sw)
+            .env("DVIPA_ADDR", d.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    hook(tb.advertise_hook(), "sw2");
+    assert_eq!(tb.dvipa_route(d).unwrap(), Some(2));
+    hook(tb.advertise_hook(), "sw1");
+    assert_eq!(tb.dvipa_route(d).unwrap(), Some(1));
+    hook(tb.withdraw_hook(), "sw2");
+    assert_eq!(tb.dvipa_route(d).unwrap(), Some(1));
+    hook(tb.withdraw_hook(), "sw1");
+    assert_eq!(tb.dvipa_route(d).unwrap(), None);
     // agents reach the controller's leg in the root namespace, and it is the ctl veth (not a
     // switch port) that answers ARP for it
     let l = std::net::TcpListener::bind((tb.ctl.ip, 0)).unwrap();
