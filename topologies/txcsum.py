@@ -2,6 +2,7 @@
 off`), for hosts without ethtool. Off also disables TSO, so frames leave complete and MTU-sized
 with computed checksums - needed on interfaces that send into a switch reading its ports with
 AF_PACKET (otherwise a veth hands over TCP segments whose checksum was never filled in)."""
+import ctypes
 import fcntl
 import socket
 import struct
@@ -12,18 +13,11 @@ ETHTOOL_STXCSUM = 0x17
 
 
 def set_tx_checksum(ifname, on):
-    val = bytearray(struct.pack("II", ETHTOOL_STXCSUM, 1 if on else 0))
-    buf = (ctypes_addr(val))
-    ifreq = struct.pack("16sP", ifname.encode(), buf) + b"\0" * 16
+    # struct ethtool_value { __u32 cmd; __u32 data; }, pointed to by ifreq.ifr_data
+    value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 1 if on else 0), 8)
+    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(value))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
-
-
-def ctypes_addr(b):
-    import ctypes
-    global _keep
-    _keep = (ctypes.c_char * len(b)).from_buffer(b)
-    return ctypes.addressof(_keep)
 
 
 if __name__ == "__main__":
