@@ -1155,6 +1155,11 @@ impl P4Runtime for SwitchServer {
 
 // ----- digest batching -----
 
+/// A configured duration in ns, clamped to one day (so deadlines never overflow).
+fn cfg_duration(ns: i64) -> Duration {
+    Duration::from_nanos(ns.clamp(0, 86_400_000_000_000) as u64)
+}
+
 struct Unacked {
     learns: Vec<Learn>,
     sent: Instant,
@@ -1176,10 +1181,10 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
         let mut deadline: Option<Instant> = None;
         if let Some(c) = cfg {
             if !batch.is_empty() {
-                deadline = Some(batch_start + Duration::from_nanos(c.max_timeout_ns as u64));
+                deadline = Some(batch_start + cfg_duration(c.max_timeout_ns));
             }
             if let Some(oldest) = unacked.values().map(|u| u.sent).min() {
-                let d = oldest + Duration::from_nanos(c.ack_timeout_ns as u64);
+                let d = oldest + cfg_duration(c.ack_timeout_ns);
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
         }
@@ -1247,12 +1252,10 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
                 unacked.clear();
             }
             Some(c) => {
-                if !batch.is_empty()
-                    && now >= batch_start + Duration::from_nanos(c.max_timeout_ns as u64)
-                {
+                if !batch.is_empty() && now >= batch_start + cfg_duration(c.max_timeout_ns) {
                     flush(&inner, &mut batch, &mut unacked, &mut next_list);
                 }
-                let ack = Duration::from_nanos(c.ack_timeout_ns as u64);
+                let ack = cfg_duration(c.ack_timeout_ns);
                 unacked.retain(|_, u| {
                     if now >= u.sent + ack {
                         for l in &u.learns {
