@@ -864,3 +864,207 @@ async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
     ctl.shutdown().await;
     ts2.stop();
 }
+
+const PROFILE_SW2: &str = "\
+VIPADYNAMIC
+  VIPABACKUP 50 203.0.113.10
+ENDVIPADYNAMIC
+";
+
+async fn vipadyn_rows(admin: std::net::SocketAddr) -> Vec<(String, String, String, String)> {
+    let t = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vipadyn,
+        },
+    )
+    .await;
+    t.rows
+        .iter()
+        .map(|r| {
+            (
+                r.cells[col(&t, "SWITCH")].clone(),
+                r.cells[col(&t, "STATUS")].clone(),
+                r.cells[col(&t, "SWITCHSTATE")].clone(),
+                r.cells[col(&t, "MAINT")].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn active(admin: std::net::SocketAddr) -> String {
+    vipadyn_rows(admin)
+        .await
+        .into_iter()
+        .find(|r| r.1 == "ACTIVE")
+        .map(|r| r.0)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_switches_move_maintenance_and_switch_loss() {
+    let (s1, a1) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let (s2, a2) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("dvipa test CA").unwrap();
+    ca.server_bundle(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "ctl")
+        .unwrap();
+    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    std::fs::write(dir.path().join("sw2.profile"), PROFILE_SW2).unwrap();
+    let mut text = toml_with(
+        &a1.to_string(),
+        dir.path(),
+        "idle_timeout_ms = 600000, liveness_ms = 300",
+        "",
+    );
+    text = text.replace("ports = { SW1 = 2 }", "ports = { SW1 = 2, SW2 = 2 }");
+    text = text.replace("ports = { SW1 = 3 }", "ports = { SW1 = 3, SW2 = 3 }");
+    text.push_str(&format!(
+        r#"
+[[switch]]
+name = "SW2"
+p4runtime = "{a2}"
+device_id = 0
+election_id = 10
+profile = "sw2.profile"
+"#
+    ));
+    let cfg = dir.path().join("dvipa.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let adv = RecordingAdvertiser::default();
+    let ctl = Controller::start(
+        controller::load(&cfg).unwrap(),
+        Options {
+            resync: Duration::from_secs(3600),
+            metrics: false,
+            ..Options::default()
+        },
+        bind().await,
+        bind().await,
+        Arc::new(adv.clone()),
+    )
+    .await
+    .unwrap();
+    let admin = ctl.admin_addr();
+    let mut ag = attach(
+        ctl.agent_addr(),
+        &ca.client_bundle("MVS1").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 1),
+    )
+    .await
+    .unwrap();
+    assert!(ag.report(listen(true)).await.is_empty());
+    eventually("both switches up, SW1 routes the DVIPA", || async {
+        let r = vipadyn_rows(admin).await;
+        r.len() == 2 && r.iter().all(|x| x.2 == "UP") && active(admin).await == "SW1"
+    })
+    .await;
+    eventually("SW1 programmed", || async {
+        let t = s1.sw.pipeline().tables();
+        t.dvipa.len() == 1 && t.dpt.len() == 256
+    })
+    .await;
+    assert_eq!(
+        s2.sw.pipeline().tables().dvipa.len(),
+        0,
+        "a cold backup holds no DVIPA"
+    );
+
+    // Operator move to the backup: SW2 is programmed and advertises, SW1 withdraws.
+    let r = op(
+        admin,
+        OpCmd::Move {
+            dvipa: DVIPA,
+            to: "SW2".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(r, Reply::Message(ref m) if m.contains("SW2")),
+        "{r:?}"
+    );
+    assert_eq!(active(admin).await, "SW2");
+    eventually("SW2 programmed, SW1 no longer distributes", || async {
+        let (t1, t2) = (s1.sw.pipeline().tables(), s2.sw.pipeline().tables());
+        t2.dvipa.len() == 1 && t2.dpt.len() == 256 && t1.dvipa.is_empty()
+    })
+    .await;
+    eventually("advertised from SW2, withdrawn from SW1", || async {
+        let log = adv.log.lock();
+        log.iter().any(|c| c.advertise && c.switch == "SW2")
+            && log.iter().any(|c| !c.advertise && c.switch == "SW1")
+    })
+    .await;
+
+    // Maintenance on SW2: the DVIPA goes back to SW1.
+    op(
+        admin,
+        OpCmd::Switch {
+            cmd: cli::SwitchCmd::Down {
+                switch: "SW2".into(),
+            },
+        },
+    )
+    .await
+    .unwrap();
+    eventually("SW1 active again, SW2 marked", || async {
+        active(admin).await == "SW1"
+            && vipadyn_rows(admin)
+                .await
+                .iter()
+                .any(|r| r.0 == "SW2" && r.3 == "Y")
+    })
+    .await;
+    op(
+        admin,
+        OpCmd::Switch {
+            cmd: cli::SwitchCmd::Up {
+                switch: "SW2".into(),
+            },
+        },
+    )
+    .await
+    .unwrap();
+    eventually("SW2 out of maintenance", || async {
+        vipadyn_rows(admin)
+            .await
+            .iter()
+            .any(|r| r.0 == "SW2" && r.3 == "N")
+    })
+    .await;
+    if active(admin).await != "SW1" {
+        op(
+            admin,
+            OpCmd::Move {
+                dvipa: DVIPA,
+                to: "SW1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    // SW1 is lost: the backup takes over.
+    s1.stop();
+    eventually("takeover by SW2 after SW1 is lost", || async {
+        let r = vipadyn_rows(admin).await;
+        r.iter().any(|x| x.0 == "SW1" && x.2 == "DOWN") && active(admin).await == "SW2"
+    })
+    .await;
+    eventually("SW2 distributes", || async {
+        let t = s2.sw.pipeline().tables();
+        t.dvipa.len() == 1 && t.dpt.len() == 256
+    })
+    .await;
+    let (v, _) = s2.sw.inject(1, &tcp_frame(CLIENT, 42000, DVIPA, 60, SYN));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    ag.hb.abort();
+    ctl.shutdown().await;
+    s2.stop();
+}
