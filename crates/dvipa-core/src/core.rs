@@ -146,6 +146,7 @@ struct SwitchState {
     name: String,
     live: SwitchLiveness,
     maintenance: bool,
+    read_once: bool,
     installed: Tables,
     installed_crt: HashMap<ConnKey, u16>,
     crt_dirty: HashSet<ConnKey>,
@@ -574,6 +575,7 @@ impl Core {
                 name: s.name.clone(),
                 live: SwitchLiveness::Unknown,
                 maintenance: false,
+                read_once: false,
                 installed: Tables::new(),
                 installed_crt: HashMap::new(),
                 crt_dirty: HashSet::new(),
@@ -710,6 +712,11 @@ impl Core {
                 // Start-up hold over: adopted targets whose stacks never attached leave the slots.
                 self.hold_done = true;
                 changed = true;
+                for s in &mut self.services {
+                    for d in s.dpt.values_mut().filter(|d| d.adopted) {
+                        d.not_ready = Some((h, "not_reattached"));
+                    }
+                }
             }
             _ => {}
         }
@@ -1203,10 +1210,14 @@ impl Core {
         if let Some(old) = self.crt.insert(k, e) {
             self.unaccount(&old);
         }
+        let now = self.now;
         let d = self.services[service as usize]
             .dpt
             .entry(target)
-            .or_default();
+            .or_insert_with(|| DptEntry {
+                not_ready: Some((now, "no_srvstat")),
+                ..DptEntry::default()
+            });
         d.total_conns += 1;
         d.active_conns += 1;
         self.mark_conn_dirty(k);
@@ -1299,12 +1310,15 @@ impl Core {
             }
         }
         // Adopt connections the core does not know (controller restart) for DVIPAs this
-        // switch routes: forwarding continues undisturbed.
+        // switch routes: forwarding continues undisturbed. Only from the first read of a switch
+        // since this core started; afterwards the core's own CRT is authoritative (a returning
+        // switch's stale entries are removed, not adopted).
+        let first_read = !std::mem::replace(&mut self.switches[si].read_once, true);
         let owned: BTreeSet<usize> = self
             .vipas
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.owner == si)
+            .filter(|(_, v)| first_read && v.owner == si)
             .map(|(i, _)| i)
             .collect();
         let mut adopt = Vec::new();
@@ -1514,6 +1528,10 @@ impl Core {
         let Some(si) = self.switch_idx(name) else {
             return;
         };
+        if self.switches[si].live != SwitchLiveness::Up {
+            self.count("idle_from_switch_not_up");
+            return;
+        }
         for c in conns {
             match self.crt.get(&c) {
                 Some(e) if e.confirmed() && self.stacks[e.target as usize - 1].alive => {
@@ -1893,7 +1911,7 @@ impl Core {
             d.draining = s.draining;
             d.reported_weight = s.weight;
             let is_ready = d.listening && !d.draining;
-            if was_ready && !is_ready {
+            if !is_ready && (was_ready || d.not_ready.is_none()) {
                 d.not_ready = Some((
                     now,
                     if s.listening {

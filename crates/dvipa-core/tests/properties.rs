@@ -1,0 +1,158 @@
+//! Property tests over random event sequences (switch failures and returns, operator moves,
+//! agents attaching, listening, reporting and ending connections, SYN digests, idle timeouts,
+//! time passing). After every step:
+//! - no switch ever holds an entry naming a missing target (checked by the simulation on every
+//!   write batch);
+//! - failover events (switch down/up, moves, maintenance) never change the CRT;
+//! - every pinned connection whose target is not ready has a recorded reason;
+//! - every up switch holds exactly what the core wants it to hold, and the switch advertising a
+//!   DVIPA holds its dvipa entries and all its pinned connections.
+mod common;
+use common::*;
+use dvipa_core::core::{ConnReport, DigestItem, Event, Report};
+use dvipa_core::entries::{ConnKey, Key, TCP};
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+const SWITCHES: [&str; 2] = ["MVS1", "MVS5"];
+const STACKS: [&str; 5] = ["MVS1", "MVS2", "MVS3", "MVS4", "MVS5"];
+const VIPAS: [Ipv4Addr; 2] = [DVA1, DVB1];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Down(usize),
+    Up(usize, bool),
+    Move(usize, usize),
+    Maintenance(usize, bool),
+    Hello(usize),
+    Listen(usize, usize, bool),
+    NewConn(usize, usize, u16),
+    TermConn(usize, usize, u16),
+    Syn(usize, u16),
+    Idle(usize, u16),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0..2usize).prop_map(Op::Down),
+        2 => (0..2usize, any::<bool>()).prop_map(|(s, w)| Op::Up(s, w)),
+        1 => (0..2usize, 0..2usize).prop_map(|(v, s)| Op::Move(v, s)),
+        1 => (0..2usize, any::<bool>()).prop_map(|(s, on)| Op::Maintenance(s, on)),
+        2 => (0..5usize).prop_map(Op::Hello),
+        3 => (0..5usize, 0..2usize, any::<bool>()).prop_map(|(s, v, l)| Op::Listen(s, v, l)),
+        3 => (0..5usize, 0..2usize, 0..20u16).prop_map(|(s, v, p)| Op::NewConn(s, v, p)),
+        2 => (0..5usize, 0..2usize, 0..20u16).prop_map(|(s, v, p)| Op::TermConn(s, v, p)),
+        4 => (0..2usize, 0..40u16).prop_map(|(v, p)| Op::Syn(v, p)),
+        1 => (0..2usize, 0..40u16).prop_map(|(v, p)| Op::Idle(v, p)),
+        2 => (100..4000u64).prop_map(Op::Advance),
+    ]
+}
+
+fn creport(v: usize, p: u16) -> ConnReport {
+    ConnReport {
+        client: Ipv4Addr::new(198, 51, 100, 1),
+        client_port: 1000 + u32::from(p),
+        dvipa: VIPAS[v],
+        dvipa_port: 60,
+        protocol: 6,
+        server_originated: p % 2 == 0,
+    }
+}
+
+fn check(s: &dvipa_core::sim::Sim, step: &Op) -> Result<(), TestCaseError> {
+    for (k, e) in s.core.crt() {
+        let t = e.target;
+        prop_assert!(t >= 1 && t <= 5, "{k}: bad target {t}");
+        if let Some((_, why)) = s.core.stale_reason(k) {
+            prop_assert_ne!(why, "unrecorded", "{} after {:?}", k, step);
+        }
+    }
+    for sw in SWITCHES {
+        let sim = &s.switches[sw];
+        if !sim.up || s.core.liveness(sw) != Some(dvipa_core::core::SwitchLiveness::Up) {
+            continue;
+        }
+        let desired = s.core.desired(sw).unwrap();
+        prop_assert_eq!(
+            &sim.tables,
+            &desired,
+            "switch {} differs from the core after {:?}",
+            sw,
+            step
+        );
+        prop_assert_eq!(&s.core.installed(sw).unwrap(), &desired);
+    }
+    for v in VIPAS {
+        if let Some(sw) = s.core.advertised(v)
+            && s.switches[sw].up
+            && s.core.owner(v) == Some(sw)
+        {
+            let t = &s.switches[sw].tables;
+            prop_assert!(
+                has_dvipa(t, v),
+                "{} advertised on {} without its dvipa entry",
+                v,
+                sw
+            );
+            for k in s.core.crt().keys().filter(|k| k.dvipa() == v) {
+                prop_assert!(
+                    t.contains_key(&Key::Crt(*k)),
+                    "{} advertised on {} without {}",
+                    v,
+                    sw,
+                    k
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn random_event_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut s = sim();
+        s.switch_up("MVS1", true);
+        s.switch_up("MVS5", true);
+        let mut seq = 100;
+        for o in &ops {
+            let crt_before = s.core.crt().clone();
+            seq += 1;
+            match *o {
+                Op::Down(i) => s.switch_down(SWITCHES[i]),
+                Op::Up(i, wipe) => s.switch_up(SWITCHES[i], wipe),
+                Op::Move(v, i) => s.event(Event::AdminMove { dvipa: VIPAS[v], to: SWITCHES[i].into() }),
+                Op::Maintenance(i, on) => s.event(Event::AdminMaintenance { switch: SWITCHES[i].into(), on }),
+                Op::Hello(st) => hello(&mut s, STACKS[st]),
+                Op::Listen(st, v, l) => {
+                    let mut x = listen(VIPAS[v], 60);
+                    x.listening = l;
+                    s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, srvstat: vec![x], ..Default::default() } });
+                }
+                Op::NewConn(st, v, p) => s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, newconn: vec![creport(v, p)], ..Default::default() } }),
+                Op::TermConn(st, v, p) => s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, termconn: vec![creport(v, p)], ..Default::default() } }),
+                Op::Syn(v, p) => {
+                    let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else { continue };
+                    if !s.switches[&owner].up { continue; }
+                    let svc = s.core.service_of(VIPAS[v], 60, TCP).unwrap();
+                    let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
+                    let slot = (u32::from(p) * 7 % 256) as u16;
+                    let Some(target) = s.switches[&owner].tables.get(&Key::Dpt { service: svc, slot }).and_then(|v| v.target()) else { continue };
+                    s.event(Event::Digest { switch: owner, list_id: seq, items: vec![DigestItem { conn, service: svc, target, not_syn: false }] });
+                }
+                Op::Idle(v, p) => {
+                    let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else { continue };
+                    let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
+                    s.event(Event::IdleTimeout { switch: owner, conns: vec![conn] });
+                }
+                Op::Advance(ms) => s.advance(ms),
+            }
+            if matches!(o, Op::Down(_) | Op::Up(..) | Op::Move(..) | Op::Maintenance(..)) {
+                prop_assert_eq!(s.core.crt(), &crt_before, "failover step {:?} changed the CRT", o);
+            }
+            check(&s, o)?;
+        }
+    }
+}
