@@ -56,14 +56,14 @@ fn creport(v: usize, p: u16) -> ConnReport {
         dvipa: VIPAS[v],
         dvipa_port: 60,
         protocol: 6,
-        server_originated: p % 2 == 0,
+        server_originated: p.is_multiple_of(2),
     }
 }
 
 fn check(s: &dvipa_core::sim::Sim, step: &Op) -> Result<(), TestCaseError> {
     for (k, e) in s.core.crt() {
         let t = e.target;
-        prop_assert!(t >= 1 && t <= 5, "{k}: bad target {t}");
+        prop_assert!((1..=5).contains(&t), "{k}: bad target {t}");
         if let Some((_, why)) = s.core.stale_reason(k) {
             prop_assert_ne!(why, "unrecorded", "{} after {:?}", k, step);
         }
@@ -116,10 +116,8 @@ proptest! {
         let mut s = sim();
         s.switch_up("MVS1", true);
         s.switch_up("MVS5", true);
-        let mut seq = 100;
-        for o in &ops {
+        for (seq, o) in (101u64..).zip(ops.iter()) {
             let crt_before = s.core.crt().clone();
-            seq += 1;
             match *o {
                 Op::Down(i) => s.switch_down(SWITCHES[i]),
                 Op::Up(i, wipe) => s.switch_up(SWITCHES[i], wipe),
