@@ -233,6 +233,23 @@ impl Port {
         if r < 0 { 0 } else { u64::from(st[1]) }
     }
 
+    /// Reads and clears the socket's pending error (SO_ERROR).
+    fn take_error(&self) -> Option<io::Error> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: err is a writable c_int.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && err != 0).then(|| io::Error::from_raw_os_error(err))
+    }
+
     fn block(&self, i: u32) -> *mut u8 {
         // SAFETY: i < BLOCK_NR, inside the mapping.
         unsafe { self.ring.add((i * BLOCK_SIZE) as usize) }
@@ -389,6 +406,7 @@ pub fn run(
     out.frame.reserve(MAX_FRAME);
     let mut tx_errors = 0u64;
     let mut last_stats = std::time::Instant::now();
+    let mut port_error_logged = vec![false; ports.len()];
     while !stop.load(Ordering::Relaxed) {
         if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
             last_stats = std::time::Instant::now();
@@ -453,6 +471,22 @@ pub fn run(
             }
             // SAFETY: pfds is a valid array of pollfd.
             unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
+            // An interface that went down (or away) leaves an error on its socket: read it (which
+            // clears it), say so once, and do not spin on it.
+            let mut errored = false;
+            for (i, p) in pfds.iter().enumerate() {
+                if p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    errored = true;
+                    let e = ports[i].take_error();
+                    if !port_error_logged[i] {
+                        warn!(port = ports[i].number, iface = %ports[i].iface, error = ?e, "port error (interface down?)");
+                        port_error_logged[i] = true;
+                    }
+                }
+            }
+            if errored {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
     let d: u64 = ports.iter().map(|p| p.take_ring_drops()).sum();
