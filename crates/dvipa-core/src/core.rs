@@ -69,6 +69,18 @@ pub struct CrtEntry {
 }
 
 impl CrtEntry {
+    /// Target id (by value: the struct is packed, so take fields by value, not by reference).
+    pub fn target(&self) -> u16 {
+        self.target
+    }
+    /// Service id.
+    pub fn service(&self) -> u16 {
+        self.service
+    }
+    /// When it was pinned, in seconds of [`Time`].
+    pub fn pinned_secs(&self) -> u32 {
+        self.pinned_s
+    }
     /// The target stack's agent has reported this connection (NEWCONN or re-report).
     pub fn confirmed(&self) -> bool {
         self.flags & F_CONFIRMED != 0
