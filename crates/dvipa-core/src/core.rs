@@ -540,6 +540,7 @@ pub struct Core {
     now: Time,
     hold_until: Option<Time>,
     hold_done: bool,
+    range_vipas: BTreeSet<usize>,
 }
 
 fn method_code(m: DistMethod) -> u8 {
@@ -689,6 +690,7 @@ impl Core {
             now: Time(0),
             hold_until: None,
             hold_done: false,
+            range_vipas: BTreeSet::new(),
         };
         for vi in 0..core.vipas.len() {
             core.activate_services(vi);
@@ -795,7 +797,9 @@ impl Core {
         &self.counters
     }
 
-    /// The cluster configuration.
+    /// The cluster configuration. `cluster().vipas` is the effective VIPA list, including
+    /// VIPAs a stack activated inside a VIPARANGE (appended, `prefix_len` 32, HOTSTANDBY-style:
+    /// the stack that bound last gets the new connections).
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
@@ -993,7 +997,10 @@ impl Core {
         let v = &self.cluster.vipas[vi];
         let owner = &self.switches[self.vipas[vi].owner].name;
         let dists = v.dist_for(owner).to_vec();
+        let keep_roles = self.range_vipas.contains(&vi);
         for s in self.services.iter_mut().filter(|s| s.vipa == vi) {
+            let old_roles: HashMap<u16, Option<StandbyRole>> =
+                s.candidates.iter().map(|c| (c.0, c.2)).collect();
             s.active = false;
             s.candidates.clear();
             for d in &dists {
@@ -1007,7 +1014,15 @@ impl Core {
                     s.candidates = d
                         .candidates
                         .iter()
-                        .map(|c| (self.stack_index[&c.stack], c.weight, c.role))
+                        .map(|c| {
+                            let t = self.stack_index[&c.stack];
+                            let role = if keep_roles {
+                                old_roles.get(&t).copied().flatten()
+                            } else {
+                                c.role
+                            };
+                            (t, c.weight, role)
+                        })
                         .collect();
                 }
             }
@@ -1765,6 +1780,100 @@ impl Core {
         self.structural_change();
     }
 
+    /// Activate a VIPA of a VIPARANGE as a (non-distributed, moveable) DVIPA routed by the
+    /// switch whose profile has the range: all ports, every stack a candidate, new connections
+    /// to the stack that bound last.
+    fn ensure_range_vipa(&mut self, a: Ipv4Addr) {
+        if self.vipa_index(a).is_some() {
+            return;
+        }
+        let Some((sw, range)) = self
+            .cluster
+            .ranges
+            .iter()
+            .find(|(_, r)| r.contains(a))
+            .cloned()
+        else {
+            return;
+        };
+        let protos: Vec<Proto> = if self.cluster.config.distribute_udp {
+            vec![TCP, UDP]
+        } else {
+            vec![TCP]
+        };
+        if self.services.len() + protos.len() > MAX_SERVICES {
+            self.count("range_vipa_no_service_id");
+            return;
+        }
+        let file = self
+            .cluster
+            .profiles
+            .get(&sw)
+            .map(|p| p.file.clone())
+            .unwrap_or_default();
+        let candidates: Vec<crate::config::Candidate> = self
+            .stacks
+            .iter()
+            .map(|s| crate::config::Candidate {
+                stack: s.name.clone(),
+                weight: 1,
+                role: None,
+            })
+            .collect();
+        self.cluster.vipas.push(EffectiveVipa {
+            addr: a,
+            prefix_len: 32,
+            owner: sw.clone(),
+            backups: Vec::new(),
+            dist: vec![crate::config::Distribution {
+                file,
+                loc: range.loc,
+                ports: Vec::new(),
+                method: DistMethod::HotStandby,
+                all_stacks: true,
+                candidates,
+            }],
+        });
+        let vi = self.cluster.vipas.len() - 1;
+        let owner = self.sw_index[&sw];
+        self.vipas.push(VipaState {
+            owner,
+            retiring: Vec::new(),
+            advertised: None,
+            admin_pinned: false,
+            transitions: vec![Transition {
+                at: self.now,
+                what: format!(
+                    "activated in VIPARANGE {}/{} of {sw}",
+                    range.network, range.prefix_len
+                ),
+            }],
+        });
+        self.range_vipas.insert(vi);
+        let all: BTreeSet<u16> = (1..=self.stacks.len() as u16).collect();
+        for pr in protos {
+            let id = self.services.len() as u16;
+            self.svc_index.insert((u32::from(a), None, pr), id);
+            self.services.push(Service {
+                id,
+                vipa: vi,
+                dvipa: a,
+                port: None,
+                proto: pr,
+                active: false,
+                method: DistMethod::HotStandby,
+                candidates: Vec::new(),
+                any_candidates: all.clone(),
+                dpt: BTreeMap::new(),
+                fill: [None; N_SLOTS],
+                hint: [None; N_SLOTS],
+            });
+        }
+        self.activate_services(vi);
+        self.count("range_vipa_activated");
+        self.structural_change();
+    }
+
     fn on_admin_move(&mut self, dvipa: Ipv4Addr, to: &str) {
         let Some(vi) = self.vipa_index(dvipa) else {
             self.count("admin_move_unknown_dvipa");
@@ -1868,6 +1977,16 @@ impl Core {
             return;
         };
         self.renew(t);
+        // A VIPA inside a VIPARANGE becomes a DVIPA when a stack binds to it (figs. 11–12).
+        let addrs: BTreeSet<Ipv4Addr> = r
+            .srvstat
+            .iter()
+            .map(|s| s.dvipa)
+            .chain(r.newconn.iter().map(|c| c.dvipa))
+            .collect();
+        for a in addrs {
+            self.ensure_range_vipa(a);
+        }
         let mut errors = Vec::new();
         if r.full_sync && self.stacks[t as usize - 1].sync.is_none() {
             self.stacks[t as usize - 1].sync = Some(SyncRound {
@@ -1938,6 +2057,32 @@ impl Core {
             structural = true;
             if let Some(sync) = &mut self.stacks[t as usize - 1].sync {
                 sync.listeners.insert((svc, t));
+            }
+            if s.listening
+                && !s.draining
+                && self.range_vipas.contains(&self.services[svc as usize].vipa)
+            {
+                // Moveable VIPA: the stack that bound last gets the new connections; the
+                // earlier ones keep theirs (pinned) and stay next in line.
+                let cands = &mut self.services[svc as usize].candidates;
+                if !cands
+                    .iter()
+                    .any(|c| c.0 == t && c.2 == Some(StandbyRole::Preferred))
+                {
+                    for c in cands.iter_mut() {
+                        c.2 = if c.0 == t {
+                            Some(StandbyRole::Preferred)
+                        } else {
+                            match c.2 {
+                                Some(StandbyRole::Preferred) => Some(StandbyRole::Backup(254)),
+                                Some(StandbyRole::Backup(r)) => {
+                                    Some(StandbyRole::Backup(r.saturating_sub(1).max(1)))
+                                }
+                                None => None,
+                            }
+                        };
+                    }
+                }
             }
         }
         let full = r.full_sync;

@@ -428,3 +428,119 @@ fn controller_restart_rebuilds_from_the_switches_without_disturbing_them() {
     assert!(dpt_targets(&r.switches["MVS1"].tables, svc).is_empty());
     assert_eq!(crt_of(&r.switches["MVS1"].tables, DVA1).len(), 41);
 }
+
+#[test]
+fn fig11_12_viparange_vipa_moves_to_the_stack_that_binds_last() {
+    let c = cluster_with(
+        |t| t,
+        |p| {
+            p.replace("ENDVIPADYNAMIC", "  VIPARANGE DEFINE MOVEABLE NONDISRUPTIVE 255.255.255.0 198.18.0.0\nENDVIPADYNAMIC")
+        },
+    );
+    let mut s = Sim::new(Core::new(c, CoreOptions::default()).unwrap());
+    s.switch_up("MVS1", true);
+    for st in ["MVS2", "MVS3"] {
+        hello(&mut s, st);
+    }
+    let vb: Ipv4Addr = "198.18.0.7".parse().unwrap();
+    // APP B on MVS3 binds to a VIPA of the range: the VIPA becomes routable through MVS1.
+    assert!(
+        report(
+            &mut s,
+            "MVS3",
+            Report {
+                seq: 1,
+                srvstat: vec![listen(vb, 8080)],
+                ..Default::default()
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(s.core.owner(vb), Some("MVS1"));
+    assert_eq!(s.core.advertised(vb), Some("MVS1"));
+    let svc = s.core.service_of(vb, 8080, TCP).unwrap();
+    assert_eq!(s.core.service_of(vb, 443, TCP), Some(svc), "all ports");
+    let t1 = &s.switches["MVS1"].tables;
+    assert!(t1.contains_key(&Key::Dvipa {
+        addr: vb,
+        proto: TCP,
+        port: None
+    }));
+    assert_eq!(
+        dpt_targets(t1, svc),
+        std::collections::BTreeMap::from([(3, 256)])
+    );
+    // A connection to MVS3, then APP B on MVS2 binds: new connections go to MVS2, the
+    // existing one stays routed to MVS3.
+    let k = ConnKey::new("198.51.100.50".parse().unwrap(), 4000, vb, 8080, TCP);
+    s.event(Event::Digest {
+        switch: "MVS1".into(),
+        list_id: 1,
+        items: vec![DigestItem {
+            conn: k,
+            service: svc,
+            target: 3,
+            not_syn: false,
+        }],
+    });
+    assert!(
+        report(
+            &mut s,
+            "MVS2",
+            Report {
+                seq: 1,
+                srvstat: vec![listen(vb, 8080)],
+                ..Default::default()
+            }
+        )
+        .is_empty()
+    );
+    let t1 = &s.switches["MVS1"].tables;
+    assert_eq!(
+        dpt_targets(t1, svc),
+        std::collections::BTreeMap::from([(2, 256)])
+    );
+    assert_eq!(t1[&Key::Crt(k)].target(), Some(3));
+    // MVS2 stops listening: back to MVS3, next in line.
+    let mut stop = listen(vb, 8080);
+    stop.listening = false;
+    assert!(
+        report(
+            &mut s,
+            "MVS2",
+            Report {
+                seq: 2,
+                srvstat: vec![stop],
+                ..Default::default()
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        dpt_targets(&s.switches["MVS1"].tables, svc),
+        std::collections::BTreeMap::from([(3, 256)])
+    );
+    // Every stack learns the VIPA and its routing switch.
+    assert!(
+        s.core
+            .vipa_list_for("MVS4")
+            .iter()
+            .any(|v| v.dvipa == vb && v.owner == "MVS1" && v.all_stacks)
+    );
+    assert!(
+        s.core.transitions(vb)[0]
+            .what
+            .starts_with("activated in VIPARANGE 198.18.0.0/24 of MVS1")
+    );
+    // Addresses outside every VIPA and range stay unknown.
+    let errs = report(
+        &mut s,
+        "MVS2",
+        Report {
+            seq: 3,
+            srvstat: vec![listen("198.19.0.1".parse().unwrap(), 80)],
+            ..Default::default()
+        },
+    );
+    assert_eq!(errs[0].reason, "unknown_dvipa");
+}

@@ -11,12 +11,20 @@ pub const DVA1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const DVB1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
 pub fn cluster(toml_edit: impl Fn(String) -> String) -> Cluster {
+    cluster_with(toml_edit, |p| p)
+}
+
+/// Like [`cluster`], also editing MVS1's profile text.
+pub fn cluster_with(
+    toml_edit: impl Fn(String) -> String,
+    mvs1_edit: impl Fn(String) -> String,
+) -> Cluster {
     let profiles = BTreeMap::from([
         (
             "MVS1".into(),
             (
                 "mvs1.profile".into(),
-                include_str!("../fixtures/mvs1.profile").into(),
+                mvs1_edit(include_str!("../fixtures/mvs1.profile").into()),
             ),
         ),
         (
