@@ -99,6 +99,12 @@ struct Driver {
     shared: Arc<Shared>,
     pending: HashMap<u64, p4rt::DigestDelivery>,
     up: bool,
+    /// A CRT insert failed with RESOURCE_EXHAUSTED and no re-read has happened since.
+    exhausted: bool,
+    /// Re-read the switch at this time (set when CRT deletes free space after an overflow, so
+    /// connections kept on the slot path get their entries; pushed back by every further
+    /// delete batch).
+    retry_read: Option<tokio::time::Instant>,
 }
 
 /// Runs the driver until `shutdown` turns true.
@@ -115,6 +121,8 @@ pub async fn run(
         shared,
         pending: HashMap::new(),
         up: false,
+        exhausted: false,
+        retry_read: None,
     };
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -256,6 +264,11 @@ impl Driver {
                 i = q.idle_timeouts.recv(), if primary => {
                     if let Some(i) = i { self.idle(i) } else { return false }
                 }
+                _ = async { tokio::time::sleep_until(self.retry_read.unwrap()).await }, if primary && self.retry_read.is_some() => {
+                    self.retry_read = None;
+                    self.count("reread_after_overflow");
+                    self.command(&session, SwitchCmd::Read).await;
+                }
                 _ = resync.tick(), if primary => {
                     self.command(&session, SwitchCmd::Read).await;
                 }
@@ -312,9 +325,14 @@ impl Driver {
                 .schema
                 .decode_table_entry(&te)
                 .map_err(translate::TranslateError::from)
-                .and_then(|d| translate::from_decoded(&d))
+                .and_then(|d| translate::from_decoded_lenient(&d))
             {
-                Ok(kv) => out.push(kv),
+                Ok((k, v, foreign)) => {
+                    if foreign {
+                        self.count("entries_foreign_action");
+                    }
+                    out.push((k, v));
+                }
                 Err(e) => bad.push(e.to_string()),
             }
         }
@@ -325,6 +343,17 @@ impl Driver {
         match c {
             SwitchCmd::Write { batch, updates } => {
                 let results = self.write(s, &updates).await;
+                if results.contains(&WriteOutcome::ResourceExhausted) {
+                    self.exhausted = true;
+                } else if self.exhausted
+                    && updates.iter().zip(&results).any(|(u, r)| {
+                        matches!(u.key, Key::Crt(_))
+                            && u.kind == dvipa_core::entries::UpdateKind::Delete
+                            && *r == WriteOutcome::Ok
+                    })
+                {
+                    self.retry_read = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
                 self.shared.event(Event::WriteResult {
                     switch: self.cfg.name.clone(),
                     batch,
@@ -333,6 +362,7 @@ impl Driver {
             }
             SwitchCmd::Read | SwitchCmd::Resync => match self.read_tables(s).await {
                 Ok((entries, bad)) => {
+                    self.exhausted = false;
                     if !bad.is_empty() {
                         self.shared
                             .stats
@@ -471,27 +501,16 @@ impl Driver {
     fn idle(&self, i: p4::IdleTimeoutNotification) {
         let mut conns = Vec::new();
         for te in &i.table_entry {
+            // Notifications may carry the match only: the lenient decoder needs just the key.
             match self
                 .schema
                 .decode_table_entry(te)
                 .map_err(translate::TranslateError::from)
-                .and_then(|d| translate::from_decoded(&d))
+                .and_then(|d| translate::from_decoded_lenient(&d))
             {
-                Ok((Key::Crt(c), _)) => conns.push(c),
+                Ok((Key::Crt(c), _, _)) => conns.push(c),
                 Ok(_) => self.count("idle_not_crt"),
-                Err(_) => {
-                    // Notifications may carry only the match: decode the key alone.
-                    match self.schema.decode_table_entry(te).ok().and_then(|mut d| {
-                        d.action = Some(p4rt::DecodedAction {
-                            name: n::A_TO_TARGET.into(),
-                            params: vec![(n::P_TARGET_ID.into(), 16, vec![0])],
-                        });
-                        translate::from_decoded(&d).ok()
-                    }) {
-                        Some((Key::Crt(c), _)) => conns.push(c),
-                        _ => self.count("idle_undecodable"),
-                    }
-                }
+                Err(_) => self.count("idle_undecodable"),
             }
         }
         self.count("idle_notifications");

@@ -143,6 +143,47 @@ fn mac_of(a: &p4rt::DecodedAction, p: &str) -> Result<Mac, SchemaError> {
     Ok(Mac([b[2], b[3], b[4], b[5], b[6], b[7]]))
 }
 
+/// The value reported to the core for an entry whose key is understood but whose action is
+/// not (e.g. `NoAction` written by someone else): it never equals a desired value, so the
+/// reconciler overwrites or deletes the entry.
+pub fn foreign_value(k: &Key) -> Value {
+    match k {
+        Key::Dvipa { .. } => Value::Distribute {
+            service: u16::MAX,
+            method: u8::MAX,
+        },
+        Key::Dpt { .. } | Key::Crt(_) => Value::ToTarget { target: 0 },
+        Key::Target { .. } => Value::ForwardL2 {
+            dmac: Mac([0; 6]),
+            port: 511,
+        },
+        Key::Route { .. } => Value::SetNexthop {
+            dmac: Mac([0; 6]),
+            smac: Mac([0; 6]),
+            port: 511,
+        },
+    }
+}
+
+/// Like [`from_decoded`], but an entry whose action is not understood is returned with
+/// [`foreign_value`] and `true`.
+pub fn from_decoded_lenient(e: &DecodedEntry) -> Result<(Key, Value, bool), TranslateError> {
+    match from_decoded(e) {
+        Ok((k, v)) => Ok((k, v, false)),
+        Err(err) => {
+            let mut probe = e.clone();
+            probe.action = Some(p4rt::DecodedAction {
+                name: n::A_TO_TARGET.into(),
+                params: vec![(n::P_TARGET_ID.into(), 16, vec![0])],
+            });
+            match from_decoded(&probe) {
+                Ok((k, _)) => Ok((k, foreign_value(&k), true)),
+                Err(_) => Err(err),
+            }
+        }
+    }
+}
+
 /// A decoded contract-table entry as a typed key and value.
 pub fn from_decoded(e: &DecodedEntry) -> Result<(Key, Value), TranslateError> {
     let key = match e.table.as_str() {
@@ -383,7 +424,10 @@ mod tests {
         let s = schema();
         let u = Update {
             kind: UpdateKind::Delete,
-            key: Key::Dpt { service: 1, slot: 7 },
+            key: Key::Dpt {
+                service: 1,
+                slot: 7,
+            },
             value: Value::ToTarget { target: 1 },
         };
         let p = to_p4_update(&s, &u, 0).unwrap();

@@ -254,7 +254,15 @@ async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
+async fn eventually<F, Fut>(what: &str, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_for(what, 10, f).await
+}
+
+async fn eventually_for<F, Fut>(what: &str, secs: u64, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -262,7 +270,7 @@ where
     let t0 = Instant::now();
     while !f().await {
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < Duration::from_secs(secs),
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1067,4 +1075,131 @@ profile = "sw2.profile"
     ag.hb.abort();
     ctl.shutdown().await;
     s2.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_crt_is_counted_and_loses_no_connection() {
+    use dvipa_switch::tables::{CrtKey, EntryMeta, SelectAction};
+    let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("dvipa test CA").unwrap();
+    ca.server_bundle(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "ctl")
+        .unwrap();
+    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let cfg = dir.path().join("dvipa.toml");
+    std::fs::write(&cfg, toml(&sw_addr.to_string(), dir.path())).unwrap();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let ctl = Controller::start(
+        controller::load(&cfg).unwrap(),
+        Options {
+            resync: Duration::from_secs(3600),
+            metrics: false,
+            ..Options::default()
+        },
+        bind().await,
+        bind().await,
+        Arc::new(RecordingAdvertiser::default()),
+    )
+    .await
+    .unwrap();
+    let admin = ctl.admin_addr();
+    let mut ag = attach(
+        ctl.agent_addr(),
+        &ca.client_bundle("MVS1").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 1),
+    )
+    .await
+    .unwrap();
+    assert!(ag.report(listen(true)).await.is_empty());
+    eventually("programmed", || async {
+        let t = ts.sw.pipeline().tables();
+        t.dpt.len() == 256 && t.dvipa.len() == 1
+    })
+    .await;
+
+    // Someone else fills the CRT behind the controller's back.
+    {
+        let now = ts.sw.pipeline().now_ns();
+        let mut t = ts.sw.pipeline().tables_mut();
+        let mut i = 0u32;
+        while t
+            .crt
+            .insert(
+                CrtKey {
+                    src: 0x0a63_0000 + i,
+                    dst: u32::from(Ipv4Addr::new(192, 0, 2, 1)),
+                    proto: 6,
+                    sport: 1,
+                    dport: 1,
+                },
+                SelectAction::NoAction,
+                EntryMeta::default(),
+                now,
+            )
+            .is_ok()
+        {
+            i += 1;
+        }
+        assert_eq!(t.crt.len(), 65536);
+    }
+
+    // A new connection: the insert fails with RESOURCE_EXHAUSTED, which is counted; the digest
+    // is still acked, the controller keeps the connection, and its packets reach the server
+    // through the slot path.
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 43000, DVIPA, 60, SYN));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    eventually("table full counted", || async {
+        counter(admin, "switch_write_resource_exhausted").await >= 1
+            && counter(admin, "crt_overflow").await >= 1
+    })
+    .await;
+    eventually("digest acked", || async {
+        counter(admin, "switch_digest_acked").await >= 1
+    })
+    .await;
+    let vcrt = table(
+        admin,
+        OpCmd::Netstat {
+            report: cli::Report::Vcrt,
+        },
+    )
+    .await;
+    assert!(
+        vcrt.rows
+            .iter()
+            .any(|r| r.cells[col(&vcrt, "CLIENTPORT")] == "43000"),
+        "{}",
+        cli::render_text(&vcrt)
+    );
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 43000, DVIPA, 60, ACK));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+
+    // Reconcile: the foreign entries go, the connection is written.
+    op(
+        admin,
+        OpCmd::Reconcile {
+            switch: "SW1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    // 65,535 deletes in batches of 2,000: allow for a debug build on a busy machine.
+    eventually_for(
+        "CRT holds exactly the controller's connection",
+        90,
+        || async {
+            let t = ts.sw.pipeline().tables();
+            t.crt.len() == 1 && t.crt.iter().all(|(k, _)| k.sport == 43000)
+        },
+    )
+    .await;
+    // The deletes freed space, so the driver re-read the switch and the core retried the insert.
+    assert!(counter(admin, "switch_reread_after_overflow").await >= 1);
+    ag.hb.abort();
+    ctl.shutdown().await;
+    ts.stop();
 }
