@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// How long a digest list waits for the core's ack before it is forgotten.
+pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
+
 /// Commands to a driver (from the core's actions and from admin requests).
 #[derive(Debug)]
 pub enum SwitchCmd {
@@ -97,7 +100,8 @@ struct Driver {
     cfg: DriverConfig,
     schema: Arc<Schema>,
     shared: Arc<Shared>,
-    pending: HashMap<u64, p4rt::DigestDelivery>,
+    /// Digest lists handed to the core, waiting for its ack (with their arrival time).
+    pending: HashMap<u64, (Instant, p4rt::DigestDelivery)>,
     up: bool,
     /// A CRT insert failed with RESOURCE_EXHAUSTED and no re-read has happened since.
     exhausted: bool,
@@ -381,7 +385,7 @@ impl Driver {
                 }
             },
             SwitchCmd::Ack { list_id } => match self.pending.remove(&list_id) {
-                Some(d) => {
+                Some((_, d)) => {
                     if let Err(e) = d.ack().await {
                         self.count("digest_ack_failed");
                         tracing::warn!(switch = %self.cfg.name, error = %e, "digest ack failed");
@@ -490,7 +494,18 @@ impl Driver {
         metrics::counter!("dvipa_digest_items_total", "switch" => self.cfg.name.clone())
             .increment(items.len() as u64);
         let list_id = d.list.list_id;
-        self.pending.insert(list_id, d);
+        // Lists the core dropped (e.g. while the switch was syncing) are never acked: the switch
+        // re-sends their digests after its ack timeout. Forget them after a while.
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, (t, _)| t.elapsed() < PENDING_DIGEST_TTL);
+        if self.pending.len() < before {
+            self.shared.stats.add(
+                "switch_digest_unacked_forgotten",
+                (before - self.pending.len()) as u64,
+            );
+        }
+        self.pending.insert(list_id, (Instant::now(), d));
         self.shared.event(Event::Digest {
             switch: self.cfg.name.clone(),
             list_id,

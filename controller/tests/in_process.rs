@@ -407,6 +407,39 @@ async fn controller_switch_and_agents_in_process() {
     assert!(spoof.message().contains("MVS2"), "{}", spoof.message());
     assert_eq!(counter(admin, "rejected_unknown_stack").await, 1);
     assert_eq!(counter(admin, "rejected_cert_name_mismatch").await, 1);
+    // The right certificate but an underlay address the configuration does not have: the core
+    // refuses it on the stream.
+    let wrong = attach(
+        agent_addr,
+        &ca.client_bundle("MVS1").unwrap(),
+        "MVS1",
+        Ipv4Addr::new(10, 0, 0, 99),
+    )
+    .await
+    .err()
+    .expect("wrong underlay refused");
+    assert_eq!(wrong.code(), tonic::Code::PermissionDenied);
+    assert!(wrong.message().contains("10.0.0.99"), "{}", wrong.message());
+    assert_eq!(counter(admin, "rejected_refused_by_core").await, 1);
+    // Something else than a Hello first.
+    {
+        let ch = channel(agent_addr, &ca.client_bundle("MVS1").unwrap()).await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(pb::AgentMessage {
+            seq: 1,
+            msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                weight: 0,
+            })),
+        })
+        .await
+        .unwrap();
+        let e = ServerStackClient::new(ch)
+            .attach(ReceiverStream::new(rx))
+            .await
+            .expect_err("heartbeat before hello refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(counter(admin, "rejected_first_message_not_hello").await, 1);
+    }
 
     // --- SRVSTAT from both stacks: targets in the DPT and the slots -----------------------
     let mut a1 = attach(
