@@ -70,7 +70,24 @@ pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
         msg: e.to_string(),
     })?;
     p4names::check(&schema)?;
-    let device_config = read(&rel(&base, &config.device_config))?;
+    let dc_path = rel(&base, &config.device_config);
+    let device_config = match std::fs::read(&dc_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                path = %dc_path.display(),
+                "device config not found: pushing an empty one (the embedded switch ignores it; \
+                 bmv2 will refuse the pipeline)"
+            );
+            Vec::new()
+        }
+        Err(source) => {
+            return Err(StartError::Read {
+                path: dc_path,
+                source,
+            });
+        }
+    };
     let tls = match &config.tls {
         Some(t) => Some(dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths {
             ca: rel(&base, &t.ca),
@@ -224,9 +241,14 @@ impl Controller {
             let mut sd = shut_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut n = 0u64;
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => metrics_export::update(&s),
+                        _ = tick.tick() => {
+                            // Table occupancy copies the installed view: every 5 s only.
+                            metrics_export::update(&s, n.is_multiple_of(5));
+                            n += 1;
+                        }
                         _ = sd.changed() => return,
                     }
                 }

@@ -36,8 +36,8 @@ pub fn install(addr: SocketAddr) -> Result<(), StartError> {
         .map_err(|e| StartError::Metrics(format!("{addr}: {e}")))
 }
 
-/// Refreshes the gauges from the core.
-pub fn update(shared: &Shared) {
+/// Refreshes the gauges from the core (`tables`: also the per-table occupancy).
+pub fn update(shared: &Shared, tables: bool) {
     shared.with_core(|core| {
         metrics::gauge!("dvipa_connections_pinned").set(core.crt().len() as f64);
         for s in core.services() {
@@ -51,6 +51,9 @@ pub fn update(shared: &Shared) {
         }
         for (name, v) in core.counters() {
             metrics::gauge!("dvipa_core_events", "name" => *name).set(*v as f64);
+        }
+        if !tables {
+            return;
         }
         for sw in &core.cluster().config.switches {
             let mut per: BTreeMap<&'static str, usize> = BTreeMap::new();
