@@ -125,7 +125,6 @@ pub fn conn(i: u32) -> ConnKey {
 }
 
 /// Inverse of [`conn`].
-#[allow(dead_code)] // used by the pin section
 pub fn conn_index(k: &ConnKey) -> Option<u32> {
     let src = k.src;
     let sport = k.sport;

@@ -1,8 +1,294 @@
-//! TODO
+//! Pin rate and latency: SYN frames injected into the embedded switch (in-process pipeline) →
+//! `learn_t` digest lists over P4Runtime → dvipa-core (the controller's sans-IO core) →
+//! batched CRT writes through `p4rt::Session` → entry live in the switch's CRT.
+//!
+//! Driven by this crate's driver (`embedded::Driver`), which runs the same loop as the
+//! controller's switch driver (the controller's library was not in the tree when this was
+//! written). Latency of a connection = from its first SYN injected to the Write that inserted
+//! its CRT entry answered OK. A SYN whose digest was lost is re-sent after 1 s, as TCP would
+//! (counted as retransmits; latency still from the first SYN).
+//!
+//! Runs: (1) unpaced (SYNs as fast as the injector goes, at most `WINDOW` unpinned
+//! connections outstanding): pin rate; (2) paced at the goal rate of 100k connections/s:
+//! latency. Baseline in the same run: the same pipeline with the core writing one update per
+//! Write request (`max_batch = 1`).
+
 use crate::Size;
-use crate::report::Figure;
+use crate::embedded::{self, Driver, Embedded, LiveLog};
+use crate::harness;
+use crate::memory::count;
+use crate::report::{Better, Figure};
+use dvipa_core::core::Time;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most connections injected and not yet live (keeps digest queues bounded).
+const WINDOW: u64 = 20_000;
+/// Goal rate.
+const GOAL_RATE: f64 = 100_000.0;
+
+/// A SYN of connection `i` (Ethernet + IPv4 + TCP, 54 bytes).
+pub fn syn_frame(i: u32) -> Vec<u8> {
+    let k = harness::conn(i);
+    let (src, dst, sport, dport) = (k.src, k.dst, k.sport, k.dport);
+    let mut f = Vec::with_capacity(54);
+    f.extend_from_slice(&[2, 0, 0, 0, 0xfe, 1]); // switch
+    f.extend_from_slice(&[2, 0, 0, 0, 0xc1, 1]); // client router
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ip_start = f.len();
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src.to_be_bytes());
+    f.extend_from_slice(&dst.to_be_bytes());
+    dvipa_switch::packet::fix_ipv4_checksum(&mut f[ip_start..ip_start + 20]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&i.to_be_bytes()); // seq
+    f.extend_from_slice(&[0, 0, 0, 0]); // ack
+    f.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]); // SYN
+    f
+}
+
+/// Outcome of one run.
+#[derive(Debug, Clone)]
+pub struct PinRun {
+    /// Connections.
+    pub n: u32,
+    /// Connections/s from the first SYN to the last entry live.
+    pub rate: f64,
+    /// Latency percentiles (ms).
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Max.
+    pub max: f64,
+    /// Write batches.
+    pub batches: u64,
+    /// Digest lists.
+    pub lists: u64,
+    /// Re-sent SYNs.
+    pub retransmits: u64,
+    /// Wall time of the run (first SYN to last entry live), s.
+    pub wall: f64,
+    /// Time in the core (digests, write results, flushes), s.
+    pub core: f64,
+    /// Time in write RPCs (sum), s.
+    pub rpc: f64,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One pin run: `n` connections, core batches of at most `max_batch` updates, SYNs paced at
+/// `pace` per second (None = as fast as possible).
+pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Result<PinRun> {
+    let schema = Arc::new(embedded::schema()?);
+    let sw = Embedded::start(1, n as usize + 1024).await?;
+    let (session, queues) = embedded::connect(&sw, &schema).await?;
+    let epoch = Instant::now();
+    let mut d = Driver::new(harness::core(false, false, max_batch)?, schema, epoch);
+    d.attach("SW1", session, queues);
+    harness::attach_agents(&mut d.core, Time(epoch.elapsed().as_millis() as u64));
+    d.settle(Duration::from_millis(100)).await?;
+    {
+        let t = sw.server.pipeline().tables();
+        anyhow::ensure!(
+            t.dvipa.len() == 1 && t.dpt.len() == 256,
+            "switch not programmed: {} dvipa, {} dpt entries",
+            t.dvipa.len(),
+            t.dpt.len()
+        );
+    }
+    let live = Arc::new(LiveLog::new(epoch, n as usize));
+    d.live = Some(live.clone());
+    let inject_ns: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let frames: Vec<Vec<u8>> = (0..n).map(syn_frame).collect();
+    let injector = {
+        let (server, live, inject_ns, stop) = (
+            sw.server.clone(),
+            live.clone(),
+            inject_ns.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || -> u64 {
+            let t0 = Instant::now();
+            for (i, f) in frames.iter().enumerate() {
+                if let Some(r) = pace {
+                    let due = Duration::from_secs_f64(i as f64 / r);
+                    loop {
+                        let el = t0.elapsed();
+                        if el >= due {
+                            break;
+                        }
+                        if due - el > Duration::from_micros(300) {
+                            std::thread::sleep(Duration::from_micros(200));
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+                while i as u64 - live.live.load(Ordering::Relaxed) >= WINDOW {
+                    if stop.load(Ordering::Relaxed) {
+                        return 0;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                inject_ns[i].store(live.now_ns(), Ordering::Relaxed);
+                server.inject(1, f);
+            }
+            // SYN retransmission for connections whose digest was lost.
+            let mut resent = 0;
+            while !stop.load(Ordering::Relaxed) && live.live.load(Ordering::Relaxed) < n as u64 {
+                std::thread::sleep(Duration::from_millis(100));
+                let now = live.now_ns();
+                for (i, f) in frames.iter().enumerate() {
+                    let first = inject_ns[i].load(Ordering::Relaxed);
+                    if live.live_ns[i].load(Ordering::Relaxed) == 0
+                        && now.saturating_sub(first) > 1_000_000_000 * (1 + resent.min(3))
+                    {
+                        server.inject(1, f);
+                        resent += 1;
+                    }
+                }
+            }
+            resent
+        })
+    };
+    let lv = live.clone();
+    let res = d
+        .run_until(
+            move |_| lv.live.load(Ordering::Relaxed) >= u64::from(n),
+            Duration::from_secs(10),
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let retransmits = injector.join().unwrap_or(0);
+    res?;
+    anyhow::ensure!(
+        sw.crt_len() == n as usize,
+        "switch CRT holds {} of {n}",
+        sw.crt_len()
+    );
+    let mut lat: Vec<f64> = (0..n as usize)
+        .map(|i| {
+            (live.live_ns[i].load(Ordering::Relaxed) as f64
+                - inject_ns[i].load(Ordering::Relaxed) as f64)
+                / 1e6
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let first = inject_ns
+        .iter()
+        .map(|x| x.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0);
+    let last = live
+        .live_ns
+        .iter()
+        .map(|x| x.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    Ok(PinRun {
+        n,
+        rate: f64::from(n) / ((last - first) as f64 / 1e9),
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        max: lat.last().copied().unwrap_or(f64::NAN),
+        batches: d.batches,
+        lists: d.digest_lists,
+        retransmits,
+        wall: (last - first) as f64 / 1e9,
+        core: d.core_busy.as_secs_f64(),
+        rpc: d.rpc_busy.as_secs_f64(),
+    })
+}
+
+fn detail(r: &PinRun) -> String {
+    format!(
+        "{} conns at {:.0}/s; p50 {:.2} / p99 {:.2} / max {:.2} ms; {} digest lists, {} write batches, {} SYNs re-sent; of {:.3} s: core {:.3} s, write RPCs {:.3} s",
+        r.n, r.rate, r.p50, r.p99, r.max, r.lists, r.batches, r.retransmits, r.wall, r.core, r.rpc
+    )
+}
 
 /// Runs the section.
-pub fn run(_size: Size) -> anyhow::Result<Vec<Figure>> {
-    anyhow::bail!("not implemented yet")
+pub fn run(size: Size) -> anyhow::Result<Vec<Figure>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(size))
+}
+
+async fn run_async(size: Size) -> anyhow::Result<Vec<Figure>> {
+    let (sizes, n_base): (&[u32], u32) = match size {
+        Size::Smoke => (&[10_000], 2_000),
+        Size::Default => (&[10_000, 100_000], 10_000),
+        Size::Large => (&[10_000, 100_000, 1_000_000], 10_000),
+    };
+    let base_fast = pin_run(n_base, 1, None).await?;
+    let base_paced = pin_run(n_base, 1, Some(GOAL_RATE)).await?;
+    let mut out = Vec::new();
+    for &n in sizes {
+        let fast = pin_run(n, 2000, None).await?;
+        let paced = pin_run(n, 2000, Some(GOAL_RATE)).await?;
+        let c = count(n);
+        out.push(
+            Figure::new(
+                "pin",
+                format!("pin rate, {c} SYNs unpaced"),
+                fast.rate,
+                "conn/s",
+                Better::Higher,
+            )
+            .baseline(
+                base_fast.rate,
+                format!(
+                    "one update per Write (core max_batch = 1), {} conns unpaced",
+                    count(n_base)
+                ),
+            )
+            .goal(GOAL_RATE, "≥ 100k/s")
+            .note(detail(&fast)),
+        );
+        for (what, v, b) in [
+            ("p50", paced.p50, base_paced.p50),
+            ("p99", paced.p99, base_paced.p99),
+            ("max", paced.max, base_paced.max),
+        ] {
+            let mut f = Figure::new(
+                "pin",
+                format!("{what} SYN-to-entry latency, {c} at 100k/s offered"),
+                v,
+                "ms",
+                Better::Lower,
+            )
+            .baseline(
+                b,
+                format!(
+                    "one update per Write, {} conns offered at 100k/s",
+                    count(n_base)
+                ),
+            );
+            if what == "p99" {
+                f = f
+                    .goal_met(
+                        paced.p99 <= 5.0 && paced.rate >= 0.95 * GOAL_RATE,
+                        "≤ 5 ms at ≥ 100k/s",
+                    )
+                    .note(format!(
+                        "{}; baseline: {}",
+                        detail(&paced),
+                        detail(&base_paced)
+                    ));
+            }
+            out.push(f);
+        }
+    }
+    Ok(out)
 }
