@@ -1664,19 +1664,26 @@ impl Core {
         }
     }
 
-    fn converged(&self, si: usize) -> bool {
+    /// Everything `si` must hold for DVIPA `vi` is written: no batch in flight, no
+    /// dvipa/dpt/target/route work left, no CRT entry of that DVIPA waiting (entries of other
+    /// DVIPAs do not hold the advertisement back).
+    fn converged(&self, si: usize, vi: usize) -> bool {
         let sw = &self.switches[si];
         sw.live == SwitchLiveness::Up
             && sw.in_flight.is_none()
             && !sw.structural_dirty
-            && sw.crt_dirty.is_empty()
+            && sw.crt_dirty.iter().all(|k| {
+                self.crt
+                    .get(k)
+                    .is_none_or(|e| self.services[e.service as usize].vipa != vi)
+            })
     }
 
     fn advertise_converged(&mut self) {
         let mut again = false;
         for vi in 0..self.vipas.len() {
             let vs = &self.vipas[vi];
-            if vs.advertised == Some(vs.owner) || !self.converged(vs.owner) {
+            if vs.advertised == Some(vs.owner) || !self.converged(vs.owner, vi) {
                 continue;
             }
             let v = &self.cluster.vipas[vi];
