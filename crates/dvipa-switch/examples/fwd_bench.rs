@@ -196,23 +196,23 @@ fn generate(iface: &str, frames: &[Vec<u8>], stop: &AtomicBool, sent: &AtomicU64
     };
     const B: usize = 64;
     let mut i = 0usize;
+    let mut iov: Vec<libc::iovec> = (0..B)
+        .map(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdr is valid plain data.
+    let mut msgs: Vec<libc::mmsghdr> = (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
     while !stop.load(Ordering::Relaxed) {
-        let mut iov: Vec<libc::iovec> = (0..B)
-            .map(|k| {
-                let f = &frames[(i + k) % frames.len()];
-                libc::iovec {
-                    iov_base: f.as_ptr() as *mut libc::c_void,
-                    iov_len: f.len(),
-                }
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; pointers reference iov which outlives the call.
-        let mut msgs: Vec<libc::mmsghdr> = (0..B).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
+        for k in 0..B {
+            let f = &frames[(i + k) % frames.len()];
+            iov[k].iov_base = f.as_ptr() as *mut libc::c_void;
+            iov[k].iov_len = f.len();
+            msgs[k].msg_hdr.msg_iov = &mut iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: msgs valid for B entries.
+        // SAFETY: msgs and iov are valid for B entries and outlive the call.
         let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), B as u32, 0) };
         if r > 0 {
             sent.fetch_add(r as u64, Ordering::Relaxed);
