@@ -176,7 +176,13 @@ impl ServerStack for AgentService {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             loop {
-                let m = match inbound.message().await {
+                // Stop reading once the response stream is gone (session replaced, refused or
+                // closed at shutdown): dropping `inbound` resets the stream.
+                let m = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = tx.closed() => break,
+                };
+                let m = match m {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(e) => {

@@ -137,7 +137,7 @@ impl Default for Options {
 pub struct Controller {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
     agent_addr: SocketAddr,
     admin_addr: SocketAddr,
 }
@@ -198,12 +198,15 @@ impl Controller {
         {
             let mut sd = shut_rx.clone();
             let run = advertise::run(advertiser, adv_rx, Arc::downgrade(&shared));
-            tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    _ = run => {}
-                    _ = sd.changed() => {}
-                }
-            }));
+            tasks.push((
+                "advertiser",
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = run => {}
+                        _ = sd.changed() => {}
+                    }
+                }),
+            ));
         }
         for (s, rx) in rxs {
             let dc = DriverConfig {
@@ -218,41 +221,50 @@ impl Controller {
                 liveness: Duration::from_millis(timers.liveness_ms.max(1)),
                 resync: opts.resync,
             };
-            tasks.push(tokio::spawn(switch::run(
-                dc,
-                schema.clone(),
-                shared.clone(),
-                rx,
-                shut_rx.clone(),
-            )));
+            tasks.push((
+                "switch driver",
+                tokio::spawn(switch::run(
+                    dc,
+                    schema.clone(),
+                    shared.clone(),
+                    rx,
+                    shut_rx.clone(),
+                )),
+            ));
         }
         {
             let s = shared.clone();
             let mut sd = shut_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    _ = s.run_timers() => {}
-                    _ = sd.changed() => {}
-                }
-            }));
-        }
-        {
-            let s = shared.clone();
-            let mut sd = shut_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut n = 0u64;
-                loop {
+            tasks.push((
+                "lease timer",
+                tokio::spawn(async move {
                     tokio::select! {
-                        _ = tick.tick() => {
-                            // Table occupancy copies the installed view: every 5 s only.
-                            metrics_export::update(&s, n.is_multiple_of(5));
-                            n += 1;
-                        }
-                        _ = sd.changed() => return,
+                        _ = s.run_timers() => {}
+                        _ = sd.changed() => {}
                     }
-                }
-            }));
+                }),
+            ));
+        }
+        {
+            let s = shared.clone();
+            let mut sd = shut_rx.clone();
+            tasks.push((
+                "metrics",
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut n = 0u64;
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                // Table occupancy copies the installed view: every 5 s only.
+                                metrics_export::update(&s, n.is_multiple_of(5));
+                                n += 1;
+                            }
+                            _ = sd.changed() => return,
+                        }
+                    }
+                }),
+            ));
         }
         let agent_addr = agent_listener
             .local_addr()
@@ -281,11 +293,16 @@ impl Controller {
             match tls_config {
                 Some(c) => {
                     let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone());
-                    tasks.push(tokio::spawn(async move {
-                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
-                            tracing::error!(error = %e, "agent endpoint failed");
-                        }
-                    }));
+                    tasks.push((
+                        "agent endpoint (TLS)",
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                router.serve_with_incoming_shutdown(incoming, stop).await
+                            {
+                                tracing::error!(error = %e, "agent endpoint failed");
+                            }
+                        }),
+                    ));
                 }
                 None => {
                     tracing::warn!(
@@ -293,11 +310,16 @@ impl Controller {
                          client can claim any stack. Use this only in tests. !!!"
                     );
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
-                    tasks.push(tokio::spawn(async move {
-                        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
-                            tracing::error!(error = %e, "agent endpoint failed");
-                        }
-                    }));
+                    tasks.push((
+                        "agent endpoint (plaintext)",
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                router.serve_with_incoming_shutdown(incoming, stop).await
+                            {
+                                tracing::error!(error = %e, "agent endpoint failed");
+                            }
+                        }),
+                    ));
                 }
             }
         }
@@ -305,18 +327,21 @@ impl Controller {
             let mut sd = shut_rx.clone();
             let svc = AdminServer::new(admin::AdminService::new(shared.clone()));
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
-            tasks.push(tokio::spawn(async move {
-                let stop = async move {
-                    let _ = sd.changed().await;
-                };
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, stop)
-                    .await
-                {
-                    tracing::error!(error = %e, "admin endpoint failed");
-                }
-            }));
+            tasks.push((
+                "admin endpoint",
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = sd.changed().await;
+                    };
+                    if let Err(e) = tonic::transport::Server::builder()
+                        .add_service(svc)
+                        .serve_with_incoming_shutdown(incoming, stop)
+                        .await
+                    {
+                        tracing::error!(error = %e, "admin endpoint failed");
+                    }
+                }),
+            ));
         }
         tracing::info!(%agent_addr, %admin_addr, switches = switch_cfgs.len(), "controller started");
         Ok(Controller {
@@ -345,22 +370,23 @@ impl Controller {
 
     /// Stops every task and waits for them (at most 5 s).
     pub async fn shutdown(self) {
+        self.shared.close_agents("controller shutting down");
         let _ = self.shutdown.send(true);
-        let mut rest = Vec::new();
-        for t in self.tasks {
-            if t.is_finished() {
-                continue;
-            }
-            rest.push(t);
-        }
+        let (names, mut rest): (Vec<&str>, Vec<JoinHandle<()>>) = self
+            .tasks
+            .into_iter()
+            .filter(|t| !t.1.is_finished())
+            .unzip();
         let all = futures::future::join_all(rest.iter_mut());
         if tokio::time::timeout(Duration::from_secs(5), all)
             .await
             .is_err()
         {
-            tracing::warn!("some tasks did not stop within 5 s; aborting them");
-            for t in &rest {
-                t.abort();
+            for (n, t) in names.iter().zip(&rest) {
+                if !t.is_finished() {
+                    tracing::warn!(task = n, "did not stop within 5 s; aborted");
+                    t.abort();
+                }
             }
         }
         tracing::info!("controller stopped");

@@ -145,6 +145,15 @@ impl Shared {
         }
     }
 
+    /// Ends every agent stream with UNAVAILABLE (shutdown), so the agents reconnect elsewhere
+    /// or later and the server's graceful shutdown is not held up by open streams.
+    pub fn close_agents(&self, why: &str) {
+        let sessions: Vec<(String, AgentSession)> = self.agents.lock().drain().collect();
+        for (_, s) in sessions {
+            let _ = s.tx.send(Err(tonic::Status::unavailable(why.to_string())));
+        }
+    }
+
     /// Whether session `id` is the current one of `stack`.
     pub fn agent_current(&self, stack: &str, id: u64) -> bool {
         self.agents.lock().get(stack).is_some_and(|s| s.id == id)

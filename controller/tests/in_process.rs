@@ -279,6 +279,10 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_switch_and_agents_in_process() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     // --- embedded switch on loopback -----------------------------------------------------
     let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -723,7 +727,17 @@ async fn controller_switch_and_agents_in_process() {
 
     a1.hb.abort();
     a2.hb.abort();
+    // Shutdown ends the agents' streams with UNAVAILABLE and does not wait for them.
+    let t0 = Instant::now();
     ctl.shutdown().await;
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let end = loop {
+        match a1.rx.message().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(end.unwrap_err().code(), tonic::Code::Unavailable);
 }
 
 /// An embedded switch on its own runtime thread, so that stopping it closes every connection
