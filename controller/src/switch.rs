@@ -218,7 +218,10 @@ impl Driver {
             tokio::select! {
                 _ = shutdown.changed() => return true,
                 ch = mastership.changed() => {
-                    if ch.is_err() { lost_at.get_or_insert_with(tokio::time::Instant::now); continue; }
+                    if ch.is_err() {
+                        // The session is gone: start over with a new one.
+                        return false;
+                    }
                     let m = *mastership.borrow_and_update();
                     if m == Mastership::Primary && !primary {
                         match self.setup(&session).await {
@@ -234,7 +237,8 @@ impl Driver {
                             Err(e) => {
                                 self.count("setup_failed");
                                 tracing::error!(switch = %self.cfg.name, error = %e, "switch setup failed");
-                                drop(session);
+                                // Not usable without its pipeline and digest.
+                                self.down();
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                                 return false;
                             }
