@@ -1250,3 +1250,26 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
     ctl.shutdown().await;
     ts.stop();
 }
+
+#[test]
+fn start_up_refuses_a_p4info_without_the_contract_names() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let p4info = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
+    );
+    let mut info = p4rt::Schema::from_file(p4info).unwrap().p4info().clone();
+    info.tables
+        .retain(|t| t.preamble.as_ref().unwrap().name != "IngressImpl.dpt");
+    info.digests.clear();
+    std::fs::write(dir.path().join("bad.p4info.bin"), info.encode_to_vec()).unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let text = toml("127.0.0.1:1", dir.path())
+        .replace(p4info, &format!("{}/bad.p4info.bin", dir.path().display()));
+    let cfg = dir.path().join("dvipa.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let e = controller::load(&cfg).unwrap_err().to_string();
+    assert!(e.contains("table `IngressImpl.dpt`"), "{e}");
+    assert!(e.contains("digest `learn_t`"), "{e}");
+}
