@@ -621,6 +621,28 @@ async fn controller_switch_and_agents_in_process() {
 
     // --- NEWCONN pins a server-originated connection --------------------------------------
     let remote = Ipv4Addr::new(192, 0, 2, 55);
+    // The entry is already on the switch (written behind the controller's back, as after a
+    // lost write answer): the insert gets ALREADY_EXISTS, which is fine for a pin.
+    {
+        use dvipa_switch::tables::{CrtKey, EntryMeta, SelectAction};
+        let now = sw.pipeline().now_ns();
+        sw.pipeline()
+            .tables_mut()
+            .crt
+            .insert(
+                CrtKey {
+                    src: u32::from(remote),
+                    dst: u32::from(DVIPA),
+                    proto: 6,
+                    sport: 5555,
+                    dport: 60,
+                },
+                SelectAction::ToTarget(2),
+                EntryMeta::default(),
+                now,
+            )
+            .unwrap();
+    }
     let errs = a2
         .report(pb::Report {
             newconn: vec![conn(remote, 5555, true)],
@@ -634,6 +656,10 @@ async fn controller_switch_and_agents_in_process() {
             .crt
             .iter()
             .any(|(k, _)| k.sport == 5555)
+    })
+    .await;
+    eventually("ALREADY_EXISTS accepted", || async {
+        counter(admin, "write_already_exists").await == 1
     })
     .await;
     // The remote's answer (SYN-ACK) goes back to MVS2, whatever the slots say.
