@@ -159,6 +159,7 @@ struct SwitchState {
     live: SwitchLiveness,
     maintenance: bool,
     read_once: bool,
+    held_at_start: BTreeSet<usize>,
     installed: Tables,
     installed_crt: HashMap<ConnKey, u16>,
     crt_dirty: HashSet<ConnKey>,
@@ -205,6 +206,7 @@ struct VipaState {
     retiring: Vec<usize>,
     advertised: Option<usize>,
     admin_pinned: bool,
+    restored: bool,
     transitions: Vec<Transition>,
 }
 
@@ -504,6 +506,14 @@ pub enum CoreError {
     /// Too many stacks for 16-bit target ids.
     #[error("{0} stacks exceed the 16-bit target id space")]
     TooManyStacks(usize),
+    /// A restored owner that does not fit the configuration.
+    #[error("cannot restore the owner of {dvipa}: {why}")]
+    Restore {
+        /// DVIPA.
+        dvipa: Ipv4Addr,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// Tunables of the core.
@@ -589,6 +599,7 @@ impl Core {
                 live: SwitchLiveness::Unknown,
                 maintenance: false,
                 read_once: false,
+                held_at_start: BTreeSet::new(),
                 installed: Tables::new(),
                 installed_crt: HashMap::new(),
                 crt_dirty: HashSet::new(),
@@ -667,6 +678,7 @@ impl Core {
                 retiring: Vec::new(),
                 advertised: None,
                 admin_pinned: false,
+                restored: false,
                 transitions: Vec::new(),
             })
             .collect();
@@ -1116,10 +1128,7 @@ impl Core {
         for (vi, vs) in self.vipas.iter().enumerate() {
             let hot_backup = self.cluster.config.hot_standby
                 && sw.live == SwitchLiveness::Up
-                && self.cluster.vipas[vi]
-                    .backups
-                    .iter()
-                    .any(|b| b.switch == sw.name);
+                && self.chain(vi).contains(&si);
             if vs.owner == si || vs.retiring.contains(&si) || hot_backup {
                 out.insert(vi);
             }
@@ -1341,11 +1350,33 @@ impl Core {
         // since this core started; afterwards the core's own CRT is authoritative (a returning
         // switch's stale entries are removed, not adopted).
         let first_read = !std::mem::replace(&mut self.switches[si].read_once, true);
+        // Controller restart: DVIPAs this switch holds stay on it (as if retiring) until their
+        // owner is programmed and advertised, and its connections are adopted.
+        let restart = first_read && self.in_hold();
+        let held: BTreeSet<usize> = if restart {
+            (0..self.cluster.vipas.len())
+                .filter(|vi| {
+                    let a = self.cluster.vipas[*vi].addr;
+                    self.chain(*vi).contains(&si)
+                        && installed
+                            .keys()
+                            .any(|k| matches!(k, Key::Dvipa { addr, .. } if *addr == a))
+                })
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        for &vi in &held {
+            if self.vipas[vi].owner != si && !self.vipas[vi].retiring.contains(&si) {
+                self.vipas[vi].retiring.push(si);
+            }
+        }
+        self.switches[si].held_at_start = held.clone();
         let owned: BTreeSet<usize> = self
             .vipas
             .iter()
             .enumerate()
-            .filter(|(_, v)| first_read && v.owner == si)
+            .filter(|(vi, v)| first_read && (v.owner == si || held.contains(vi)))
             .map(|(i, _)| i)
             .collect();
         let mut adopt = Vec::new();
@@ -1405,6 +1436,9 @@ impl Core {
         sw.overflow.clear();
         let all: Vec<ConnKey> = self.crt.keys().copied().collect();
         self.switches[si].crt_dirty.extend(all);
+        if restart {
+            self.infer_owners();
+        }
         self.elect();
         for sw in &mut self.switches {
             sw.structural_dirty = true;
@@ -1686,6 +1720,15 @@ impl Core {
             if vs.advertised == Some(vs.owner) || !self.converged(vs.owner, vi) {
                 continue;
             }
+            if self.in_hold()
+                && self.chain(vi).iter().any(|&s| {
+                    let sw = &self.switches[s];
+                    sw.live == SwitchLiveness::Syncing && !sw.read_once
+                })
+            {
+                // Restart: a connected switch that may hold this DVIPA is not read yet.
+                continue;
+            }
             let v = &self.cluster.vipas[vi];
             let (dvipa, prefix_len) = (v.addr, v.prefix_len);
             let owner = vs.owner;
@@ -1848,6 +1891,7 @@ impl Core {
             retiring: Vec::new(),
             advertised: None,
             admin_pinned: false,
+            restored: false,
             transitions: vec![Transition {
                 at: self.now,
                 what: format!(
@@ -1879,6 +1923,79 @@ impl Core {
         self.activate_services(vi);
         self.count("range_vipa_activated");
         self.structural_change();
+    }
+
+    /// Controller restart without a restored owner: when a DVIPA's configured owner was read
+    /// and holds none of it while another switch of its chain does, that switch is routing it
+    /// (an operator move or a takeover before the restart): keep it there.
+    fn infer_owners(&mut self) {
+        for vi in 0..self.vipas.len() {
+            let o = self.vipas[vi].owner;
+            if self.vipas[vi].restored
+                || !self.switches[o].read_once
+                || self.switches[o].held_at_start.contains(&vi)
+            {
+                continue;
+            }
+            let chain = self.chain(vi);
+            let holder = chain.iter().copied().find(|&s| {
+                self.switches[s].read_once && self.switches[s].held_at_start.contains(&vi)
+            });
+            if let Some(h) = holder {
+                self.vipas[vi].restored = true;
+                self.vipas[vi].admin_pinned = h != chain[0];
+                self.change_owner(vi, h, "found on the switch after a controller restart");
+                self.count("owner_inferred_from_switch");
+            }
+        }
+    }
+
+    /// Ownership to persist across controller restarts: `(dvipa, routing switch, pinned by an
+    /// operator move)`.
+    pub fn ownership(&self) -> Vec<(Ipv4Addr, String, bool)> {
+        self.vipas
+            .iter()
+            .enumerate()
+            .map(|(vi, v)| {
+                (
+                    self.cluster.vipas[vi].addr,
+                    self.switches[v.owner].name.clone(),
+                    v.admin_pinned,
+                )
+            })
+            .collect()
+    }
+
+    /// Restore persisted ownership (call before the first event of a restarted controller).
+    /// Without it, a restart keeps a DVIPA where the switches' tables show it unambiguously.
+    pub fn restore_owner(
+        &mut self,
+        dvipa: Ipv4Addr,
+        switch: &str,
+        admin_pinned: bool,
+    ) -> Result<(), CoreError> {
+        let err = |why: String| CoreError::Restore { dvipa, why };
+        let vi = self
+            .vipa_index(dvipa)
+            .ok_or_else(|| err("not a configured DVIPA".into()))?;
+        let si = *self
+            .sw_index
+            .get(switch)
+            .ok_or_else(|| err(format!("no switch named `{switch}`")))?;
+        if !self.chain(vi).contains(&si) {
+            return Err(err(format!("`{switch}` neither defines nor backs it up")));
+        }
+        let v = &mut self.vipas[vi];
+        v.restored = true;
+        v.admin_pinned = admin_pinned;
+        v.owner = si;
+        v.transitions.push(Transition {
+            at: self.now,
+            what: format!("restored owner {switch}"),
+        });
+        self.activate_services(vi);
+        self.structural_change();
+        Ok(())
     }
 
     fn on_admin_move(&mut self, dvipa: Ipv4Addr, to: &str) {

@@ -544,3 +544,105 @@ fn fig11_12_viparange_vipa_moves_to_the_stack_that_binds_last() {
     );
     assert_eq!(errs[0].reason, "unknown_dvipa");
 }
+
+/// A restarted controller over the switches of `s` (tables kept), both switches connecting at
+/// once, optionally with ownership restored from what the old controller persisted.
+fn restart(s: &Sim, restore: bool, hot: bool) -> Sim {
+    let c = cluster(|t| {
+        if hot {
+            t.replace("hot_standby = false", "hot_standby = true")
+        } else {
+            t
+        }
+    });
+    let mut core = Core::new(c, CoreOptions::default()).unwrap();
+    if restore {
+        for (v, sw, pinned) in s.core.ownership() {
+            core.restore_owner(v, &sw, pinned).unwrap();
+        }
+    }
+    let mut r = Sim::new(core);
+    for (n, t) in &s.switches {
+        let sw = r.switches.get_mut(n).unwrap();
+        sw.tables = t.tables.clone();
+        sw.up = true;
+    }
+    for n in ["MVS5", "MVS1"] {
+        r.core.handle(r.now, Event::SwitchUp { switch: n.into() });
+    }
+    r.run();
+    r
+}
+
+#[test]
+fn restart_after_an_admin_move_keeps_the_dvipa_where_the_switches_show_it() {
+    let mut s = running(false);
+    s.event(Event::AdminMove {
+        dvipa: DVB1,
+        to: "MVS1".into(),
+    });
+    let before = core_crt(&s, DVB1);
+    let mut r = restart(&s, false, false);
+    assert_eq!(r.core.owner(DVB1), Some("MVS1"));
+    assert_eq!(r.core.advertised(DVB1), Some("MVS1"));
+    assert!(
+        r.outputs(adv("MVS5", DVB1)).is_empty(),
+        "never advertised on its configured owner"
+    );
+    assert_eq!(crt_of(&r.switches["MVS1"].tables, DVB1), before);
+    let crt_deletes = r
+        .write_log
+        .iter()
+        .flat_map(|(_, u)| u.iter())
+        .filter(|u| u.kind == UpdateKind::Delete && matches!(u.key, Key::Crt(_)))
+        .count();
+    assert_eq!(crt_deletes, 0);
+    assert_eq!(r.core.counters()["owner_inferred_from_switch"], 1);
+    // Still pinned by the operator: MVS5 bouncing does not pull it back.
+    r.switch_down("MVS5");
+    r.switch_up("MVS5", false);
+    assert_eq!(r.core.owner(DVB1), Some("MVS1"));
+    // ownership() is what a shell persists; bad restores are refused.
+    assert!(
+        r.core
+            .ownership()
+            .contains(&(DVB1, "MVS1".to_string(), true))
+    );
+    let mut c = Core::new(cluster(|t| t), CoreOptions::default()).unwrap();
+    let e = c
+        .restore_owner(DVB1, "MVS9", false)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "cannot restore the owner of 203.0.113.20: no switch named `MVS9`"
+    );
+}
+
+#[test]
+fn restart_in_hot_standby_needs_the_persisted_owner() {
+    let mut s = running(true);
+    s.event(Event::AdminMove {
+        dvipa: DVB1,
+        to: "MVS1".into(),
+    });
+    assert_eq!(s.core.advertised(DVB1), Some("MVS1"));
+    // Both switches hold DVB1 (hot standby): the tables cannot tell who routes it.
+    let r = restart(&s, false, true);
+    assert_eq!(
+        r.core.owner(DVB1),
+        Some("MVS5"),
+        "ambiguous: falls back to the configured owner"
+    );
+    // With the persisted ownership the restart changes nothing.
+    let r = restart(&s, true, true);
+    assert_eq!(r.core.owner(DVB1), Some("MVS1"));
+    assert!(r.outputs(adv("MVS5", DVB1)).is_empty());
+    for n in ["MVS1", "MVS5"] {
+        assert_eq!(
+            crt_of(&r.switches[n].tables, DVB1),
+            core_crt(&s, DVB1),
+            "{n}"
+        );
+    }
+}
