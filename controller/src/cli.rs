@@ -142,7 +142,7 @@ pub enum CliError {
         source: tonic::transport::Error,
     },
     /// The controller refused.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
 }
 

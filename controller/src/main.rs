@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
         Cmd::Demo(a) => dvipa::demo::run(a),
@@ -77,11 +78,16 @@ fn main() -> anyhow::Result<()> {
             check_config::run(args, format)
         }
         Cmd::Controller(a) => tokio::runtime::Runtime::new()?.block_on(run_controller(a)),
-        Cmd::Op(op) => tokio::runtime::Runtime::new()?.block_on(async {
-            let r = cli::run(&cli.common, &op).await?;
-            cli::print(&r, cli.common.output);
+        Cmd::Op(op) => {
+            match tokio::runtime::Runtime::new()?.block_on(cli::run(&cli.common, &op)) {
+                Ok(r) => cli::print(&r, cli.common.output),
+                Err(e) => {
+                    eprintln!("dvipa: {e}");
+                    std::process::exit(1);
+                }
+            }
             Ok(())
-        }),
+        }
     }
 }
 

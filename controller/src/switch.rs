@@ -588,6 +588,8 @@ impl Driver {
                 cells: vec![
                     if d.is_default_action {
                         "(default)".into()
+                    } else if m.is_empty() {
+                        "*".into()
                     } else {
                         m.join(" ")
                     },
