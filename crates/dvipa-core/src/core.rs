@@ -1501,11 +1501,16 @@ impl Core {
                 (r, _) => {
                     counts.push("write_error");
                     let msg = format!("{r:?}");
-                    match u.key {
-                        Key::Crt(c) => {
+                    match (u.key, u.kind) {
+                        (Key::Crt(c), UpdateKind::Delete) => {
+                            // Do not retry forever; the next read of the switch finds it.
+                            counts.push("crt_delete_failed");
+                            sw.installed_crt.remove(&c);
+                        }
+                        (Key::Crt(c), _) => {
                             sw.overflow.insert(c, "write_error");
                         }
-                        k => {
+                        (k, _) => {
                             sw.failed.insert(k, msg);
                         }
                     }

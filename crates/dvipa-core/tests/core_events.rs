@@ -458,3 +458,59 @@ fn vipa_lists_name_candidates_owner_and_backups() {
     );
     assert!(list.vipas[1].all_stacks);
 }
+
+#[test]
+fn failed_writes_are_counted_and_not_retried_forever() {
+    let mut s = sim();
+    s.switch_up("MVS1", true);
+    attach_fig4(&mut s);
+    let c = conn(6100, DVA1);
+    assert!(
+        report(
+            &mut s,
+            "MVS2",
+            Report {
+                seq: 70,
+                newconn: vec![c],
+                ..Default::default()
+            }
+        )
+        .is_empty()
+    );
+    // TERMCONN: the switch answers the delete with an internal error.
+    s.core.handle(
+        s.now,
+        Event::AgentReport {
+            stack: "MVS2".into(),
+            report: Report {
+                seq: 71,
+                termconn: vec![c],
+                ..Default::default()
+            },
+        },
+    );
+    let mut writes = 0;
+    while let Some(a) = s.core.poll_action() {
+        if let Action::Write {
+            switch,
+            batch,
+            updates,
+        } = a
+        {
+            writes += 1;
+            let results =
+                vec![dvipa_core::core::WriteOutcome::Other("INTERNAL".into()); updates.len()];
+            s.core.handle(
+                s.now,
+                Event::WriteResult {
+                    switch,
+                    batch,
+                    results,
+                },
+            );
+        }
+    }
+    assert_eq!(writes, 1, "one attempt, no retry loop");
+    assert_eq!(s.core.counters()["crt_delete_failed"], 1);
+    assert!(!s.core.crt().contains_key(&key(&c)));
+}
