@@ -509,6 +509,9 @@ fn failed_writes_are_counted_and_not_retried_forever() {
                 },
             );
         }
+        if writes > 10 {
+            break;
+        }
     }
     assert_eq!(writes, 1, "one attempt, no retry loop");
     assert_eq!(s.core.counters()["crt_delete_failed"], 1);
