@@ -121,8 +121,11 @@ impl Shared {
             .agents
             .lock()
             .insert(stack.to_string(), AgentSession { id, tx });
-        if old.is_some() {
+        if let Some(old) = old {
             self.stats.add("agent_session_replaced", 1);
+            let _ = old.tx.send(Err(tonic::Status::aborted(
+                "replaced by a newer session of the same stack",
+            )));
         }
         self.event(ev);
     }

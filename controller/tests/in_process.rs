@@ -1299,3 +1299,118 @@ fn start_up_refuses_a_p4info_without_the_contract_names() {
     assert!(e.contains("table `IngressImpl.dpt`"), "{e}");
     assert!(e.contains("digest `learn_t`"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_takes_new_connections_away_but_keeps_pinned_ones() {
+    let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("dvipa test CA").unwrap();
+    ca.server_bundle(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "ctl")
+        .unwrap();
+    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
+    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let cfg = dir.path().join("dvipa.toml");
+    let text = toml(&sw_addr.to_string(), dir.path()).replace("lease_ms = 5000", "lease_ms = 1000");
+    std::fs::write(&cfg, text).unwrap();
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let ctl = Controller::start(
+        controller::load(&cfg).unwrap(),
+        Options {
+            resync: Duration::from_secs(3600),
+            metrics: false,
+            ..Options::default()
+        },
+        bind().await,
+        bind().await,
+        Arc::new(RecordingAdvertiser::default()),
+    )
+    .await
+    .unwrap();
+    let admin = ctl.admin_addr();
+    let b1 = ca.client_bundle("MVS1").unwrap();
+    let mut a1 = attach(ctl.agent_addr(), &b1, "MVS1", Ipv4Addr::new(10, 0, 0, 1))
+        .await
+        .unwrap();
+    let mut a2 = attach(
+        ctl.agent_addr(),
+        &ca.client_bundle("MVS2").unwrap(),
+        "MVS2",
+        Ipv4Addr::new(10, 0, 0, 2),
+    )
+    .await
+    .unwrap();
+    assert!(a1.report(listen(true)).await.is_empty());
+    assert!(a2.report(listen(true)).await.is_empty());
+    assert!(
+        a1.report(pb::Report {
+            newconn: vec![conn(CLIENT, 9000, false)],
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    eventually("slots and the connection on the switch", || async {
+        let t = ts.sw.pipeline().tables();
+        t.dpt.len() == 256 && t.dvipa.len() == 1 && t.crt.len() == 1
+    })
+    .await;
+
+    // MVS1's agent goes silent (no heartbeat, stream still open).
+    a1.hb.abort();
+    eventually("MVS1 not ready after its lease", || async {
+        let t = table(
+            admin,
+            OpCmd::Netstat {
+                report: cli::Report::Vdpt,
+            },
+        )
+        .await;
+        t.rows.iter().any(|r| {
+            r.cells[col(&t, "TARGET")] == "MVS1"
+                && r.cells[col(&t, "RDY")] == "N"
+                && r.cells[col(&t, "HEALTH")] == "LEASE_EXPIRED"
+                && r.cells[col(&t, "SLOTS")] == "0"
+        })
+    })
+    .await;
+    eventually("every slot on MVS2", || async {
+        let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 9001, DVIPA, 60, SYN));
+        v == Verdict::Forward(PORT_MVS2)
+    })
+    .await;
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 9000, DVIPA, 60, ACK));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1), "a pinned connection stays");
+
+    // The agent reconnects: the old stream is ended, the new session renews the lease.
+    let mut again = attach(ctl.agent_addr(), &b1, "MVS1", Ipv4Addr::new(10, 0, 0, 1))
+        .await
+        .unwrap();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), a1.rx.message())
+            .await
+            .expect("old stream ends")
+        {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(end.unwrap_err().code(), tonic::Code::Aborted);
+    assert!(again.report(listen(true)).await.is_empty());
+    eventually("MVS1 ready again", || async {
+        let t = table(
+            admin,
+            OpCmd::Netstat {
+                report: cli::Report::Vdpt,
+            },
+        )
+        .await;
+        t.rows.iter().all(|r| r.cells[col(&t, "RDY")] == "Y")
+    })
+    .await;
+    again.hb.abort();
+    a2.hb.abort();
+    ctl.shutdown().await;
+    ts.stop();
+}
