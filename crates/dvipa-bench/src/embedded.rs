@@ -440,11 +440,6 @@ impl Driver {
         }
     }
 
-    /// Writes in flight.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     /// Waits for the next write completion or digest list and handles it. Returns false on
     /// timeout.
     pub async fn step(&mut self, timeout: Duration) -> anyhow::Result<bool> {

@@ -9,7 +9,6 @@
 //! factor over the baseline, > 1 = better) and, where the project set one, the goal and whether
 //! it is met. See the crate README for what each section measures.
 
-#[allow(dead_code)] // failover uses the rest
 mod embedded;
 mod failover;
 mod fwd;
