@@ -507,3 +507,91 @@ impl Admin for AdminService {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dvipa_core::core::CoreOptions;
+
+    fn figure4() -> Core {
+        let l = crate::controller::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/figure4/dvipa.toml"
+        )))
+        .unwrap();
+        Core::new(l.cluster, CoreOptions::default()).unwrap()
+    }
+
+    fn rows(t: &pb::AdminTable) -> Vec<Vec<&str>> {
+        t.rows
+            .iter()
+            .map(|r| r.cells.iter().map(String::as_str).collect())
+            .collect()
+    }
+
+    #[test]
+    fn vipadcfg_of_the_design_example() {
+        let t = vipadcfg(&figure4());
+        assert_eq!(
+            t.columns,
+            [
+                "DVIPA",
+                "DEFINEDBY",
+                "BACKUPS",
+                "DISTBY",
+                "PORTS",
+                "DESTIP",
+                "DISTMETHOD"
+            ]
+        );
+        assert_eq!(
+            rows(&t),
+            [
+                [
+                    "203.0.113.10/24",
+                    "MVS1",
+                    "MVS5:10",
+                    "MVS1",
+                    "60",
+                    "MVS1,MVS2,MVS4",
+                    "ROUNDROBIN"
+                ],
+                [
+                    "203.0.113.10/24",
+                    "MVS1",
+                    "MVS5:10",
+                    "MVS5",
+                    "60",
+                    "MVS2,MVS3,MVS4",
+                    "ROUNDROBIN"
+                ],
+                [
+                    "203.0.113.20/24",
+                    "MVS5",
+                    "MVS1:30",
+                    "MVS5",
+                    "60",
+                    "ALL",
+                    "ROUNDROBIN"
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn vdpt_lists_the_current_owners_candidates_not_ready_before_any_srvstat() {
+        let t = vdpt(&figure4());
+        let dva1: Vec<&str> = t
+            .rows
+            .iter()
+            .filter(|r| r.cells[0] == "203.0.113.10")
+            .map(|r| r.cells[3].as_str())
+            .collect();
+        assert_eq!(dva1, ["MVS1", "MVS2", "MVS4"]);
+        for r in &t.rows {
+            assert_eq!(r.cells[6], "N", "{r:?}");
+            assert_eq!(r.cells[8], "NOLISTEN", "{r:?}");
+            assert_eq!(r.cells[10], "0", "{r:?}");
+        }
+    }
+}
