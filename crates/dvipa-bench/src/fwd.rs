@@ -107,7 +107,7 @@ pub fn run(size: Size) -> anyhow::Result<Vec<Figure>> {
             .find(|l| l.contains(label))
             .and_then(|l| l.split("data-path CPU ").nth(1))
             .and_then(|r| r.split('%').next())
-            .map(|c| format!("; switch data-path thread busy {c}% (below 100% = the offered load, not the switch, is the limit)"))
+            .map(|c| format!("; switch data-path thread busy {c}% (below 100%: the switch had idle time, the offered load was the limit)"))
             .unwrap_or_default();
         figs.push(
             Figure::new("forwarding", name, delivered, "pps", Better::Higher)
