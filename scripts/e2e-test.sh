@@ -44,11 +44,6 @@ fi
 if [ "$only" = both ] || [ "$only" = hot ]; then
   echo
   echo "=== scenario 2/2: hot standby (the backup is kept programmed) ==="
-  # KNOWN FAILURE (docs/failover.md): after the admin move of step 3, a restarted controller
-  # re-advertises the DVIPA on its configured owner as soon as that switch is read, before the
-  # agents re-attach; with hot standby that switch forwards at once and some connections are
-  # reset (seen in 4 of 6 runs). A restart without the preceding move passes (--skip 3).
-  echo "step 4 is marked expected-to-fail in this mode: restarted controller undoes the admin move"
-  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" --hot-standby --xfail 4 "${args[@]}" || status=1
+  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" --hot-standby "${args[@]}" || status=1
 fi
 exit $status
