@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The project's P4Info, compiled in so the benchmark needs no file at run time.
-const P4INFO: &str = include_str!("../../../p4src/p4c-out/bmv2/dvipa.p4info.txtpb");
+pub const P4INFO: &str = include_str!("../../../p4src/p4c-out/bmv2/dvipa.p4info.txtpb");
 
 /// Loads the P4Info schema.
 pub fn schema() -> anyhow::Result<Schema> {

@@ -24,17 +24,22 @@ pub fn stack(t: u16) -> String {
     format!("S{t}")
 }
 
-/// The cluster: `SW1` owns the DVIPA; with `two_switches`, `SW2` backs it up with its own
-/// `VIPADISTRIBUTE ... DESTIP ALL`; `hot_standby` keeps the backup programmed.
-pub fn cluster(two_switches: bool, hot_standby: bool) -> anyhow::Result<Cluster> {
+/// The benchmark configuration: `SW1` owns the DVIPA; with `two_switches`, `SW2` backs it up
+/// with its own `VIPADISTRIBUTE ... DESTIP ALL`; `hot_standby` keeps the backup programmed.
+/// `p4rt` = P4Runtime address per switch. Returns the TOML text and `(switch, profile text)`.
+pub fn config_text(
+    two_switches: bool,
+    hot_standby: bool,
+    p4rt: &[String],
+) -> (String, Vec<(String, String)>) {
     let mut toml = format!(
         r#"controller_id = "dvipa-bench"
-p4info = "p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-device_config = "unused.json"
+p4info = "dvipa.p4info.txtpb"
+device_config = "device.json"
 hot_standby = {hot_standby}
 
 [agent]
-listen = "127.0.0.1:7070"
+listen = "127.0.0.1:0"
 
 [timers]
 heartbeat_ms = 1000
@@ -53,12 +58,13 @@ liveness_ms = 500
             r#"
 [[switch]]
 name = "{sw}"
-p4runtime = "127.0.0.1:1"
+p4runtime = "{addr}"
 device_id = {id}
 profile = "{sw}.profile"
 routes = [{{ prefix = "0.0.0.0/0", port = 1, dmac = "02:00:00:00:fe:0{id}", smac = "02:00:00:00:0{id}:01" }}]
 "#,
-            id = i + 1
+            id = i + 1,
+            addr = p4rt.get(i).map(String::as_str).unwrap_or("127.0.0.1:1"),
         );
     }
     for t in 1..=STACKS {
@@ -78,27 +84,30 @@ ports = {{ {} }}
             ports.join(", ")
         );
     }
-    let mut profiles = BTreeMap::new();
-    profiles.insert(
+    let mut profiles = vec![(
         "SW1".to_string(),
-        (
-            "SW1.profile".to_string(),
-            format!(
-                "VIPADYNAMIC\n  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 {DVIPA}\n  VIPADISTRIBUTE {DVIPA} PORT {PORT} DESTIP ALL\nENDVIPADYNAMIC\n"
-            ),
+        format!(
+            "VIPADYNAMIC\n  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 {DVIPA}\n  VIPADISTRIBUTE {DVIPA} PORT {PORT} DESTIP ALL\nENDVIPADYNAMIC\n"
         ),
-    );
+    )];
     if two_switches {
-        profiles.insert(
+        profiles.push((
             "SW2".to_string(),
-            (
-                "SW2.profile".to_string(),
-                format!(
-                    "VIPADYNAMIC\n  VIPABACKUP 10 {DVIPA}\n  VIPADISTRIBUTE {DVIPA} PORT {PORT} DESTIP ALL\nENDVIPADYNAMIC\n"
-                ),
+            format!(
+                "VIPADYNAMIC\n  VIPABACKUP 10 {DVIPA}\n  VIPADISTRIBUTE {DVIPA} PORT {PORT} DESTIP ALL\nENDVIPADYNAMIC\n"
             ),
-        );
+        ));
     }
+    (toml, profiles)
+}
+
+/// The cluster of [`config_text`].
+pub fn cluster(two_switches: bool, hot_standby: bool) -> anyhow::Result<Cluster> {
+    let (toml, profiles) = config_text(two_switches, hot_standby, &[]);
+    let profiles: BTreeMap<String, (String, String)> = profiles
+        .into_iter()
+        .map(|(sw, text)| (sw.clone(), (format!("{sw}.profile"), text)))
+        .collect();
     Cluster::build("bench.toml", &toml, &profiles).map_err(|e| anyhow!("bench config: {e}"))
 }
 

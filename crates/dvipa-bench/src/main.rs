@@ -9,13 +9,13 @@
 //! factor over the baseline, > 1 = better) and, where the project set one, the goal and whether
 //! it is met. See the crate README for what each section measures.
 
+mod ctl;
 mod embedded;
 mod failover;
 mod fwd;
 mod harness;
 mod memory;
 mod pin;
-#[allow(dead_code)] // used by the sections being filled in
 mod report;
 mod slots;
 mod write;

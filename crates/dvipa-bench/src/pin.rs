@@ -2,9 +2,9 @@
 //! `learn_t` digest lists over P4Runtime → dvipa-core (the controller's sans-IO core) →
 //! batched CRT writes through `p4rt::Session` → entry live in the switch's CRT.
 //!
-//! Driven by this crate's driver (`embedded::Driver`), which runs the same loop as the
-//! controller's switch driver (the controller's library was not in the tree when this was
-//! written). Latency of a connection = from its first SYN injected to the Write that inserted
+//! Driven two ways: by this crate's driver (`embedded::Driver`, the same loop as the
+//! controller's switch driver, instrumented per write), and by the controller's own library
+//! (`dvipa::controller::Controller`, see `ctl.rs`). Latency of a connection = from its first SYN injected to the Write that inserted
 //! its CRT entry answered OK. A SYN whose digest was lost is re-sent after 1 s, as TCP would
 //! (counted as retransmits; latency still from the first SYN).
 //!
@@ -108,58 +108,15 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
     d.live = Some(live.clone());
     let inject_ns: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
-    let frames: Vec<Vec<u8>> = (0..n).map(syn_frame).collect();
-    let injector = {
-        let (server, live, inject_ns, stop) = (
-            sw.server.clone(),
-            live.clone(),
-            inject_ns.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || -> u64 {
-            let t0 = Instant::now();
-            for (i, f) in frames.iter().enumerate() {
-                if let Some(r) = pace {
-                    let due = Duration::from_secs_f64(i as f64 / r);
-                    loop {
-                        let el = t0.elapsed();
-                        if el >= due {
-                            break;
-                        }
-                        if due - el > Duration::from_micros(300) {
-                            std::thread::sleep(Duration::from_micros(200));
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-                while i as u64 - live.live.load(Ordering::Relaxed) >= WINDOW {
-                    if stop.load(Ordering::Relaxed) {
-                        return 0;
-                    }
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                inject_ns[i].store(live.now_ns(), Ordering::Relaxed);
-                server.inject(1, f);
-            }
-            // SYN retransmission for connections whose digest was lost.
-            let mut resent = 0;
-            while !stop.load(Ordering::Relaxed) && live.live.load(Ordering::Relaxed) < n as u64 {
-                std::thread::sleep(Duration::from_millis(100));
-                let now = live.now_ns();
-                for (i, f) in frames.iter().enumerate() {
-                    let first = inject_ns[i].load(Ordering::Relaxed);
-                    if live.live_ns[i].load(Ordering::Relaxed) == 0
-                        && now.saturating_sub(first) > 1_000_000_000 * (1 + resent.min(3))
-                    {
-                        server.inject(1, f);
-                        resent += 1;
-                    }
-                }
-            }
-            resent
-        })
-    };
+    let injector = spawn_injector(
+        sw.server.clone(),
+        n,
+        pace,
+        live.clone(),
+        inject_ns.clone(),
+        stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+    );
     let lv = live.clone();
     let res = d
         .run_until(
@@ -175,6 +132,76 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
         "switch CRT holds {} of {n}",
         sw.crt_len()
     );
+    let mut r = summarize(n, &live, &inject_ns);
+    r.batches = d.batches;
+    r.lists = d.digest_lists;
+    r.retransmits = retransmits;
+    r.core = d.core_busy.as_secs_f64();
+    r.rpc = d.rpc_busy.as_secs_f64();
+    Ok(r)
+}
+
+/// Injects the SYNs of connections `0..n` into `server` (port 1) from a thread: paced at
+/// `pace`/s or as fast as possible, never more than [`WINDOW`] connections not yet live;
+/// records each first SYN's time in `inject_ns` and counts them in `injected`; then re-sends
+/// the SYN of any connection not live 1 s after (TCP's retransmission). Returns the re-sends.
+pub fn spawn_injector(
+    server: dvipa_switch::server::SwitchServer,
+    n: u32,
+    pace: Option<f64>,
+    live: Arc<LiveLog>,
+    inject_ns: Arc<Vec<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    injected: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<u64> {
+    let frames: Vec<Vec<u8>> = (0..n).map(syn_frame).collect();
+    std::thread::spawn(move || -> u64 {
+        let t0 = Instant::now();
+        for (i, f) in frames.iter().enumerate() {
+            if let Some(r) = pace {
+                let due = Duration::from_secs_f64(i as f64 / r);
+                loop {
+                    let el = t0.elapsed();
+                    if el >= due {
+                        break;
+                    }
+                    if due - el > Duration::from_micros(300) {
+                        std::thread::sleep(Duration::from_micros(200));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            while i as u64 - live.live.load(Ordering::Relaxed) >= WINDOW {
+                if stop.load(Ordering::Relaxed) {
+                    return 0;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            inject_ns[i].store(live.now_ns(), Ordering::Relaxed);
+            server.inject(1, f);
+            injected.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut resent = 0;
+        while !stop.load(Ordering::Relaxed) && live.live.load(Ordering::Relaxed) < u64::from(n) {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = live.now_ns();
+            for (i, f) in frames.iter().enumerate() {
+                let first = inject_ns[i].load(Ordering::Relaxed);
+                if live.live_ns[i].load(Ordering::Relaxed) == 0
+                    && now.saturating_sub(first) > 1_000_000_000 * (1 + resent.min(3))
+                {
+                    server.inject(1, f);
+                    resent += 1;
+                }
+            }
+        }
+        resent
+    })
+}
+
+/// Rate and latency percentiles of a finished run.
+pub fn summarize(n: u32, live: &LiveLog, inject_ns: &[AtomicU64]) -> PinRun {
     let mut lat: Vec<f64> = (0..n as usize)
         .map(|i| {
             (live.live_ns[i].load(Ordering::Relaxed) as f64
@@ -194,19 +221,20 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
         .map(|x| x.load(Ordering::Relaxed))
         .max()
         .unwrap_or(0);
-    Ok(PinRun {
+    let wall = last.saturating_sub(first) as f64 / 1e9;
+    PinRun {
         n,
-        rate: f64::from(n) / ((last - first) as f64 / 1e9),
+        rate: f64::from(n) / wall,
         p50: pct(&lat, 0.5),
         p99: pct(&lat, 0.99),
         max: lat.last().copied().unwrap_or(f64::NAN),
-        batches: d.batches,
-        lists: d.digest_lists,
-        retransmits,
-        wall: (last - first) as f64 / 1e9,
-        core: d.core_busy.as_secs_f64(),
-        rpc: d.rpc_busy.as_secs_f64(),
-    })
+        batches: 0,
+        lists: 0,
+        retransmits: 0,
+        wall,
+        core: 0.0,
+        rpc: 0.0,
+    }
 }
 
 fn detail(r: &PinRun) -> String {
@@ -289,6 +317,49 @@ async fn run_async(size: Size) -> anyhow::Result<Vec<Figure>> {
             }
             out.push(f);
         }
+        // The same through the controller's own library (switch driver + core).
+        let cf = crate::ctl::pin_run(n, None).await?;
+        let cp = crate::ctl::pin_run(n, Some(GOAL_RATE)).await?;
+        out.push(
+            Figure::new(
+                "pin",
+                format!("pin rate via the dvipa controller, {c} SYNs unpaced"),
+                cf.rate,
+                "conn/s",
+                Better::Higher,
+            )
+            .baseline(
+                base_fast.rate,
+                "one update per Write (bench driver, core max_batch = 1)",
+            )
+            .goal(GOAL_RATE, "≥ 100k/s")
+            .note(format!(
+                "dvipa::controller::Controller in-process, entries seen by polling the switch; {}",
+                detail_ctl(&cf)
+            )),
+        );
+        out.push(
+            Figure::new(
+                "pin",
+                format!("p99 SYN-to-entry latency via the dvipa controller, {c} at 100k/s offered"),
+                cp.p99,
+                "ms",
+                Better::Lower,
+            )
+            .baseline(base_paced.p99, "one update per Write (bench driver)")
+            .goal_met(
+                cp.p99 <= 5.0 && cp.rate >= 0.95 * GOAL_RATE,
+                "≤ 5 ms at ≥ 100k/s",
+            )
+            .note(detail_ctl(&cp)),
+        );
     }
     Ok(out)
+}
+
+fn detail_ctl(r: &PinRun) -> String {
+    format!(
+        "{} conns at {:.0}/s; p50 {:.2} / p99 {:.2} / max {:.2} ms; {} digest lists; {} SYNs re-sent",
+        r.n, r.rate, r.p50, r.p99, r.max, r.lists, r.retransmits
+    )
 }
