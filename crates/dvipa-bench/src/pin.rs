@@ -116,6 +116,10 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
         inject_ns.clone(),
         stop.clone(),
         Arc::new(AtomicU64::new(0)),
+        {
+            let live = live.clone();
+            Box::new(move |i| live.live_ns[i].load(Ordering::Relaxed) == 0)
+        },
     );
     let lv = live.clone();
     let res = d
@@ -153,6 +157,7 @@ pub fn spawn_injector(
     inject_ns: Arc<Vec<AtomicU64>>,
     stop: Arc<AtomicBool>,
     injected: Arc<AtomicU64>,
+    pending: Box<dyn Fn(usize) -> bool + Send>,
 ) -> std::thread::JoinHandle<u64> {
     let frames: Vec<Vec<u8>> = (0..n).map(syn_frame).collect();
     std::thread::spawn(move || -> u64 {
@@ -182,16 +187,18 @@ pub fn spawn_injector(
             server.inject(1, f);
             injected.fetch_add(1, Ordering::Relaxed);
         }
+        // Per connection: re-send 1, 3, 7, 15 ... s after the first SYN (TCP's backoff).
+        let mut tries = vec![0u32; frames.len()];
         let mut resent = 0;
         while !stop.load(Ordering::Relaxed) && live.live.load(Ordering::Relaxed) < u64::from(n) {
             std::thread::sleep(Duration::from_millis(100));
             let now = live.now_ns();
             for (i, f) in frames.iter().enumerate() {
                 let first = inject_ns[i].load(Ordering::Relaxed);
-                if live.live_ns[i].load(Ordering::Relaxed) == 0
-                    && now.saturating_sub(first) > 1_000_000_000 * (1 + resent.min(3))
-                {
+                let due = 1_000_000_000u64 * ((2u64 << tries[i].min(20)) - 1);
+                if now.saturating_sub(first) > due && pending(i) {
                     server.inject(1, f);
+                    tries[i] += 1;
                     resent += 1;
                 }
             }
