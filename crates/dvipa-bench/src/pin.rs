@@ -149,6 +149,7 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
 /// `pace`/s or as fast as possible, never more than [`WINDOW`] connections not yet live;
 /// records each first SYN's time in `inject_ns` and counts them in `injected`; then re-sends
 /// the SYN of any connection not live 1 s after (TCP's retransmission). Returns the re-sends.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_injector(
     server: dvipa_switch::server::SwitchServer,
     n: u32,
