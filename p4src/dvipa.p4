@@ -27,6 +27,7 @@ const bit<32> DVIPA_SIZE   = 1024;    /* (DVIPA, protocol, port-set) entries    
 const bit<32> DPT_SIZE     = 262144;  /* MAX_SERVICES * N_SLOTS                                  */
 const bit<32> TARGET_SIZE  = 4096;    /* targets                                                 */
 const bit<32> ROUTE_SIZE   = 1024;    /* IPv4 prefixes                                           */
+const bit<32> RR_PENDING_SIZE = 4096; /* rr_pending cells: round-robin choices of unpinned flows */
 
 const bit<16> ETHERTYPE_IPV4  = 0x0800;
 const bit<8>  IP_PROTO_IPIP   = 4;
@@ -209,6 +210,10 @@ control IngressImpl(inout headers_t hdr,
     direct_counter(CounterType.packets_and_bytes) crt_counter;
     direct_counter(CounterType.packets_and_bytes) target_counter;
     register<bit<32>>(MAX_SERVICES) rr_state;
+    /* Round robin only: the target chosen for a flow's SYN (or UDP packet), by 5-tuple crc32 mod
+     * RR_PENDING_SIZE, so that the packets that follow it before its crt entry lands go to the same
+     * target (0 = empty; target ids are >= 1). Collisions overwrite: best effort. */
+    register<bit<16>>(RR_PENDING_SIZE) rr_pending;
 
     action drop() {
         mark_to_drop(standard_metadata);
@@ -374,13 +379,42 @@ control IngressImpl(inout headers_t hdr,
                              { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
                                meta.l4_sport, meta.l4_dport },
                              N_SLOTS);
-                    } else {
-                        bit<32> rr_pos;
-                        rr_state.read(rr_pos, (bit<32>)meta.service_id);
-                        meta.slot = (bit<16>)(rr_pos & (N_SLOTS - 1));
-                        rr_state.write((bit<32>)meta.service_id, rr_pos + 1);
                     }
-                    if (dpt.apply().hit) {
+                    /* Round robin: a TCP SYN (SYN=1, ACK=0) or a UDP packet takes the next slot and
+                     * records its choice in rr_pending; any other TCP packet first follows the
+                     * recorded choice of its flow (no slot, no dpt, rr_state unchanged). */
+                    bit<32> pending_idx = 0;
+                    bool rr_is_syn = true;
+                    bit<16> pending = 0;
+                    if (meta.method != METHOD_HASH) {
+                        hash(pending_idx, HashAlgorithm.crc32, (bit<32>)0,
+                             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+                               meta.l4_sport, meta.l4_dport },
+                             RR_PENDING_SIZE);
+                        if (hdr.tcp.isValid()) {
+                            if (hdr.tcp.SYN == 1w0 || hdr.tcp.ACK == 1w1) {
+                                rr_is_syn = false;
+                                rr_pending.read(pending, pending_idx);
+                            }
+                        }
+                        if (pending == 16w0) {
+                            bit<32> rr_pos;
+                            rr_state.read(rr_pos, (bit<32>)meta.service_id);
+                            meta.slot = (bit<16>)(rr_pos & (N_SLOTS - 1));
+                            rr_state.write((bit<32>)meta.service_id, rr_pos + 1);
+                        }
+                    }
+                    bool chosen = false;
+                    if (pending != 16w0) {
+                        meta.target_id = pending;
+                        chosen = true;
+                    } else if (dpt.apply().hit) {
+                        chosen = true;
+                        if (meta.method != METHOD_HASH && rr_is_syn) {
+                            rr_pending.write(pending_idx, meta.target_id);
+                        }
+                    }
+                    if (chosen) {
                         meta.learn.src_addr = hdr.ipv4.srcAddr;
                         meta.learn.dst_addr = hdr.ipv4.dstAddr;
                         meta.learn.protocol = hdr.ipv4.protocol;

@@ -380,6 +380,48 @@ class RoundRobinMethod(DvipaTest):
         self.expect_nothing_else()
 
 
+class RoundRobinHandshakeFollowsSyn(DvipaTest):
+    """Round robin and the handshake race: the ACK of a connection arrives before the controller
+    has written its CRT entry (no controller here: there is never a CRT entry). Service 5 (method 1)
+    with slot i -> target (i % 3) + 1; rr_pending (crc32 of the 5-tuple mod 4096) remembers the
+    target of each SYN.
+
+    client --p1--> [DUT] --p2/p3/p4--> S1, S2, S3
+      SYN C  -> target 1 (port 2)     ACK C  -> target 1 again (not the next slot's target 2),
+      ACK C  -> target 1              digest flags 1 (NOT_SYN), target_id 1
+      SYN D  -> target 2 (port 3): round robin still advances for new connections
+      ACK D  -> target 2, ACK C -> target 1
+      ACK E (no SYN seen) -> next slot's target 3 (port 4): today's fallback
+    """
+
+    def runTest(self):
+        self.sw.enable_digest("learn_t")
+        self.add_service(DVIPA1, PROTO_TCP, 80, service_id=5, method=1)
+        self.set_slots(5, [(i % 3) + 1 for i in range(N_SLOTS)])
+        self.add_l2_targets()
+        c, d, e = 21000, 21007, 21014
+        pending = {zlib.crc32(struct.pack("!IIBHH", ip(CLIENT), ip(DVIPA1), PROTO_TCP, sport, 80))
+                   % 4096 for sport in (c, d, e)}
+        self.assertEqual(len(pending), 3, "test flows must not share an rr_pending cell")
+
+        steps = [(c, "S", T_S1), (c, "A", T_S1), (c, "PA", T_S1), (d, "S", T_S2), (d, "A", T_S2),
+                 (c, "A", T_S1), (e, "A", T_S3)]
+        for sport, flags, target in steps:
+            pkt = tcp_pkt(sport=sport, flags=flags)
+            self.send(pkt)
+            self.expect(l2_forwarded(pkt, target), TARGET_PORT[target])
+        self.expect_nothing_else()
+
+        # Identical digests are suppressed until acked or ack_timeout (P4Runtime), so compare the
+        # distinct ones: C's repeated non-SYN packets all report target 1.
+        got = self.sw.collect_digests(len(steps) + 1, timeout=2.0)
+        want = {(ip(CLIENT), ip(DVIPA1), PROTO_TCP, sport, 80, 5, target, 0 if flags == "S" else 1)
+                for sport, flags, target in steps}
+        fields = ("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "service_id",
+                  "target_id", "flags")
+        self.assertEqual({tuple(x[f] for f in fields) for x in got}, want)
+
+
 class DigestContent(DvipaTest):
     """learn_t digests of unpinned packets (no CRT entries) to service 4 (all slots -> target 2).
 

@@ -6,7 +6,7 @@
 //! per batch with [`Pipeline::process_with`]) while counters, last-hit times and the round-robin
 //! registers are atomics, so the control plane only takes the lock exclusively to change entries.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,6 +21,8 @@ use crate::tables::{
 pub const N_SLOTS: u32 = 256;
 /// Size of `service_counter` and `rr_state`.
 pub const MAX_SERVICES: usize = 1024;
+/// Size of `rr_pending`.
+pub const RR_PENDING_SIZE: u32 = 4096;
 /// v1model's drop port.
 pub const DROP_PORT: u16 = 511;
 /// `flags` bit 0 of `learn_t`.
@@ -136,17 +138,29 @@ impl Stats {
     }
 }
 
-/// The slot hash of the contract: CRC-32 over src, dst, proto, sport, dport (13 bytes, network
-/// order), modulo 256.
+/// The contract's CRC-32 over src, dst, proto, sport, dport (13 bytes, network order).
 #[inline]
-pub fn slot_hash(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
+fn flow_crc(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u32 {
     let mut b = [0u8; 13];
     b[0..4].copy_from_slice(&src.to_be_bytes());
     b[4..8].copy_from_slice(&dst.to_be_bytes());
     b[8] = proto;
     b[9..11].copy_from_slice(&sport.to_be_bytes());
     b[11..13].copy_from_slice(&dport.to_be_bytes());
-    (crc32fast::hash(&b) % N_SLOTS) as u16
+    crc32fast::hash(&b)
+}
+
+/// The `rr_pending` index of a flow: the same CRC-32 as the slot hash, modulo 4096.
+#[inline]
+pub fn rr_pending_index(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> usize {
+    (flow_crc(src, dst, proto, sport, dport) % RR_PENDING_SIZE) as usize
+}
+
+/// The slot hash of the contract: CRC-32 over src, dst, proto, sport, dport (13 bytes, network
+/// order), modulo 256.
+#[inline]
+pub fn slot_hash(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
+    (flow_crc(src, dst, proto, sport, dport) % N_SLOTS) as u16
 }
 
 /// The whole pipeline state.
@@ -157,6 +171,9 @@ pub struct Pipeline {
     pub service_counter: Box<[Counter]>,
     /// `IngressImpl.rr_state`.
     pub rr_state: Box<[AtomicU32]>,
+    /// `IngressImpl.rr_pending`: the round-robin target of a flow's SYN (or UDP packet), for the
+    /// packets that follow before its CRT entry lands (0 = empty).
+    pub rr_pending: Box<[AtomicU16]>,
     /// Statistics.
     pub stats: Stats,
     epoch: Instant,
@@ -184,6 +201,7 @@ impl Pipeline {
             tables: RwLock::new(Tables::default()),
             service_counter: (0..MAX_SERVICES).map(|_| Counter::default()).collect(),
             rr_state: (0..MAX_SERVICES).map(|_| AtomicU32::new(0)).collect(),
+            rr_pending: (0..RR_PENDING_SIZE).map(|_| AtomicU16::new(0)).collect(),
             stats: Stats::default(),
             epoch: Instant::now(),
         }
@@ -211,6 +229,9 @@ impl Pipeline {
             c.set(0, 0);
         }
         for r in self.rr_state.iter() {
+            r.store(0, Ordering::Relaxed);
+        }
+        for r in self.rr_pending.iter() {
             r.store(0, Ordering::Relaxed);
         }
     }
@@ -312,24 +333,49 @@ impl Pipeline {
                 if let SelectAction::ToTarget(tid) = t.crt.default_action {
                     target_id = tid;
                 }
-                let slot = if method == 0 {
-                    slot_hash(src, dst, proto, sport, dport)
+                let not_syn = match tcp_flags {
+                    Some(f) => !(f & 0x02 != 0 && f & 0x10 == 0),
+                    None => false,
+                };
+                // Round robin: a SYN (or UDP packet) takes the next slot and records its choice in
+                // rr_pending; any other TCP packet first follows its flow's recorded choice.
+                let mut pending_idx = 0usize;
+                let mut pending = 0u16;
+                let mut slot = 0u16;
+                if method == 0 {
+                    slot = slot_hash(src, dst, proto, sport, dport);
                 } else {
-                    match self.rr_state.get(usize::from(service_id)) {
-                        Some(r) => (r.fetch_add(1, Ordering::Relaxed) & 0xff) as u16,
-                        None => 0,
+                    pending_idx = rr_pending_index(src, dst, proto, sport, dport);
+                    if not_syn {
+                        pending = self.rr_pending[pending_idx].load(Ordering::Relaxed);
+                    }
+                    if pending == 0 {
+                        slot = match self.rr_state.get(usize::from(service_id)) {
+                            Some(r) => (r.fetch_add(1, Ordering::Relaxed) & 0xff) as u16,
+                            None => 0,
+                        };
+                    }
+                }
+                let chosen = if pending != 0 {
+                    target_id = pending;
+                    true
+                } else {
+                    let dk = DptKey { service_id, slot };
+                    match t.dpt.lookup(&dk, now, len, false) {
+                        Some(a) => {
+                            if let SelectAction::ToTarget(tid) = a {
+                                target_id = tid;
+                            }
+                            if method != 0 && !not_syn {
+                                self.rr_pending[pending_idx].store(target_id, Ordering::Relaxed);
+                            }
+                            true
+                        }
+                        None => false,
                     }
                 };
-                let dk = DptKey { service_id, slot };
-                match t.dpt.lookup(&dk, now, len, false) {
-                    Some(a) => {
-                        if let SelectAction::ToTarget(tid) = a {
-                            target_id = tid;
-                        }
-                        let not_syn = match tcp_flags {
-                            Some(f) => !(f & 0x02 != 0 && f & 0x10 == 0),
-                            None => false,
-                        };
+                match chosen {
+                    true => {
                         let l = Learn {
                             src_addr: src,
                             dst_addr: dst,
@@ -342,7 +388,14 @@ impl Pipeline {
                         };
                         out.digests.push(l);
                         self.stats.digests.fetch_add(1, Ordering::Relaxed);
-                        if trace {
+                        if trace && pending != 0 {
+                            debug!(
+                                service_id,
+                                target_id,
+                                flags = l.flags,
+                                "crt miss, rr_pending hit, digest"
+                            );
+                        } else if trace {
                             debug!(
                                 service_id,
                                 slot,
@@ -352,7 +405,7 @@ impl Pipeline {
                             );
                         }
                     }
-                    None => {
+                    false => {
                         if trace {
                             debug!(service_id, slot, "crt miss, dpt miss");
                         }

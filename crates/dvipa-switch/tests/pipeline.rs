@@ -1,7 +1,7 @@
 //! Frames in, frames out: every table and branch of the dvipa pipeline, with exact output bytes.
 //! Input and expected frames are built with etherparse (an independent IPv4 checksum).
 
-use dvipa_switch::pipeline::{FLAG_NOT_SYN, slot_hash};
+use dvipa_switch::pipeline::{FLAG_NOT_SYN, rr_pending_index, slot_hash};
 use dvipa_switch::tables::{
     CrtKey, DptKey, DvipaAction, DvipaKey, EntryMeta, RouteAction, RouteKey, SelectAction,
     TargetAction,
@@ -337,6 +337,62 @@ fn dpt_miss_drops() {
         })
     );
     assert!(sw.digests().is_empty());
+}
+
+#[test]
+fn round_robin_handshake_follows_the_syn_target_before_crt_entry() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut sw = Sw::with_service(1);
+    // Even slots on target 1 (port 2), odd slots on target 2 (port 3).
+    {
+        let mut t = sw.p.tables_mut();
+        for slot in (1..256u16).step_by(2) {
+            t.dpt
+                .modify(
+                    &DptKey {
+                        service_id: 7,
+                        slot,
+                    },
+                    SelectAction::ToTarget(2),
+                    EntryMeta::default(),
+                    0,
+                )
+                .unwrap();
+        }
+    }
+    let (c, d, e) = (41000u16, 41001u16, 41002u16);
+    let idx = |sport| rr_pending_index(ip(CLIENT), ip(VIPA), 6, sport, 80);
+    assert!(idx(c) != idx(d) && idx(c) != idx(e) && idx(d) != idx(e));
+    let fwd =
+        |sw: &mut Sw, sport, kind| match sw.send(&tcp_frame(CLIENT, sport, VIPA, 80, kind, 64)) {
+            Verdict::Forward(p) => p,
+            v => panic!("{v:?}"),
+        };
+
+    // SYN of C: slot 0 -> target 1; its choice is recorded.
+    assert_eq!(fwd(&mut sw, c, Tcp::Syn), 2);
+    assert_eq!(sw.p.rr_pending[idx(c)].load(Relaxed), 1);
+    assert_eq!(sw.digests()[0].flags, 0);
+    // ACK of C, no CRT entry yet: the SYN's target, round robin not advanced.
+    assert_eq!(fwd(&mut sw, c, Tcp::Ack), 2);
+    assert_eq!(sw.p.rr_state[7].load(Relaxed), 1);
+    let dg = sw.digests();
+    assert_eq!(dg.len(), 1);
+    assert_eq!((dg[0].target_id, dg[0].flags), (1, FLAG_NOT_SYN));
+    assert_eq!(fwd(&mut sw, c, Tcp::Ack), 2);
+    // SYN of another connection D still advances: slot 1 -> target 2; its ACK follows.
+    assert_eq!(fwd(&mut sw, d, Tcp::Syn), 3);
+    assert_eq!(sw.p.rr_state[7].load(Relaxed), 2);
+    assert_eq!(fwd(&mut sw, d, Tcp::Ack), 3);
+    assert_eq!(fwd(&mut sw, c, Tcp::Ack), 2);
+    // An ACK with no recorded choice falls back to the next slot (2 -> target 1), records nothing.
+    assert_eq!(fwd(&mut sw, e, Tcp::Ack), 2);
+    assert_eq!(sw.p.rr_state[7].load(Relaxed), 3);
+    assert_eq!(sw.p.rr_pending[idx(e)].load(Relaxed), 0);
+    // Hashed selection never touches rr_pending.
+    let mut h = Sw::with_service(0);
+    assert_eq!(fwd(&mut h, c, Tcp::Syn), 2);
+    assert!(h.p.rr_pending.iter().all(|x| x.load(Relaxed) == 0));
 }
 
 #[test]

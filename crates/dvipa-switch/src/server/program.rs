@@ -173,6 +173,8 @@ pub struct Program {
     pub service_counter: u32,
     /// `IngressImpl.rr_state`.
     pub rr_state: u32,
+    /// `IngressImpl.rr_pending`.
+    pub rr_pending: u32,
     /// Digest `learn_t`.
     pub learn: u32,
 }
@@ -349,6 +351,11 @@ impl Program {
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
+        let rr_pending = id_of(
+            &s.register("IngressImpl.rr_pending")
+                .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
+                .preamble,
+        );
         let layout = s
             .digest_layout("learn_t")
             .map_err(|e| format!("{NOT_DVIPA}: {e}"))?;
@@ -389,6 +396,7 @@ impl Program {
             no_action,
             service_counter,
             rr_state,
+            rr_pending,
             learn,
         })
     }
