@@ -223,6 +223,25 @@ fn conn(client: Ipv4Addr, cport: u16, server_originated: bool) -> pb::Conn {
     }
 }
 
+/// Starts the controller on `cfg` with loopback listeners, no periodic resync and no metrics.
+async fn start_controller(cfg: &Path, adv: RecordingAdvertiser) -> Controller {
+    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let opts = Options {
+        resync: Duration::from_secs(3600),
+        metrics: false,
+        ..Options::default()
+    };
+    Controller::start(
+        controller::load(cfg).unwrap(),
+        opts,
+        bind().await,
+        bind().await,
+        Arc::new(adv),
+    )
+    .await
+    .unwrap()
+}
+
 async fn op(admin: std::net::SocketAddr, cmd: OpCmd) -> Result<Reply, cli::CliError> {
     let c = Common {
         admin: format!("http://{admin}"),
@@ -848,20 +867,7 @@ async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
         ),
     )
     .unwrap();
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let ctl = Controller::start(
-        controller::load(&cfg).unwrap(),
-        Options {
-            resync: Duration::from_secs(3600),
-            metrics: false,
-            ..Options::default()
-        },
-        bind().await,
-        bind().await,
-        Arc::new(RecordingAdvertiser::default()),
-    )
-    .await
-    .unwrap();
+    let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let mut a1 = attach(
         ctl.agent_addr(),
@@ -1015,21 +1021,8 @@ profile = "sw2.profile"
     ));
     let cfg = dir.path().join("dvipa.toml");
     std::fs::write(&cfg, text).unwrap();
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let adv = RecordingAdvertiser::default();
-    let ctl = Controller::start(
-        controller::load(&cfg).unwrap(),
-        Options {
-            resync: Duration::from_secs(3600),
-            metrics: false,
-            ..Options::default()
-        },
-        bind().await,
-        bind().await,
-        Arc::new(adv.clone()),
-    )
-    .await
-    .unwrap();
+    let ctl = start_controller(&cfg, adv.clone()).await;
     let admin = ctl.admin_addr();
     let mut ag = attach(
         ctl.agent_addr(),
@@ -1164,20 +1157,7 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
     std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
     let cfg = dir.path().join("dvipa.toml");
     std::fs::write(&cfg, toml(&sw_addr.to_string(), dir.path())).unwrap();
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let ctl = Controller::start(
-        controller::load(&cfg).unwrap(),
-        Options {
-            resync: Duration::from_secs(3600),
-            metrics: false,
-            ..Options::default()
-        },
-        bind().await,
-        bind().await,
-        Arc::new(RecordingAdvertiser::default()),
-    )
-    .await
-    .unwrap();
+    let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let mut ag = attach(
         ctl.agent_addr(),
@@ -1314,20 +1294,7 @@ async fn an_expired_lease_takes_new_connections_away_but_keeps_pinned_ones() {
     let cfg = dir.path().join("dvipa.toml");
     let text = toml(&sw_addr.to_string(), dir.path()).replace("lease_ms = 5000", "lease_ms = 1000");
     std::fs::write(&cfg, text).unwrap();
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let ctl = Controller::start(
-        controller::load(&cfg).unwrap(),
-        Options {
-            resync: Duration::from_secs(3600),
-            metrics: false,
-            ..Options::default()
-        },
-        bind().await,
-        bind().await,
-        Arc::new(RecordingAdvertiser::default()),
-    )
-    .await
-    .unwrap();
+    let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let b1 = ca.client_bundle("MVS1").unwrap();
     let mut a1 = attach(ctl.agent_addr(), &b1, "MVS1", Ipv4Addr::new(10, 0, 0, 1))
