@@ -185,6 +185,36 @@ class ControllerSmoke:
             time.sleep(0.05)
         return None
 
+    def json_op(self, args):
+        """An operator command's JSON table rows, or None when it fails."""
+        out = self.topo.dvipa_op(self.bin_dir, ["-o", "json"] + args)
+        for line in out.splitlines():
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)["rows"]
+                except (ValueError, KeyError, TypeError):
+                    return None
+        return None
+
+    def wait_ready(self, timeout):
+        """Until every server is a ready target with slots in the controller's DPT and the
+        advertised switch holds exactly the controller's entries (`dvipa diff` empty).
+        Connections made before that land on the targets ready so far, and the slots move
+        under them as the other agents report: a connection whose SYN took a slot that moves
+        before its CRT entry is written (digest -> controller -> write) is reset."""
+        servers = set(self.topo.spec["dvipa"]["service"]["servers"])
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            rows = self.json_op(["netstat", "vdpt"]) or []
+            ready = set(r.get("target") for r in rows
+                        if r.get("dvipa") == self.vip and r.get("port") == str(self.port)
+                        and r.get("rdy") == "Y"
+                        and int(r.get("slots") or 0) > 0)
+            if ready >= servers and self.json_op(["diff", "--switch", self.primary]) == []:
+                return time.time() - t0
+            time.sleep(0.1)
+        return None
+
     def run(self):
         echoes = []
         for name in self.topo.spec["dvipa"]["service"]["servers"]:
@@ -199,10 +229,15 @@ class ControllerSmoke:
                               % (self.vip, self.primary, None if t is None else round(t, 2))):
                 info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vipadyn"]))
                 return 1
+            t = self.wait_ready(30)
+            if not self.check(t is not None, "every server ready in the DPT, %s programmed "
+                              "(%s s)" % (self.primary, None if t is None else round(t, 2))):
+                info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vdpt"]))
+                return 1
             conns = self.net[self.client].popen(
                 [os.path.join(self.bin_dir, "dvipa-conns"), "--target",
                  "%s:%d" % (self.vip, self.port), "--conns", "30", "--duration-secs", "14",
-                 "--probe-rate", "4", "--quiet"],
+                 "--probe-rate", "4", "--quiet", "--per-conn"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             time.sleep(4)
             info("*** smoke: %s\n" % self.topo.switch_op(self.primary, "kill"))
@@ -216,13 +251,23 @@ class ControllerSmoke:
                        % (self.vip, self.primary, None if t is None else round(t, 2)))
             out, _ = conns.communicate(timeout=60)
             sm = last_json(out, "summary") or {}
-            self.check(sm.get("alive") == 30 and sm.get("resets") == 0
-                       and sm.get("failed_connects") == 0 and sm.get("errors") == 0,
-                       "30 streams through takeover and takeback: alive=%s resets=%s failed=%s "
-                       "errors=%s longest stall %s ms, servers %s, probes %s ok / %s failed"
-                       % (sm.get("alive"), sm.get("resets"), sm.get("failed_connects"),
-                          sm.get("errors"), sm.get("max_stall_ms"), sm.get("servers"),
-                          sm.get("probes_ok"), sm.get("probes_failed")))
+            # every server gets streams: with all three ready from the start each holds about
+            # a third of the slots (none of 30 streams on one server: p = (2/3)^30 ~ 5e-6)
+            servers = set(self.topo.spec["dvipa"]["service"]["servers"])
+            ok = self.check(sm.get("alive") == 30 and sm.get("resets") == 0
+                            and sm.get("failed_connects") == 0 and sm.get("errors") == 0
+                            and set(sm.get("servers", {})) == servers,
+                            "30 streams through takeover and takeback: alive=%s resets=%s failed=%s "
+                            "errors=%s longest stall %s ms, servers %s, probes %s ok / %s failed"
+                            % (sm.get("alive"), sm.get("resets"), sm.get("failed_connects"),
+                               sm.get("errors"), sm.get("max_stall_ms"), sm.get("servers"),
+                               sm.get("probes_ok"), sm.get("probes_failed")))
+            if not ok:
+                for c in sm.get("per_conn", []):
+                    if c.get("state") != "done":
+                        info("*** smoke: connection %s\n" % json.dumps(c, sort_keys=True))
+                info("*** smoke: last error: %s\n" % sm.get("last_error"))
+                info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vdpt"]))
             info(self.topo.dvipa_op(self.bin_dir, ["netstat", "vipadyn"]))
         finally:
             if conns is not None and conns.poll() is None:

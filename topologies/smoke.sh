@@ -4,8 +4,10 @@
 #  1. direct: one DVIPA -> one server path programmed over P4Runtime (topologies/p4rt_program.py);
 #     TCP connections through the DVIPA must work, must fail while the switch is killed (the
 #     CLI's `switch kill`), and work again after `switch restart` + reprogramming;
-#  2. controller: the real `dvipa controller` and an agent per server; 30 streams must survive
-#     killing the primary switch (takeover to sw2) and restarting it (takeback).
+#  2. controller: the real `dvipa controller` and an agent per server; once every server is a
+#     ready target (netstat vdpt) and the primary holds the controller's entries (dvipa diff),
+#     30 streams start and must survive killing the primary switch (takeover to sw2) and
+#     restarting it (takeback), with streams on every server.
 # Exits non-zero on any failure.
 #
 #   topologies/smoke.sh [--no-build] [--target embedded|bmv2] [--no-controller]
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --target) TARGET="$2"; shift 2 ;;
     --no-controller) CONTROLLER=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "smoke.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
