@@ -24,12 +24,22 @@ pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AdminService {
     shared: Arc<Shared>,
+    owners: Option<Arc<crate::controller::OwnerStore>>,
 }
 
 impl AdminService {
     /// A service over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
-        AdminService { shared }
+        AdminService {
+            shared,
+            owners: None,
+        }
+    }
+
+    /// Persist ownership to `store` after an operator move, before the reply.
+    pub fn with_owner_store(mut self, store: Option<Arc<crate::controller::OwnerStore>>) -> Self {
+        self.owners = store;
+        self
     }
 
     fn known_switch(&self, s: &str) -> Result<(), ApiError> {
@@ -442,6 +452,9 @@ impl Admin for AdminService {
         let r = req.into_inner();
         self.known_switch(&r.switch)?;
         self.shared.set_maintenance(&r.switch, r.down);
+        if let Some(st) = &self.owners {
+            st.persist(&self.shared);
+        }
         Ok(Response::new(pb::AdminReply {
             message: format!(
                 "switch {} {}",
@@ -472,6 +485,9 @@ impl Admin for AdminService {
             dvipa,
             to: r.to.clone(),
         });
+        if let Some(st) = &self.owners {
+            st.persist(&self.shared);
+        }
         let (owner, after) = self
             .shared
             .with_core(|c| (c.owner(dvipa).map(str::to_string), c.counters().clone()));

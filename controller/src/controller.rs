@@ -3,19 +3,25 @@
 //! plaintext only with `--insecure`), the admin endpoint, the lease timer, the advertiser and
 //! the metrics updater. [`Controller::shutdown`] stops them all (mini-redis style: a watch
 //! channel every task selects on, then the tasks are awaited).
+//!
+//! Ownership persistence: the routing switch of each DVIPA is kept in
+//! `<state_dir>/owners.toml` ([`OwnerStore`]): rewritten atomically whenever it changes (an
+//! operator move is written before `dvipa move` returns, every other change within
+//! [`PERSIST_INTERVAL`], and once more at shutdown) and restored into the core at start-up,
+//! before any switch is contacted, so a restart keeps an operator's move.
 
 use crate::advertise::{self, Advertiser};
 use crate::error::StartError;
 use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
 use crate::{admin, agent, metrics_export, p4names};
-use dvipa_core::config::{Cluster, Config};
-use dvipa_core::core::{Core, CoreOptions};
+use dvipa_core::config::{Cluster, Config, OWNERS_FILE, OwnerState};
+use dvipa_core::core::{Core, CoreOptions, Event, SwitchLiveness};
 use dvipa_proto::v1::admin_server::AdminServer;
 use dvipa_proto::v1::server_stack_server::ServerStackServer;
 use p4rt::Schema;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +40,8 @@ pub struct Loaded {
     pub device_config: Vec<u8>,
     /// TLS material of the agent endpoint.
     pub tls: Option<dvipa_tls::PemBundle>,
+    /// The state directory (`state_dir`, resolved; `None` = no persistence).
+    pub state_dir: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -96,13 +104,203 @@ pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
         })?),
         None => None,
     };
+    let state_dir =
+        (!config.state_dir.as_os_str().is_empty()).then(|| rel(&base, &config.state_dir));
     let cluster = Cluster::from_config(&file, config, &profiles)?;
     Ok(Loaded {
         cluster,
         schema,
         device_config,
         tls,
+        state_dir,
     })
+}
+
+/// How often ownership changes other than operator moves are looked for and persisted.
+pub const PERSIST_INTERVAL: Duration = Duration::from_millis(50);
+
+/// `<state_dir>/owners.toml`: the routing switch of each DVIPA, written atomically (temporary
+/// file, fsync, rename, fsync of the directory) when it differs from what was last written.
+#[derive(Debug)]
+pub struct OwnerStore {
+    path: PathBuf,
+    last: parking_lot::Mutex<Option<Vec<(Ipv4Addr, String, bool)>>>,
+}
+
+impl OwnerStore {
+    /// The store in `dir` (created on the first write).
+    pub fn new(dir: &Path) -> OwnerStore {
+        OwnerStore {
+            path: dir.join(OWNERS_FILE),
+            last: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The persisted state; `Ok(None)` when there is no file yet.
+    pub fn load(&self) -> Result<Option<OwnerState>, String> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => OwnerState::parse(&self.path.display().to_string(), &text)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", self.path.display())),
+        }
+    }
+
+    /// Writes `ownership` unless it is what was last written; true when written.
+    pub fn save(&self, ownership: Vec<(Ipv4Addr, String, bool)>) -> std::io::Result<bool> {
+        let mut last = self.last.lock();
+        if last.as_ref() == Some(&ownership) {
+            return Ok(false);
+        }
+        let text = OwnerState::from_ownership(&ownership).to_toml();
+        write_atomic(&self.path, text.as_bytes())?;
+        *last = Some(ownership);
+        Ok(true)
+    }
+
+    /// Persists the core's current ownership (failures are logged and counted, and retried on
+    /// the next call).
+    pub fn persist(&self, shared: &Shared) {
+        let own = shared.with_core(|c| c.ownership());
+        match self.save(own.clone()) {
+            Ok(true) => {
+                shared.stats.add("owner_state_written", 1);
+                tracing::info!(path = %self.path.display(), owners = ?own, "DVIPA owners persisted");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                shared.stats.add("owner_state_write_failed", 1);
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners");
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(name);
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Whether a switch's P4Runtime address accepts TCP within `timeout`.
+async fn reachable(addr: &str, timeout: Duration) -> bool {
+    let a = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Restores the persisted owners into `core` (before its first event). A DVIPA keeps its
+/// configured owner, with a warning, when its persisted owner is not configured for it
+/// (`Core::restore_owner` refuses) or does not answer on its P4Runtime address.
+/// Returns the DVIPAs restored to a switch other than their configured owner.
+async fn restore_owners(
+    core: &mut Core,
+    store: &OwnerStore,
+    switches: &[dvipa_core::config::SwitchCfg],
+    probe: Duration,
+) -> Vec<(Ipv4Addr, String)> {
+    let state = match store.load() {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            tracing::info!(path = %store.path().display(), "no persisted DVIPA owners: configured owners");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "persisted DVIPA owners unreadable: configured owners");
+            return Vec::new();
+        }
+    };
+    let mut moved = Vec::new();
+    for d in state.dvipas {
+        let configured = core.cluster().vipa(d.addr).map(|v| v.owner.clone());
+        if configured.as_deref() != Some(d.owner.as_str()) {
+            let addr = switches
+                .iter()
+                .find(|s| s.name == d.owner)
+                .map(|s| s.p4runtime.clone());
+            if let Some(addr) = &addr
+                && !reachable(addr, probe).await
+            {
+                tracing::warn!(
+                    dvipa = %d.addr, persisted = %d.owner, configured = ?configured, %addr,
+                    "persisted owner does not answer: the DVIPA starts on its configured owner"
+                );
+                continue;
+            }
+        }
+        match core.restore_owner(d.addr, &d.owner, d.admin_pinned) {
+            Ok(()) => {
+                tracing::info!(dvipa = %d.addr, owner = %d.owner, admin_pinned = d.admin_pinned, "owner restored");
+                if configured.as_deref() != Some(d.owner.as_str()) {
+                    moved.push((d.addr, d.owner));
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %e, configured = ?configured,
+                "persisted owner not restored: the DVIPA starts on its configured owner"
+            ),
+        }
+    }
+    moved
+}
+
+/// After the start-up hold: a DVIPA restored to a switch that did not come up goes back to
+/// its configured owner if that one is up (the core only takes over from a switch it saw go
+/// down).
+fn fall_back_if_not_up(shared: &Shared, restored: &[(Ipv4Addr, String)]) {
+    for (dvipa, sw) in restored {
+        let (owner, configured, owner_live, configured_live) = shared.with_core(|c| {
+            let configured = c.cluster().vipa(*dvipa).map(|v| v.owner.clone());
+            let owner = c.owner(*dvipa).map(str::to_string);
+            (
+                owner.clone(),
+                configured.clone(),
+                owner.and_then(|o| c.liveness(&o)),
+                configured.and_then(|o| c.liveness(&o)),
+            )
+        });
+        // Syncing = connected and being read: alive, only slow.
+        let never_up = matches!(
+            owner_live,
+            None | Some(SwitchLiveness::Unknown | SwitchLiveness::Down)
+        );
+        if owner.as_deref() == Some(sw.as_str())
+            && never_up
+            && configured_live == Some(SwitchLiveness::Up)
+            && let Some(to) = configured
+        {
+            tracing::warn!(
+                %dvipa, persisted = %sw, configured = %to, liveness = ?owner_live,
+                "restored owner not up after the start-up hold: back to the configured owner"
+            );
+            shared.event(Event::AdminMove { dvipa: *dvipa, to });
+        }
+    }
 }
 
 /// Run-time options (command line).
@@ -140,6 +338,7 @@ pub struct Controller {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     agent_addr: SocketAddr,
     admin_addr: SocketAddr,
+    store: Option<Arc<OwnerStore>>,
 }
 
 /// Binds a listener.
@@ -163,6 +362,7 @@ impl Controller {
             schema,
             device_config,
             tls,
+            state_dir,
         } = loaded;
         match (&tls, opts.insecure) {
             (None, false) => return Err(StartError::InsecureNotAllowed),
@@ -180,7 +380,15 @@ impl Controller {
         }
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
-        let core = Core::new(cluster, CoreOptions::default())?;
+        let mut core = Core::new(cluster, CoreOptions::default())?;
+        let store = state_dir.map(|d| Arc::new(OwnerStore::new(&d)));
+        let restored = match &store {
+            Some(st) => {
+                let probe = Duration::from_millis(timers.liveness_ms.clamp(200, 2000));
+                restore_owners(&mut core, st, &switch_cfgs, probe).await
+            }
+            None => Vec::new(),
+        };
         let schema = Arc::new(schema);
         let p4info = schema.p4info().clone();
         let cookie = switch::cookie(&p4info, &device_config);
@@ -241,6 +449,31 @@ impl Controller {
                     tokio::select! {
                         _ = s.run_timers() => {}
                         _ = sd.changed() => {}
+                    }
+                }),
+            ));
+        }
+        if let Some(st) = &store {
+            let (s, st) = (shared.clone(), st.clone());
+            let mut sd = shut_rx.clone();
+            let hold = Duration::from_millis(timers.lease_ms + timers.liveness_ms);
+            tasks.push((
+                "owner persistence",
+                tokio::spawn(async move {
+                    let start = tokio::time::Instant::now();
+                    let mut restored = restored;
+                    let mut tick = tokio::time::interval(PERSIST_INTERVAL);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                if !restored.is_empty() && start.elapsed() >= hold {
+                                    fall_back_if_not_up(&s, &std::mem::take(&mut restored));
+                                }
+                                st.persist(&s);
+                            }
+                            _ = sd.changed() => return,
+                        }
                     }
                 }),
             ));
@@ -325,7 +558,9 @@ impl Controller {
         }
         {
             let mut sd = shut_rx.clone();
-            let svc = AdminServer::new(admin::AdminService::new(shared.clone()));
+            let svc = AdminServer::new(
+                admin::AdminService::new(shared.clone()).with_owner_store(store.clone()),
+            );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
             tasks.push((
                 "admin endpoint",
@@ -350,6 +585,7 @@ impl Controller {
             tasks,
             agent_addr,
             admin_addr,
+            store,
         })
     }
 
@@ -361,6 +597,11 @@ impl Controller {
     /// The admin endpoint's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The ownership state file, when persistence is on.
+    pub fn owner_state_path(&self) -> Option<&Path> {
+        self.store.as_deref().map(OwnerStore::path)
     }
 
     /// The shared state (tests, metrics).
@@ -388,6 +629,9 @@ impl Controller {
                     t.abort();
                 }
             }
+        }
+        if let Some(st) = &self.store {
+            st.persist(&self.shared);
         }
         tracing::info!("controller stopped");
     }

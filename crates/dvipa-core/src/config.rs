@@ -10,6 +10,7 @@
 //! p4info = "p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
 //! device_config = "p4src/p4c-out/bmv2/dvipa.json"
 //! hot_standby = false            # keep backups programmed (CRT mirrored) all the time
+//! state_dir = "state"            # persisted DVIPA owners (relative to this file; "" = off)
 //! agent = { listen = "0.0.0.0:7070" }
 //! metrics = { listen = "127.0.0.1:9464" }
 //! tls = { ca = "ca.pem", cert = "ctl.pem", key = "ctl.key" }      # optional
@@ -143,6 +144,12 @@ pub struct Config {
     /// Also distribute UDP to the DVIPA ports (TCP always).
     #[serde(default)]
     pub distribute_udp: bool,
+    /// Directory of the controller's persisted state: the current routing switch of each
+    /// DVIPA ([`OwnerState`], file [`OWNERS_FILE`]), rewritten atomically on every ownership
+    /// change and restored at start-up, so a restart keeps an operator's move. Relative to the
+    /// TOML file's directory; default `state`; an empty string turns persistence off.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// The agents' (server stacks') endpoint.
     pub agent: AgentCfg,
     /// TLS material; absent = plaintext (tests only).
@@ -164,6 +171,106 @@ pub struct Config {
 
 fn default_controller_id() -> String {
     "dvipa".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// File name of the persisted ownership in [`Config::state_dir`].
+pub const OWNERS_FILE: &str = "owners.toml";
+
+/// The persisted routing switch of each DVIPA (`<state_dir>/owners.toml`), as the controller
+/// writes it on every ownership change:
+///
+/// ```toml
+/// # dvipa controller state: the routing switch of each DVIPA (rewritten on every change)
+/// [[dvipa]]
+/// addr = "203.0.113.20"
+/// owner = "MVS1"
+/// admin_pinned = true      # moved there by an operator (no takeback to the primary)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerState {
+    /// One entry per DVIPA.
+    #[serde(rename = "dvipa", default)]
+    pub dvipas: Vec<PersistedOwner>,
+}
+
+/// One DVIPA's persisted routing switch.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedOwner {
+    /// The DVIPA.
+    pub addr: Ipv4Addr,
+    /// Its routing switch when the state was written.
+    pub owner: String,
+    /// Placed there by an operator's move (the primary does not take it back).
+    #[serde(default)]
+    pub admin_pinned: bool,
+}
+
+impl OwnerState {
+    /// From `(dvipa, routing switch, pinned by an operator)`, as `Core::ownership` returns it.
+    pub fn from_ownership(v: &[(Ipv4Addr, String, bool)]) -> OwnerState {
+        OwnerState {
+            dvipas: v
+                .iter()
+                .map(|(addr, owner, admin_pinned)| PersistedOwner {
+                    addr: *addr,
+                    owner: owner.clone(),
+                    admin_pinned: *admin_pinned,
+                })
+                .collect(),
+        }
+    }
+
+    /// Parse a state file (`file` is only used in messages).
+    pub fn parse(file: &str, src: &str) -> Result<OwnerState, ConfigError> {
+        toml::from_str(src).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(src, s.start)).unwrap_or((1, 1));
+            ConfigError::Toml {
+                file: file.into(),
+                line,
+                col,
+                msg: e.message().to_string(),
+            }
+        })
+    }
+
+    /// The file's text ([`OwnerState::parse`] reads it back).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# dvipa controller state: the routing switch of each DVIPA (rewritten on every \
+             change)\n",
+        );
+        for d in &self.dvipas {
+            out.push_str(&format!(
+                "\n[[dvipa]]\naddr = \"{}\"\nowner = {}\nadmin_pinned = {}\n",
+                d.addr,
+                toml_string(&d.owner),
+                d.admin_pinned
+            ));
+        }
+        out
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `[agent]`.
@@ -906,5 +1013,59 @@ impl Cluster {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+p4info = "p.txtpb"
+device_config = "d.json"
+agent = { listen = "127.0.0.1:7070" }
+
+[[switch]]
+name = "SW1"
+p4runtime = "127.0.0.1:9559"
+device_id = 1
+profile = "sw1.profile"
+"#;
+
+    #[test]
+    fn state_dir_defaults_to_state_and_can_be_set_or_turned_off() {
+        let c = Config::parse("t.toml", MIN).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("state"));
+        let c = Config::parse("t.toml", &format!("state_dir = \"/var/lib/dvipa\"\n{MIN}")).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/dvipa"));
+        let c = Config::parse("t.toml", &format!("state_dir = \"\"\n{MIN}")).unwrap();
+        assert_eq!(c.state_dir, PathBuf::new());
+    }
+
+    #[test]
+    fn owner_state_round_trips_and_reports_errors_with_a_position() {
+        let v = vec![
+            (Ipv4Addr::new(203, 0, 113, 10), "MVS1".to_string(), false),
+            (
+                Ipv4Addr::new(203, 0, 113, 20),
+                "sw \"2\"\\x\t".to_string(),
+                true,
+            ),
+        ];
+        let s = OwnerState::from_ownership(&v);
+        let text = s.to_toml();
+        assert!(text.contains("[[dvipa]]\naddr = \"203.0.113.10\"\nowner = \"MVS1\""));
+        assert_eq!(OwnerState::parse("owners.toml", &text).unwrap(), s);
+        assert_eq!(
+            OwnerState::parse("owners.toml", "").unwrap(),
+            OwnerState::default()
+        );
+        let e = OwnerState::parse(
+            "owners.toml",
+            "[[dvipa]]\naddr = \"1.2.3\"\nowner = \"a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("owners.toml:2:"), "{e}");
     }
 }
