@@ -111,11 +111,20 @@ pub fn cluster(two_switches: bool, hot_standby: bool) -> anyhow::Result<Cluster>
     Cluster::build("bench.toml", &toml, &profiles).map_err(|e| anyhow!("bench config: {e}"))
 }
 
-/// A core for [`cluster`].
+/// A core for [`cluster`]. `max_batch = 1` (the baselines) also means one Write at a time;
+/// otherwise the core's default window of CRT batches in flight.
 pub fn core(two_switches: bool, hot_standby: bool, max_batch: usize) -> anyhow::Result<Core> {
+    let max_in_flight = if max_batch == 1 {
+        1
+    } else {
+        CoreOptions::default().max_in_flight
+    };
     Core::new(
         cluster(two_switches, hot_standby)?,
-        CoreOptions { max_batch },
+        CoreOptions {
+            max_batch,
+            max_in_flight,
+        },
     )
     .map_err(|e| anyhow!("core: {e}"))
 }

@@ -10,8 +10,13 @@
 //! stable ids), the DPT (per service and target: listening, weight, draining, connection
 //! counts), the CRT (5-tuple → target with the origin of the pin), per-DVIPA ownership (routing
 //! switch, ranked backups, advertisement) and, per switch, what the core believes the switch
-//! holds. Each switch gets at most one write batch in flight; batches follow the reconciler's
-//! phases ([`crate::entries`]), so a batch is only sent after the previous phase was confirmed.
+//! holds. Batches follow the reconciler's phases ([`crate::entries`]): a batch is only sent
+//! after every batch of an earlier phase was confirmed. Up to [`CoreOptions::max_in_flight`]
+//! CRT batches of the same phase (inserts/modifies, or deletes) may be in flight per switch at
+//! once, with disjoint keys (so they commute); any other batch is alone in flight.
+//!
+//! CRT work is a queue per switch: a key is marked dirty when its pin changes and is diffed
+//! (desired vs installed) when the queue reaches it, so a flush costs O(batch), not O(dirty).
 
 use crate::config::{Cluster, EffectiveVipa, Encap, Timers};
 use crate::entries::{
@@ -162,12 +167,81 @@ struct SwitchState {
     held_at_start: BTreeSet<usize>,
     installed: Tables,
     installed_crt: HashMap<ConnKey, u16>,
+    /// CRT keys not known to be in sync (not yet diffed, or diffed to a delete that waits for
+    /// its phase). Keys in a batch in flight are not in it unless changed again meanwhile.
     crt_dirty: HashSet<ConnKey>,
+    /// Order in which dirty keys are diffed (may hold stale or repeated keys: skipped).
+    crt_queue: VecDeque<ConnKey>,
+    /// Dirty keys diffed to a CRT delete (phase 6), waiting for phases 1–5 to be done.
+    crt_deferred: HashSet<ConnKey>,
+    /// CRT keys of the batches in flight.
+    crt_in_flight: HashSet<ConnKey>,
     structural_dirty: bool,
-    in_flight: Option<(u64, Vec<Update>)>,
+    /// Batches written and not answered yet, oldest first.
+    in_flight: VecDeque<Batch>,
     overflow: HashMap<ConnKey, &'static str>,
     failed: BTreeMap<Key, String>,
-    pending_digests: Vec<(u64, Vec<ConnKey>)>,
+    /// Digest lists waiting for their CRT entries: (list id, connections, how many of them
+    /// were seen settled so far).
+    pending_digests: Vec<(u64, Vec<ConnKey>, usize)>,
+    /// Digest lists that arrived while the switch was syncing (replayed after its read).
+    syncing_digests: Vec<(u64, Vec<DigestItem>)>,
+}
+
+#[derive(Debug)]
+struct Batch {
+    id: u64,
+    phase: usize,
+    updates: Vec<Update>,
+}
+
+/// Phase of CRT inserts/modifies.
+const CRT_UPSERT: usize = 1;
+/// Phase of CRT deletes.
+const CRT_DELETE: usize = 6;
+
+impl SwitchState {
+    /// Queue `k` for a diff on this switch.
+    fn mark_dirty(&mut self, k: ConnKey) {
+        if self.crt_dirty.insert(k) || self.crt_deferred.contains(&k) {
+            self.crt_queue.push_back(k);
+        }
+    }
+
+    /// Forget every write in flight (the switch went away or a new session starts).
+    fn forget_in_flight(&mut self) {
+        self.in_flight.clear();
+        self.crt_in_flight.clear();
+    }
+
+    /// Whether the queue still holds a key that may need an insert/modify (drops stale keys
+    /// and keys in flight from its front: the latter are queued again when their batch ends).
+    fn crt_queue_pending(&mut self) -> bool {
+        while let Some(k) = self.crt_queue.front() {
+            if self.crt_dirty.contains(k) && !self.crt_in_flight.contains(k) {
+                return true;
+            }
+            self.crt_queue.pop_front();
+        }
+        false
+    }
+}
+
+/// The CRT entry `k` should have on a switch that programs `programmed` (None = no entry).
+fn desired_crt_of(
+    crt: &HashMap<ConnKey, CrtEntry>,
+    services: &[Service],
+    overflow: &HashMap<ConnKey, &'static str>,
+    programmed: &BTreeSet<usize>,
+    k: &ConnKey,
+) -> Option<Value> {
+    let e = crt.get(k)?;
+    if overflow.contains_key(k) {
+        return None;
+    }
+    programmed
+        .contains(&services[e.service as usize].vipa)
+        .then_some(Value::ToTarget { target: e.target })
 }
 
 #[derive(Debug, Clone)]
@@ -521,11 +595,16 @@ pub enum CoreError {
 pub struct CoreOptions {
     /// Most updates in one write batch.
     pub max_batch: usize,
+    /// Most CRT batches of one phase in flight per switch at once (1 = one batch at a time).
+    pub max_in_flight: usize,
 }
 
 impl Default for CoreOptions {
     fn default() -> Self {
-        CoreOptions { max_batch: 2000 }
+        CoreOptions {
+            max_batch: 2000,
+            max_in_flight: 4,
+        }
     }
 }
 
@@ -603,11 +682,15 @@ impl Core {
                 installed: Tables::new(),
                 installed_crt: HashMap::new(),
                 crt_dirty: HashSet::new(),
+                crt_queue: VecDeque::new(),
+                crt_deferred: HashSet::new(),
+                crt_in_flight: HashSet::new(),
                 structural_dirty: true,
-                in_flight: None,
+                in_flight: VecDeque::new(),
                 overflow: HashMap::new(),
                 failed: BTreeMap::new(),
                 pending_digests: Vec::new(),
+                syncing_digests: Vec::new(),
             })
             .collect();
         let sw_index: HashMap<String, usize> = switches
@@ -1202,21 +1285,11 @@ impl Core {
         t
     }
 
-    fn desired_crt(&self, si: usize, k: &ConnKey, programmed: &BTreeSet<usize>) -> Option<u16> {
-        let e = self.crt.get(k)?;
-        if self.switches[si].overflow.contains_key(k) {
-            return None;
-        }
-        programmed
-            .contains(&self.services[e.service as usize].vipa)
-            .then_some(e.target)
-    }
-
     fn mark_conn_dirty(&mut self, k: ConnKey) {
         // Switches that are not up get everything marked when their tables are read.
         for sw in &mut self.switches {
             if sw.live == SwitchLiveness::Up {
-                sw.crt_dirty.insert(k);
+                sw.mark_dirty(k);
             }
         }
     }
@@ -1229,9 +1302,13 @@ impl Core {
             .map(|(k, _)| *k)
             .collect();
         let sw = &mut self.switches[si];
-        sw.crt_dirty.extend(keys);
+        for k in keys {
+            sw.mark_dirty(k);
+        }
         let stale: Vec<ConnKey> = sw.installed_crt.keys().copied().collect();
-        sw.crt_dirty.extend(stale);
+        for k in stale {
+            sw.mark_dirty(k);
+        }
         sw.structural_dirty = true;
     }
 
@@ -1291,8 +1368,9 @@ impl Core {
         };
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Syncing;
-        sw.in_flight = None;
+        sw.forget_in_flight();
         sw.pending_digests.clear();
+        sw.syncing_digests.clear();
         self.actions.push_back(Action::ReadSwitch {
             switch: name.to_string(),
         });
@@ -1307,11 +1385,14 @@ impl Core {
             return;
         }
         sw.live = SwitchLiveness::Down;
-        sw.in_flight = None;
+        sw.forget_in_flight();
         sw.pending_digests.clear();
+        sw.syncing_digests.clear();
         sw.installed.clear();
         sw.installed_crt.clear();
         sw.crt_dirty.clear();
+        sw.crt_queue.clear();
+        sw.crt_deferred.clear();
         sw.overflow.clear();
         sw.failed.clear();
         self.count("switch_down");
@@ -1429,19 +1510,29 @@ impl Core {
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Up;
         sw.installed = installed;
-        sw.crt_dirty.extend(installed_crt.keys().copied());
+        for k in installed_crt.keys() {
+            sw.mark_dirty(*k);
+        }
         sw.installed_crt = installed_crt;
         sw.structural_dirty = true;
         sw.failed.clear();
         sw.overflow.clear();
         let all: Vec<ConnKey> = self.crt.keys().copied().collect();
-        self.switches[si].crt_dirty.extend(all);
+        let sw = &mut self.switches[si];
+        for k in all {
+            sw.mark_dirty(k);
+        }
         if restart {
             self.infer_owners();
         }
         self.elect();
         for sw in &mut self.switches {
             sw.structural_dirty = true;
+        }
+        // Digest lists that came while the switch was syncing.
+        let buffered = std::mem::take(&mut self.switches[si].syncing_digests);
+        for (list_id, items) in buffered {
+            self.on_digest(name, list_id, items);
         }
     }
 
@@ -1450,16 +1541,17 @@ impl Core {
             return;
         };
         let sw = &mut self.switches[si];
-        let Some((b, updates)) = sw.in_flight.take() else {
+        let Some(pos) = sw.in_flight.iter().position(|b| b.id == batch) else {
             self.count("write_result_unexpected");
             return;
         };
-        if b != batch {
-            sw.in_flight = Some((b, updates));
-            self.count("write_result_unexpected");
-            return;
-        }
+        let updates = sw
+            .in_flight
+            .remove(pos)
+            .map(|b| b.updates)
+            .unwrap_or_default();
         let mut counts: Vec<&'static str> = Vec::new();
+        let mut freed = 0usize;
         for (i, u) in updates.iter().enumerate() {
             let r = results
                 .get(i)
@@ -1517,10 +1609,20 @@ impl Core {
                     false
                 }
             };
+            if let Key::Crt(c) = u.key {
+                sw.crt_in_flight.remove(&c);
+                if !ok_apply || sw.crt_dirty.contains(&c) {
+                    // Failed (diff again: overflow, not found …) or changed while in flight.
+                    sw.crt_dirty.remove(&c);
+                    sw.mark_dirty(c);
+                }
+            }
             if ok_apply {
                 match (u.key, u.kind) {
                     (Key::Crt(c), UpdateKind::Delete) => {
-                        sw.installed_crt.remove(&c);
+                        if sw.installed_crt.remove(&c).is_some() && r == WriteOutcome::Ok {
+                            freed += 1;
+                        }
                     }
                     (Key::Crt(c), _) => {
                         if let Value::ToTarget { target } = u.value {
@@ -1536,6 +1638,21 @@ impl Core {
                 }
             }
         }
+        // CRT deletes made room: retry as many entries that found the table full.
+        if freed > 0 && !sw.overflow.is_empty() {
+            let retry: Vec<ConnKey> = sw
+                .overflow
+                .iter()
+                .filter(|(_, why)| **why == "RESOURCE_EXHAUSTED")
+                .map(|(k, _)| *k)
+                .take(freed)
+                .collect();
+            for k in retry {
+                sw.overflow.remove(&k);
+                sw.mark_dirty(k);
+                counts.push("crt_overflow_retried");
+            }
+        }
         for c in counts {
             self.count(c);
         }
@@ -1546,9 +1663,18 @@ impl Core {
         let Some(si) = self.switch_idx(name) else {
             return;
         };
-        if self.switches[si].live != SwitchLiveness::Up {
-            self.count("digest_from_switch_not_up");
-            return;
+        match self.switches[si].live {
+            SwitchLiveness::Up => {}
+            SwitchLiveness::Syncing => {
+                // Pinned once the switch's tables are read (acked after their entries).
+                self.switches[si].syncing_digests.push((list_id, items));
+                self.count("digest_buffered_syncing");
+                return;
+            }
+            _ => {
+                self.count("digest_from_switch_not_up");
+                return;
+            }
         }
         let mut conns = Vec::new();
         for it in items {
@@ -1573,7 +1699,7 @@ impl Core {
                 } else {
                     "digest_duplicate"
                 });
-                self.switches[si].crt_dirty.insert(it.conn);
+                self.switches[si].mark_dirty(it.conn);
                 conns.push(it.conn);
                 continue;
             }
@@ -1587,7 +1713,7 @@ impl Core {
             self.count("crt_pinned_syn");
             conns.push(it.conn);
         }
-        self.switches[si].pending_digests.push((list_id, conns));
+        self.switches[si].pending_digests.push((list_id, conns, 0));
     }
 
     fn on_idle(&mut self, name: &str, conns: Vec<ConnKey>) {
@@ -1608,7 +1734,7 @@ impl Core {
                     self.count("idle_removed");
                 }
                 None => {
-                    self.switches[si].crt_dirty.insert(c);
+                    self.switches[si].mark_dirty(c);
                     self.count("idle_unknown");
                 }
             }
@@ -1624,83 +1750,227 @@ impl Core {
     }
 
     fn flush(&mut self, si: usize) {
-        if self.switches[si].live != SwitchLiveness::Up || self.switches[si].in_flight.is_some() {
+        if self.switches[si].live != SwitchLiveness::Up {
             return;
         }
+        while self.send_next(si) {}
+        self.ack_settled(si);
+    }
+
+    /// Non-CRT updates by phase (all empty when nothing structural changed).
+    fn structural_phases(&mut self, si: usize) -> Vec<Vec<Update>> {
         let mut phases: Vec<Vec<Update>> = vec![Vec::new(); PHASES];
-        if self.switches[si].structural_dirty {
-            let desired = self.desired_noncrt(si);
-            let sw = &self.switches[si];
-            let p = entries::reconcile(&desired, &sw.installed);
-            for (i, ups) in p.into_iter().enumerate() {
-                phases[i].extend(ups.into_iter().filter(|u| !sw.failed.contains_key(&u.key)));
+        if !self.switches[si].structural_dirty {
+            return phases;
+        }
+        let desired = self.desired_noncrt(si);
+        let sw = &self.switches[si];
+        let p = entries::reconcile(&desired, &sw.installed);
+        for (i, ups) in p.into_iter().enumerate() {
+            phases[i].extend(ups.into_iter().filter(|u| !sw.failed.contains_key(&u.key)));
+        }
+        if phases.iter().all(|p| p.is_empty()) {
+            self.switches[si].structural_dirty = false;
+        }
+        phases
+    }
+
+    /// Sends the next batch to switch `si` if the phase order and the window allow one.
+    /// Returns true when it sent one (or queued work again and should be asked once more).
+    fn send_next(&mut self, si: usize) -> bool {
+        let window = self.opts.max_in_flight.max(1);
+        let sw = &self.switches[si];
+        if sw.in_flight.len() >= window {
+            return false;
+        }
+        let flying = sw.in_flight.front().map(|b| b.phase);
+        if flying.is_some_and(|p| p != CRT_UPSERT && p != CRT_DELETE) {
+            // A structural batch is alone in flight.
+            return false;
+        }
+        let mut st = self.structural_phases(si);
+        let s_min = st.iter().position(|p| !p.is_empty());
+        if s_min == Some(0) {
+            // Targets and routes first (CRT entries may name a new target).
+            if flying.is_none() {
+                let p = std::mem::take(&mut st[0]);
+                self.send(si, 0, p);
+                return true;
             }
-            if phases.iter().all(|p| p.is_empty()) {
-                self.switches[si].structural_dirty = false;
+            return false;
+        }
+        match flying {
+            None | Some(CRT_UPSERT) => {
+                let b = self.take_crt_upserts(si);
+                if !b.is_empty() {
+                    self.send(si, CRT_UPSERT, b);
+                    return true;
+                }
+                if flying.is_some() {
+                    // Later phases wait until every CRT insert is confirmed.
+                    return false;
+                }
+            }
+            _ => {
+                if self.switches[si].crt_queue_pending() {
+                    // Inserts come after the deletes in flight are confirmed.
+                    return false;
+                }
             }
         }
+        if let Some(p) = s_min.filter(|p| *p < CRT_DELETE) {
+            if flying.is_none() {
+                let b = std::mem::take(&mut st[p]);
+                self.send(si, p, b);
+                return true;
+            }
+            return false;
+        }
+        let (b, requeued) = self.take_crt_deletes(si);
+        if !b.is_empty() {
+            self.send(si, CRT_DELETE, b);
+            return true;
+        }
+        if requeued {
+            return true;
+        }
+        if let Some(p) = s_min.filter(|p| *p > CRT_DELETE)
+            && flying.is_none()
+        {
+            let b = std::mem::take(&mut st[p]);
+            self.send(si, p, b);
+            return true;
+        }
+        false
+    }
+
+    /// Up to `max_batch` CRT inserts/modifies from the front of the dirty queue (keys that
+    /// diff to a delete are set aside for phase 6, keys in sync are dropped).
+    fn take_crt_upserts(&mut self, si: usize) -> Vec<Update> {
         let programmed = self.programmed_vipas(si);
-        let dirty: Vec<ConnKey> = self.switches[si].crt_dirty.iter().copied().collect();
-        let mut clean = Vec::new();
-        for k in dirty {
-            let d = self
-                .desired_crt(si, &k, &programmed)
-                .map(|t| Value::ToTarget { target: t });
-            let a = self.switches[si]
+        let max = self.opts.max_batch.max(1);
+        let (crt, services) = (&self.crt, &self.services);
+        let sw = &mut self.switches[si];
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(k) = sw.crt_queue.pop_front() else {
+                break;
+            };
+            if !sw.crt_dirty.contains(&k) || sw.crt_in_flight.contains(&k) {
+                // Stale, or queued again when its batch ends.
+                continue;
+            }
+            let d = desired_crt_of(crt, services, &sw.overflow, &programmed, &k);
+            let a = sw
                 .installed_crt
                 .get(&k)
                 .map(|t| Value::ToTarget { target: *t });
             match entries::diff_one(Key::Crt(k), d.as_ref(), a.as_ref()) {
-                Some(u) => phases[entries::phase(&u)].push(u),
-                None => clean.push(k),
+                None => {
+                    sw.crt_dirty.remove(&k);
+                    sw.crt_deferred.remove(&k);
+                }
+                Some(u) if u.kind == UpdateKind::Delete => {
+                    sw.crt_deferred.insert(k);
+                }
+                Some(u) => {
+                    sw.crt_deferred.remove(&k);
+                    out.push(u);
+                }
             }
-        }
-        let sw = &mut self.switches[si];
-        for k in clean {
-            sw.crt_dirty.remove(&k);
         }
         if sw.crt_dirty.is_empty() && sw.crt_dirty.capacity() > 1024 {
             sw.crt_dirty.shrink_to(0);
+            sw.crt_queue.shrink_to(0);
         }
-        if let Some(mut p) = phases.into_iter().find(|p| !p.is_empty()) {
-            p.sort_by_key(|u| u.key);
-            p.truncate(self.opts.max_batch);
-            let b = self.next_batch;
-            self.next_batch += 1;
-            sw.in_flight = Some((b, p.clone()));
-            self.actions.push_back(Action::Write {
-                switch: sw.name.clone(),
-                batch: b,
-                updates: p,
-            });
-        }
-        // Digest lists whose connections are all settled on this switch.
+        out
+    }
+
+    /// Up to `max_batch` CRT deletes set aside earlier, diffed again; keys that now need an
+    /// insert go back to the queue (the second value says whether any did).
+    fn take_crt_deletes(&mut self, si: usize) -> (Vec<Update>, bool) {
+        let programmed = self.programmed_vipas(si);
+        let max = self.opts.max_batch.max(1);
+        let (crt, services) = (&self.crt, &self.services);
         let sw = &mut self.switches[si];
-        let in_flight: HashSet<ConnKey> = sw
-            .in_flight
-            .iter()
-            .flat_map(|(_, u)| u.iter())
-            .filter_map(|u| match u.key {
-                Key::Crt(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let mut acks = Vec::new();
-        sw.pending_digests.retain(|(id, conns)| {
-            let settled = conns
-                .iter()
-                .all(|c| !sw.crt_dirty.contains(c) && !in_flight.contains(c));
-            if settled {
-                acks.push(*id);
+        let cand: Vec<ConnKey> = sw.crt_deferred.iter().take(max).copied().collect();
+        let mut out = Vec::new();
+        let mut requeued = false;
+        for k in cand {
+            sw.crt_deferred.remove(&k);
+            if !sw.crt_dirty.contains(&k) || sw.crt_in_flight.contains(&k) {
+                continue;
             }
-            !settled
-        });
-        for list_id in acks {
-            self.actions.push_back(Action::AckDigest {
-                switch: sw.name.clone(),
-                list_id,
-            });
+            let d = desired_crt_of(crt, services, &sw.overflow, &programmed, &k);
+            let a = sw
+                .installed_crt
+                .get(&k)
+                .map(|t| Value::ToTarget { target: *t });
+            match entries::diff_one(Key::Crt(k), d.as_ref(), a.as_ref()) {
+                None => {
+                    sw.crt_dirty.remove(&k);
+                }
+                Some(u) if u.kind == UpdateKind::Delete => out.push(u),
+                Some(_) => {
+                    sw.crt_queue.push_back(k);
+                    requeued = true;
+                }
+            }
         }
+        if sw.crt_deferred.is_empty() && sw.crt_deferred.capacity() > 1024 {
+            sw.crt_deferred.shrink_to(0);
+        }
+        (out, requeued)
+    }
+
+    fn send(&mut self, si: usize, phase: usize, mut updates: Vec<Update>) {
+        updates.sort_unstable_by_key(|u| u.key);
+        let sw = &mut self.switches[si];
+        for u in &updates {
+            if let Key::Crt(c) = u.key {
+                sw.crt_dirty.remove(&c);
+                sw.crt_in_flight.insert(c);
+            }
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        sw.in_flight.push_back(Batch {
+            id,
+            phase,
+            updates: updates.clone(),
+        });
+        self.count("write_batches");
+        let sw = &self.switches[si];
+        self.actions.push_back(Action::Write {
+            switch: sw.name.clone(),
+            batch: id,
+            updates,
+        });
+    }
+
+    /// Acks the digest lists whose connections are all settled on switch `si`.
+    fn ack_settled(&mut self, si: usize) {
+        let SwitchState {
+            name,
+            pending_digests,
+            crt_dirty,
+            crt_in_flight,
+            ..
+        } = &mut self.switches[si];
+        let actions = &mut self.actions;
+        pending_digests.retain_mut(|(id, conns, seen)| {
+            while let Some(c) = conns.get(*seen) {
+                if crt_dirty.contains(c) || crt_in_flight.contains(c) {
+                    return true;
+                }
+                *seen += 1;
+            }
+            actions.push_back(Action::AckDigest {
+                switch: name.clone(),
+                list_id: *id,
+            });
+            false
+        });
     }
 
     /// Everything `si` must hold for DVIPA `vi` is written: no batch in flight, no
@@ -1709,7 +1979,7 @@ impl Core {
     fn converged(&self, si: usize, vi: usize) -> bool {
         let sw = &self.switches[si];
         sw.live == SwitchLiveness::Up
-            && sw.in_flight.is_none()
+            && sw.in_flight.is_empty()
             && !sw.structural_dirty
             && sw.crt_dirty.iter().all(|k| {
                 self.crt

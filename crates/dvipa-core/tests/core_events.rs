@@ -517,3 +517,79 @@ fn failed_writes_are_counted_and_not_retried_forever() {
     assert_eq!(s.core.counters()["crt_delete_failed"], 1);
     assert!(!s.core.crt().contains_key(&key(&c)));
 }
+
+#[test]
+fn crt_full_entries_are_retried_when_deletes_free_space() {
+    let mut s = sim();
+    s.switches.get_mut("MVS1").unwrap().crt_capacity = Some(1);
+    s.switch_up("MVS1", true);
+    attach_fig4(&mut s);
+    let k1 = syn(&mut s, 100, 1);
+    let k2 = syn(&mut s, 101, 2);
+    assert!(!s.switches["MVS1"].tables.contains_key(&Key::Crt(k2)));
+    assert_eq!(s.core.counters()["crt_overflow"], 1);
+    // k1 goes idle (never reported by its stack): its delete frees the slot k2 waits for.
+    s.event(Event::IdleTimeout {
+        switch: "MVS1".into(),
+        conns: vec![k1],
+    });
+    let t = &s.switches["MVS1"].tables;
+    assert!(!t.contains_key(&Key::Crt(k1)));
+    assert!(
+        t.contains_key(&Key::Crt(k2)),
+        "k2 written once there was room"
+    );
+    assert_eq!(s.core.counters()["crt_overflow_retried"], 1);
+    assert_eq!(s.core.installed("MVS1"), s.core.desired("MVS1"));
+}
+
+#[test]
+fn digests_arriving_while_the_switch_syncs_are_pinned_after_its_read() {
+    let mut s = sim();
+    s.switch_up("MVS1", true);
+    attach_fig4(&mut s);
+    let svc = s.core.service_of(DVA1, 60, TCP).unwrap();
+    let k = ConnKey::new("198.51.100.7".parse().unwrap(), 4242, DVA1, 60, TCP);
+    let t = s.switches["MVS1"].tables[&Key::Dpt {
+        service: svc,
+        slot: 4242 % 256,
+    }]
+        .target()
+        .unwrap();
+    // The switch reconnects; a digest list comes before the core has read its tables.
+    s.core.handle(
+        s.now,
+        Event::SwitchUp {
+            switch: "MVS1".into(),
+        },
+    );
+    s.core.handle(
+        s.now,
+        Event::Digest {
+            switch: "MVS1".into(),
+            list_id: 77,
+            items: vec![DigestItem {
+                conn: k,
+                service: svc,
+                target: t,
+                not_syn: false,
+            }],
+        },
+    );
+    assert!(!s.core.crt().contains_key(&k), "not pinned before the read");
+    s.run();
+    assert_eq!(s.core.counters()["digest_buffered_syncing"], 1);
+    assert!(!s.core.counters().contains_key("digest_from_switch_not_up"));
+    assert_eq!(s.core.crt()[&k].target(), t);
+    assert!(s.switches["MVS1"].tables.contains_key(&Key::Crt(k)));
+    // Acked after the entry was written.
+    let ack = s
+        .emitted_at(|a| matches!(a, Action::AckDigest { list_id: 77, .. }))
+        .expect("acked");
+    let written = s
+        .write_log
+        .iter()
+        .position(|(_, ups)| ups.iter().any(|u| u.key == Key::Crt(k)))
+        .expect("written");
+    assert!(written < ack);
+}

@@ -7,10 +7,15 @@
 //! - every pinned connection whose target is not ready has a recorded reason;
 //! - every up switch holds exactly what the core wants it to hold, and the switch advertising a
 //!   DVIPA holds its dvipa entries and all its pinned connections.
+//!
+//! The second property runs the same sequences with small batches and several batches in
+//! flight per switch, answered in a random order and interleaved with the next events (the
+//! simulation checks the phase order of every batch written).
 mod common;
 use common::*;
-use dvipa_core::core::{ConnReport, DigestItem, Event, Report};
+use dvipa_core::core::{ConnReport, Core, CoreOptions, DigestItem, Event, Report};
 use dvipa_core::entries::{ConnKey, Key, TCP};
+use dvipa_core::sim::Sim;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -109,6 +114,103 @@ fn check(s: &dvipa_core::sim::Sim, step: &Op) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Applies one step.
+fn step(s: &mut Sim, seq: u64, o: &Op) -> Result<(), TestCaseError> {
+    let crt_before = s.core.crt().clone();
+    match *o {
+        Op::Down(i) => s.switch_down(SWITCHES[i]),
+        Op::Up(i, wipe) => s.switch_up(SWITCHES[i], wipe),
+        Op::Move(v, i) => s.event(Event::AdminMove {
+            dvipa: VIPAS[v],
+            to: SWITCHES[i].into(),
+        }),
+        Op::Maintenance(i, on) => s.event(Event::AdminMaintenance {
+            switch: SWITCHES[i].into(),
+            on,
+        }),
+        Op::Hello(st) => hello(s, STACKS[st]),
+        Op::Listen(st, v, l) => {
+            let mut x = listen(VIPAS[v], 60);
+            x.listening = l;
+            s.event(Event::AgentReport {
+                stack: STACKS[st].into(),
+                report: Report {
+                    seq,
+                    srvstat: vec![x],
+                    ..Default::default()
+                },
+            });
+        }
+        Op::NewConn(st, v, p) => s.event(Event::AgentReport {
+            stack: STACKS[st].into(),
+            report: Report {
+                seq,
+                newconn: vec![creport(v, p)],
+                ..Default::default()
+            },
+        }),
+        Op::TermConn(st, v, p) => s.event(Event::AgentReport {
+            stack: STACKS[st].into(),
+            report: Report {
+                seq,
+                termconn: vec![creport(v, p)],
+                ..Default::default()
+            },
+        }),
+        Op::Syn(v, p) => {
+            let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else {
+                return Ok(());
+            };
+            if !s.switches[&owner].up {
+                return Ok(());
+            }
+            let svc = s.core.service_of(VIPAS[v], 60, TCP).unwrap();
+            let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
+            let slot = (u32::from(p) * 7 % 256) as u16;
+            let Some(target) = s.switches[&owner]
+                .tables
+                .get(&Key::Dpt { service: svc, slot })
+                .and_then(|v| v.target())
+            else {
+                return Ok(());
+            };
+            s.event(Event::Digest {
+                switch: owner,
+                list_id: seq,
+                items: vec![DigestItem {
+                    conn,
+                    service: svc,
+                    target,
+                    not_syn: false,
+                }],
+            });
+        }
+        Op::Idle(v, p) => {
+            let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else {
+                return Ok(());
+            };
+            let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
+            s.event(Event::IdleTimeout {
+                switch: owner,
+                conns: vec![conn],
+            });
+        }
+        Op::Advance(ms) => s.advance(ms),
+    }
+    if matches!(
+        o,
+        Op::Down(_) | Op::Up(..) | Op::Move(..) | Op::Maintenance(..)
+    ) {
+        prop_assert_eq!(
+            s.core.crt(),
+            &crt_before,
+            "failover step {:?} changed the CRT",
+            o
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
@@ -117,40 +219,78 @@ proptest! {
         s.switch_up("MVS1", true);
         s.switch_up("MVS5", true);
         for (seq, o) in (101u64..).zip(ops.iter()) {
-            let crt_before = s.core.crt().clone();
-            match *o {
-                Op::Down(i) => s.switch_down(SWITCHES[i]),
-                Op::Up(i, wipe) => s.switch_up(SWITCHES[i], wipe),
-                Op::Move(v, i) => s.event(Event::AdminMove { dvipa: VIPAS[v], to: SWITCHES[i].into() }),
-                Op::Maintenance(i, on) => s.event(Event::AdminMaintenance { switch: SWITCHES[i].into(), on }),
-                Op::Hello(st) => hello(&mut s, STACKS[st]),
-                Op::Listen(st, v, l) => {
-                    let mut x = listen(VIPAS[v], 60);
-                    x.listening = l;
-                    s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, srvstat: vec![x], ..Default::default() } });
-                }
-                Op::NewConn(st, v, p) => s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, newconn: vec![creport(v, p)], ..Default::default() } }),
-                Op::TermConn(st, v, p) => s.event(Event::AgentReport { stack: STACKS[st].into(), report: Report { seq, termconn: vec![creport(v, p)], ..Default::default() } }),
-                Op::Syn(v, p) => {
-                    let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else { continue };
-                    if !s.switches[&owner].up { continue; }
-                    let svc = s.core.service_of(VIPAS[v], 60, TCP).unwrap();
-                    let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
-                    let slot = (u32::from(p) * 7 % 256) as u16;
-                    let Some(target) = s.switches[&owner].tables.get(&Key::Dpt { service: svc, slot }).and_then(|v| v.target()) else { continue };
-                    s.event(Event::Digest { switch: owner, list_id: seq, items: vec![DigestItem { conn, service: svc, target, not_syn: false }] });
-                }
-                Op::Idle(v, p) => {
-                    let Some(owner) = s.core.owner(VIPAS[v]).map(str::to_string) else { continue };
-                    let conn = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 5000 + p, VIPAS[v], 60, TCP);
-                    s.event(Event::IdleTimeout { switch: owner, conns: vec![conn] });
-                }
-                Op::Advance(ms) => s.advance(ms),
-            }
-            if matches!(o, Op::Down(_) | Op::Up(..) | Op::Move(..) | Op::Maintenance(..)) {
-                prop_assert_eq!(s.core.crt(), &crt_before, "failover step {:?} changed the CRT", o);
-            }
+            step(&mut s, seq, o)?;
             check(&s, o)?;
         }
+    }
+
+    #[test]
+    fn writes_in_flight_answered_out_of_order_keep_the_invariants(
+        ops in proptest::collection::vec((op(), 0..4usize, any::<u64>()), 1..60),
+    ) {
+        let opts = CoreOptions { max_batch: 2, max_in_flight: 3 };
+        let mut s = Sim::new(Core::new(cluster(|t| t), opts).unwrap());
+        s.hold_writes = true;
+        s.switch_up("MVS1", true);
+        s.switch_up("MVS5", true);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut pick = move |seed: u64, n: usize| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(seed | 1);
+            (rng >> 33) as usize % n
+        };
+        s.release_all(|n| pick(1, n));
+        for (seq, (o, keep, seed)) in (101u64..).zip(ops.iter()) {
+            step(&mut s, seq, o)?;
+            // Answer all but `keep` of the writes in flight, in a random order; the rest stay
+            // in flight across the next event.
+            while s.held.len() > *keep {
+                let i = pick(*seed, s.held.len());
+                s.release(i);
+            }
+            if s.held.is_empty() {
+                check(&s, o)?;
+            }
+        }
+        s.release_all(|n| pick(7, n));
+        check(&s, &Op::Advance(0))?;
+    }
+}
+
+#[test]
+fn several_batches_are_in_flight_at_once() {
+    let opts = CoreOptions {
+        max_batch: 2,
+        max_in_flight: 3,
+    };
+    let mut s = Sim::new(Core::new(cluster(|t| t), opts).unwrap());
+    s.hold_writes = true;
+    s.switch_up("MVS1", true);
+    s.release_all(|_| 0);
+    attach_fig4(&mut s);
+    s.release_all(|_| 0);
+    let svc = s.core.service_of(DVA1, 60, TCP).unwrap();
+    let items: Vec<DigestItem> = (0..10u16)
+        .map(|p| DigestItem {
+            conn: ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 7000 + p, DVA1, 60, TCP),
+            service: svc,
+            target: 1,
+            not_syn: false,
+        })
+        .collect();
+    s.event(Event::Digest {
+        switch: "MVS1".into(),
+        list_id: 1,
+        items: items.clone(),
+    });
+    assert_eq!(s.held.len(), 3, "three CRT batches of two in flight");
+    // Answered newest first; the list is acked only when all ten entries are written.
+    s.release_all(|n| n - 1);
+    assert_eq!(s.max_outstanding, 3);
+    let acks = s
+        .outputs(|a| matches!(a, dvipa_core::core::Action::AckDigest { list_id: 1, .. }))
+        .len();
+    assert_eq!(acks, 1);
+    for it in &items {
+        assert!(s.switches["MVS1"].tables.contains_key(&Key::Crt(it.conn)));
     }
 }
