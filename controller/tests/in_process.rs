@@ -1250,8 +1250,8 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
         },
     )
     .await;
-    // The deletes freed space, so the driver re-read the switch and the core retried the insert.
-    assert!(counter(admin, "switch_reread_after_overflow").await >= 1);
+    // The deletes freed space, so the core retried the insert that had found the table full.
+    assert!(counter(admin, "crt_overflow_retried").await >= 1);
     ag.hb.abort();
     ctl.shutdown().await;
     ts.stop();
