@@ -4,8 +4,10 @@
 //! becomes primary it sets the pipeline (skipped when the cookie matches), enables the
 //! `learn_t` digest (`DigestEntry`) and tells the core `SwitchUp`; the core then asks for a
 //! read of the five tables, diffs them with its desired state and sends minimal write batches,
-//! which the driver translates and writes, reporting per-update outcomes back. Digest lists go
-//! to the core and are acked only when the core says their CRT entries are written.
+//! which the driver translates and writes, reporting per-update outcomes back. Several write
+//! batches may be in flight at once (the core only sends batches that commute); digest lists
+//! keep flowing to the core meanwhile and are acked only when the core says their CRT entries
+//! are written. Reads wait for the writes in flight.
 //! Idle-timeout notifications go to the core. Losing primary (stream down, another master) for
 //! longer than `liveness_ms` is reported as `SwitchDown`. The switch is re-read periodically
 //! (and on `dvipa reconcile`), so entries changed behind the controller's back are repaired.
@@ -23,9 +25,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// How long a digest list waits for the core's ack before it is forgotten.
 pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
+
+/// Stream messages (digest lists) buffered while the driver is busy: a burst of new
+/// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
+const STREAM_QUEUE: usize = 16384;
 
 /// Commands to a driver (from the core's actions and from admin requests).
 #[derive(Debug)]
@@ -103,12 +110,18 @@ struct Driver {
     /// Digest lists handed to the core, waiting for its ack (with their arrival time).
     pending: HashMap<u64, (Instant, p4rt::DigestDelivery)>,
     up: bool,
-    /// A CRT insert failed with RESOURCE_EXHAUSTED and no re-read has happened since.
-    exhausted: bool,
-    /// Re-read the switch at this time (set when CRT deletes free space after an overflow, so
-    /// connections kept on the slot path get their entries; pushed back by every further
-    /// delete batch).
-    retry_read: Option<tokio::time::Instant>,
+    /// Write batches in flight: task → (batch id, number of updates).
+    writes: JoinSet<(u64, Vec<WriteOutcome>)>,
+    write_ids: HashMap<tokio::task::Id, (u64, usize)>,
+}
+
+/// What a write task needs (owned, so writes run concurrently with the driver loop).
+#[derive(Clone)]
+struct Writer {
+    name: String,
+    schema: Arc<Schema>,
+    shared: Arc<Shared>,
+    idle_timeout_ns: i64,
 }
 
 /// Runs the driver until `shutdown` turns true.
@@ -125,8 +138,8 @@ pub async fn run(
         shared,
         pending: HashMap::new(),
         up: false,
-        exhausted: false,
-        retry_read: None,
+        writes: JoinSet::new(),
+        write_ids: HashMap::new(),
     };
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -134,6 +147,7 @@ pub async fn run(
         cc.election_id = u128::from(d.cfg.election_id);
         cc.connect_timeout = Duration::from_secs(3);
         cc.backoff_max = Duration::from_secs(2);
+        cc.queue_capacity = STREAM_QUEUE;
         let connected = tokio::select! {
             r = Session::connect(cc) => r,
             _ = shutdown.changed() => return,
@@ -205,6 +219,11 @@ impl Driver {
         rx: &mut mpsc::UnboundedReceiver<SwitchCmd>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
+        let session = Arc::new(session);
+        // Writes of an earlier session are not answered any more (the core forgets them on
+        // the next SwitchUp).
+        self.writes = JoinSet::new();
+        self.write_ids.clear();
         let mut mastership = session.watch_mastership();
         let mut lost_at: Option<tokio::time::Instant> = None;
         let mut primary = false;
@@ -272,10 +291,10 @@ impl Driver {
                 i = q.idle_timeouts.recv(), if primary => {
                     if let Some(i) = i { self.idle(i) } else { return false }
                 }
-                _ = async { tokio::time::sleep_until(self.retry_read.unwrap()).await }, if primary && self.retry_read.is_some() => {
-                    self.retry_read = None;
-                    self.count("reread_after_overflow");
-                    self.command(&session, SwitchCmd::Read).await;
+                w = self.writes.join_next_with_id(), if !self.writes.is_empty() => {
+                    if let Some(w) = w {
+                        self.write_done(w);
+                    }
                 }
                 _ = resync.tick(), if primary => {
                     self.command(&session, SwitchCmd::Read).await;
@@ -347,47 +366,82 @@ impl Driver {
         Ok((out, bad))
     }
 
-    async fn command(&mut self, s: &Session, c: SwitchCmd) {
-        match c {
-            SwitchCmd::Write { batch, updates } => {
-                let results = self.write(s, &updates).await;
-                if results.contains(&WriteOutcome::ResourceExhausted) {
-                    self.exhausted = true;
-                } else if self.exhausted
-                    && updates.iter().zip(&results).any(|(u, r)| {
-                        matches!(u.key, Key::Crt(_))
-                            && u.kind == dvipa_core::entries::UpdateKind::Delete
-                            && *r == WriteOutcome::Ok
-                    })
-                {
-                    self.retry_read = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+    /// A write task ended: its outcomes go to the core.
+    fn write_done(
+        &mut self,
+        w: Result<(tokio::task::Id, (u64, Vec<WriteOutcome>)), tokio::task::JoinError>,
+    ) {
+        let (batch, results) = match w {
+            Ok((id, r)) => {
+                self.write_ids.remove(&id);
+                r
+            }
+            Err(e) => {
+                // Cancelled or panicked: every update failed (the core diffs them again).
+                self.count("write_task_failed");
+                let Some((batch, n)) = self.write_ids.remove(&e.id()) else {
+                    return;
+                };
+                (batch, vec![WriteOutcome::Other(e.to_string()); n])
+            }
+        };
+        self.shared.event(Event::WriteResult {
+            switch: self.cfg.name.clone(),
+            batch,
+            results,
+        });
+    }
+
+    /// Waits for every write in flight and reports it.
+    async fn drain_writes(&mut self) {
+        while let Some(w) = self.writes.join_next_with_id().await {
+            self.write_done(w);
+        }
+    }
+
+    async fn read(&mut self, s: &Session) {
+        match self.read_tables(s).await {
+            Ok((entries, bad)) => {
+                if !bad.is_empty() {
+                    self.shared
+                        .stats
+                        .add("switch_entries_undecodable", bad.len() as u64);
+                    tracing::warn!(switch = %self.cfg.name, first = %bad[0], n = bad.len(), "entries not understood");
                 }
-                self.shared.event(Event::WriteResult {
+                self.count("reads");
+                self.shared.event(Event::SwitchRead {
                     switch: self.cfg.name.clone(),
-                    batch,
-                    results,
+                    entries,
                 });
             }
-            SwitchCmd::Read | SwitchCmd::Resync => match self.read_tables(s).await {
-                Ok((entries, bad)) => {
-                    self.exhausted = false;
-                    if !bad.is_empty() {
-                        self.shared
-                            .stats
-                            .add("switch_entries_undecodable", bad.len() as u64);
-                        tracing::warn!(switch = %self.cfg.name, first = %bad[0], n = bad.len(), "entries not understood");
-                    }
-                    self.count("reads");
-                    self.shared.event(Event::SwitchRead {
-                        switch: self.cfg.name.clone(),
-                        entries,
-                    });
-                }
-                Err(e) => {
-                    self.count("read_failed");
-                    tracing::warn!(switch = %self.cfg.name, error = %e, "read failed");
-                }
-            },
+            Err(e) => {
+                self.count("read_failed");
+                tracing::warn!(switch = %self.cfg.name, error = %e, "read failed");
+            }
+        }
+    }
+
+    async fn command(&mut self, s: &Arc<Session>, c: SwitchCmd) {
+        match c {
+            SwitchCmd::Write { batch, updates } => {
+                let w = Writer {
+                    name: self.cfg.name.clone(),
+                    schema: self.schema.clone(),
+                    shared: self.shared.clone(),
+                    idle_timeout_ns: self.cfg.idle_timeout_ns,
+                };
+                let n = updates.len();
+                let s = s.clone();
+                let h = self.writes.spawn(async move {
+                    let results = w.write(&s, &updates).await;
+                    (batch, results)
+                });
+                self.write_ids.insert(h.id(), (batch, n));
+            }
+            SwitchCmd::Read | SwitchCmd::Resync => {
+                self.drain_writes().await;
+                self.read(s).await;
+            }
             SwitchCmd::Ack { list_id } => match self.pending.remove(&list_id) {
                 Some((_, d)) => {
                     if let Err(e) = d.ack().await {
@@ -410,61 +464,6 @@ impl Driver {
                 let _ = reply.send(r);
             }
         }
-    }
-
-    async fn write(&self, s: &Session, updates: &[Update]) -> Vec<WriteOutcome> {
-        let mut out = vec![WriteOutcome::Ok; updates.len()];
-        let mut p4u = Vec::with_capacity(updates.len());
-        let mut idx = Vec::with_capacity(updates.len());
-        for (i, u) in updates.iter().enumerate() {
-            match translate::to_p4_update(&self.schema, u, self.cfg.idle_timeout_ns) {
-                Ok(x) => {
-                    p4u.push(x);
-                    idx.push(i);
-                }
-                Err(e) => {
-                    self.count("update_untranslatable");
-                    out[i] = WriteOutcome::Other(e.to_string());
-                }
-            }
-        }
-        if p4u.is_empty() {
-            return out;
-        }
-        let t0 = Instant::now();
-        let r = s.write_detailed(p4u).await;
-        metrics::histogram!("dvipa_write_latency_seconds", "switch" => self.cfg.name.clone())
-            .record(t0.elapsed().as_secs_f64());
-        match r {
-            Ok(rs) => {
-                for (j, r) in rs.iter().enumerate() {
-                    let o = translate::outcome(r);
-                    match &o {
-                        WriteOutcome::ResourceExhausted => {
-                            self.count("write_resource_exhausted");
-                            metrics::counter!("dvipa_table_full_total", "switch" => self.cfg.name.clone()).increment(1);
-                        }
-                        WriteOutcome::Other(m) => {
-                            self.count("write_update_failed");
-                            tracing::warn!(switch = %self.cfg.name, update = ?updates[idx[j]], error = %m, "update failed");
-                        }
-                        _ => {}
-                    }
-                    out[idx[j]] = o;
-                }
-            }
-            Err(e) => {
-                self.count("write_rpc_failed");
-                tracing::warn!(switch = %self.cfg.name, error = %e, "write failed");
-                for i in idx {
-                    out[i] = WriteOutcome::Other(e.to_string());
-                }
-            }
-        }
-        self.shared
-            .stats
-            .add("switch_updates_written", updates.len() as u64);
-        out
     }
 
     async fn digest(&mut self, d: p4rt::DigestDelivery) {
@@ -610,6 +609,67 @@ impl Driver {
             ],
             rows,
         })
+    }
+}
+
+impl Writer {
+    fn count(&self, what: &str) {
+        self.shared.stats.add(&format!("switch_{what}"), 1);
+    }
+
+    async fn write(&self, s: &Session, updates: &[Update]) -> Vec<WriteOutcome> {
+        let mut out = vec![WriteOutcome::Ok; updates.len()];
+        let mut p4u = Vec::with_capacity(updates.len());
+        let mut idx = Vec::with_capacity(updates.len());
+        for (i, u) in updates.iter().enumerate() {
+            match translate::to_p4_update(&self.schema, u, self.idle_timeout_ns) {
+                Ok(x) => {
+                    p4u.push(x);
+                    idx.push(i);
+                }
+                Err(e) => {
+                    self.count("update_untranslatable");
+                    out[i] = WriteOutcome::Other(e.to_string());
+                }
+            }
+        }
+        if p4u.is_empty() {
+            return out;
+        }
+        let t0 = Instant::now();
+        let r = s.write_detailed(p4u).await;
+        metrics::histogram!("dvipa_write_latency_seconds", "switch" => self.name.clone())
+            .record(t0.elapsed().as_secs_f64());
+        match r {
+            Ok(rs) => {
+                for (j, r) in rs.iter().enumerate() {
+                    let o = translate::outcome(r);
+                    match &o {
+                        WriteOutcome::ResourceExhausted => {
+                            self.count("write_resource_exhausted");
+                            metrics::counter!("dvipa_table_full_total", "switch" => self.name.clone()).increment(1);
+                        }
+                        WriteOutcome::Other(m) => {
+                            self.count("write_update_failed");
+                            tracing::warn!(switch = %self.name, update = ?updates[idx[j]], error = %m, "update failed");
+                        }
+                        _ => {}
+                    }
+                    out[idx[j]] = o;
+                }
+            }
+            Err(e) => {
+                self.count("write_rpc_failed");
+                tracing::warn!(switch = %self.name, error = %e, "write failed");
+                for i in idx {
+                    out[i] = WriteOutcome::Other(e.to_string());
+                }
+            }
+        }
+        self.shared
+            .stats
+            .add("switch_updates_written", updates.len() as u64);
+        out
     }
 }
 
