@@ -4,7 +4,9 @@
 # dvipa-agent and dvipa-echo on the DVIPA (L2 direct server return), the real `dvipa controller`
 # process, N long-lived streaming connections. Steps: kill the primary (takeover), restart it
 # (takeback), move the DVIPA by command, restart the controller, stop the application on one
-# server. Run once with a cold backup and once with hot standby. Exits non-zero on a failed step.
+# server. Run once with a cold backup and once with hot standby. Exits non-zero on a failed step,
+# and when the restarted controller moved the advertisement (the demo's step-4 NOTE): the
+# persisted owner (state_dir) must keep the admin move of step 3 across the restart.
 #
 #   scripts/e2e-test.sh                          200 connections, debug build (CI)
 #   scripts/e2e-test.sh --release --conns 10000 --interval-ms 1000
@@ -35,15 +37,29 @@ echo "=== building dvipa, dvipa-switch, dvipa-agent, dvipa-testbed ($profile) ==
 cargo build "${build[@]}" -p dvipa -p dvipa-switch -p dvipa-agent -p dvipa-testbed
 bin="${CARGO_TARGET_DIR:-target}/$profile"
 
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+# One scenario; fails on a failed step and on the step-4 NOTE (advertisement moved across the
+# controller restart).
+scenario() {
+  local rc=0
+  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" "$@" 2>&1 | tee "$out" || rc=1
+  if grep -q "NOTE: the advertisement moved across the restart" "$out"; then
+    echo "FAILED: step 4: the restarted controller did not keep the admin move (NOTE above)"
+    rc=1
+  fi
+  return $rc
+}
+
 status=0
 if [ "$only" = both ] || [ "$only" = cold ]; then
   echo
   echo "=== scenario 1/2: cold backup (the backup is programmed at takeover) ==="
-  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" "${args[@]}" || status=1
+  scenario "${args[@]}" || status=1
 fi
 if [ "$only" = both ] || [ "$only" = hot ]; then
   echo
   echo "=== scenario 2/2: hot standby (the backup is kept programmed) ==="
-  "$bin/dvipa" demo --full --no-build --bin-dir "$bin" --hot-standby "${args[@]}" || status=1
+  scenario --hot-standby "${args[@]}" || status=1
 fi
 exit $status

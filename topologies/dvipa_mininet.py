@@ -18,6 +18,7 @@ port N), extended with what dvipa needs; see topologies/README.md.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -387,6 +388,8 @@ class DvipaTopology:
                  'p4info = "%s"' % os.path.join(p4dir, "dvipa.p4info.txtpb"),
                  'device_config = "%s"' % device_config,
                  'hot_standby = %s' % ("true" if c.get("hot_standby") else "false"),
+                 # persisted DVIPA owners; start_controller clears them (a new topology)
+                 'state_dir = "state"',
                  '', '[agent]', 'listen = "%s:%d"' % (self.bridge_ip(), c["agent_port"])]
         if c.get("timers"):
             lines += ['', '[timers]'] + ['%s = %d' % kv for kv in sorted(c["timers"].items())]
@@ -418,6 +421,8 @@ class DvipaTopology:
         """Start `dvipa controller` in the root namespace and an agent on every stack."""
         c = self.controller_section()
         cfg = self.controller_toml()
+        # fresh switches: no DVIPA owner persisted by an earlier run of this topology
+        shutil.rmtree(os.path.join(self.log_dir, "state"), ignore_errors=True)
         self.admin = "http://127.0.0.1:%d" % (c["admin_port"] + self.port_offset)
         argv = [os.path.join(bin_dir, "dvipa"), "controller", "--config", cfg,
                 "--admin-listen", "127.0.0.1:%d" % (c["admin_port"] + self.port_offset),
