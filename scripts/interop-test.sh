@@ -1,11 +1,49 @@
 #!/usr/bin/env bash
-# P4Runtime interop test: the Rust client (crates/p4rt) against a recording P4Runtime server on the
-# official Python bindings (p4runtime + grpcio from the test venv). Exits non-zero on any mismatch
-# and prints a "N passed, N failed" line.
-set -euo pipefail
+# P4Runtime interop test of the Rust client (crates/p4rt), in two modes sharing one scenario
+# (crates/p4rt/examples/interop_client.rs):
+#   python  against a recording P4Runtime server on the official Python bindings (p4runtime +
+#           grpcio from the test venv): every request and answer compared field by field;
+#   switch  against a real dvipa-switch in a network namespace (root, or unprivileged user
+#           namespaces, for that part only): roles and arbitration, pipeline and cookie, writes
+#           with per-update errors, reads, counters, a digest from real SYNs and its ack, idle
+#           notifications, the frames the switch forwards.
+# Each mode prints a "N passed, N failed" line; exits non-zero if either mode failed.
+#   scripts/interop-test.sh [--python | --switch]      (default: both)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-cargo build -p p4rt --example interop_client --locked
-exec "$PY" crates/p4rt/interop/interop.py \
-  "${CARGO_TARGET_DIR:-target}/debug/examples/interop_client" \
-  p4src/p4c-out/bmv2/dvipa.p4info.txtpb
+BIN=${CARGO_TARGET_DIR:-target}/debug
+P4INFO=p4src/p4c-out/bmv2/dvipa.p4info.txtpb
+modes=(python switch)
+case "${1:-}" in
+  --python) modes=(python) ;;
+  --switch) modes=(switch) ;;
+  "") ;;
+  *) echo "usage: $0 [--python | --switch]" >&2; exit 2 ;;
+esac
+
+cargo build -p p4rt --example interop_client --locked || exit 1
+if [[ " ${modes[*]} " == *" switch "* ]]; then
+  cargo build -p dvipa-switch --bin dvipa-switch --locked || exit 1
+fi
+
+status=0
+results=()
+for m in "${modes[@]}"; do
+  printf '\n--- interop mode: %s ---\n' "$m"
+  log=$(mktemp)
+  if [ "$m" = python ]; then
+    "$PY" crates/p4rt/interop/interop.py "$BIN/examples/interop_client" "$P4INFO" 2>&1 | tee "$log"
+  else
+    timeout 120 "$PY" crates/p4rt/interop/switch_interop.py "$BIN/dvipa-switch" \
+      "$BIN/examples/interop_client" "$P4INFO" 2>&1 | tee "$log"
+  fi
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+  rm -f "$log"
+  results+=("$m: ${line:-no result line} (exit $rc)")
+  [ "$rc" -eq 0 ] || status=1
+done
+printf '\n--- interop summary ---\n'
+printf '%s\n' "${results[@]}"
+exit "$status"

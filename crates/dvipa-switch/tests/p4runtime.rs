@@ -57,7 +57,10 @@ struct Ctl {
     client: P4RuntimeClient<Channel>,
     tx: mpsc::Sender<p4::StreamMessageRequest>,
     rx: tonic::Streaming<p4::StreamMessageResponse>,
-    eid: u64,
+    /// Election id sent in requests (`None`: unset).
+    eid: Option<u64>,
+    /// Role name sent in requests (empty: default role).
+    role: String,
 }
 
 impl Harness {
@@ -69,24 +72,49 @@ impl Harness {
 
     /// Opens a stream and arbitrates with `eid`; returns the first arbitration answer's status code.
     async fn controller(&self, eid: u64) -> (Ctl, i32) {
+        let (c, a) = self.controller_in("", Some(eid)).await;
+        (c, a.status.unwrap().code)
+    }
+
+    /// Opens a stream and arbitrates for `role` with `eid`; returns the first arbitration answer.
+    async fn controller_in(
+        &self,
+        role: &str,
+        eid: Option<u64>,
+    ) -> (Ctl, p4::MasterArbitrationUpdate) {
         let mut client = self.client().await;
         let (tx, rx) = mpsc::channel(16);
-        tx.send(arb(eid)).await.unwrap();
+        tx.send(arb_in(role, eid)).await.unwrap();
         let mut rx = client
             .stream_channel(ReceiverStream::new(rx))
             .await
             .unwrap()
             .into_inner();
-        let code = next_arb(&mut rx).await.status.unwrap().code;
+        let a = next_arb(&mut rx).await;
         (
             Ctl {
                 client,
                 tx,
                 rx,
                 eid,
+                role: role.into(),
             },
-            code,
+            a,
         )
+    }
+
+    /// Opens a stream, sends `first`, and returns the status the server ends the stream with.
+    async fn refused(&self, first: p4::StreamMessageRequest) -> tonic::Status {
+        let mut c = self.client().await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(first).await.unwrap();
+        let mut s = c
+            .stream_channel(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.message()).await;
+        r.expect("no answer").expect_err("the stream was not ended")
     }
 
     fn table(&self, name: &str) -> &cfg::Table {
@@ -201,12 +229,20 @@ impl Harness {
 }
 
 fn arb(eid: u64) -> p4::StreamMessageRequest {
+    arb_in("", Some(eid))
+}
+
+/// Arbitration for `role` (empty: default role, role unset) with `eid` (`None`: unset).
+fn arb_in(role: &str, eid: Option<u64>) -> p4::StreamMessageRequest {
     p4::StreamMessageRequest {
         update: Some(p4::stream_message_request::Update::Arbitration(
             p4::MasterArbitrationUpdate {
                 device_id: 0,
-                role: None,
-                election_id: Some(p4::Uint128 { high: 0, low: eid }),
+                role: (!role.is_empty()).then(|| p4::Role {
+                    name: role.into(),
+                    ..Default::default()
+                }),
+                election_id: eid.map(|low| p4::Uint128 { high: 0, low }),
                 status: None,
             },
         )),
@@ -241,10 +277,8 @@ impl Ctl {
         self.client
             .set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
                 device_id: 0,
-                election_id: Some(p4::Uint128 {
-                    high: 0,
-                    low: self.eid,
-                }),
+                role: self.role.clone(),
+                election_id: self.eid.map(|low| p4::Uint128 { high: 0, low }),
                 action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
                 config: Some(p4::ForwardingPipelineConfig {
                     p4info: Some(info),
@@ -264,10 +298,8 @@ impl Ctl {
         self.client
             .write(p4::WriteRequest {
                 device_id: 0,
-                election_id: Some(p4::Uint128 {
-                    high: 0,
-                    low: self.eid,
-                }),
+                role: self.role.clone(),
+                election_id: self.eid.map(|low| p4::Uint128 { high: 0, low }),
                 updates: updates
                     .into_iter()
                     .map(|(t, e)| p4::Update {
@@ -286,8 +318,8 @@ impl Ctl {
             .client
             .read(p4::ReadRequest {
                 device_id: 0,
+                role: self.role.clone(),
                 entities: vec![p4::Entity { entity: Some(e) }],
-                ..Default::default()
             })
             .await
             .unwrap()
@@ -366,6 +398,298 @@ async fn arbitration_primary_is_highest_election_id() {
     a.write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
         .await
         .unwrap();
+}
+
+fn code_of(a: &p4::MasterArbitrationUpdate) -> tonic::Code {
+    tonic::Code::from_i32(a.status.as_ref().unwrap().code)
+}
+
+fn eid_of(a: &p4::MasterArbitrationUpdate) -> Option<u64> {
+    a.election_id.as_ref().map(|e| e.low)
+}
+
+fn role_of(a: &p4::MasterArbitrationUpdate) -> Option<&str> {
+    a.role.as_ref().map(|r| r.name.as_str())
+}
+
+/// No arbitration update arrives on `rx` within `d` (other messages are skipped).
+async fn no_arb(rx: &mut tonic::Streaming<p4::StreamMessageResponse>, d: Duration) {
+    let deadline = tokio::time::Instant::now() + d;
+    while let Ok(m) = tokio::time::timeout_at(deadline, rx.message()).await {
+        if let Ok(Some(p4::StreamMessageResponse {
+            update: Some(p4::stream_message_response::Update::Arbitration(a)),
+        })) = m
+        {
+            panic!("unexpected arbitration update {a:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn roles_have_their_own_primary_and_backups() {
+    let h = start().await;
+    // Role "dvipa": A (5) primary, B (3) backup told the primary's id; the answers name the role.
+    let (mut a, arb_a) = h.controller_in("dvipa", Some(5)).await;
+    assert_eq!(code_of(&arb_a), tonic::Code::Ok);
+    assert_eq!(role_of(&arb_a), Some("dvipa"));
+    assert_eq!(eid_of(&arb_a), Some(5));
+    let (mut b, arb_b) = h.controller_in("dvipa", Some(3)).await;
+    assert_eq!(code_of(&arb_b), tonic::Code::AlreadyExists);
+    assert_eq!(role_of(&arb_b), Some("dvipa"));
+    assert_eq!(eid_of(&arb_b), Some(5));
+    // The default role and role "stats" arbitrate independently: D (1) is the default role's
+    // primary although A's id is higher; S reuses A's id 5 in another role.
+    let (mut d, arb_d) = h.controller_in("", Some(1)).await;
+    assert_eq!(code_of(&arb_d), tonic::Code::Ok);
+    assert_eq!(role_of(&arb_d), None);
+    let (mut s, arb_s) = h.controller_in("stats", Some(5)).await;
+    assert_eq!(code_of(&arb_s), tonic::Code::Ok);
+    // A's id is taken within "dvipa" only.
+    let e = h.refused(arb_in("dvipa", Some(5))).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // Nobody else was told anything: B joining as a backup only answers B.
+    no_arb(&mut a.rx, Duration::from_millis(100)).await;
+    no_arb(&mut d.rx, Duration::from_millis(1)).await;
+
+    // Writes and pipeline pushes: the backup of "dvipa" is refused, every role's primary is not.
+    let err = b.set_pipeline(p4info(), 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let err = b
+        .write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("role \"dvipa\""),
+        "{}",
+        err.message()
+    );
+    a.write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap();
+    d.write(vec![(Insert, E::TableEntry(h.target_entry(2, 2)))])
+        .await
+        .unwrap();
+    s.write(vec![(Insert, E::TableEntry(h.target_entry(3, 2)))])
+        .await
+        .unwrap();
+    // The writer is identified by (device, role, election id): D's id in role "dvipa", or a role
+    // without controllers, is not a primary.
+    let mut raw = h.client().await;
+    for role in ["dvipa", "nobody"] {
+        let err = raw
+            .write(p4::WriteRequest {
+                device_id: 0,
+                role: role.into(),
+                election_id: Some(p4::Uint128 { high: 0, low: 1 }),
+                updates: vec![p4::Update {
+                    r#type: Insert as i32,
+                    entity: Some(p4::Entity {
+                        entity: Some(E::TableEntry(h.target_entry(4, 2))),
+                    }),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        if role == "nobody" {
+            assert!(err.message().contains("no primary"), "{}", err.message());
+        }
+    }
+    // Reads work for any role, backups included, and see every role's writes.
+    let t = h.table("IngressImpl.target").preamble.as_ref().unwrap().id;
+    let read = b
+        .read(E::TableEntry(p4::TableEntry {
+            table_id: t,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(read.len(), 3);
+
+    // A leaves: B becomes the primary of "dvipa" and is told so; other roles hear nothing.
+    drop(a);
+    let upd = next_arb(&mut b.rx).await;
+    assert_eq!(code_of(&upd), tonic::Code::Ok);
+    assert_eq!(eid_of(&upd), Some(3));
+    assert_eq!(role_of(&upd), Some("dvipa"));
+    b.write(vec![(Delete, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap();
+    no_arb(&mut d.rx, Duration::from_millis(100)).await;
+    no_arb(&mut s.rx, Duration::from_millis(1)).await;
+}
+
+#[tokio::test]
+async fn role_arbitration_rules() {
+    let h = start().await;
+    // A client without an election id never becomes primary: alone it hears NOT_FOUND, with no
+    // election id since there never was a primary.
+    let (mut n, arb_n) = h.controller_in("dvipa", None).await;
+    assert_eq!(code_of(&arb_n), tonic::Code::NotFound);
+    assert_eq!(eid_of(&arb_n), None);
+    let err = n.set_pipeline(p4info(), 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // A second one without an id is fine (only set ids must be unique).
+    let (_n2, arb_n2) = h.controller_in("dvipa", None).await;
+    assert_eq!(code_of(&arb_n2), tonic::Code::NotFound);
+    // P (2) becomes primary; the id-less backups are told ALREADY_EXISTS with P's id.
+    let (mut p, arb_p) = h.controller_in("dvipa", Some(2)).await;
+    assert_eq!(code_of(&arb_p), tonic::Code::Ok);
+    let upd = next_arb(&mut n.rx).await;
+    assert_eq!(code_of(&upd), tonic::Code::AlreadyExists);
+    assert_eq!(eid_of(&upd), Some(2));
+    // Q (1) joins as a backup, then re-arbitrates with 7 on the same stream and takes over: P is
+    // told ALREADY_EXISTS with 7, Q OK.
+    let (mut q, arb_q) = h.controller_in("dvipa", Some(1)).await;
+    assert_eq!(code_of(&arb_q), tonic::Code::AlreadyExists);
+    q.tx.send(arb_in("dvipa", Some(7))).await.unwrap();
+    q.eid = Some(7);
+    let upd = next_arb(&mut q.rx).await;
+    assert_eq!((code_of(&upd), eid_of(&upd)), (tonic::Code::Ok, Some(7)));
+    let upd = next_arb(&mut p.rx).await;
+    assert_eq!(
+        (code_of(&upd), eid_of(&upd)),
+        (tonic::Code::AlreadyExists, Some(7))
+    );
+    q.set_pipeline(p4info(), 1).await.unwrap();
+    let err = p
+        .write(vec![(Insert, E::TableEntry(h.target_entry(1, 2)))])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Changing the role on a live stream ends it with FAILED_PRECONDITION.
+    p.tx.send(arb_in("other", Some(2))).await.unwrap();
+    let e = loop {
+        match tokio::time::timeout(Duration::from_secs(5), p.rx.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Err(e)) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    // Q and P gone: the id-less backup hears NOT_FOUND with the highest id seen (7).
+    drop(q);
+    let upd = loop {
+        let u = next_arb(&mut n.rx).await;
+        if code_of(&u) == tonic::Code::NotFound {
+            break u;
+        }
+    };
+    assert_eq!(eid_of(&upd), Some(7));
+    // Role configs are not supported: refused with INVALID_ARGUMENT and a clear message.
+    let mut with_config = arb_in("dvipa", Some(9));
+    if let Some(p4::stream_message_request::Update::Arbitration(a)) = &mut with_config.update {
+        a.role.as_mut().unwrap().config = Some(prost_types::Any {
+            type_url: "type.googleapis.com/example.RoleConfig".into(),
+            value: vec![],
+        });
+    }
+    let e = h.refused(with_config).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("role configs are not supported"),
+        "{}",
+        e.message()
+    );
+    // Another device id: NOT_FOUND.
+    let mut other_dev = arb_in("dvipa", Some(9));
+    if let Some(p4::stream_message_request::Update::Arbitration(a)) = &mut other_dev.update {
+        a.device_id = 42;
+    }
+    assert_eq!(h.refused(other_dev).await.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn digests_and_idle_notifications_go_to_every_role_primary() {
+    let h = start().await;
+    let (mut a, _) = h.controller_in("dvipa", Some(5)).await;
+    let (mut b, _) = h.controller_in("dvipa", Some(3)).await;
+    let (mut d, _) = h.controller_in("", Some(1)).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let learn = h
+        .schema
+        .digest("learn_t")
+        .unwrap()
+        .preamble
+        .as_ref()
+        .unwrap()
+        .id;
+    let mut ups = vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.dvipa_entry(7))),
+        (Insert, E::TableEntry(h.crt_entry(4444, 1, 200_000_000))),
+        (
+            Insert,
+            E::DigestEntry(p4::DigestEntry {
+                digest_id: learn,
+                config: Some(p4::digest_entry::Config {
+                    max_timeout_ns: 0,
+                    max_list_size: 1,
+                    ack_timeout_ns: 1_000_000_000,
+                }),
+            }),
+        ),
+    ];
+    for slot in 0..256 {
+        ups.push((Insert, E::TableEntry(h.dpt_entry(7, slot, 1))));
+    }
+    a.write(ups).await.unwrap();
+    h.server.inject(1, &syn(3000));
+    // The primaries of "dvipa" and of the default role each get the digest list and the idle
+    // notification; the backup gets neither.
+    for rx in [&mut a.rx, &mut d.rx] {
+        let (mut digest, mut idle) = (false, false);
+        while !(digest && idle) {
+            match next_msg(rx, Duration::from_secs(3)).await {
+                Some(p4::stream_message_response::Update::Digest(l)) => {
+                    assert_eq!(l.data.len(), 1);
+                    digest = true;
+                }
+                Some(p4::stream_message_response::Update::IdleTimeoutNotification(n)) => {
+                    assert_eq!(n.table_entry[0].r#match, h.crt_entry(4444, 1, 0).r#match);
+                    idle = true;
+                }
+                m => panic!("{m:?}"),
+            }
+        }
+    }
+    assert!(
+        next_msg(&mut b.rx, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    // PacketOut is answered with a StreamError carrying it: UNIMPLEMENTED for the primary (no CPU
+    // port), PERMISSION_DENIED for a backup.
+    let po = p4::PacketOut {
+        payload: b"x".to_vec(),
+        metadata: vec![],
+    };
+    for (c, code) in [
+        (&mut a, tonic::Code::Unimplemented),
+        (&mut b, tonic::Code::PermissionDenied),
+    ] {
+        c.tx.send(p4::StreamMessageRequest {
+            update: Some(p4::stream_message_request::Update::Packet(po.clone())),
+        })
+        .await
+        .unwrap();
+        let err = loop {
+            match next_msg(&mut c.rx, Duration::from_secs(3)).await {
+                Some(p4::stream_message_response::Update::Error(e)) => break e,
+                Some(_) => continue,
+                None => panic!("no stream error"),
+            }
+        };
+        assert_eq!(err.canonical_code, code as i32);
+        assert_eq!(
+            err.details,
+            Some(p4::stream_error::Details::PacketOut(p4::PacketOutError {
+                packet_out: Some(po.clone())
+            }))
+        );
+    }
 }
 
 #[tokio::test]

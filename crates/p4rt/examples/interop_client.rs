@@ -1,8 +1,18 @@
-//! Interop driver: runs the scenario of `crates/p4rt/interop/interop.py` against its Python
-//! P4Runtime server (official bindings) and prints what this client decoded, one fact per line
-//! (`key value...`), for the Python side to compare field by field.
+//! Interop driver: one P4Runtime scenario, printed as one fact per line (`key value...`) for a
+//! Python checker to compare field by field. Two modes share the scenario:
 //!
-//! Usage: `interop_client ADDR P4INFO_TXTPB REQUEST_LOG`, or
+//! - against the recording server of `crates/p4rt/interop/interop.py` (official bindings), which
+//!   injects the stream messages (digest, idle notification, packet-in, stream error) and drops
+//!   the stream once to exercise reconnection;
+//! - `--switch`: against a real `dvipa-switch` (`crates/p4rt/interop/switch_interop.py`). The
+//!   stream messages then come from the switch: the client prints `syn_ready` when the driver
+//!   should send SYNs into a switch port, and waits for the real digests (acking, then printing
+//!   `acked` for the next SYN), idle notifications of its `crt` entries and the StreamError a
+//!   PacketOut earns (the program has no CPU port). It also writes a batch with malformed and
+//!   missing entries for per-update INVALID_ARGUMENT / NOT_FOUND; packet-in and reconnection are
+//!   left to the recording mode.
+//!
+//! Usage: `interop_client [--switch] ADDR P4INFO_TXTPB REQUEST_LOG`, or
 //! `interop_client --descriptors FILE` to write the compiled `FileDescriptorSet` of the
 //! project's protos (compared with the official bindings' descriptors by the Python side).
 use std::net::Ipv4Addr;
@@ -40,9 +50,11 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&args[2], p4rt::proto::FILE_DESCRIPTOR_SET)?;
         return Ok(());
     }
+    let switch = args.get(1).is_some_and(|a| a == "--switch");
+    let args = &args[usize::from(switch)..];
     anyhow::ensure!(
         args.len() == 4,
-        "usage: interop_client ADDR P4INFO_TXTPB REQUEST_LOG"
+        "usage: interop_client [--switch] ADDR P4INFO_TXTPB REQUEST_LOG"
     );
     let schema = Schema::from_file(&args[2])?;
     let mut cfg = ClientConfig::new(args[1].clone(), 3);
@@ -121,15 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 .build()?,
         ),
     ];
-    for (i, r) in session.write_detailed(batch2).await?.iter().enumerate() {
-        match r {
-            Ok(()) => println!("batch2 {i} ok"),
-            Err(e) => println!(
-                "batch2 {i} err code={:?} space={} app_code={} message={}",
-                e.code, e.space, e.app_code, e.message
-            ),
-        }
-    }
+    print_updates("batch2", &session.write_detailed(batch2).await?);
     match session.write(vec![insert(crt(&schema, 40000, 7)?)]).await {
         Err(ClientError::Write { failed, total }) => {
             println!(
@@ -145,6 +149,55 @@ async fn main() -> anyhow::Result<()> {
     println!("delete_missing {}", if r.is_ok() { "ok" } else { "err" });
     session.write(vec![delete(crt(&schema, 40002, 9)?)]).await?;
     println!("delete_existing ok");
+
+    if switch {
+        // batch 3: a good insert, a malformed key (8-bit protocol given 16 bits), a MODIFY of a
+        // missing entry (the recording server does not validate, so only the switch runs this)
+        let mut malformed = crt(&schema, 40005, 7)?;
+        let proto_id = schema
+            .match_field(schema.table("crt")?, "hdr.ipv4.protocol")?
+            .id;
+        for m in &mut malformed.r#match {
+            if let (true, Some(p4::field_match::FieldMatchType::Exact(x))) =
+                (m.field_id == proto_id, &mut m.field_match_type)
+            {
+                x.value = vec![0x12, 0x34];
+            }
+        }
+        let batch3 = vec![
+            insert(crt(&schema, 40004, 7)?),
+            insert(malformed),
+            modify(crt(&schema, 50001, 7)?),
+        ];
+        print_updates("batch3", &session.write_detailed(batch3).await?);
+    }
+
+    // stream: digest list (the switch's comes from a SYN the driver sends now) and its ack
+    if switch {
+        println!("syn_ready");
+    }
+    let d = tokio::time::timeout(Duration::from_secs(10), queues.digests.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("digest queue closed"))?;
+    print_digest("digest", &schema, &d.list)?;
+    if switch {
+        // the SYN was sent twice: the duplicate is suppressed while the list is unacked
+        let extra = tokio::time::timeout(Duration::from_millis(300), queues.digests.recv()).await;
+        println!(
+            "digest_before_ack {}",
+            if extra.is_ok() { "another" } else { "none" }
+        );
+    }
+    d.ack().await?;
+    if switch {
+        // once acked, the same connection is reported again
+        println!("acked");
+        let d = tokio::time::timeout(Duration::from_secs(10), queues.digests.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("digest queue closed"))?;
+        print_digest("digest_after_ack", &schema, &d.list)?;
+        d.ack().await?;
+    }
 
     // reads
     let crt_entries = session
@@ -179,6 +232,9 @@ async fn main() -> anyhow::Result<()> {
     for e in &counters {
         if let Some(p4::entity::Entity::CounterEntry(c)) = &e.entity {
             let d = c.data.unwrap_or_default();
+            if d.packet_count == 0 && d.byte_count == 0 {
+                continue;
+            }
             cells.push(format!(
                 "{}:{}:{}",
                 c.index.map(|i| i.index).unwrap_or(-1),
@@ -189,44 +245,82 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("read_counters {}", cells.join(","));
 
-    // stream: digest list, idle timeout, packet-in, stream error
-    let d = tokio::time::timeout(Duration::from_secs(5), queues.digests.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("digest queue closed"))?;
-    let (name, recs) = schema.decode_digest_list(&d.list)?;
-    println!(
-        "digest name={name} list_id={} n={}",
-        d.list.list_id,
-        recs.len()
-    );
-    for (i, r) in recs.iter().enumerate() {
-        let vals: Vec<String> = r
-            .values
-            .iter()
-            .map(|(n, w, _)| {
-                format!(
-                    "{n}={}",
-                    r.u128(n)
-                        .map(|v| v.to_string())
-                        .unwrap_or(format!("bad/{w}"))
-                )
-            })
-            .collect();
-        println!("digest_rec {i} {}", vals.join(" "));
+    if switch {
+        let target = schema.table_wildcard("target")?;
+        let dc = session
+            .read_all(vec![schema.direct_counter_entry(target)?.into_entity()])
+            .await?;
+        let mut cells = Vec::new();
+        for e in &dc {
+            if let Some(p4::entity::Entity::DirectCounterEntry(c)) = &e.entity {
+                let t = schema
+                    .decode_table_entry(c.table_entry.as_ref().unwrap_or(&Default::default()))?;
+                let d = c.data.unwrap_or_default();
+                cells.push(format!(
+                    "{}:{}:{}",
+                    t.exact_u128("meta.target_id")?,
+                    d.packet_count,
+                    d.byte_count
+                ));
+            }
+        }
+        cells.sort();
+        println!("read_target_counter {}", cells.join(","));
+        let de = session
+            .read_all(vec![p4::DigestEntry::default().into_entity()])
+            .await?;
+        for e in &de {
+            if let Some(p4::entity::Entity::DigestEntry(d)) = &e.entity {
+                let c = d.config.unwrap_or_default();
+                println!(
+                    "read_digest_entry max_timeout_ns={} max_list_size={} ack_timeout_ns={}",
+                    c.max_timeout_ns, c.max_list_size, c.ack_timeout_ns
+                );
+            }
+        }
     }
-    d.ack().await?;
+
+    // stream: idle timeout, packet-in, stream error
     let n = tokio::time::timeout(Duration::from_secs(5), queues.idle_timeouts.recv())
         .await?
         .ok_or_else(|| anyhow::anyhow!("idle queue closed"))?;
-    for t in &n.table_entry {
-        let e = schema.decode_table_entry(t)?;
-        println!(
-            "idle table={} src={} sport={} ts={}",
-            e.table,
-            e.exact_ipv4("hdr.ipv4.srcAddr")?,
-            e.exact_u128("meta.l4_sport")?,
-            n.timestamp
-        );
+    let mut notes = vec![n];
+    if switch {
+        // the switch notifies each entry when its timeout passes (100 ms sweeps) and again about
+        // once a second: gather a window of notifications, one line per entry
+        while let Ok(Some(n)) =
+            tokio::time::timeout(Duration::from_millis(400), queues.idle_timeouts.recv()).await
+        {
+            notes.push(n);
+        }
+    }
+    let mut idle = std::collections::BTreeMap::new();
+    for n in &notes {
+        for t in &n.table_entry {
+            let e = schema.decode_table_entry(t)?;
+            let sport = e.exact_u128("meta.l4_sport")?;
+            idle.entry(sport).or_insert(format!(
+                "idle table={} src={} sport={sport} ts={}",
+                e.table,
+                e.exact_ipv4("hdr.ipv4.srcAddr")?,
+                n.timestamp
+            ));
+        }
+    }
+    for line in idle.values() {
+        println!("{line}");
+    }
+    if switch {
+        // a PacketOut earns a StreamError carrying it (the program has no CPU port)
+        session
+            .packet_out(p4::PacketOut {
+                payload: b"no-cpu-port".to_vec(),
+                metadata: vec![],
+            })
+            .await?;
+        print_stream_error(&mut queues).await?;
+        println!("done");
+        return Ok(());
     }
     let p = tokio::time::timeout(Duration::from_secs(5), queues.packets.recv())
         .await?
@@ -240,19 +334,7 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let e = tokio::time::timeout(Duration::from_secs(5), queues.errors.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("error queue closed"))?;
-    println!(
-        "stream_error code={} message={} list_id={}",
-        e.canonical_code,
-        e.message,
-        match &e.details {
-            Some(p4::stream_error::Details::DigestListAck(a)) =>
-                a.digest_list_ack.map(|x| x.list_id).unwrap_or(0),
-            _ => 0,
-        }
-    );
+    print_stream_error(&mut queues).await?;
 
     // reconnect: ask the server to drop the stream, then expect re-arbitration
     session
@@ -282,5 +364,68 @@ async fn main() -> anyhow::Result<()> {
     // let the ack and packet-out reach the server before the process exits
     tokio::time::sleep(Duration::from_millis(200)).await;
     println!("done");
+    Ok(())
+}
+
+fn print_updates(key: &str, results: &[Result<(), p4rt::UpdateError>]) {
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(()) => println!("{key} {i} ok"),
+            Err(e) => println!(
+                "{key} {i} err code={:?} space={} app_code={} message={}",
+                e.code, e.space, e.app_code, e.message
+            ),
+        }
+    }
+}
+
+fn print_digest(key: &str, schema: &Schema, list: &p4::DigestList) -> anyhow::Result<()> {
+    let (name, recs) = schema.decode_digest_list(list)?;
+    println!(
+        "{key} name={name} list_id={} n={}",
+        list.list_id,
+        recs.len()
+    );
+    for (i, r) in recs.iter().enumerate() {
+        let vals: Vec<String> = r
+            .values
+            .iter()
+            .map(|(n, w, _)| {
+                format!(
+                    "{n}={}",
+                    r.u128(n)
+                        .map(|v| v.to_string())
+                        .unwrap_or(format!("bad/{w}"))
+                )
+            })
+            .collect();
+        println!("{key}_rec {i} {}", vals.join(" "));
+    }
+    Ok(())
+}
+
+async fn print_stream_error(queues: &mut p4rt::StreamQueues) -> anyhow::Result<()> {
+    let e = tokio::time::timeout(Duration::from_secs(5), queues.errors.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("error queue closed"))?;
+    let details = match &e.details {
+        Some(p4::stream_error::Details::DigestListAck(a)) => format!(
+            "digest_list_ack:{}",
+            a.digest_list_ack.map(|x| x.list_id).unwrap_or(0)
+        ),
+        Some(p4::stream_error::Details::PacketOut(p)) => format!(
+            "packet_out:{}",
+            p.packet_out
+                .as_ref()
+                .map(|p| p4rt::codec::hex(&p.payload))
+                .unwrap_or_default()
+        ),
+        Some(p4::stream_error::Details::Other(_)) => "other".into(),
+        None => "none".into(),
+    };
+    println!(
+        "stream_error code={} space={} message={} details={details}",
+        e.canonical_code, e.space, e.message
+    );
     Ok(())
 }

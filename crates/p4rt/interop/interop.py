@@ -14,6 +14,7 @@ reconnection. After the client exits, both directions are checked field by field
 
 Usage: interop.py CLIENT_BINARY P4INFO_TXTPB
        interop.py --serve PORT P4INFO_TXTPB   (serve without recording, e.g. for bench_write)
+The same scenario against a real dvipa-switch: switch_interop.py (which imports this module).
 Prints one PASS/FAIL line per check and a final "N passed, N failed" line; exits 1 on failure.
 """
 import os
@@ -105,6 +106,32 @@ class Info:
              ("hdr.ipv4.protocol", "exact", 6), ("meta.l4_sport", "exact", sport),
              ("meta.l4_dport", "exact", 80)],
             "IngressImpl.to_target", [("target_id", target)], idle_ns=500_000_000)
+
+    def target(self, dmac, port):
+        return self.table_entry(
+            "IngressImpl.target", [("meta.target_id", "exact", 7)], "IngressImpl.forward_l2",
+            [("dmac", dmac), ("port", port)])
+
+    def dvipa(self):
+        return self.table_entry(
+            "IngressImpl.dvipa",
+            [("hdr.ipv4.dstAddr", "exact", VIP), ("hdr.ipv4.protocol", "exact", 6),
+             ("meta.l4_dport", "ternary", 80, 0xFFFF)],
+            "IngressImpl.distribute", [("service_id", 3), ("method", 0)], priority=10)
+
+    def route(self):
+        return self.table_entry(
+            "IngressImpl.ipv4_route", [("meta.route_dst", "lpm", "10.1.0.0", 16)],
+            "IngressImpl.set_nexthop",
+            [("dmac", "02:00:00:00:01:01"), ("smac", "02:00:00:00:01:02"), ("port", 2)])
+
+    def digest_entry(self):
+        """The DigestEntry batch 1 writes."""
+        d = p4r.DigestEntry(digest_id=self.digests["learn_t"].preamble.id)
+        d.config.max_timeout_ns = 1_000_000
+        d.config.max_list_size = 10
+        d.config.ack_timeout_ns = 1_000_000_000
+        return d
 
     def digest_members(self, name):
         d = self.digests[name]
@@ -292,6 +319,15 @@ class Checks:
             self.failed += 1
             print("FAIL %s\n  got:  %r\n  want: %r" % (name, got, want))
 
+    def match(self, name, got, pattern):
+        """`got` is a string that `pattern` matches in full."""
+        if isinstance(got, str) and re.fullmatch(pattern, got):
+            self.passed += 1
+            print("PASS %s" % name)
+        else:
+            self.failed += 1
+            print("FAIL %s\n  got:  %r\n  want: /%s/" % (name, got, pattern))
+
 
 def parse_log(path):
     """Request log -> [(rpc, text)]."""
@@ -456,32 +492,17 @@ def main():
              (DEVICE_ID, ROLE, election, p4r.WriteRequest.CONTINUE_ON_ERROR))
     I, M, D = p4r.Update.INSERT, p4r.Update.MODIFY, p4r.Update.DELETE
     learn_id = info.digests["learn_t"].preamble.id
-    digest_entry = p4r.DigestEntry(digest_id=learn_id)
-    digest_entry.config.max_timeout_ns = 1_000_000
-    digest_entry.config.max_list_size = 10
-    digest_entry.config.ack_timeout_ns = 1_000_000_000
     expected_writes = [
-        [(I, p4r.Entity(digest_entry=digest_entry)),
+        [(I, p4r.Entity(digest_entry=info.digest_entry())),
          (I, p4r.Entity(table_entry=info.crt(40000, 7))),
          (I, p4r.Entity(table_entry=info.crt(40001, 8))),
          (I, p4r.Entity(table_entry=info.crt(40002, 9))),
-         (I, p4r.Entity(table_entry=info.table_entry(
-             "IngressImpl.target", [("meta.target_id", "exact", 7)], "IngressImpl.forward_l2",
-             [("dmac", "02:00:00:00:00:07"), ("port", 1)]))),
-         (I, p4r.Entity(table_entry=info.table_entry(
-             "IngressImpl.dvipa",
-             [("hdr.ipv4.dstAddr", "exact", VIP), ("hdr.ipv4.protocol", "exact", 6),
-              ("meta.l4_dport", "ternary", 80, 0xFFFF)],
-             "IngressImpl.distribute", [("service_id", 3), ("method", 0)], priority=10))),
-         (I, p4r.Entity(table_entry=info.table_entry(
-             "IngressImpl.ipv4_route", [("meta.route_dst", "lpm", "10.1.0.0", 16)],
-             "IngressImpl.set_nexthop",
-             [("dmac", "02:00:00:00:01:01"), ("smac", "02:00:00:00:01:02"), ("port", 2)])))],
+         (I, p4r.Entity(table_entry=info.target("02:00:00:00:00:07", 1))),
+         (I, p4r.Entity(table_entry=info.dvipa())),
+         (I, p4r.Entity(table_entry=info.route()))],
         [(I, p4r.Entity(table_entry=info.crt(40003, 7))),
          (I, p4r.Entity(table_entry=info.crt(40000, 7))),
-         (M, p4r.Entity(table_entry=info.table_entry(
-             "IngressImpl.target", [("meta.target_id", "exact", 7)], "IngressImpl.forward_l2",
-             [("dmac", "02:00:00:00:00:17"), ("port", 3)])))],
+         (M, p4r.Entity(table_entry=info.target("02:00:00:00:00:17", 3)))],
         [(I, p4r.Entity(table_entry=info.crt(40000, 7)))],
         [(D, p4r.Entity(table_entry=info.crt(50000, 1)))],
         [(D, p4r.Entity(table_entry=info.crt(40002, 9)))],
@@ -545,7 +566,8 @@ def main():
          "payload=%s meta=%s" % (PACKET_IN[0].hex(),
                                  ",".join("%d:%s" % (m, v.hex()) for m, v in PACKET_IN[1])))
     c.eq("client: stream error", out.get("stream_error"),
-         "code=%d message=bad ack list_id=%d" % (code_pb2.INVALID_ARGUMENT, DIGEST_LIST_ID - 1))
+         "code=%d space= message=bad ack details=digest_list_ack:%d"
+         % (code_pb2.INVALID_ARGUMENT, DIGEST_LIST_ID - 1))
     c.eq("client: reconnect and re-arbitration", out.get("reconnected"),
          "closed=true reconnects=1 mastership=Primary")
     c.eq("client: finished", out.get("done"), "")

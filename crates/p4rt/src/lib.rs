@@ -22,7 +22,8 @@
 //! Tests: `tests/schema_dvipa.rs` (every contract name on the dvipa P4Info), `tests/codec_props.rs`
 //! (proptest), `tests/session.rs` (mock server in-process); the interop test against the official
 //! Python bindings is `scripts/interop-test.sh` (driver: `examples/interop_client.rs`, server and
-//! checks: `interop/interop.py`); `interop/bench.sh` prints write throughput.
+//! checks: `interop/interop.py`; the same scenario against a real `dvipa-switch`:
+//! `interop/switch_interop.py`); `interop/bench.sh` prints write throughput.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,12 +2,14 @@
 //!
 //! - [`program`]: the contract's objects resolved by name in the pushed P4Info, and the conversion
 //!   between P4Runtime entities and the typed tables;
-//! - [`SwitchServer`]: the `P4Runtime` service: pipeline config (+ cookie), arbitration (primary =
-//!   highest election id among open streams), Write with per-update `p4.v1.Error` details, Read
-//!   with wildcards, counters, registers, digest config;
+//! - [`SwitchServer`]: the `P4Runtime` service: pipeline config (+ cookie), arbitration per
+//!   (device, role name) (primary = highest election id among the role's open streams; role
+//!   configs are refused), Write with per-update `p4.v1.Error` details, Read with wildcards,
+//!   counters, registers, digest config;
 //! - a digest task batching `learn_t` digests into `DigestList`s per the `DigestEntry` config and
-//!   an idle-timeout task notifying the primary of idle `crt` entries (repeating about once a
-//!   second while they stay idle, as bmv2 does).
+//!   an idle-timeout task notifying the primaries of idle `crt` entries (repeating about once a
+//!   second while they stay idle, as bmv2 does). Without role configs every role has full
+//!   pipeline access, so each role's primary receives them.
 
 pub mod program;
 
@@ -38,9 +40,14 @@ const IDLE_SWEEP: Duration = Duration::from_millis(100);
 /// Repeat period of idle notifications for an entry that stays idle (bmv2: about 1 s).
 const IDLE_REPEAT_NS: u64 = 1_000_000_000;
 
+/// A live controller: a StreamChannel that sent an accepted `MasterArbitrationUpdate`.
 struct Controller {
     conn: u64,
-    election_id: u128,
+    /// Role name; empty = the default role.
+    role: String,
+    /// `None`: no election id was sent. Such a client is lower than any election id and never
+    /// becomes primary (P4Runtime spec, arbitration).
+    election_id: Option<u128>,
     tx: StreamTx,
 }
 
@@ -61,13 +68,51 @@ struct State {
     config: Option<p4::ForwardingPipelineConfig>,
     saved: Option<(Arc<Program>, p4::ForwardingPipelineConfig)>,
     controllers: Vec<Controller>,
+    /// Highest election id seen per role (answered as `election_id` while a role has no primary).
+    highest_election: HashMap<String, u128>,
     digest: Option<DigestConfig>,
 }
 
 impl State {
-    fn primary(&self) -> Option<&Controller> {
-        self.controllers.iter().max_by_key(|c| c.election_id)
+    /// The primary of `role`: its live controller with the highest election id (bmv2/PI rule:
+    /// when the primary leaves, the next highest live controller takes over).
+    fn primary(&self, role: &str) -> Option<&Controller> {
+        self.controllers
+            .iter()
+            .filter(|c| c.role == role && c.election_id.is_some())
+            .max_by_key(|c| c.election_id)
     }
+
+    /// Identity of `role`'s primary, to detect primary changes.
+    fn primary_key(&self, role: &str) -> Option<(u64, Option<u128>)> {
+        self.primary(role).map(|p| (p.conn, p.election_id))
+    }
+
+    /// The primary of every role that has one: where digests and idle notifications go (no role
+    /// config is supported, so every role has full pipeline access and receives them).
+    fn primaries(&self) -> impl Iterator<Item = &Controller> {
+        self.controllers
+            .iter()
+            .filter(|c| self.primary(&c.role).is_some_and(|p| p.conn == c.conn))
+    }
+}
+
+fn role_desc(role: &str) -> String {
+    if role.is_empty() {
+        "the default role".into()
+    } else {
+        format!("role {role:?}")
+    }
+}
+
+/// Checks the role fields of a unary request: the deprecated numeric role id is not supported.
+fn check_role_fields(role_id: u64) -> Result<(), Status> {
+    if role_id != 0 {
+        return Err(Status::unimplemented(
+            "numeric role ids (deprecated role_id) are not supported; name the role in `role`",
+        ));
+    }
+    Ok(())
 }
 
 enum DigestMsg {
@@ -129,10 +174,10 @@ impl DigestSink {
     }
 }
 
-fn u128_of(e: &Option<p4::Uint128>) -> u128 {
+/// An election id as sent: `None` when the field is unset.
+fn election_of(e: &Option<p4::Uint128>) -> Option<u128> {
     e.as_ref()
         .map(|e| (u128::from(e.high) << 64) | u128::from(e.low))
-        .unwrap_or(0)
 }
 
 fn uint128(v: u128) -> p4::Uint128 {
@@ -238,49 +283,70 @@ impl SwitchServer {
         Ok(())
     }
 
-    fn check_primary(&self, election_id: &Option<p4::Uint128>) -> Result<(), Status> {
+    fn check_primary(&self, role: &str, election_id: &Option<p4::Uint128>) -> Result<(), Status> {
         let st = self.inner.state.lock();
-        let id = u128_of(election_id);
-        match st.primary() {
-            Some(p) if p.election_id == id => Ok(()),
+        let id = election_of(election_id);
+        match st.primary(role) {
+            Some(p) if id.is_some() && p.election_id == id => Ok(()),
             Some(p) => Err(Status::permission_denied(format!(
-                "election id {id} is not the primary's ({})",
-                p.election_id
+                "election id {} is not the primary's ({}) for {}",
+                id.map_or("(unset)".to_string(), |i| i.to_string()),
+                p.election_id.unwrap_or(0),
+                role_desc(role)
             ))),
-            None => Err(Status::permission_denied(
-                "no primary controller: open a StreamChannel and send a MasterArbitrationUpdate first",
-            )),
+            None => Err(Status::permission_denied(format!(
+                "no primary controller for {}: open a StreamChannel and send a \
+                 MasterArbitrationUpdate with this role and election id first",
+                role_desc(role)
+            ))),
         }
     }
 
+    /// The `MasterArbitrationUpdate` a live controller is sent (spec, "Client Arbitration
+    /// Notifications"): OK for the role's primary, ALREADY_EXISTS for its backups, NOT_FOUND when
+    /// the role has no primary; `election_id` is the primary's, else the highest seen (unset if
+    /// none).
     fn arbitration_update(
         st: &State,
         device_id: u64,
         c: &Controller,
     ) -> p4::stream_message_response::Update {
-        let primary = st.primary().map(|p| p.election_id).unwrap_or(0);
-        let (code, msg) = if primary == c.election_id {
-            (tonic::Code::Ok as i32, "primary".to_string())
-        } else {
-            (
-                tonic::Code::AlreadyExists as i32,
-                "a controller with a higher election id is primary".to_string(),
-            )
+        let primary = st.primary(&c.role);
+        let (code, msg) = match primary {
+            Some(p) if p.conn == c.conn => (tonic::Code::Ok, "primary".to_string()),
+            Some(_) => (
+                tonic::Code::AlreadyExists,
+                format!(
+                    "backup: a controller with a higher election id is primary for {}",
+                    role_desc(&c.role)
+                ),
+            ),
+            None => (
+                tonic::Code::NotFound,
+                format!("backup: {} has no primary", role_desc(&c.role)),
+            ),
         };
+        let election_id = primary
+            .and_then(|p| p.election_id)
+            .or_else(|| st.highest_election.get(&c.role).copied());
         p4::stream_message_response::Update::Arbitration(p4::MasterArbitrationUpdate {
             device_id,
-            role: None,
-            election_id: Some(uint128(primary)),
+            role: (!c.role.is_empty()).then(|| p4::Role {
+                name: c.role.clone(),
+                ..Default::default()
+            }),
+            election_id: election_id.map(uint128),
             status: Some(rpc::Status {
-                code,
+                code: code as i32,
                 message: msg,
                 details: vec![],
             }),
         })
     }
 
-    fn notify_all(&self, st: &State) {
-        for c in &st.controllers {
+    /// Sends the arbitration update to every live controller of `role`.
+    fn notify_role(&self, st: &State, role: &str) {
+        for c in st.controllers.iter().filter(|c| c.role == role) {
             send(
                 &self.inner.stats,
                 &c.tx,
@@ -289,45 +355,87 @@ impl SwitchServer {
         }
     }
 
+    /// Applies a `MasterArbitrationUpdate` received on stream `conn` (spec, "Rules for Handling
+    /// MasterArbitrationUpdate Messages"). An `Err` terminates the stream with that status.
+    #[allow(deprecated)] // Role.id is refused by name
     fn handle_arbitration(
         &self,
         conn: u64,
         tx: &StreamTx,
         a: p4::MasterArbitrationUpdate,
     ) -> Result<(), Status> {
-        self.check_device(a.device_id)?;
-        if a.role.as_ref().is_some_and(|r| !r.name.is_empty()) {
-            return Err(Status::unimplemented("only the default role is supported"));
-        }
-        let id = u128_of(&a.election_id);
+        let role = a.role.clone().unwrap_or_default();
+        let id = election_of(&a.election_id);
         let mut st = self.inner.state.lock();
-        if st
-            .controllers
-            .iter()
-            .any(|c| c.election_id == id && c.conn != conn)
-        {
+        let live = st.controllers.iter().position(|c| c.conn == conn);
+        if let Some(i) = live {
+            if a.device_id != self.inner.device_id {
+                return Err(Status::failed_precondition(format!(
+                    "device id {} does not match this stream's device id {}",
+                    a.device_id, self.inner.device_id
+                )));
+            }
+            if role.name != st.controllers[i].role {
+                return Err(Status::failed_precondition(format!(
+                    "this stream is for {}; to change roles, open a new StreamChannel",
+                    role_desc(&st.controllers[i].role)
+                )));
+            }
+        } else {
+            self.check_device(a.device_id)?;
+        }
+        if role.id != 0 && role.name.is_empty() {
+            return Err(Status::unimplemented(
+                "numeric role ids (deprecated Role.id) are not supported; set Role.name",
+            ));
+        }
+        if role.config.is_some() {
             return Err(Status::invalid_argument(format!(
-                "election id {id} is already used by another controller"
+                "role configs are not supported by dvipa-switch ({} sent Role.config of type \
+                 {:?}); leave Role.config unset: every role has full pipeline access",
+                role_desc(&role.name),
+                role.config
+                    .as_ref()
+                    .map(|c| c.type_url.as_str())
+                    .unwrap_or("")
             )));
         }
-        let before = st.primary().map(|p| p.conn);
-        match st.controllers.iter_mut().find(|c| c.conn == conn) {
-            Some(c) => c.election_id = id,
+        let role = role.name;
+        if let Some(id) = id
+            && st
+                .controllers
+                .iter()
+                .any(|c| c.role == role && c.election_id == Some(id) && c.conn != conn)
+        {
+            return Err(Status::invalid_argument(format!(
+                "election id {id} is already used by another controller of {}",
+                role_desc(&role)
+            )));
+        }
+        let before = st.primary_key(&role);
+        match live {
+            Some(i) => st.controllers[i].election_id = id,
             None => st.controllers.push(Controller {
                 conn,
+                role: role.clone(),
                 election_id: id,
                 tx: tx.clone(),
             }),
         }
-        let after = st.primary().map(|p| p.conn);
+        if let Some(id) = id {
+            let h = st.highest_election.entry(role.clone()).or_insert(id);
+            *h = (*h).max(id);
+        }
+        let after = st.primary_key(&role);
         info!(
             conn,
-            election_id = id,
-            primary = after == Some(conn),
+            role = %role,
+            election_id = ?id,
+            primary = after.is_some_and(|(c, _)| c == conn),
             "arbitration"
         );
         if before != after {
-            self.notify_all(&st);
+            self.notify_role(&st, &role);
         } else if let Some(c) = st.controllers.iter().find(|c| c.conn == conn) {
             send(
                 &self.inner.stats,
@@ -340,13 +448,27 @@ impl SwitchServer {
 
     fn disconnect(&self, conn: u64) {
         let mut st = self.inner.state.lock();
-        let before = st.primary().map(|p| p.conn);
-        st.controllers.retain(|c| c.conn != conn);
-        let after = st.primary().map(|p| p.conn);
-        info!(conn, "controller stream closed");
+        let Some(i) = st.controllers.iter().position(|c| c.conn == conn) else {
+            return;
+        };
+        let role = st.controllers[i].role.clone();
+        let before = st.primary_key(&role);
+        st.controllers.remove(i);
+        let after = st.primary_key(&role);
+        info!(conn, role = %role, "controller stream closed");
         if before != after {
-            self.notify_all(&st);
+            self.notify_role(&st, &role);
         }
+    }
+
+    /// Whether stream `conn` is its role's primary.
+    fn is_primary_conn(&self, conn: u64) -> bool {
+        let st = self.inner.state.lock();
+        st.controllers
+            .iter()
+            .find(|c| c.conn == conn)
+            .and_then(|c| st.primary(&c.role))
+            .is_some_and(|p| p.conn == conn)
     }
 
     // ----- Write -----
@@ -1005,10 +1127,9 @@ impl P4Runtime for SwitchServer {
     ) -> Result<Response<p4::WriteResponse>, Status> {
         let req = request.into_inner();
         self.check_device(req.device_id)?;
-        if !req.role.is_empty() {
-            return Err(Status::unimplemented("only the default role is supported"));
-        }
-        self.check_primary(&req.election_id)?;
+        #[allow(deprecated)]
+        check_role_fields(req.role_id)?;
+        self.check_primary(&req.role, &req.election_id)?;
         if req.atomicity != p4::write_request::Atomicity::ContinueOnError as i32 {
             return Err(Status::unimplemented(
                 "only CONTINUE_ON_ERROR atomicity is supported",
@@ -1073,7 +1194,9 @@ impl P4Runtime for SwitchServer {
         use p4::set_forwarding_pipeline_config_request::Action as A;
         let req = request.into_inner();
         self.check_device(req.device_id)?;
-        self.check_primary(&req.election_id)?;
+        #[allow(deprecated)]
+        check_role_fields(req.role_id)?;
+        self.check_primary(&req.role, &req.election_id)?;
         let action = A::try_from(req.action).unwrap_or(A::Unspecified);
         if action == A::Commit {
             let mut st = self.inner.state.lock();
@@ -1181,6 +1304,7 @@ impl P4Runtime for SwitchServer {
                     Some(U::Arbitration(a)) => match this.handle_arbitration(conn, &tx, a) {
                         Ok(()) => arbitrated = true,
                         Err(s) => {
+                            info!(conn, code = ?s.code(), message = s.message(), "arbitration refused");
                             let _ = tx.send(Err(s)).await;
                             break;
                         }
@@ -1196,10 +1320,39 @@ impl P4Runtime for SwitchServer {
                     Some(U::DigestAck(a)) => {
                         let _ = this.inner.digest_tx.send(DigestMsg::Ack(a.list_id)).await;
                     }
-                    Some(U::Packet(_)) => {
-                        warn!(
-                            conn,
-                            "PacketOut is not supported by this program (no CPU port); dropped"
+                    Some(U::Packet(p)) => {
+                        // Spec: a PacketOut the server cannot process is answered with a
+                        // StreamError carrying the PacketOut.
+                        let (code, message) = if this.is_primary_conn(conn) {
+                            warn!(
+                                conn,
+                                "PacketOut is not supported by this program (no CPU port); dropped"
+                            );
+                            (
+                                tonic::Code::Unimplemented,
+                                "PacketOut is not supported: the dvipa program has no CPU port",
+                            )
+                        } else {
+                            (
+                                tonic::Code::PermissionDenied,
+                                "PacketOut from a backup controller: only the primary may send",
+                            )
+                        };
+                        let err = p4::StreamError {
+                            canonical_code: code as i32,
+                            message: message.into(),
+                            space: "dvipa-switch".into(),
+                            code: 0,
+                            details: Some(p4::stream_error::Details::PacketOut(
+                                p4::PacketOutError {
+                                    packet_out: Some(p),
+                                },
+                            )),
+                        };
+                        send(
+                            &this.inner.stats,
+                            &tx,
+                            p4::stream_message_response::Update::Error(err),
                         );
                     }
                     _ => {}
@@ -1215,7 +1368,8 @@ impl P4Runtime for SwitchServer {
         _r: Request<p4::CapabilitiesRequest>,
     ) -> Result<Response<p4::CapabilitiesResponse>, Status> {
         Ok(Response::new(p4::CapabilitiesResponse {
-            p4runtime_api_version: "1.3.0".into(),
+            // The protos are P4Runtime 1.4.1 (role names, as implemented here, are 1.4).
+            p4runtime_api_version: "1.4.1".into(),
         }))
     }
 }
@@ -1357,12 +1511,16 @@ fn flush(
         data: learns.iter().map(Program::encode_learn).collect(),
         timestamp: now_unix_ns(),
     };
-    if let Some(p) = st.primary() {
+    let mut sent = false;
+    for p in st.primaries() {
         send(
             &inner.stats,
             &p.tx,
-            p4::stream_message_response::Update::Digest(list),
+            p4::stream_message_response::Update::Digest(list.clone()),
         );
+        sent = true;
+    }
+    if sent {
         inner.stats.digest_lists.fetch_add(1, Ordering::Relaxed);
     }
     unacked.insert(
@@ -1382,10 +1540,11 @@ async fn idle_task(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let (prog, tx) = {
+        let (prog, txs) = {
             let st = inner.state.lock();
-            match (st.program.clone(), st.primary().map(|p| p.tx.clone())) {
-                (Some(p), Some(tx)) => (p, tx),
+            let txs: Vec<StreamTx> = st.primaries().map(|p| p.tx.clone()).collect();
+            match st.program.clone() {
+                Some(p) if !txs.is_empty() => (p, txs),
                 _ => continue,
             }
         };
@@ -1420,16 +1579,17 @@ async fn idle_task(inner: std::sync::Weak<Inner>) {
                 .stats
                 .idle_notifications
                 .fetch_add(entries.len() as u64, Ordering::Relaxed);
-            send(
-                &inner.stats,
-                &tx,
-                p4::stream_message_response::Update::IdleTimeoutNotification(
-                    p4::IdleTimeoutNotification {
-                        table_entry: entries,
-                        timestamp: now_unix_ns(),
-                    },
-                ),
-            );
+            let n = p4::IdleTimeoutNotification {
+                table_entry: entries,
+                timestamp: now_unix_ns(),
+            };
+            for tx in &txs {
+                send(
+                    &inner.stats,
+                    tx,
+                    p4::stream_message_response::Update::IdleTimeoutNotification(n.clone()),
+                );
+            }
         }
     }
 }
