@@ -365,3 +365,50 @@ async fn a_persisted_owner_that_is_down_or_unknown_falls_back_to_the_configured_
         ctl.shutdown().await;
     }
 }
+
+/// A persisted owner that accepts TCP (so it is restored) but never becomes a usable
+/// P4Runtime switch: after the start-up hold the DVIPA goes to its configured owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_owner_that_never_comes_up_falls_back_after_the_start_up_hold() {
+    let (_s1, a1) = switch().await;
+    // SW2's address accepts TCP and then says nothing (no HTTP/2, no P4Runtime).
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a2 = mute.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), a1, a2, "");
+    let state = dir.path().join("state").join("owners.toml");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(
+        &state,
+        format!("[[dvipa]]\naddr = \"{DVIPA}\"\nowner = \"SW2\"\nadmin_pinned = true\n"),
+    )
+    .unwrap();
+    let adv = RecordingAdvertiser::default();
+    let t0 = Instant::now();
+    let ctl = start(&cfg, adv.clone()).await;
+    let admin = ctl.admin_addr();
+    let ag = agent(ctl.agent_addr()).await;
+    eventually("SW1 routes and advertises", || async {
+        active(admin).await == "SW1" && advertised_on(&adv, "SW1")
+    })
+    .await;
+    // Restored first: the fall-back waits for the start-up hold (lease 1 s + liveness 0.3 s).
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1300),
+        "{:?}",
+        t0.elapsed()
+    );
+    eventually("the fall-back persisted", || async {
+        persisted(&state) == vec![(DVIPA, "SW1".to_string(), false)]
+    })
+    .await;
+    ag.1.abort();
+    drop(ag);
+    ctl.shutdown().await;
+}
