@@ -103,12 +103,13 @@ pub fn run(args: Args) -> Result<()> {
         "building the namespace cluster: client, router, switches sw1 (primary) + sw2 (backup), \
          {SERVERS} servers"
     ));
-    let tb = Testbed::build(&TestbedConfig {
+    let mut tb = Testbed::build(&TestbedConfig {
         servers: SERVERS,
         switches: 2,
         dvipas: 1,
         ..TestbedConfig::default()
     })?;
+    tb.keep_logs(); // removed below on success, unless --keep-logs
     let log_dir = tb.log_dir.clone();
     let result = Scenario::run(&args, &p, &bins, &p4info, tb);
     match &result {

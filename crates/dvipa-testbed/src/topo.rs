@@ -157,6 +157,7 @@ pub struct Testbed {
     pub log_dir: PathBuf,
     #[serde(skip)]
     keep: bool,
+    keep_logs: bool,
     #[serde(skip)]
     torn_down: bool,
 }
@@ -532,6 +533,7 @@ impl Testbed {
                 .collect(),
             log_dir: std::env::temp_dir().join(format!("dvipa-testbed-{prefix}")),
             keep: false,
+            keep_logs: false,
             torn_down: false,
         }
     }
@@ -797,6 +799,12 @@ impl Testbed {
         crate::signals::unregister_prefix(&self.prefix);
         // no owner any more: `cleanup_stale` must not remove it
         let _ = std::fs::remove_file(Path::new(STATE_DIR).join(&self.prefix));
+    }
+
+    /// Keep `log_dir` on drop (the caller decides what to do with it). Without this, drop removes
+    /// the logs unless the thread is panicking (a failing test) or `DVIPA_KEEP_LOGS` is set.
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
     }
 
     /// Tear everything down now (also done on drop).
@@ -1210,11 +1218,19 @@ pub fn spawn_root_logged(argv: &[String], log: &Path) -> Result<NsChild> {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        if self.keep || self.torn_down {
+        if self.keep {
             return;
         }
         if let Err(e) = self.teardown() {
             eprintln!("dvipa-testbed: teardown of {}: {e:#}", self.prefix);
+        }
+        // The logs are worth keeping only when something failed (a panicking test) or when asked.
+        if !self.keep_logs {
+            if std::thread::panicking() || std::env::var_os("DVIPA_KEEP_LOGS").is_some() {
+                eprintln!("dvipa-testbed: logs kept in {}", self.log_dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&self.log_dir);
+            }
         }
     }
 }
