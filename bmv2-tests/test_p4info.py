@@ -159,9 +159,9 @@ class P4InfoTest(unittest.TestCase):
         self.assertEqual(rr.type_spec.bitstring.bit.bitwidth, 32)
         self.assertEqual(len(self.p4info.counters), 1)
         self.assertEqual(len(self.p4info.direct_counters), 2)
-        pending = self.get("registers", "IngressImpl.rr_pending")
-        self.assertEqual(pending.size, 4096)
-        self.assertEqual(pending.type_spec.bitstring.bit.bitwidth, 16)
+        pending = self.get("registers", "IngressImpl.syn_pending")
+        self.assertEqual(pending.size, 65536)
+        self.assertEqual(pending.type_spec.bitstring.bit.bitwidth, 32)
         self.assertEqual(len(self.p4info.registers), 2)
 
     def test_digest_learn_t_matches_contract(self):

@@ -27,7 +27,8 @@ const bit<32> DVIPA_SIZE   = 1024;    /* (DVIPA, protocol, port-set) entries    
 const bit<32> DPT_SIZE     = 262144;  /* MAX_SERVICES * N_SLOTS                                  */
 const bit<32> TARGET_SIZE  = 4096;    /* targets                                                 */
 const bit<32> ROUTE_SIZE   = 1024;    /* IPv4 prefixes                                           */
-const bit<32> RR_PENDING_SIZE = 4096; /* rr_pending cells: round-robin choices of unpinned flows */
+const bit<32> SYN_PENDING_SIZE = 65536; /* syn_pending cells: (tag, target) of unpinned flows   */
+const bit<32> SYN_PENDING_TAGS = 65536; /* tag = crc16 of the 5-tuple mod this (all 16 bits)    */
 
 const bit<16> ETHERTYPE_IPV4  = 0x0800;
 const bit<8>  IP_PROTO_IPIP   = 4;
@@ -118,7 +119,8 @@ struct headers_t {
     udp_t          udp;
 }
 
-/* Digest to the controller: one per packet that found no CRT entry and got a target from dpt.
+/* Digest to the controller: one per packet that found no CRT entry and got a target from dpt
+ * (or from syn_pending).
  * P4Runtime delivers it as a P4Data struct whose members are these fields, in this order. */
 struct learn_t {
     ipv4_addr_t src_addr;     /* client                                                         */
@@ -210,10 +212,13 @@ control IngressImpl(inout headers_t hdr,
     direct_counter(CounterType.packets_and_bytes) crt_counter;
     direct_counter(CounterType.packets_and_bytes) target_counter;
     register<bit<32>>(MAX_SERVICES) rr_state;
-    /* Round robin only: the target chosen for a flow's SYN (or UDP packet), by 5-tuple crc32 mod
-     * RR_PENDING_SIZE, so that the packets that follow it before its crt entry lands go to the same
-     * target (0 = empty; target ids are >= 1). Collisions overwrite: best effort. */
-    register<bit<16>>(RR_PENDING_SIZE) rr_pending;
+    /* Every method: the target chosen for a flow's SYN (or UDP packet) with the flow's tag, so
+     * that the packets that follow it before its crt entry lands go to the same target even if the
+     * slots (or the round-robin position) moved in between. Index = 5-tuple crc32 mod
+     * SYN_PENDING_SIZE; cell = tag (crc16 of the 5-tuple) ++ target_id, bits 31..16 and 15..0;
+     * target 0 = empty (target ids are >= 1). A colliding SYN overwrites the cell; the earlier
+     * flow's tag then no longer matches and it falls back to the slots (best effort). */
+    register<bit<32>>(SYN_PENDING_SIZE) syn_pending;
 
     action drop() {
         mark_to_drop(standard_metadata);
@@ -374,30 +379,41 @@ control IngressImpl(inout headers_t hdr,
                 service_counter.count((bit<32>)meta.service_id);
                 bool have_target = true;
                 if (!crt.apply().hit) {
-                    if (meta.method == METHOD_HASH) {
-                        hash(meta.slot, HashAlgorithm.crc32, (bit<16>)0,
-                             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
-                               meta.l4_sport, meta.l4_dport },
-                             N_SLOTS);
-                    }
-                    /* Round robin: a TCP SYN (SYN=1, ACK=0) or a UDP packet takes the next slot and
-                     * records its choice in rr_pending; any other TCP packet first follows the
-                     * recorded choice of its flow (no slot, no dpt, rr_state unchanged). */
-                    bit<32> pending_idx = 0;
-                    bool rr_is_syn = true;
-                    bit<16> pending = 0;
-                    if (meta.method != METHOD_HASH) {
-                        hash(pending_idx, HashAlgorithm.crc32, (bit<32>)0,
-                             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
-                               meta.l4_sport, meta.l4_dport },
-                             RR_PENDING_SIZE);
-                        if (hdr.tcp.isValid()) {
-                            if (hdr.tcp.SYN == 1w0 || hdr.tcp.ACK == 1w1) {
-                                rr_is_syn = false;
-                                rr_pending.read(pending, pending_idx);
-                            }
+                    /* A TCP SYN (SYN=1, ACK=0) or a UDP packet selects from the slots and records
+                     * (tag, target) in syn_pending; any other TCP packet first follows the recorded
+                     * choice of its flow when the cell's tag is the flow's (no slot, no dpt,
+                     * rr_state unchanged). */
+                    bool not_syn = false;
+                    if (hdr.tcp.isValid()) {
+                        if (hdr.tcp.SYN == 1w0 || hdr.tcp.ACK == 1w1) {
+                            not_syn = true;
                         }
-                        if (pending == 16w0) {
+                    }
+                    bit<32> pending_idx;
+                    bit<16> pending_tag;
+                    hash(pending_idx, HashAlgorithm.crc32, (bit<32>)0,
+                         { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+                           meta.l4_sport, meta.l4_dport },
+                         SYN_PENDING_SIZE);
+                    hash(pending_tag, HashAlgorithm.crc16, (bit<16>)0,
+                         { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+                           meta.l4_sport, meta.l4_dport },
+                         SYN_PENDING_TAGS);
+                    bit<16> pending = 0;
+                    if (not_syn) {
+                        bit<32> cell;
+                        syn_pending.read(cell, pending_idx);
+                        if (cell[31:16] == pending_tag) {
+                            pending = cell[15:0];       /* 0 = empty cell */
+                        }
+                    }
+                    if (pending == 16w0) {
+                        if (meta.method == METHOD_HASH) {
+                            hash(meta.slot, HashAlgorithm.crc32, (bit<16>)0,
+                                 { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+                                   meta.l4_sport, meta.l4_dport },
+                                 N_SLOTS);
+                        } else {
                             bit<32> rr_pos;
                             rr_state.read(rr_pos, (bit<32>)meta.service_id);
                             meta.slot = (bit<16>)(rr_pos & (N_SLOTS - 1));
@@ -410,8 +426,8 @@ control IngressImpl(inout headers_t hdr,
                         chosen = true;
                     } else if (dpt.apply().hit) {
                         chosen = true;
-                        if (meta.method != METHOD_HASH && rr_is_syn) {
-                            rr_pending.write(pending_idx, meta.target_id);
+                        if (!not_syn) {
+                            syn_pending.write(pending_idx, pending_tag ++ meta.target_id);
                         }
                     }
                     if (chosen) {
@@ -423,10 +439,8 @@ control IngressImpl(inout headers_t hdr,
                         meta.learn.service_id = meta.service_id;
                         meta.learn.target_id = meta.target_id;
                         meta.learn.flags = 8w0;
-                        if (hdr.tcp.isValid()) {
-                            if (hdr.tcp.SYN == 1w0 || hdr.tcp.ACK == 1w1) {
-                                meta.learn.flags = LEARN_FLAG_NOT_SYN;
-                            }
+                        if (not_syn) {
+                            meta.learn.flags = LEARN_FLAG_NOT_SYN;
                         }
                         digest<learn_t>(LEARN_RECEIVER, meta.learn);
                     } else {

@@ -3,10 +3,10 @@
 //! [`Pipeline::process`] takes one frame and yields a [`Verdict`] (output port or drop reason), the
 //! output frame (in [`Output::frame`], a reused buffer: no allocation once it has grown) and any
 //! `learn_t` digests. Tables sit behind one `RwLock`; the data path holds it shared (per packet, or
-//! per batch with [`Pipeline::process_with`]) while counters, last-hit times and the round-robin
-//! registers are atomics, so the control plane only takes the lock exclusively to change entries.
+//! per batch with [`Pipeline::process_with`]) while counters, last-hit times and the registers
+//! (`rr_state`, `syn_pending`) are atomics, so the control plane only takes the lock exclusively to change entries.
 
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,8 +21,8 @@ use crate::tables::{
 pub const N_SLOTS: u32 = 256;
 /// Size of `service_counter` and `rr_state`.
 pub const MAX_SERVICES: usize = 1024;
-/// Size of `rr_pending`.
-pub const RR_PENDING_SIZE: u32 = 4096;
+/// Size of `syn_pending` (cells).
+pub const SYN_PENDING_SIZE: u32 = 65536;
 /// v1model's drop port.
 pub const DROP_PORT: u16 = 511;
 /// `flags` bit 0 of `learn_t`.
@@ -138,22 +138,74 @@ impl Stats {
     }
 }
 
-/// The contract's CRC-32 over src, dst, proto, sport, dport (13 bytes, network order).
+/// The 13 bytes every flow hash of the contract covers: src, dst, proto, sport, dport (network
+/// order).
 #[inline]
-fn flow_crc(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u32 {
+fn flow_bytes(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> [u8; 13] {
     let mut b = [0u8; 13];
     b[0..4].copy_from_slice(&src.to_be_bytes());
     b[4..8].copy_from_slice(&dst.to_be_bytes());
     b[8] = proto;
     b[9..11].copy_from_slice(&sport.to_be_bytes());
     b[11..13].copy_from_slice(&dport.to_be_bytes());
-    crc32fast::hash(&b)
+    b
 }
 
-/// The `rr_pending` index of a flow: the same CRC-32 as the slot hash, modulo 4096.
+/// The contract's CRC-32 over the flow bytes.
 #[inline]
-pub fn rr_pending_index(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> usize {
-    (flow_crc(src, dst, proto, sport, dport) % RR_PENDING_SIZE) as usize
+fn flow_crc(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u32 {
+    crc32fast::hash(&flow_bytes(src, dst, proto, sport, dport))
+}
+
+/// bmv2's `crc16` (v1model `HashAlgorithm.crc16`): CRC-16/ARC — polynomial 0x8005, input and
+/// output reflected, init 0, xorout 0 — as a reflected table (polynomial 0xA001).
+const CRC16_TABLE: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u16;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xA001
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// CRC-16/ARC of `b` (bmv2's `crc16`; check value 0xBB3D for `b"123456789"`).
+#[inline]
+pub fn crc16(b: &[u8]) -> u16 {
+    let mut c = 0u16;
+    for &x in b {
+        c = (c >> 8) ^ CRC16_TABLE[usize::from((c as u8) ^ x)];
+    }
+    c
+}
+
+/// The `syn_pending` index of a flow: the slot hash's CRC-32, modulo 65536.
+#[inline]
+pub fn syn_pending_index(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> usize {
+    (flow_crc(src, dst, proto, sport, dport) % SYN_PENDING_SIZE) as usize
+}
+
+/// The `syn_pending` tag of a flow: CRC-16/ARC of the same 13 bytes (a second, independent
+/// hash: flows that share an index almost always differ here).
+#[inline]
+pub fn syn_pending_tag(src: u32, dst: u32, proto: u8, sport: u16, dport: u16) -> u16 {
+    crc16(&flow_bytes(src, dst, proto, sport, dport))
+}
+
+/// A `syn_pending` cell: tag in bits 31..16, target in bits 15..0 (0 = empty).
+#[inline]
+pub fn syn_pending_cell(tag: u16, target_id: u16) -> u32 {
+    (u32::from(tag) << 16) | u32::from(target_id)
 }
 
 /// The slot hash of the contract: CRC-32 over src, dst, proto, sport, dport (13 bytes, network
@@ -171,9 +223,9 @@ pub struct Pipeline {
     pub service_counter: Box<[Counter]>,
     /// `IngressImpl.rr_state`.
     pub rr_state: Box<[AtomicU32]>,
-    /// `IngressImpl.rr_pending`: the round-robin target of a flow's SYN (or UDP packet), for the
-    /// packets that follow before its CRT entry lands (0 = empty).
-    pub rr_pending: Box<[AtomicU16]>,
+    /// `IngressImpl.syn_pending`: the target chosen for a flow's SYN (or UDP packet) and the
+    /// flow's tag ([`syn_pending_cell`]), for the packets that follow before its CRT entry lands.
+    pub syn_pending: Box<[AtomicU32]>,
     /// Statistics.
     pub stats: Stats,
     epoch: Instant,
@@ -201,7 +253,7 @@ impl Pipeline {
             tables: RwLock::new(Tables::default()),
             service_counter: (0..MAX_SERVICES).map(|_| Counter::default()).collect(),
             rr_state: (0..MAX_SERVICES).map(|_| AtomicU32::new(0)).collect(),
-            rr_pending: (0..RR_PENDING_SIZE).map(|_| AtomicU16::new(0)).collect(),
+            syn_pending: (0..SYN_PENDING_SIZE).map(|_| AtomicU32::new(0)).collect(),
             stats: Stats::default(),
             epoch: Instant::now(),
         }
@@ -231,7 +283,7 @@ impl Pipeline {
         for r in self.rr_state.iter() {
             r.store(0, Ordering::Relaxed);
         }
-        for r in self.rr_pending.iter() {
+        for r in self.syn_pending.iter() {
             r.store(0, Ordering::Relaxed);
         }
     }
@@ -337,24 +389,29 @@ impl Pipeline {
                     Some(f) => !(f & 0x02 != 0 && f & 0x10 == 0),
                     None => false,
                 };
-                // Round robin: a SYN (or UDP packet) takes the next slot and records its choice in
-                // rr_pending; any other TCP packet first follows its flow's recorded choice.
-                let mut pending_idx = 0usize;
+                // A SYN (or UDP packet) selects from the slots and records (tag, target) in
+                // syn_pending; any other TCP packet first follows its flow's recorded choice when
+                // the cell's tag is the flow's (no slot, no dpt, rr_state unchanged).
+                let crc = flow_crc(src, dst, proto, sport, dport);
+                let pending_idx = (crc % SYN_PENDING_SIZE) as usize;
+                let pending_tag = syn_pending_tag(src, dst, proto, sport, dport);
                 let mut pending = 0u16;
-                let mut slot = 0u16;
-                if method == 0 {
-                    slot = slot_hash(src, dst, proto, sport, dport);
-                } else {
-                    pending_idx = rr_pending_index(src, dst, proto, sport, dport);
-                    if not_syn {
-                        pending = self.rr_pending[pending_idx].load(Ordering::Relaxed);
+                if not_syn {
+                    let cell = self.syn_pending[pending_idx].load(Ordering::Relaxed);
+                    if (cell >> 16) as u16 == pending_tag {
+                        pending = cell as u16;
                     }
-                    if pending == 0 {
-                        slot = match self.rr_state.get(usize::from(service_id)) {
+                }
+                let mut slot = 0u16;
+                if pending == 0 {
+                    slot = if method == 0 {
+                        (crc % N_SLOTS) as u16
+                    } else {
+                        match self.rr_state.get(usize::from(service_id)) {
                             Some(r) => (r.fetch_add(1, Ordering::Relaxed) & 0xff) as u16,
                             None => 0,
-                        };
-                    }
+                        }
+                    };
                 }
                 let chosen = if pending != 0 {
                     target_id = pending;
@@ -366,8 +423,11 @@ impl Pipeline {
                             if let SelectAction::ToTarget(tid) = a {
                                 target_id = tid;
                             }
-                            if method != 0 && !not_syn {
-                                self.rr_pending[pending_idx].store(target_id, Ordering::Relaxed);
+                            if !not_syn {
+                                self.syn_pending[pending_idx].store(
+                                    syn_pending_cell(pending_tag, target_id),
+                                    Ordering::Relaxed,
+                                );
                             }
                             true
                         }
@@ -393,7 +453,7 @@ impl Pipeline {
                                 service_id,
                                 target_id,
                                 flags = l.flags,
-                                "crt miss, rr_pending hit, digest"
+                                "crt miss, syn_pending hit, digest"
                             );
                         } else if trace {
                             debug!(

@@ -1,7 +1,9 @@
 //! Frames in, frames out: every table and branch of the dvipa pipeline, with exact output bytes.
 //! Input and expected frames are built with etherparse (an independent IPv4 checksum).
 
-use dvipa_switch::pipeline::{FLAG_NOT_SYN, rr_pending_index, slot_hash};
+use dvipa_switch::pipeline::{
+    FLAG_NOT_SYN, crc16, slot_hash, syn_pending_cell, syn_pending_index, syn_pending_tag,
+};
 use dvipa_switch::tables::{
     CrtKey, DptKey, DvipaAction, DvipaKey, EntryMeta, RouteAction, RouteKey, SelectAction,
     TargetAction,
@@ -361,7 +363,8 @@ fn round_robin_handshake_follows_the_syn_target_before_crt_entry() {
         }
     }
     let (c, d, e) = (41000u16, 41001u16, 41002u16);
-    let idx = |sport| rr_pending_index(ip(CLIENT), ip(VIPA), 6, sport, 80);
+    let idx = |sport| syn_pending_index(ip(CLIENT), ip(VIPA), 6, sport, 80);
+    let tag = |sport| syn_pending_tag(ip(CLIENT), ip(VIPA), 6, sport, 80);
     assert!(idx(c) != idx(d) && idx(c) != idx(e) && idx(d) != idx(e));
     let fwd =
         |sw: &mut Sw, sport, kind| match sw.send(&tcp_frame(CLIENT, sport, VIPA, 80, kind, 64)) {
@@ -371,7 +374,10 @@ fn round_robin_handshake_follows_the_syn_target_before_crt_entry() {
 
     // SYN of C: slot 0 -> target 1; its choice is recorded.
     assert_eq!(fwd(&mut sw, c, Tcp::Syn), 2);
-    assert_eq!(sw.p.rr_pending[idx(c)].load(Relaxed), 1);
+    assert_eq!(
+        sw.p.syn_pending[idx(c)].load(Relaxed),
+        syn_pending_cell(tag(c), 1)
+    );
     assert_eq!(sw.digests()[0].flags, 0);
     // ACK of C, no CRT entry yet: the SYN's target, round robin not advanced.
     assert_eq!(fwd(&mut sw, c, Tcp::Ack), 2);
@@ -388,11 +394,21 @@ fn round_robin_handshake_follows_the_syn_target_before_crt_entry() {
     // An ACK with no recorded choice falls back to the next slot (2 -> target 1), records nothing.
     assert_eq!(fwd(&mut sw, e, Tcp::Ack), 2);
     assert_eq!(sw.p.rr_state[7].load(Relaxed), 3);
-    assert_eq!(sw.p.rr_pending[idx(e)].load(Relaxed), 0);
-    // Hashed selection never touches rr_pending.
+    assert_eq!(sw.p.syn_pending[idx(e)].load(Relaxed), 0);
+    // Hashed selection records its SYN's choice the same way.
     let mut h = Sw::with_service(0);
     assert_eq!(fwd(&mut h, c, Tcp::Syn), 2);
-    assert!(h.p.rr_pending.iter().all(|x| x.load(Relaxed) == 0));
+    assert_eq!(
+        h.p.syn_pending[idx(c)].load(Relaxed),
+        syn_pending_cell(tag(c), 1)
+    );
+    assert_eq!(
+        h.p.syn_pending
+            .iter()
+            .filter(|x| x.load(Relaxed) != 0)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -699,4 +715,123 @@ mod robustness {
             }
         }
     }
+}
+
+/// Points every slot of service 7 at `target`.
+fn move_all_slots(sw: &Sw, target: u16) {
+    let mut t = sw.p.tables_mut();
+    for slot in 0..256u16 {
+        t.dpt
+            .modify(
+                &DptKey {
+                    service_id: 7,
+                    slot,
+                },
+                SelectAction::ToTarget(target),
+                EntryMeta::default(),
+                0,
+            )
+            .unwrap();
+    }
+}
+
+#[test]
+fn hash_handshake_follows_the_syn_target_when_slots_move_before_crt_entry() {
+    // The SYN picks a slot's target and is digested; before the controller's CRT entry lands, the
+    // controller moves every slot to another target (a server joined). The ACK and the first data
+    // must still reach the SYN's target, not the slot's new one (which would answer RST).
+    let mut sw = Sw::with_service(0);
+    move_all_slots(&sw, 1);
+    let syn = tcp_frame(CLIENT, 40000, VIPA, 80, Tcp::Syn, 64);
+    assert_eq!(sw.send(&syn), Verdict::Forward(2));
+    assert_eq!(sw.digests()[0].target_id, 1);
+    move_all_slots(&sw, 2);
+    let ack = tcp_frame(CLIENT, 40000, VIPA, 80, Tcp::Ack, 64);
+    assert_eq!(sw.send(&ack), Verdict::Forward(2));
+    assert_eq!(sw.send(&ack), Verdict::Forward(2));
+    // The NOT_SYN digest carries the target the packet was forwarded to.
+    let dg = sw.digests();
+    assert_eq!(dg.len(), 2);
+    assert!(
+        dg.iter()
+            .all(|d| (d.target_id, d.flags) == (1, FLAG_NOT_SYN))
+    );
+    // Another connection (no SYN seen) takes the slots as they are now.
+    let other = tcp_frame(CLIENT, 40001, VIPA, 80, Tcp::Ack, 64);
+    assert_eq!(sw.send(&other), Verdict::Forward(3));
+    // A new SYN of a new connection also takes the slots as they are now.
+    let syn2 = tcp_frame(CLIENT, 40002, VIPA, 80, Tcp::Syn, 64);
+    assert_eq!(sw.send(&syn2), Verdict::Forward(3));
+}
+
+#[test]
+fn syn_pending_hashes_match_reference_values() {
+    // bmv2's crc16 is CRC-16/ARC: check value 0xBB3D. Tuple values from an independent bitwise
+    // CRC-16/ARC (poly 0xA001 reflected) and zlib's crc32 in Python.
+    assert_eq!(crc16(b"123456789"), 0xbb3d);
+    assert_eq!(syn_pending_tag(ip(CLIENT), ip(VIPA), 6, 12345, 80), 31336);
+    assert_eq!(syn_pending_index(ip(CLIENT), ip(VIPA), 6, 12345, 80), 3746);
+    let udp = (ip([192, 168, 1, 7]), ip(VIPA), 17, 5353, 53);
+    assert_eq!(syn_pending_tag(udp.0, udp.1, udp.2, udp.3, udp.4), 44360);
+    assert_eq!(syn_pending_index(udp.0, udp.1, udp.2, udp.3, udp.4), 25157);
+}
+
+/// A client address and port whose flow to VIPA:80/TCP shares `sport`'s syn_pending index (from
+/// CLIENT) but not its tag.
+fn colliding_flow(sport: u16) -> ([u8; 4], u16) {
+    let idx = syn_pending_index(ip(CLIENT), ip(VIPA), 6, sport, 80);
+    let tag = syn_pending_tag(ip(CLIENT), ip(VIPA), 6, sport, 80);
+    for host in 2..=255u8 {
+        for p in 1024..=u16::MAX {
+            let a = [10, 0, 1, host];
+            if syn_pending_index(ip(a), ip(VIPA), 6, p, 80) == idx
+                && syn_pending_tag(ip(a), ip(VIPA), 6, p, 80) != tag
+            {
+                return (a, p);
+            }
+        }
+    }
+    panic!("no colliding flow found");
+}
+
+#[test]
+fn syn_pending_tag_keeps_colliding_flows_apart() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut sw = Sw::with_service(0);
+    move_all_slots(&sw, 1);
+    let (a_port, (b_addr, b_port)) = (40000u16, colliding_flow(40000));
+    let idx = syn_pending_index(ip(CLIENT), ip(VIPA), 6, a_port, 80);
+    let a = |kind| tcp_frame(CLIENT, a_port, VIPA, 80, kind, 64);
+    let b = |kind| tcp_frame(b_addr, b_port, VIPA, 80, kind, 64);
+
+    // A's SYN records (tag A, target 1); then the slots move to target 2.
+    assert_eq!(sw.send(&a(Tcp::Syn)), Verdict::Forward(2));
+    move_all_slots(&sw, 2);
+    // B shares A's cell but not its tag: B's ACK (no SYN seen) takes the slots, not A's target.
+    assert_eq!(sw.send(&b(Tcp::Ack)), Verdict::Forward(3));
+    let dg = sw.digests();
+    assert_eq!((dg[1].target_id, dg[1].flags), (2, FLAG_NOT_SYN));
+    // A still follows its own SYN.
+    assert_eq!(sw.send(&a(Tcp::Ack)), Verdict::Forward(2));
+    // B's SYN overwrites the cell (the documented collision): A, whose tag no longer matches,
+    // falls back to the slots — the wrong server here, only because the slots moved.
+    assert_eq!(sw.send(&b(Tcp::Syn)), Verdict::Forward(3));
+    let b_tag = syn_pending_tag(ip(b_addr), ip(VIPA), 6, b_port, 80);
+    assert_eq!(
+        sw.p.syn_pending[idx].load(Relaxed),
+        syn_pending_cell(b_tag, 2)
+    );
+    assert_eq!(sw.send(&a(Tcp::Ack)), Verdict::Forward(3));
+    // B follows its own choice after the next slot move.
+    move_all_slots(&sw, 1);
+    assert_eq!(sw.send(&b(Tcp::Ack)), Verdict::Forward(3));
+    // Round robin checks the tag the same way: B's ACK on a cell holding A's choice takes the
+    // next round-robin slot, not A's target.
+    let mut rr = Sw::with_service(1);
+    assert_eq!(rr.send(&a(Tcp::Syn)), Verdict::Forward(2)); // slot 0 -> target 1
+    move_all_slots(&rr, 2);
+    assert_eq!(rr.send(&b(Tcp::Ack)), Verdict::Forward(3));
+    assert_eq!(rr.p.rr_state[7].load(Relaxed), 2);
+    assert_eq!(rr.send(&a(Tcp::Ack)), Verdict::Forward(2));
+    assert_eq!(rr.p.rr_state[7].load(Relaxed), 2);
 }

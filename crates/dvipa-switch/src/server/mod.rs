@@ -576,33 +576,33 @@ impl SwitchServer {
                         "register entries can only be modified".into(),
                     ));
                 }
-                if r.register_id == prog.rr_pending {
+                if r.register_id == prog.syn_pending {
                     let v = match r.data.as_ref().and_then(|d| d.data.as_ref()) {
-                        Some(p4::p4_data::Data::Bitstring(b)) => p4rt::codec::decode_u128(b, 16)
-                            .map_err(|e| EntityError::Invalid(format!("rr_pending value: {e}")))?
-                            as u16,
+                        Some(p4::p4_data::Data::Bitstring(b)) => p4rt::codec::decode_u128(b, 32)
+                            .map_err(|e| EntityError::Invalid(format!("syn_pending value: {e}")))?
+                            as u32,
                         _ => {
                             return Err(EntityError::Invalid(
-                                "rr_pending data must be a bitstring".into(),
+                                "syn_pending data must be a bitstring".into(),
                             ));
                         }
                     };
                     match &r.index {
                         None => p
-                            .rr_pending
+                            .syn_pending
                             .iter()
                             .for_each(|x| x.store(v, Ordering::Relaxed)),
                         Some(i) => {
                             let idx = usize::try_from(i.index)
                                 .ok()
-                                .filter(|i| *i < p.rr_pending.len())
+                                .filter(|i| *i < p.syn_pending.len())
                                 .ok_or_else(|| {
                                     EntityError::Invalid(format!(
-                                        "rr_pending index {} out of range",
+                                        "syn_pending index {} out of range",
                                         i.index
                                     ))
                                 })?;
-                            p.rr_pending[idx].store(v, Ordering::Relaxed);
+                            p.syn_pending[idx].store(v, Ordering::Relaxed);
                         }
                     }
                     return Ok(());
@@ -859,43 +859,43 @@ impl SwitchServer {
             E::RegisterEntry(r) => {
                 if r.register_id != 0
                     && r.register_id != prog.rr_state
-                    && r.register_id != prog.rr_pending
+                    && r.register_id != prog.syn_pending
                 {
                     return Err(Status::not_found(format!(
                         "unknown register id {}",
                         r.register_id
                     )));
                 }
-                if r.register_id == 0 || r.register_id == prog.rr_pending {
+                if r.register_id == 0 || r.register_id == prog.syn_pending {
                     let one = |i: usize| {
-                        let v = p.rr_pending[i].load(Ordering::Relaxed);
+                        let v = p.syn_pending[i].load(Ordering::Relaxed);
                         wrap(E::RegisterEntry(p4::RegisterEntry {
-                            register_id: prog.rr_pending,
+                            register_id: prog.syn_pending,
                             index: Some(p4::Index { index: i as i64 }),
                             data: Some(p4::P4Data {
                                 data: Some(p4::p4_data::Data::Bitstring(
-                                    p4rt::codec::encode_u128(v.into(), 16)
+                                    p4rt::codec::encode_u128(v.into(), 32)
                                         .unwrap_or_else(|_| vec![0]),
                                 )),
                             }),
                         }))
                     };
                     match &r.index {
-                        None => out.extend((0..p.rr_pending.len()).map(one)),
+                        None => out.extend((0..p.syn_pending.len()).map(one)),
                         Some(ix) => {
                             let i = usize::try_from(ix.index)
                                 .ok()
-                                .filter(|i| *i < p.rr_pending.len())
+                                .filter(|i| *i < p.syn_pending.len())
                                 .ok_or_else(|| {
                                     Status::invalid_argument(format!(
-                                        "rr_pending index {} out of range",
+                                        "syn_pending index {} out of range",
                                         ix.index
                                     ))
                                 })?;
                             out.push(one(i));
                         }
                     }
-                    if r.register_id == prog.rr_pending {
+                    if r.register_id == prog.syn_pending {
                         return Ok(());
                     }
                 }

@@ -173,8 +173,8 @@ pub struct Program {
     pub service_counter: u32,
     /// `IngressImpl.rr_state`.
     pub rr_state: u32,
-    /// `IngressImpl.rr_pending`.
-    pub rr_pending: u32,
+    /// `IngressImpl.syn_pending`.
+    pub syn_pending: u32,
     /// Digest `learn_t`.
     pub learn: u32,
 }
@@ -351,8 +351,8 @@ impl Program {
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
-        let rr_pending = id_of(
-            &s.register("IngressImpl.rr_pending")
+        let syn_pending = id_of(
+            &s.register("IngressImpl.syn_pending")
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
@@ -396,7 +396,7 @@ impl Program {
             no_action,
             service_counter,
             rr_state,
-            rr_pending,
+            syn_pending,
             learn,
         })
     }
