@@ -136,6 +136,18 @@ pub async fn pin_run(n: u32, max_batch: usize, pace: Option<f64>) -> anyhow::Res
         "switch CRT holds {} of {n}",
         sw.crt_len()
     );
+    if let Ok(path) = std::env::var("DVIPA_BENCH_LAT_DUMP") {
+        let text: String = (0..n as usize)
+            .map(|i| {
+                format!(
+                    "{} {}\n",
+                    inject_ns[i].load(Ordering::Relaxed),
+                    live.live_ns[i].load(Ordering::Relaxed)
+                )
+            })
+            .collect();
+        let _ = std::fs::write(format!("{path}-{n}-{}-{max_batch}", pace.is_some()), text);
+    }
     let mut r = summarize(n, &live, &inject_ns);
     r.batches = d.batches;
     r.lists = d.digest_lists;
