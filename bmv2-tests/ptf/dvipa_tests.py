@@ -55,6 +55,7 @@ TARGET_PORT = {T_S1: 2, T_S2: 3, T_S3: 4}
 TARGET_MAC = {T_S1: S1_MAC, T_S2: S2_MAC, T_S3: S3_MAC}
 
 N_SLOTS = 256
+SYN_PENDING_SIZE = 65536
 PROTO_TCP, PROTO_UDP = 6, 17
 RESOURCE_EXHAUSTED = 8  # google.rpc.Code
 
@@ -91,6 +92,40 @@ def slot_of(src, dst, proto, sport, dport):
     """The contract's slot hash: crc32 (IEEE, as zlib computes it) of the 13-byte 5-tuple, mod 256."""
     data = struct.pack("!IIBHH", ip(src), ip(dst), proto, sport, dport)
     return zlib.crc32(data) % N_SLOTS
+
+
+def flow_bytes(src, dst, proto, sport, dport):
+    return struct.pack("!IIBHH", ip(src), ip(dst), proto, sport, dport)
+
+
+def crc16(data):
+    """v1model HashAlgorithm.crc16 as bmv2 computes it: CRC-16/ARC (poly 0x8005 reflected = 0xA001,
+    init 0, no final xor; crc16(b"123456789") == 0xBB3D)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def syn_pending_cell(src, dst, proto, sport, dport):
+    """(index, tag) of a flow in syn_pending: crc32 mod 65536 and crc16 of the 13-byte 5-tuple."""
+    data = flow_bytes(src, dst, proto, sport, dport)
+    return zlib.crc32(data) % SYN_PENDING_SIZE, crc16(data)
+
+
+def colliding_flow(src, dst, proto, sport, dport):
+    """(client address, port) of another flow to dst:dport with the same syn_pending index as the
+    given one but a different tag (brute force over 10.9.0.x clients)."""
+    idx, tag = syn_pending_cell(src, dst, proto, sport, dport)
+    for host in range(2, 255):
+        other = "10.9.0.%d" % host
+        for port in range(1024, 65536):
+            data = flow_bytes(other, dst, proto, port, dport)
+            if zlib.crc32(data) % SYN_PENDING_SIZE == idx and crc16(data) != tag:
+                return other, port
+    raise AssertionError("no colliding flow found")
 
 
 def frozen(pkt):
@@ -383,8 +418,8 @@ class RoundRobinMethod(DvipaTest):
 class RoundRobinHandshakeFollowsSyn(DvipaTest):
     """Round robin and the handshake race: the ACK of a connection arrives before the controller
     has written its CRT entry (no controller here: there is never a CRT entry). Service 5 (method 1)
-    with slot i -> target (i % 3) + 1; rr_pending (crc32 of the 5-tuple mod 4096) remembers the
-    target of each SYN.
+    with slot i -> target (i % 3) + 1; syn_pending (crc32 of the 5-tuple mod 65536, tagged with its
+    crc16) remembers the target of each SYN.
 
     client --p1--> [DUT] --p2/p3/p4--> S1, S2, S3
       SYN C  -> target 1 (port 2)     ACK C  -> target 1 again (not the next slot's target 2),
@@ -400,9 +435,8 @@ class RoundRobinHandshakeFollowsSyn(DvipaTest):
         self.set_slots(5, [(i % 3) + 1 for i in range(N_SLOTS)])
         self.add_l2_targets()
         c, d, e = 21000, 21007, 21014
-        pending = {zlib.crc32(struct.pack("!IIBHH", ip(CLIENT), ip(DVIPA1), PROTO_TCP, sport, 80))
-                   % 4096 for sport in (c, d, e)}
-        self.assertEqual(len(pending), 3, "test flows must not share an rr_pending cell")
+        pending = {syn_pending_cell(CLIENT, DVIPA1, PROTO_TCP, sport, 80)[0] for sport in (c, d, e)}
+        self.assertEqual(len(pending), 3, "test flows must not share a syn_pending cell")
 
         steps = [(c, "S", T_S1), (c, "A", T_S1), (c, "PA", T_S1), (d, "S", T_S2), (d, "A", T_S2),
                  (c, "A", T_S1), (e, "A", T_S3)]
@@ -420,6 +454,59 @@ class RoundRobinHandshakeFollowsSyn(DvipaTest):
         fields = ("src_addr", "dst_addr", "protocol", "src_port", "dst_port", "service_id",
                   "target_id", "flags")
         self.assertEqual({tuple(x[f] for f in fields) for x in got}, want)
+
+
+class SlotMoveBeforeCrtEntry(DvipaTest):
+    """The handshake race with a hashed service: the controller changes the slots (a server joined)
+    after a SYN was digested but before its CRT entry was written (no controller here: there is
+    never a CRT entry). syn_pending (index crc32(5-tuple) % 65536, tag crc16(5-tuple)) remembers
+    each SYN's target; a flow follows a cell only when the tag is its own.
+
+    client --p1--> [DUT] --p2/p3/p4--> S1, S2, S3      service 6 (method 0), all slots -> target 1
+      SYN A (192.0.2.10:40000)          -> target 1 (port 2)
+      -- every slot MODIFYed to target 2 --
+      ACK A, data A                     -> target 1 (port 2): A's SYN, not the slot (digests NOT_SYN,
+                                           target_id 1)
+      ACK B (same cell as A, other tag) -> target 2 (port 3): the slot, not A's choice
+      SYN C, ACK C                      -> target 2 (port 3): new connections take the new slots
+      SYN B                             -> target 2; overwrites A's cell (the documented collision)
+      ACK A                             -> target 2 (port 3): A's tag no longer matches, slots
+      -- every slot MODIFYed to target 3 --
+      ACK B                             -> target 2 (port 3): B follows its own SYN
+    """
+
+    def runTest(self):
+        self.sw.enable_digest("learn_t")
+        self.add_service(DVIPA1, PROTO_TCP, 80, service_id=6, method=0)
+        self.set_slots(6, [T_S1] * N_SLOTS)
+        self.add_l2_targets()
+        a, c = 40000, 40002
+        b_src, b = colliding_flow(CLIENT, DVIPA1, PROTO_TCP, a, 80)
+        cells = {syn_pending_cell(CLIENT, DVIPA1, PROTO_TCP, sport, 80)[0] for sport in (a, c)}
+        self.assertEqual(len(cells), 2, "A and C must not share a syn_pending cell")
+
+        def step(src, sport, flags, target):
+            pkt = tcp_pkt(src=src, sport=sport, flags=flags)
+            self.send(pkt)
+            self.expect(l2_forwarded(pkt, target), TARGET_PORT[target])
+            return (ip(src), sport, target, 0 if flags == "S" else 1)
+
+        want = {step(CLIENT, a, "S", T_S1)}
+        self.set_slots(6, [T_S2] * N_SLOTS, update=True)
+        want |= {step(CLIENT, a, "A", T_S1), step(CLIENT, a, "PA", T_S1),
+                 step(b_src, b, "A", T_S2), step(CLIENT, c, "S", T_S2), step(CLIENT, c, "A", T_S2),
+                 step(b_src, b, "S", T_S2), step(CLIENT, a, "A", T_S2)}
+        self.set_slots(6, [T_S3] * N_SLOTS, update=True)
+        want |= {step(b_src, b, "A", T_S2)}
+        self.expect_nothing_else()
+
+        # Identical digests are suppressed until acked or ack_timeout (P4Runtime): compare the
+        # distinct ones. Each NOT_SYN digest carries the target its packet was forwarded to.
+        got = self.sw.collect_digests(len(want) + 1, timeout=2.0)
+        fields = ("src_addr", "src_port", "target_id", "flags")
+        self.assertEqual({tuple(x[f] for f in fields) for x in got}, want)
+        self.assertEqual({(x["dst_addr"], x["protocol"], x["dst_port"], x["service_id"])
+                          for x in got}, {(ip(DVIPA1), PROTO_TCP, 80, 6)})
 
 
 class DigestContent(DvipaTest):
