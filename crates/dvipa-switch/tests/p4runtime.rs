@@ -1095,3 +1095,123 @@ async fn digest_lists_respect_max_list_size_and_timeout() {
         m => panic!("{m:?}"),
     }
 }
+
+#[tokio::test]
+async fn syn_pending_register_cells_over_p4runtime() {
+    use dvipa_switch::pipeline::{syn_pending_cell, syn_pending_index, syn_pending_tag};
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let mut ups = vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.target_entry(2, 3))),
+        (Insert, E::TableEntry(h.dvipa_entry(7))),
+    ];
+    for slot in 0..256 {
+        ups.push((Insert, E::TableEntry(h.dpt_entry(7, slot, 1))));
+    }
+    a.write(ups).await.unwrap();
+    let reg_id = |name: &str| {
+        h.schema
+            .register(name)
+            .unwrap()
+            .preamble
+            .as_ref()
+            .unwrap()
+            .id
+    };
+    let pending = reg_id("IngressImpl.syn_pending");
+    let cell_of = |sport: u16| {
+        let (c, v) = (u32::from_be_bytes(CLIENT), u32::from_be_bytes(VIPA));
+        (
+            syn_pending_index(c, v, 6, sport, 80) as i64,
+            syn_pending_cell(syn_pending_tag(c, v, 6, sport, 80), 1),
+        )
+    };
+    let entry = |index: i64, value: u128, bits: u32| p4::RegisterEntry {
+        register_id: pending,
+        index: Some(p4::Index { index }),
+        data: Some(p4::P4Data {
+            data: Some(p4::p4_data::Data::Bitstring(
+                encode_u128(value, bits).unwrap(),
+            )),
+        }),
+    };
+    let read_cell = async |a: &mut Ctl, index: i64| {
+        let got = a.read(E::RegisterEntry(entry(index, 0, 32))).await;
+        match &got[..] {
+            [E::RegisterEntry(r)] => match r.data.as_ref().and_then(|d| d.data.as_ref()) {
+                Some(p4::p4_data::Data::Bitstring(b)) => {
+                    p4rt::codec::decode_u128(b, 32).unwrap() as u32
+                }
+                d => panic!("{d:?}"),
+            },
+            g => panic!("{g:?}"),
+        }
+    };
+    let ack = |sport: u16| {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0xfe])
+            .ipv4(CLIENT, VIPA, 64)
+            .tcp(sport, 80, 1, 1000)
+            .ack(1)
+            .write(&mut v, &[])
+            .unwrap();
+        v
+    };
+
+    // A SYN's cell reads back as tag ++ target (32 bits).
+    assert!(matches!(
+        h.server.inject(1, &syn(6000)).0,
+        Verdict::Forward(2)
+    ));
+    let (i6, c6) = cell_of(6000);
+    assert_eq!(read_cell(&mut a, i6).await, c6);
+    // A cell written over P4Runtime with the flow's tag is what its ACK follows.
+    let (i5, c5) = cell_of(5000);
+    assert!(matches!(
+        h.server.inject(1, &ack(5000)).0,
+        Verdict::Forward(2)
+    ));
+    let to_t2 = u128::from((c5 & 0xffff_0000) | 2);
+    a.write(vec![(Modify, E::RegisterEntry(entry(i5, to_t2, 32)))])
+        .await
+        .unwrap();
+    assert_eq!(u128::from(read_cell(&mut a, i5).await), to_t2);
+    assert!(matches!(
+        h.server.inject(1, &ack(5000)).0,
+        Verdict::Forward(3)
+    ));
+    // With another tag in the cell the ACK takes the slot again.
+    let other_tag = u128::from((c5 ^ 0x0001_0000) & 0xffff_0000 | 2);
+    a.write(vec![(Modify, E::RegisterEntry(entry(i5, other_tag, 32)))])
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.server.inject(1, &ack(5000)).0,
+        Verdict::Forward(2)
+    ));
+    // Wider than 32 bits, or an index past 65535: INVALID_ARGUMENT.
+    let e = a
+        .write(vec![
+            (Modify, E::RegisterEntry(entry(i5, 1 << 32, 33))),
+            (Modify, E::RegisterEntry(entry(65536, 1, 32))),
+        ])
+        .await
+        .unwrap_err();
+    use tonic::Code as C;
+    assert_eq!(
+        update_codes(&e),
+        vec![C::InvalidArgument as i32, C::InvalidArgument as i32]
+    );
+    // All cells of one register, and of all registers (id 0): syn_pending then rr_state.
+    let all = a
+        .read(E::RegisterEntry(p4::RegisterEntry {
+            register_id: pending,
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(all.len(), 65536);
+    let every = a.read(E::RegisterEntry(p4::RegisterEntry::default())).await;
+    assert_eq!(every.len(), 65536 + 1024);
+}
