@@ -136,7 +136,7 @@ fn main() {
                 .unwrap();
         }
     }
-    let cases: [(&str, Vec<Vec<u8>>); 4] = [
+    let cases: [(&str, Vec<Vec<u8>>); 5] = [
         (
             "CRT hit (60k entries)",
             (1000..61000)
@@ -148,6 +148,12 @@ fn main() {
             "SYN: hash slot + dpt + digest",
             (0..4096)
                 .map(|s| frame([10, 0, 0, 100], 61000 + s, true))
+                .collect(),
+        ),
+        (
+            "ACK, no CRT: syn_pending + digest",
+            (0..4096)
+                .map(|s| frame([10, 0, 0, 100], 61000 + s, false))
                 .collect(),
         ),
         (

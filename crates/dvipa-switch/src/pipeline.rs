@@ -392,9 +392,10 @@ impl Pipeline {
                 // A SYN (or UDP packet) selects from the slots and records (tag, target) in
                 // syn_pending; any other TCP packet first follows its flow's recorded choice when
                 // the cell's tag is the flow's (no slot, no dpt, rr_state unchanged).
-                let crc = flow_crc(src, dst, proto, sport, dport);
+                let fb = flow_bytes(src, dst, proto, sport, dport);
+                let crc = crc32fast::hash(&fb);
                 let pending_idx = (crc % SYN_PENDING_SIZE) as usize;
-                let pending_tag = syn_pending_tag(src, dst, proto, sport, dport);
+                let pending_tag = crc16(&fb);
                 let mut pending = 0u16;
                 if not_syn {
                     let cell = self.syn_pending[pending_idx].load(Ordering::Relaxed);
