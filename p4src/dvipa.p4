@@ -8,9 +8,10 @@
  *   ParserImpl -> VerifyChecksumImpl -> IngressImpl -> EgressImpl -> ComputeChecksumImpl -> DeparserImpl
  *
  * Ingress, in one line: a packet to a DVIPA:port (table dvipa) follows its pinned connection
- * (table crt, the Current Routing Table) or, when unpinned, the slot its 5-tuple hashes to (or the
- * service's round-robin position) in the service's slot table (table dpt, the Destination Port
- * Table's current actual targets), is reported to the controller by a learn_t digest, and is sent
+ * (table crt, the Current Routing Table) or, when unpinned, its SYN's recorded choice (register
+ * syn_pending, non-SYN TCP packets) or the slot its 5-tuple hashes to (or the service's round-robin
+ * position) in the service's slot table (table dpt, the Destination Port Table's current actual
+ * targets), is reported to the controller by a learn_t digest, and is sent
  * to the chosen target (table target: MAC rewrite, or IP-in-IP then routed).  Everything else is
  * routed by longest prefix (table ipv4_route).
  */
@@ -129,7 +130,7 @@ struct learn_t {
     bit<16>     src_port;     /* client port                                                    */
     bit<16>     dst_port;     /* DVIPA port                                                     */
     bit<16>     service_id;   /* from distribute                                                */
-    bit<16>     target_id;    /* the chosen slot's target                                       */
+    bit<16>     target_id;    /* the target it was sent to: the slot's, or syn_pending's        */
     bit<8>      flags;        /* bit 0 NOT_SYN: TCP, not a SYN, and unpinned                    */
 }
 
@@ -427,7 +428,8 @@ control IngressImpl(inout headers_t hdr,
                     } else if (dpt.apply().hit) {
                         chosen = true;
                         if (!not_syn) {
-                            syn_pending.write(pending_idx, pending_tag ++ meta.target_id);
+                            bit<32> new_cell = pending_tag ++ meta.target_id;
+                            syn_pending.write(pending_idx, new_cell);
                         }
                     }
                     if (chosen) {

@@ -43,7 +43,7 @@ pub struct Learn {
     pub dst_port: u16,
     /// Service from `distribute`.
     pub service_id: u16,
-    /// Target of the chosen slot.
+    /// The target the packet was sent to (the chosen slot's, or its SYN's from `syn_pending`).
     pub target_id: u16,
     /// Bit 0 = NOT_SYN.
     pub flags: u8,
