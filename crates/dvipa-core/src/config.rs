@@ -11,10 +11,21 @@
 //! device_config = "p4src/p4c-out/bmv2/dvipa.json"
 //! hot_standby = false            # keep backups programmed (CRT mirrored) all the time
 //! state_dir = "state"            # persisted DVIPA owners (relative to this file; "" = off)
-//! agent = { listen = "0.0.0.0:7070" }
+//! agent = { listen = "0.0.0.0:7070" }    # insecure = true: plaintext agents (tests only)
 //! metrics = { listen = "127.0.0.1:9464" }
 //! tls = { ca = "ca.pem", cert = "ctl.pem", key = "ctl.key" }      # optional
 //! timers = { heartbeat_ms = 1000, lease_ms = 3000, idle_timeout_ms = 300000, liveness_ms = 500 }
+//! # Routing hooks (sh -c; DVIPA_ACTION, DVIPA_SWITCH, DVIPA_ADDR, DVIPA_PREFIX_LEN set).
+//! advertise = { advertise_cmd = "/etc/dvipa/adv.sh", withdraw_cmd = "/etc/dvipa/wdr.sh" }
+//!
+//! [admin]                        # the operator API (`dvipa netstat …`)
+//! listen = "127.0.0.1:7071"      # default; a non-loopback address needs [admin.tls]
+//! # allow_insecure_remote = true # ... or this (plaintext, anyone who reaches it is admin)
+//! [admin.tls]                    # optional: mutual TLS, only the named certificates
+//! ca = "admin-ca.pem"            # CA of the admin (client) certificates
+//! cert = "ctl.pem"               # the controller's server certificate
+//! key = "ctl.key"
+//! allow = ["ops-alice", "ops-bob"]   # DNS names (SAN) of admin certificates
 //!
 //! [[switch]]
 //! name = "MVS1"
@@ -152,6 +163,12 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The agents' (server stacks') endpoint.
     pub agent: AgentCfg,
+    /// The admin (operator) API.
+    #[serde(default)]
+    pub admin: AdminCfg,
+    /// Advertise/withdraw hooks.
+    #[serde(default)]
+    pub advertise: AdvertiseCfg,
     /// TLS material; absent = plaintext (tests only).
     #[serde(default)]
     pub tls: Option<TlsCfg>,
@@ -273,12 +290,102 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// A `SocketAddr` field whose parse error names the field (`field`: `x` is not …).
+fn parse_addr<E: serde::de::Error>(field: &str, s: &str) -> Result<SocketAddr, E> {
+    s.parse().map_err(|_| {
+        E::custom(format!(
+            "{field}: `{s}` is not a listen address (expected ip:port, e.g. 127.0.0.1:7071)"
+        ))
+    })
+}
+
+macro_rules! addr_field {
+    ($f:ident, $name:literal) => {
+        fn $f<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+            let s = String::deserialize(d)?;
+            parse_addr($name, &s)
+        }
+    };
+}
+addr_field!(de_agent_listen, "agent.listen");
+addr_field!(de_admin_listen, "admin.listen");
+addr_field!(de_metrics_listen, "metrics.listen");
+
 /// `[agent]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCfg {
     /// Listen address of the ServerStack gRPC service.
+    #[serde(deserialize_with = "de_agent_listen")]
     pub listen: SocketAddr,
+    /// Run the agent endpoint without TLS (any client can claim any stack): tests only, and
+    /// only without `[tls]`. The controller warns loudly at start-up and sets the
+    /// `dvipa_agent_insecure` gauge. `dvipa controller --insecure[=BOOL]` overrides it.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The admin API's default listen address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7071";
+
+/// `[admin]`: the operator API (`dvipa netstat`, `table`, `diff`, `move` …).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCfg {
+    /// Listen address (default [`DEFAULT_ADMIN_LISTEN`]). Anything but a loopback address
+    /// needs `[admin.tls]` or `allow_insecure_remote = true`.
+    #[serde(default = "default_admin_listen", deserialize_with = "de_admin_listen")]
+    pub listen: SocketAddr,
+    /// Mutual TLS: only clients with a certificate from `ca` whose name is in `allow`.
+    #[serde(default)]
+    pub tls: Option<AdminTlsCfg>,
+    /// Allow a plaintext admin API on a non-loopback address (anyone who can reach it can move
+    /// DVIPAs and take switches down).
+    #[serde(default)]
+    pub allow_insecure_remote: bool,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    DEFAULT_ADMIN_LISTEN.parse().expect("valid default")
+}
+
+impl Default for AdminCfg {
+    fn default() -> Self {
+        AdminCfg {
+            listen: default_admin_listen(),
+            tls: None,
+            allow_insecure_remote: false,
+        }
+    }
+}
+
+/// `[admin.tls]`: PEM paths (relative to the TOML file) and the admin allow-list.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsCfg {
+    /// CA that signs the admin (client) certificates.
+    pub ca: PathBuf,
+    /// The controller's server certificate for the admin API.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Names (DNS subject-alternative names) of the admin certificates allowed in; a verified
+    /// certificate with no listed name is refused (`PERMISSION_DENIED`) and counted.
+    pub allow: Vec<String>,
+}
+
+/// `[advertise]`: commands run (`sh -c`) when a switch must advertise or withdraw a DVIPA,
+/// with `DVIPA_ACTION`, `DVIPA_SWITCH`, `DVIPA_ADDR`, `DVIPA_PREFIX_LEN` in the environment.
+/// No command = nothing is run. `--advertise-cmd` / `--withdraw-cmd` override them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseCfg {
+    /// Command for advertise.
+    #[serde(default)]
+    pub advertise_cmd: Option<String>,
+    /// Command for withdraw.
+    #[serde(default)]
+    pub withdraw_cmd: Option<String>,
 }
 
 /// `[tls]`: PEM paths.
@@ -298,6 +405,7 @@ pub struct TlsCfg {
 #[serde(deny_unknown_fields)]
 pub struct MetricsCfg {
     /// Prometheus listen address.
+    #[serde(deserialize_with = "de_metrics_listen")]
     pub listen: SocketAddr,
 }
 
@@ -313,6 +421,9 @@ pub struct Timers {
     pub idle_timeout_ms: u64,
     /// Switch liveness detection time.
     pub liveness_ms: u64,
+    /// Every switch is re-read this often and differences repaired (`--resync-secs`
+    /// overrides it).
+    pub resync_ms: u64,
 }
 
 impl Default for Timers {
@@ -322,6 +433,7 @@ impl Default for Timers {
             lease_ms: 3000,
             idle_timeout_ms: 300_000,
             liveness_ms: 500,
+            resync_ms: 30_000,
         }
     }
 }
@@ -452,19 +564,77 @@ fn line_col(src: &str, offset: usize) -> (u32, u32) {
     (line, col)
 }
 
+/// Command-line values of `dvipa controller` that override the TOML's (flag > TOML >
+/// default). `None` = keep the TOML value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--admin-listen` → `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--insecure[=BOOL]` → `agent.insecure`.
+    pub agent_insecure: Option<bool>,
+    /// `--advertise-cmd` → `advertise.advertise_cmd`.
+    pub advertise_cmd: Option<String>,
+    /// `--withdraw-cmd` → `advertise.withdraw_cmd`.
+    pub withdraw_cmd: Option<String>,
+    /// `--resync-secs` → `timers.resync_ms`.
+    pub resync_ms: Option<u64>,
+}
+
+impl Overrides {
+    /// The dotted field name, with the flag when the value came from the command line.
+    fn field(&self, field: &str) -> String {
+        let flag = match field {
+            "admin.listen" if self.admin_listen.is_some() => "--admin-listen",
+            "agent.insecure" if self.agent_insecure.is_some() => "--insecure",
+            "advertise.advertise_cmd" if self.advertise_cmd.is_some() => "--advertise-cmd",
+            "advertise.withdraw_cmd" if self.withdraw_cmd.is_some() => "--withdraw-cmd",
+            "timers.resync_ms" if self.resync_ms.is_some() => "--resync-secs",
+            _ => return field.to_string(),
+        };
+        format!("{field} ({flag})")
+    }
+}
+
+/// The dotted key path toml reports for a value error (`in `a.b`` without the input).
+fn toml_error_keys(e: &toml::de::Error) -> Option<String> {
+    let mut e = e.clone();
+    e.set_input(None);
+    let text = e.to_string();
+    let keys = text
+        .lines()
+        .last()?
+        .strip_prefix("in `")?
+        .strip_suffix('`')?;
+    (!keys.is_empty()).then(|| keys.to_string())
+}
+
 impl Config {
     /// Parse and validate the TOML text (`file` is only used in messages).
     pub fn parse(file: &str, src: &str) -> Result<Config, ConfigErrors> {
-        let cfg: Config = toml::from_str(src).map_err(|e| {
+        Self::parse_with(file, src, &Overrides::default())
+    }
+
+    /// Parse the TOML text, apply the command-line `overrides`, and validate the result (an
+    /// error about an overridden value names the flag too).
+    pub fn parse_with(file: &str, src: &str, ov: &Overrides) -> Result<Config, ConfigErrors> {
+        let mut cfg: Config = toml::from_str(src).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(src, s.start)).unwrap_or((1, 1));
+            let mut msg = e.message().to_string();
+            // Name the field unless the message already does (our own value parsers).
+            if let Some(keys) = toml_error_keys(&e)
+                && !msg.starts_with(&format!("{keys}:"))
+            {
+                msg = format!("{keys}: {msg}");
+            }
             ConfigErrors(vec![ConfigError::Toml {
                 file: file.into(),
                 line,
                 col,
-                msg: e.message().to_string(),
+                msg,
             }])
         })?;
-        let errs = cfg.validate(file);
+        cfg.apply(ov);
+        let errs = cfg.validate(file, ov);
         if errs.is_empty() {
             Ok(cfg)
         } else {
@@ -472,7 +642,116 @@ impl Config {
         }
     }
 
-    fn validate(&self, file: &str) -> Vec<ConfigError> {
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, ov: &Overrides) {
+        if let Some(a) = ov.admin_listen {
+            self.admin.listen = a;
+        }
+        if let Some(i) = ov.agent_insecure {
+            self.agent.insecure = i;
+        }
+        if let Some(c) = &ov.advertise_cmd {
+            self.advertise.advertise_cmd = Some(c.clone());
+        }
+        if let Some(c) = &ov.withdraw_cmd {
+            self.advertise.withdraw_cmd = Some(c.clone());
+        }
+        if let Some(r) = ov.resync_ms {
+            self.timers.resync_ms = r;
+        }
+    }
+
+    /// The admin API is reachable from other hosts without authentication: a non-loopback
+    /// `listen` address, no `[admin.tls]`, no `allow_insecure_remote`. The message says what
+    /// to do; the field is `admin.listen`.
+    pub fn admin_exposure(admin: &AdminCfg, listen: SocketAddr) -> Option<String> {
+        (!listen.ip().is_loopback() && admin.tls.is_none() && !admin.allow_insecure_remote).then(
+            || {
+                format!(
+                    "{listen} is not a loopback address: the admin API would accept anyone \
+                     without authentication; configure [admin.tls] (mutual TLS with an allow \
+                     list), or set admin.allow_insecure_remote = true to force plaintext"
+                )
+            },
+        )
+    }
+
+    /// The effective settings (everything but switches, stacks and profiles) as
+    /// `(dotted TOML field, value)`, for `dvipa check-config` and the start-up log.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut v: Vec<(String, String)> = vec![
+            ("controller_id".into(), self.controller_id.clone()),
+            ("p4info".into(), path(&self.p4info)),
+            ("device_config".into(), path(&self.device_config)),
+            ("hot_standby".into(), self.hot_standby.to_string()),
+            ("distribute_udp".into(), self.distribute_udp.to_string()),
+            (
+                "state_dir".into(),
+                if self.state_dir.as_os_str().is_empty() {
+                    "(off)".into()
+                } else {
+                    path(&self.state_dir)
+                },
+            ),
+            ("agent.listen".into(), self.agent.listen.to_string()),
+            ("agent.insecure".into(), self.agent.insecure.to_string()),
+        ];
+        match &self.tls {
+            Some(t) => v.extend([
+                ("tls.ca".into(), path(&t.ca)),
+                ("tls.cert".into(), path(&t.cert)),
+                ("tls.key".into(), path(&t.key)),
+            ]),
+            None => v.push(("tls".into(), "(none)".into())),
+        }
+        v.push(("admin.listen".into(), self.admin.listen.to_string()));
+        match &self.admin.tls {
+            Some(t) => v.extend([
+                ("admin.tls.ca".into(), path(&t.ca)),
+                ("admin.tls.cert".into(), path(&t.cert)),
+                ("admin.tls.key".into(), path(&t.key)),
+                ("admin.tls.allow".into(), t.allow.join(",")),
+            ]),
+            None => v.push(("admin.tls".into(), "(none: plaintext)".into())),
+        }
+        v.extend([
+            (
+                "admin.allow_insecure_remote".into(),
+                self.admin.allow_insecure_remote.to_string(),
+            ),
+            (
+                "advertise.advertise_cmd".into(),
+                opt(&self.advertise.advertise_cmd),
+            ),
+            (
+                "advertise.withdraw_cmd".into(),
+                opt(&self.advertise.withdraw_cmd),
+            ),
+            (
+                "metrics.listen".into(),
+                self.metrics
+                    .as_ref()
+                    .map(|m| m.listen.to_string())
+                    .unwrap_or_else(|| "(off)".into()),
+            ),
+        ]);
+        let t = &self.timers;
+        v.extend([
+            ("timers.heartbeat_ms".into(), t.heartbeat_ms.to_string()),
+            ("timers.lease_ms".into(), t.lease_ms.to_string()),
+            (
+                "timers.idle_timeout_ms".into(),
+                t.idle_timeout_ms.to_string(),
+            ),
+            ("timers.liveness_ms".into(), t.liveness_ms.to_string()),
+            ("timers.resync_ms".into(), t.resync_ms.to_string()),
+        ]);
+        v
+    }
+
+    fn validate(&self, file: &str, ov: &Overrides) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         let mut e = |field: String, msg: String| {
             errs.push(ConfigError::Field {
@@ -481,6 +760,46 @@ impl Config {
                 msg,
             })
         };
+        if self.agent.insecure && self.tls.is_some() {
+            e(
+                ov.field("agent.insecure"),
+                "plaintext agents were asked for but the configuration has a [tls] section; \
+                 remove one"
+                    .into(),
+            );
+        }
+        if let Some(msg) = Self::admin_exposure(&self.admin, self.admin.listen) {
+            e(ov.field("admin.listen"), msg);
+        }
+        if let Some(t) = &self.admin.tls {
+            if t.allow.is_empty() {
+                e(
+                    "admin.tls.allow".into(),
+                    "at least one admin certificate name is required (nobody could use the \
+                     admin API)"
+                        .into(),
+                );
+            }
+            for (i, n) in t.allow.iter().enumerate() {
+                if n.trim().is_empty() {
+                    e(format!("admin.tls.allow[{i}]"), "must not be empty".into());
+                }
+            }
+        }
+        for (f, c) in [
+            ("advertise.advertise_cmd", &self.advertise.advertise_cmd),
+            ("advertise.withdraw_cmd", &self.advertise.withdraw_cmd),
+        ] {
+            if c.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                e(
+                    ov.field(f),
+                    "must not be empty (leave it out to run nothing)".into(),
+                );
+            }
+        }
+        if self.timers.resync_ms == 0 {
+            e(ov.field("timers.resync_ms"), "must be > 0".into());
+        }
         if self.switches.is_empty() {
             e(
                 "switch".into(),
@@ -1040,6 +1359,128 @@ profile = "sw1.profile"
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/dvipa"));
         let c = Config::parse("t.toml", &format!("state_dir = \"\"\n{MIN}")).unwrap();
         assert_eq!(c.state_dir, PathBuf::new());
+    }
+
+    fn err(src: &str) -> String {
+        Config::parse("t.toml", src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn admin_advertise_and_insecure_fields_parse_with_defaults() {
+        let c = Config::parse("t.toml", MIN).unwrap();
+        assert_eq!(c.admin, AdminCfg::default());
+        assert_eq!(c.admin.listen, "127.0.0.1:7071".parse().unwrap());
+        assert_eq!(c.advertise, AdvertiseCfg::default());
+        assert!(!c.agent.insecure);
+        assert_eq!(c.timers.resync_ms, 30_000);
+        let src = MIN.replace(
+            "agent = { listen = \"127.0.0.1:7070\" }",
+            r#"agent = { listen = "127.0.0.1:7070", insecure = true }
+advertise = { advertise_cmd = "adv.sh", withdraw_cmd = "wdr.sh" }
+timers = { resync_ms = 5000 }
+admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "k.pem", allow = ["ops"] } }"#,
+        );
+        let c = Config::parse("t.toml", &src).unwrap();
+        assert!(c.agent.insecure);
+        assert_eq!(c.advertise.advertise_cmd.as_deref(), Some("adv.sh"));
+        assert_eq!(c.advertise.withdraw_cmd.as_deref(), Some("wdr.sh"));
+        assert_eq!(c.timers.resync_ms, 5000);
+        assert_eq!(c.admin.listen, "0.0.0.0:7071".parse().unwrap());
+        assert_eq!(c.admin.tls.as_ref().unwrap().allow, vec!["ops".to_string()]);
+        let set: BTreeMap<String, String> = c.settings().into_iter().collect();
+        assert_eq!(set["admin.listen"], "0.0.0.0:7071");
+        assert_eq!(set["admin.tls.allow"], "ops");
+        assert_eq!(set["agent.insecure"], "true");
+        assert_eq!(set["advertise.withdraw_cmd"], "wdr.sh");
+        assert_eq!(set["timers.resync_ms"], "5000");
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_position() {
+        let e = err(&format!("{MIN}\n[admin]\nlisten = \"localhost\"\n"));
+        assert!(
+            e.starts_with("t.toml:13:10: admin.listen: `localhost` is not a listen address"),
+            "{e}"
+        );
+        let e = err(&MIN.replace("127.0.0.1:7070", "127.0.0.1"));
+        assert!(
+            e.starts_with("t.toml:4:") && e.contains("agent.listen: `127.0.0.1`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}\n[admin]\nallow_insecure_remote = \"yes\"\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:13:25: admin.allow_insecure_remote: invalid type"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[advertise]\nadvertise = \"x\"\n"));
+        assert!(
+            e.starts_with("t.toml:13:1: ") && e.contains("unknown field `advertise`"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[advertise]\nwithdraw_cmd = \" \"\n"));
+        assert_eq!(
+            e,
+            "t.toml: advertise.withdraw_cmd: must not be empty (leave it out to run nothing)"
+        );
+        let e = err(&format!(
+            "{MIN}\n[admin.tls]\nca = \"a\"\ncert = \"c\"\nkey = \"k\"\nallow = []\n"
+        ));
+        assert!(
+            e.starts_with("t.toml: admin.tls.allow: at least one"),
+            "{e}"
+        );
+        let e = err(
+            &format!("tls = {{ ca = \"a\", cert = \"c\", key = \"k\" }}\n{MIN}")
+                .replace("7070\" }", "7070\", insecure = true }"),
+        );
+        assert!(
+            e.starts_with("t.toml: agent.insecure: plaintext agents"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_tls_or_an_explicit_force() {
+        let open = format!("{MIN}\n[admin]\nlisten = \"0.0.0.0:7071\"\n");
+        let e = err(&open);
+        assert!(
+            e.starts_with("t.toml: admin.listen: 0.0.0.0:7071 is not a loopback address")
+                && e.contains("[admin.tls]")
+                && e.contains("allow_insecure_remote"),
+            "{e}"
+        );
+        Config::parse("t.toml", &format!("{open}allow_insecure_remote = true\n")).unwrap();
+        Config::parse("t.toml", &open.replace("0.0.0.0", "[::1]")).unwrap();
+        // A command-line override is checked the same way and named with its flag.
+        let ov = Overrides {
+            admin_listen: Some("192.0.2.1:7071".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let e = Config::parse_with("t.toml", MIN, &ov)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml: admin.listen (--admin-listen): 192.0.2.1:7071 is not"),
+            "{e}"
+        );
+        // ... and overrides win over the TOML.
+        let ov = Overrides {
+            admin_listen: Some("127.0.0.1:9999".parse().unwrap()),
+            agent_insecure: Some(false),
+            advertise_cmd: Some("a2".into()),
+            withdraw_cmd: None,
+            resync_ms: Some(1000),
+        };
+        let src = format!("{MIN}\n[advertise]\nadvertise_cmd = \"a1\"\nwithdraw_cmd = \"w1\"\n")
+            .replace("7070\" }", "7070\", insecure = true }");
+        let c = Config::parse_with("t.toml", &src, &ov).unwrap();
+        assert_eq!(c.admin.listen.port(), 9999);
+        assert!(!c.agent.insecure);
+        assert_eq!(c.advertise.advertise_cmd.as_deref(), Some("a2"));
+        assert_eq!(c.advertise.withdraw_cmd.as_deref(), Some("w1"));
+        assert_eq!(c.timers.resync_ms, 1000);
     }
 
     #[test]
