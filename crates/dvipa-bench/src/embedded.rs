@@ -39,6 +39,10 @@ pub struct Embedded {
     /// Device id.
     pub device_id: u64,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The switch's own runtime (its P4Runtime server, digest and idle tasks), so the switch
+    /// gets CPU like a separate process would instead of queueing behind the controller's
+    /// tasks on the benchmark's runtime.
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for Embedded {
@@ -46,22 +50,34 @@ impl Drop for Embedded {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
 impl Embedded {
     /// Starts a switch whose CRT holds `crt_size` entries (the P4 program's 65,536 unless a
-    /// benchmark needs more). Must run inside a tokio runtime.
+    /// benchmark needs more), on a runtime of its own (two worker threads).
     pub async fn start(device_id: u64, crt_size: usize) -> anyhow::Result<Embedded> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("switch-{device_id}"))
+            .enable_all()
+            .build()?;
+        // The server's own tasks (digests, idle timeouts) are spawned on the switch's runtime.
+        let enter = rt.enter();
         let pipeline = Arc::new(Pipeline::new());
         pipeline.tables_mut().crt =
             ExactTable::new("IngressImpl.crt", crt_size, SelectAction::NoAction);
         let server = SwitchServer::new(device_id, pipeline);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let svc = server.service();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
@@ -72,11 +88,13 @@ impl Embedded {
                 )
                 .await;
         });
+        drop(enter);
         Ok(Embedded {
             server,
             addr,
             device_id,
             stop: Some(stop),
+            rt: Some(rt),
         })
     }
 
