@@ -12,6 +12,9 @@
 //!   the `dvipa_tls_handshakes_total{result=...}` metric) by reason: no certificate, bad
 //!   certificate, other. In an RPC handler, [`peer_name`] / [`peer_names`] return the verified
 //!   names of the client certificate so the controller can check `Hello.stack` against them.
+//! - **Other endpoints** — the same builders serve the controller's admin API: a [`TlsStats`]
+//!   made with [`TlsStats::new`] logs and exports under its own [`StatsNames`], and
+//!   [`allowed_name`] checks a verified certificate against an allow-list of names.
 //! - **Tests** — [`testing::TestCa`] mints a throw-away CA and server/client certificates with
 //!   rcgen (used by the agent's tests and the controller's).
 //!
@@ -214,6 +217,30 @@ pub fn server_config(bundle: &PemBundle) -> Result<Arc<rustls::ServerConfig>, Tl
     Ok(Arc::new(cfg))
 }
 
+/// Names under which a [`TlsStats`] logs and exports its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsNames {
+    /// The endpoint, in log lines (`agent`, `admin`).
+    pub endpoint: &'static str,
+    /// Counter of every handshake, labelled `result` (`accepted`, `no_cert`, `bad_cert`,
+    /// `other`).
+    pub handshakes_metric: &'static str,
+    /// Optional counter of refused handshakes only, labelled `reason` (`no_cert`, `bad_cert`,
+    /// `other`), for endpoints that count refusals from several layers under one name.
+    pub refused_metric: Option<&'static str>,
+}
+
+impl Default for StatsNames {
+    /// The agent endpoint's: `dvipa_tls_handshakes_total{result}`.
+    fn default() -> Self {
+        StatsNames {
+            endpoint: "agent",
+            handshakes_metric: "dvipa_tls_handshakes_total",
+            refused_metric: None,
+        }
+    }
+}
+
 /// Counters of the TLS accept stream.
 #[derive(Debug, Default)]
 pub struct TlsStats {
@@ -221,6 +248,7 @@ pub struct TlsStats {
     refused_no_cert: AtomicU64,
     refused_bad_cert: AtomicU64,
     refused_other: AtomicU64,
+    names: StatsNames,
 }
 
 /// A copy of [`TlsStats`] at one moment.
@@ -274,6 +302,19 @@ impl Refusal {
 }
 
 impl TlsStats {
+    /// Counters exported under `names` (the [`Default`] ones are the agent endpoint's).
+    pub fn new(names: StatsNames) -> Self {
+        TlsStats {
+            names,
+            ..TlsStats::default()
+        }
+    }
+
+    /// The names it logs and exports under.
+    pub fn names(&self) -> StatsNames {
+        self.names
+    }
+
     pub fn snapshot(&self) -> TlsStatsSnapshot {
         TlsStatsSnapshot {
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -285,7 +326,7 @@ impl TlsStats {
 
     fn count_accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("dvipa_tls_handshakes_total", "result" => "accepted").increment(1);
+        metrics::counter!(self.names.handshakes_metric, "result" => "accepted").increment(1);
     }
 
     fn count_refused(&self, r: Refusal) {
@@ -295,7 +336,10 @@ impl TlsStats {
             Refusal::Other => &self.refused_other,
         };
         c.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("dvipa_tls_handshakes_total", "result" => r.label()).increment(1);
+        metrics::counter!(self.names.handshakes_metric, "result" => r.label()).increment(1);
+        if let Some(m) = self.names.refused_metric {
+            metrics::counter!(m, "reason" => r.label()).increment(1);
+        }
     }
 }
 
@@ -339,11 +383,11 @@ pub fn tls_incoming(
                     Ok(Err(e)) => {
                         let why = Refusal::classify(&e);
                         stats.count_refused(why);
-                        tracing::warn!(%peer, reason = why.label(), error = %e, "TLS handshake refused");
+                        tracing::warn!(endpoint = stats.names.endpoint, %peer, reason = why.label(), error = %e, "TLS handshake refused");
                     }
                     Err(_) => {
                         stats.count_refused(Refusal::Other);
-                        tracing::warn!(%peer, "TLS handshake timed out");
+                        tracing::warn!(endpoint = stats.names.endpoint, %peer, "TLS handshake timed out");
                     }
                 }
             });
@@ -373,6 +417,15 @@ pub fn peer_name<T>(req: &tonic::Request<T>) -> Option<String> {
     peer_names(req).into_iter().next()
 }
 
+/// The first of `cert_names` (verified client certificate names, from [`peer_names`]) that is in
+/// `allow`; `None` when no name is allowed (or there is no certificate).
+pub fn allowed_name<'a>(cert_names: &'a [String], allow: &[String]) -> Option<&'a str> {
+    cert_names
+        .iter()
+        .find(|n| allow.iter().any(|a| a == *n))
+        .map(String::as_str)
+}
+
 /// Checks a claimed stack name (e.g. `Hello.stack`) against the client certificate's names
 /// (from [`peer_names`], taken before `into_inner()`); a mismatch is `PERMISSION_DENIED`, no
 /// certificate `UNAUTHENTICATED`.
@@ -388,5 +441,38 @@ pub fn require_peer_name(cert_names: &[String], claimed: &str) -> Result<(), ton
         Err(tonic::Status::permission_denied(format!(
             "stack {claimed:?} does not match the client certificate {cert_names:?}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_name_needs_one_listed_name() {
+        let names = vec!["stack1".to_string(), "ops-alice".to_string()];
+        let allow = vec!["ops-bob".to_string(), "ops-alice".to_string()];
+        assert_eq!(allowed_name(&names, &allow), Some("ops-alice"));
+        assert_eq!(allowed_name(&names[..1], &allow), None);
+        assert_eq!(allowed_name(&[], &allow), None);
+        assert_eq!(allowed_name(&names, &[]), None);
+    }
+
+    #[test]
+    fn stats_names_default_to_the_agent_endpoint() {
+        assert_eq!(
+            TlsStats::default().names().handshakes_metric,
+            "dvipa_tls_handshakes_total"
+        );
+        let s = TlsStats::new(StatsNames {
+            endpoint: "admin",
+            handshakes_metric: "x_total",
+            refused_metric: Some("y_total"),
+        });
+        s.count_refused(Refusal::NoCertificate);
+        s.count_accepted();
+        let snap = s.snapshot();
+        assert_eq!((snap.accepted, snap.refused()), (1, 1));
+        assert_eq!(s.names().endpoint, "admin");
     }
 }
