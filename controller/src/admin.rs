@@ -1,21 +1,185 @@
 //! The admin API (`dvipa.v1.Admin`, `proto/dvipa/v1/admin.proto`): NETSTAT-style reports
 //! built from the core's state, table dumps and diffs read from the switch itself, reconcile,
 //! maintenance, move and counters. Every report is a titled table of strings.
+//!
+//! The endpoint ([`spawn`]) runs plaintext on a loopback address by default; with `[admin.tls]`
+//! it requires mutual TLS — a client certificate from the admin CA whose name is in
+//! `admin.tls.allow` — and a non-loopback address without TLS is refused unless
+//! `admin.allow_insecure_remote` forces it. Refused clients are logged and counted
+//! (`dvipa_admin_refused_total{reason}`: `no_cert`, `bad_cert`, `other` for refused handshakes,
+//! `not_allowed` for a verified certificate outside the allow-list; `dvipa counters`, layer
+//! `admin`).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, StartError};
 use crate::shared::Shared;
 use crate::switch::SwitchCmd;
 use crate::translate::{key_text, value_text};
 use dvipa_core::core::{Core, Event, Origin, SwitchLiveness};
 use dvipa_core::entries::{Key, TCP, UDP};
 use dvipa_proto::v1 as pb;
-use dvipa_proto::v1::admin_server::Admin;
+use dvipa_proto::v1::admin_server::{Admin, AdminServer};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
+
+/// Metric of refused admin clients, labelled `reason`.
+pub const REFUSED_METRIC: &str = "dvipa_admin_refused_total";
+
+/// How the admin endpoint is protected (`[admin]` of the TOML, files already read).
+#[derive(Debug, Clone, Default)]
+pub struct AdminSecurity {
+    /// Mutual TLS: the controller's admin certificate + the CA of admin certificates, and the
+    /// names allowed in.
+    pub tls: Option<(dvipa_tls::PemBundle, Vec<String>)>,
+    /// Serve plaintext on a non-loopback address anyway.
+    pub allow_insecure_remote: bool,
+}
+
+impl AdminSecurity {
+    /// Reads `[admin.tls]`'s files (relative to `base`, the TOML file's directory).
+    pub fn load(cfg: &dvipa_core::config::AdminCfg, base: &Path) -> Result<Self, StartError> {
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let tls = match &cfg.tls {
+            Some(t) => Some((
+                dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths {
+                    ca: rel(&t.ca),
+                    cert: rel(&t.cert),
+                    key: rel(&t.key),
+                })?,
+                t.allow.clone(),
+            )),
+            None => None,
+        };
+        Ok(AdminSecurity {
+            tls,
+            allow_insecure_remote: cfg.allow_insecure_remote,
+        })
+    }
+}
+
+/// Refuses a plaintext admin listener on a non-loopback address unless forced (the error
+/// names `admin.listen`); returns the listener's address.
+pub fn check_exposure(
+    listener: &tokio::net::TcpListener,
+    sec: &AdminSecurity,
+) -> Result<std::net::SocketAddr, StartError> {
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: ([0, 0, 0, 0], 0).into(),
+        source,
+    })?;
+    let cfg = dvipa_core::config::AdminCfg {
+        listen: addr,
+        tls: None,
+        allow_insecure_remote: sec.allow_insecure_remote || sec.tls.is_some(),
+    };
+    match dvipa_core::config::Config::admin_exposure(&cfg, addr) {
+        Some(msg) => Err(StartError::Listen {
+            addr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("admin.listen: {msg}"),
+            ),
+        }),
+        None => Ok(addr),
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` changes: mutual TLS with the allow-list
+/// when `sec.tls` is set, plaintext otherwise — refused (`StartError::Listen`, naming
+/// `admin.listen`) on a non-loopback address unless `sec.allow_insecure_remote`.
+pub fn spawn(
+    svc: AdminService,
+    listener: tokio::net::TcpListener,
+    sec: &AdminSecurity,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(&'static str, tokio::task::JoinHandle<()>), StartError> {
+    let addr = check_exposure(&listener, sec)?;
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    let shared = svc.shared.clone();
+    match &sec.tls {
+        None => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "!!! the admin API listens on a non-loopback address WITHOUT TLS \
+                     (admin.allow_insecure_remote): anyone who reaches it can move DVIPAs and \
+                     take switches down !!!"
+                );
+            }
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let router = tonic::transport::Server::builder().add_service(AdminServer::new(svc));
+            Ok((
+                "admin endpoint",
+                tokio::spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                        tracing::error!(error = %e, "admin endpoint failed");
+                    }
+                }),
+            ))
+        }
+        Some((bundle, allow)) => {
+            let config = dvipa_tls::server_config(bundle)?;
+            let stats = svc
+                .admin_tls
+                .clone()
+                .unwrap_or_else(|| Arc::new(admin_tls_stats()));
+            let svc = AdminService {
+                admin_tls: Some(stats.clone()),
+                ..svc
+            };
+            let allow = allow.clone();
+            let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+                let names = dvipa_tls::peer_names(&req);
+                if dvipa_tls::allowed_name(&names, &allow).is_some() {
+                    return Ok(req);
+                }
+                shared.stats.add("admin_refused_not_allowed", 1);
+                metrics::counter!(REFUSED_METRIC, "reason" => "not_allowed").increment(1);
+                let peer = req
+                    .remote_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "?".into());
+                tracing::warn!(%peer, ?names, "admin request refused: certificate not in admin.tls.allow");
+                Err(Status::permission_denied(format!(
+                    "admin certificate {names:?} is not in admin.tls.allow"
+                )))
+            };
+            let incoming = dvipa_tls::tls_incoming(listener, config, stats);
+            let router = tonic::transport::Server::builder()
+                .add_service(AdminServer::with_interceptor(svc, check));
+            tracing::info!(%addr, "admin API: mutual TLS");
+            Ok((
+                "admin endpoint (TLS)",
+                tokio::spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                        tracing::error!(error = %e, "admin endpoint failed");
+                    }
+                }),
+            ))
+        }
+    }
+}
+
+/// Handshake counters of the admin endpoint.
+fn admin_tls_stats() -> dvipa_tls::TlsStats {
+    dvipa_tls::TlsStats::new(dvipa_tls::StatsNames {
+        endpoint: "admin",
+        handshakes_metric: "dvipa_admin_tls_handshakes_total",
+        refused_metric: Some(REFUSED_METRIC),
+    })
+}
 
 /// How long an admin request waits for a switch.
 pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +189,7 @@ pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AdminService {
     shared: Arc<Shared>,
     owners: Option<Arc<crate::controller::OwnerStore>>,
+    admin_tls: Option<Arc<dvipa_tls::TlsStats>>,
 }
 
 impl AdminService {
@@ -33,6 +198,7 @@ impl AdminService {
         AdminService {
             shared,
             owners: None,
+            admin_tls: None,
         }
     }
 
@@ -518,9 +684,21 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::CountersRequest>,
     ) -> Result<Response<pb::AdminTable>, Status> {
-        Ok(Response::new(
-            self.shared.with_core(|c| counters(c, &self.shared)),
-        ))
+        let mut t = self.shared.with_core(|c| counters(c, &self.shared));
+        if let Some(a) = &self.admin_tls {
+            let a = a.snapshot();
+            for (k, v) in [
+                ("admin_handshakes_accepted", a.accepted),
+                ("admin_refused_no_cert", a.refused_no_cert),
+                ("admin_refused_bad_cert", a.refused_bad_cert),
+                ("admin_refused_other", a.refused_other),
+            ] {
+                t.rows.push(pb::AdminRow {
+                    cells: vec!["admin".into(), k.into(), v.to_string()],
+                });
+            }
+        }
+        Ok(Response::new(t))
     }
 }
 

@@ -12,7 +12,11 @@
 //! | `dvipa_rejected_messages_total` | counter | `reason` |
 //! | `dvipa_table_full_total` | counter | `switch` (RESOURCE_EXHAUSTED updates) |
 //! | `dvipa_switch_up` | gauge | `switch` |
-//! | `dvipa_tls_handshakes_total` | counter | `result` (from dvipa-tls) |
+//! | `dvipa_tls_handshakes_total` | counter | `result` (agent endpoint, from dvipa-tls) |
+//! | `dvipa_agent_insecure` | gauge | — (1 = the agent endpoint runs WITHOUT TLS: `agent.insecure`) |
+//! | `dvipa_admin_tls` | gauge | — (1 = the admin API requires mutual TLS) |
+//! | `dvipa_admin_tls_handshakes_total` | counter | `result` (admin endpoint) |
+//! | `dvipa_admin_refused_total` | counter | `reason` (`no_cert`, `bad_cert`, `other`, `not_allowed`) |
 
 use crate::error::StartError;
 use crate::shared::Shared;
@@ -34,6 +38,14 @@ pub fn install(addr: SocketAddr) -> Result<(), StartError> {
         .map_err(|e| StartError::Metrics(e.to_string()))?
         .install()
         .map_err(|e| StartError::Metrics(format!("{addr}: {e}")))
+}
+
+/// Sets the security gauges: `dvipa_agent_insecure` (1 = plaintext agent endpoint) and
+/// `dvipa_admin_tls` (1 = mutual TLS on the admin API).
+pub fn security(agent_insecure: bool, admin_tls: bool) {
+    let b = |v: bool| if v { 1.0 } else { 0.0 };
+    metrics::gauge!("dvipa_agent_insecure").set(b(agent_insecure));
+    metrics::gauge!("dvipa_admin_tls").set(b(admin_tls));
 }
 
 /// Refreshes the gauges from the core (`tables`: also the per-table occupancy).
