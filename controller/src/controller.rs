@@ -15,9 +15,8 @@ use crate::error::StartError;
 use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
 use crate::{admin, agent, metrics_export, p4names};
-use dvipa_core::config::{Cluster, Config, OWNERS_FILE, OwnerState};
+use dvipa_core::config::{Cluster, Config, OWNERS_FILE, Overrides, OwnerState};
 use dvipa_core::core::{Core, CoreOptions, Event, SwitchLiveness};
-use dvipa_proto::v1::admin_server::AdminServer;
 use dvipa_proto::v1::server_stack_server::ServerStackServer;
 use p4rt::Schema;
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +41,8 @@ pub struct Loaded {
     pub tls: Option<dvipa_tls::PemBundle>,
     /// The state directory (`state_dir`, resolved; `None` = no persistence).
     pub state_dir: Option<PathBuf>,
+    /// The admin endpoint's TLS material and allow-list (`[admin]`).
+    pub admin: admin::AdminSecurity,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -62,9 +63,14 @@ fn rel(base: &Path, p: &Path) -> PathBuf {
 /// Reads the TOML file, the profiles, P4Info, device config and TLS files (paths relative to
 /// the TOML file's directory) and checks every P4 name.
 pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
+    load_with(config_path, &Overrides::default())
+}
+
+/// [`load`] with command-line values overriding the TOML's.
+pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, StartError> {
     let src = String::from_utf8_lossy(&read(config_path)?).into_owned();
     let file = config_path.display().to_string();
-    let config = Config::parse(&file, &src)?;
+    let config = Config::parse_with(&file, &src, overrides)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_owned();
     let mut profiles = BTreeMap::new();
     for sw in &config.switches {
@@ -104,6 +110,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
         })?),
         None => None,
     };
+    let admin = admin::AdminSecurity::load(&config.admin, &base)?;
     let state_dir =
         (!config.state_dir.as_os_str().is_empty()).then(|| rel(&base, &config.state_dir));
     let cluster = Cluster::from_config(&file, config, &profiles)?;
@@ -113,6 +120,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
         device_config,
         tls,
         state_dir,
+        admin,
     })
 }
 
@@ -306,7 +314,8 @@ fn fall_back_if_not_up(shared: &Shared, restored: &[(Ipv4Addr, String)]) {
 /// Run-time options (command line).
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Allow the agent endpoint without TLS (only when the config has no `[tls]`).
+    /// Allow the agent endpoint without TLS (only when the config has no `[tls]`); also on
+    /// with `agent.insecure = true` in the TOML.
     pub insecure: bool,
     /// Advertise hook command.
     pub advertise_cmd: Option<String>,
@@ -363,8 +372,11 @@ impl Controller {
             device_config,
             tls,
             state_dir,
+            admin: admin_sec,
         } = loaded;
-        match (&tls, opts.insecure) {
+        admin::check_exposure(&admin_listener, &admin_sec)?;
+        let insecure = opts.insecure || cluster.config.agent.insecure;
+        match (&tls, insecure) {
             (None, false) => return Err(StartError::InsecureNotAllowed),
             (Some(_), true) => return Err(StartError::InsecureConflict),
             _ => {}
@@ -378,6 +390,7 @@ impl Controller {
         {
             metrics_export::install(m.listen)?;
         }
+        metrics_export::security(insecure, admin_sec.tls.is_some());
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
         let mut core = Core::new(cluster, CoreOptions::default())?;
@@ -556,28 +569,12 @@ impl Controller {
                 }
             }
         }
-        {
-            let mut sd = shut_rx.clone();
-            let svc = AdminServer::new(
-                admin::AdminService::new(shared.clone()).with_owner_store(store.clone()),
-            );
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
-            tasks.push((
-                "admin endpoint",
-                tokio::spawn(async move {
-                    let stop = async move {
-                        let _ = sd.changed().await;
-                    };
-                    if let Err(e) = tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .serve_with_incoming_shutdown(incoming, stop)
-                        .await
-                    {
-                        tracing::error!(error = %e, "admin endpoint failed");
-                    }
-                }),
-            ));
-        }
+        tasks.push(admin::spawn(
+            admin::AdminService::new(shared.clone()).with_owner_store(store.clone()),
+            admin_listener,
+            &admin_sec,
+            shut_rx.clone(),
+        )?);
         tracing::info!(%agent_addr, %admin_addr, switches = switch_cfgs.len(), "controller started");
         Ok(Controller {
             shared,
