@@ -1,10 +1,13 @@
 //! `dvipa check-config`: validate the TOML configuration and every switch's profile together,
-//! then print the effective VIPA list (z/OS-like table, or JSON with `-o json`).
+//! then print the effective VIPA list (z/OS-like table, or JSON with `-o json`) and the
+//! effective settings (`admin.listen`, `agent.insecure`, `advertise.*`, timers …) after the
+//! same command-line overrides `dvipa controller` takes (flag > TOML > default).
 //!
 //! Profile paths in the TOML are relative to `--profile-dir` (default: the TOML file's
 //! directory). All errors are printed as `file:line:column: message` (profiles, TOML syntax) or
 //! `file: field: message` (TOML values), and the command exits non-zero.
 use anyhow::{Context, bail};
+use dvipa_core::config::Overrides;
 use dvipa_core::config::{Cluster, Config};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,9 @@ pub struct Args {
     /// Directory the `profile` paths are relative to (default: the TOML file's directory).
     #[arg(long)]
     pub profile_dir: Option<PathBuf>,
+    /// The `dvipa controller` flags, to see the values they produce.
+    #[command(flatten)]
+    pub flags: crate::cli::ConfigFlags,
 }
 
 /// Validate and render; `Err` carries every error found.
@@ -34,7 +40,8 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
     let toml_name = args.config.display().to_string();
     let src =
         std::fs::read_to_string(&args.config).with_context(|| format!("reading {toml_name}"))?;
-    let config = Config::parse(&toml_name, &src).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ov: Overrides = args.flags.overrides();
+    let config = Config::parse_with(&toml_name, &src, &ov).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = args.profile_dir.clone().unwrap_or_else(|| {
         args.config
             .parent()
@@ -75,6 +82,13 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             ("tls.key", &t.key),
         ]);
     }
+    if let Some(t) = &cfg.admin.tls {
+        files.extend([
+            ("admin.tls.ca", &t.ca),
+            ("admin.tls.cert", &t.cert),
+            ("admin.tls.key", &t.key),
+        ]);
+    }
     for (field, p) in files {
         if !toml_dir.join(p).exists() {
             warnings.push(format!(
@@ -83,9 +97,38 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             ));
         }
     }
+    if cfg.agent.insecure {
+        warnings.push(format!(
+            "warning: {toml_name}: {}: the agent endpoint runs WITHOUT TLS: any client can claim \
+             any stack (tests only)",
+            if ov.agent_insecure.is_some() {
+                "agent.insecure (--insecure)"
+            } else {
+                "agent.insecure"
+            }
+        ));
+    } else if cfg.tls.is_none() {
+        warnings.push(format!(
+            "warning: {toml_name}: tls: no [tls] section: the controller refuses to start unless \
+             agent.insecure = true (or --insecure)"
+        ));
+    }
+    if cfg.admin.tls.is_none() && !cfg.admin.listen.ip().is_loopback() {
+        warnings.push(format!(
+            "warning: {toml_name}: admin.allow_insecure_remote: the admin API on {} runs \
+             WITHOUT TLS",
+            cfg.admin.listen
+        ));
+    }
+    let settings = cfg.settings();
     Ok(match output {
         Format::Table => {
             let mut s = cluster.render_table();
+            s.push_str("\nEFFECTIVE SETTINGS\n");
+            let w = settings.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, v) in &settings {
+                s.push_str(&format!("{k:<w$}  {v}\n"));
+            }
             for w in warnings {
                 s.push_str(&w);
                 s.push('\n');
@@ -107,6 +150,7 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             let v = serde_json::json!({
                 "vipas": cluster.vipas,
                 "ranges": ranges,
+                "settings": settings.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect::<serde_json::Map<_, _>>(),
                 "warnings": warnings,
             });
             serde_json::to_string_pretty(&v)? + "\n"
@@ -134,6 +178,7 @@ mod tests {
             &Args {
                 config: example(),
                 profile_dir: None,
+                flags: Default::default(),
             },
             Format::Table,
         )
@@ -159,6 +204,7 @@ mod tests {
             &Args {
                 config: example(),
                 profile_dir: None,
+                flags: Default::default(),
             },
             Format::Json,
         )
@@ -185,6 +231,7 @@ mod tests {
             &Args {
                 config: dir.join("dvipa.toml"),
                 profile_dir: None,
+                flags: Default::default(),
             },
             Format::Table,
         )

@@ -1,10 +1,15 @@
 //! The operator CLI: subcommands of `dvipa` that talk to a running controller's admin API,
 //! and the rendering of its tables (aligned text by default, JSON with `-o json`).
+//!
+//! Against a controller whose admin API requires mutual TLS (`[admin.tls]`), pass the admin
+//! certificate with `--ca/--cert/--key` (or `DVIPA_ADMIN_CA/_CERT/_KEY`); the address then
+//! defaults to `https://`.
 
 use clap::{Args, Subcommand, ValueEnum};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::admin_client::AdminClient;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -19,17 +24,109 @@ pub enum Output {
 /// Where the controller's admin API is, and how to print.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Admin API of the controller.
+    /// Admin API of the controller (`http://…`, or `https://…` with --ca/--cert/--key; a
+    /// bare host:port gets the scheme from whether TLS material is given).
     #[arg(
         long,
         env = "DVIPA_ADMIN",
-        default_value = "http://127.0.0.1:7071",
-        global = true
+        default_value = "127.0.0.1:7071",
+        global = true,
+        help_heading = "Admin API client (operator commands)"
     )]
     pub admin: String,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// Admin TLS: CA certificate (PEM) that signed the controller's admin certificate.
+    #[arg(
+        long,
+        env = "DVIPA_ADMIN_CA",
+        global = true,
+        help_heading = "Admin API client (operator commands)",
+        value_name = "PEM"
+    )]
+    pub ca: Option<PathBuf>,
+    /// Admin TLS: this operator's client certificate (PEM; its name must be in the
+    /// controller's `admin.tls.allow`).
+    #[arg(
+        long,
+        env = "DVIPA_ADMIN_CERT",
+        global = true,
+        help_heading = "Admin API client (operator commands)",
+        value_name = "PEM"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Admin TLS: the client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "DVIPA_ADMIN_KEY",
+        global = true,
+        help_heading = "Admin API client (operator commands)",
+        value_name = "PEM"
+    )]
+    pub key: Option<PathBuf>,
+    /// Admin TLS: name expected in the controller's certificate (default: the host of --admin).
+    #[arg(
+        long,
+        env = "DVIPA_ADMIN_SERVER_NAME",
+        global = true,
+        help_heading = "Admin API client (operator commands)",
+        value_name = "NAME"
+    )]
+    pub server_name: Option<String>,
+}
+
+impl Common {
+    /// Plaintext, table output, against `admin` (tests).
+    pub fn plaintext(admin: impl Into<String>) -> Common {
+        Common {
+            admin: admin.into(),
+            output: Output::Table,
+            ca: None,
+            cert: None,
+            key: None,
+            server_name: None,
+        }
+    }
+}
+
+/// The `dvipa controller` flags that override the TOML (`[admin] listen`, `agent.insecure`,
+/// `[advertise]`, `timers.resync_ms`); also accepted by `dvipa check-config` to show the
+/// effective values. Precedence: flag > TOML > built-in default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigFlags {
+    /// Admin API listen address (overrides `admin.listen`; default 127.0.0.1:7071).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Run the agent endpoint without TLS (overrides `agent.insecure`; `--insecure=false`
+    /// turns it off); refused when the configuration has a [tls] section. Tests only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+    /// Command run (sh -c) when a switch must advertise a DVIPA (overrides
+    /// `advertise.advertise_cmd`); DVIPA_ACTION, DVIPA_SWITCH, DVIPA_ADDR, DVIPA_PREFIX_LEN
+    /// are set.
+    #[arg(long, value_name = "CMD")]
+    pub advertise_cmd: Option<String>,
+    /// Command run when a switch must withdraw a DVIPA (overrides `advertise.withdraw_cmd`).
+    #[arg(long, value_name = "CMD")]
+    pub withdraw_cmd: Option<String>,
+    /// Re-read every switch this often and repair differences (overrides
+    /// `timers.resync_ms`; default 30 s).
+    #[arg(long, value_name = "SECS")]
+    pub resync_secs: Option<u64>,
+}
+
+impl ConfigFlags {
+    /// As config overrides.
+    pub fn overrides(&self) -> dvipa_core::config::Overrides {
+        dvipa_core::config::Overrides {
+            admin_listen: self.admin_listen,
+            agent_insecure: self.insecure,
+            advertise_cmd: self.advertise_cmd.clone(),
+            withdraw_cmd: self.withdraw_cmd.clone(),
+            resync_ms: self.resync_secs.map(|s| s.saturating_mul(1000)),
+        }
+    }
 }
 
 /// NETSTAT reports.
@@ -134,7 +231,7 @@ pub enum OpCmd {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Connect failed.
-    #[error("cannot reach the controller at {addr}: {source}")]
+    #[error("cannot reach the controller at {addr}: {}", chain(source))]
     Connect {
         /// Address.
         addr: String,
@@ -144,6 +241,79 @@ pub enum CliError {
     /// The controller refused.
     #[error("{:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
+    /// Bad admin TLS options or material.
+    #[error("admin TLS: {0}")]
+    Tls(String),
+}
+
+/// An error and its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The admin channel: plaintext, or mutual TLS when `--ca/--cert/--key` are given.
+pub async fn connect(common: &Common) -> Result<tonic::transport::Channel, CliError> {
+    use tonic::transport::Endpoint;
+    let tls = match (&common.ca, &common.cert, &common.key) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => {
+            let b = dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .map_err(|e| CliError::Tls(e.to_string()))?;
+            Some(
+                dvipa_tls::client_tls_config(&b, common.server_name.as_deref())
+                    .map_err(|e| CliError::Tls(e.to_string()))?,
+            )
+        }
+        _ => {
+            return Err(CliError::Tls(
+                "--ca, --cert and --key (DVIPA_ADMIN_CA/_CERT/_KEY) go together".into(),
+            ));
+        }
+    };
+    let addr = match (common.admin.split_once("://"), tls.is_some()) {
+        (None, false) => format!("http://{}", common.admin),
+        (None, true) => format!("https://{}", common.admin),
+        (Some(("http", _)), true) => {
+            return Err(CliError::Tls(format!(
+                "{} is plaintext but --ca/--cert/--key were given; use https://",
+                common.admin
+            )));
+        }
+        (Some(("https", _)), false) => {
+            return Err(CliError::Tls(format!(
+                "{} needs the admin certificate: --ca, --cert and --key",
+                common.admin
+            )));
+        }
+        _ => common.admin.clone(),
+    };
+    let mut ep = Endpoint::from_shared(addr.clone()).map_err(|source| CliError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
+    if let Some(t) = tls {
+        ep = ep.tls_config(t).map_err(|source| CliError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    }
+    ep.connect()
+        .await
+        .map_err(|source| CliError::Connect { addr, source })
 }
 
 /// What one command printed.
@@ -157,14 +327,7 @@ pub enum Reply {
 
 /// Runs one operator command against the admin API.
 pub async fn run(common: &Common, cmd: &OpCmd) -> Result<Reply, CliError> {
-    let addr = if common.admin.contains("://") {
-        common.admin.clone()
-    } else {
-        format!("http://{}", common.admin)
-    };
-    let mut c = AdminClient::connect(addr.clone())
-        .await
-        .map_err(|source| CliError::Connect { addr, source })?;
+    let mut c = AdminClient::new(connect(common).await?);
     Ok(match cmd {
         OpCmd::Netstat { report } => Reply::Table(
             c.netstat(pb::NetstatRequest {

@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 use dvipa::cli::{self, Common, OpCmd};
 use dvipa::controller::{self, Controller, Options};
+use dvipa::error::StartError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the controller.
+    /// Run the controller. Everything is in the TOML; the flags override it (flag > TOML >
+    /// default), `dvipa check-config` with the same flags prints the effective values.
     Controller(ControllerArgs),
     /// Run the demo cluster on the embedded switch.
     Demo(dvipa::demo::Args),
@@ -41,22 +43,9 @@ struct ControllerArgs {
     /// The TOML configuration.
     #[arg(long, short = 'c', default_value = "dvipa.toml")]
     config: PathBuf,
-    /// Admin API listen address (used by the operator subcommands).
-    #[arg(long, default_value = "127.0.0.1:7071")]
-    admin_listen: std::net::SocketAddr,
-    /// Run the agent endpoint without TLS; refused unless the configuration has no [tls].
-    #[arg(long)]
-    insecure: bool,
-    /// Command run (sh -c) when a switch must advertise a DVIPA; DVIPA_ACTION, DVIPA_SWITCH,
-    /// DVIPA_ADDR, DVIPA_PREFIX_LEN are set.
-    #[arg(long)]
-    advertise_cmd: Option<String>,
-    /// Command run when a switch must withdraw a DVIPA.
-    #[arg(long)]
-    withdraw_cmd: Option<String>,
-    /// Re-read every switch this often (seconds) and repair differences.
-    #[arg(long, default_value_t = 30)]
-    resync_secs: u64,
+    /// Values that override the TOML's (flag > TOML > default).
+    #[command(flatten)]
+    flags: cli::ConfigFlags,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,22 +81,33 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
-    let loaded = controller::load(&a.config)?;
+    let loaded = controller::load_with(&a.config, &a.flags.overrides())?;
     println!("{}", loaded.cluster.render_table());
-    let agent = controller::bind(loaded.cluster.config.agent.listen).await?;
-    let admin = controller::bind(a.admin_listen).await?;
+    let cfg = loaded.cluster.config.clone();
+    for (k, v) in cfg.settings() {
+        tracing::debug!("effective {k} = {v}");
+    }
+    let agent = controller::bind(cfg.agent.listen).await?;
+    let admin = controller::bind(cfg.admin.listen).await?;
     let opts = Options {
-        insecure: a.insecure,
-        advertise_cmd: a.advertise_cmd.clone(),
-        withdraw_cmd: a.withdraw_cmd.clone(),
-        resync: Duration::from_secs(a.resync_secs.max(1)),
+        insecure: cfg.agent.insecure,
+        advertise_cmd: cfg.advertise.advertise_cmd.clone(),
+        withdraw_cmd: cfg.advertise.withdraw_cmd.clone(),
+        resync: Duration::from_millis(cfg.timers.resync_ms.max(1)),
         metrics: true,
     };
     let adv = Arc::new(dvipa::advertise::CommandAdvertiser {
-        advertise: a.advertise_cmd,
-        withdraw: a.withdraw_cmd,
+        advertise: cfg.advertise.advertise_cmd,
+        withdraw: cfg.advertise.withdraw_cmd,
     });
-    let ctl = Controller::start(loaded, opts, agent, admin, adv).await?;
+    let ctl = Controller::start(loaded, opts, agent, admin, adv)
+        .await
+        .map_err(|e| match e {
+            StartError::InsecureNotAllowed => {
+                anyhow::anyhow!("{e}, or set agent.insecure = true in the TOML")
+            }
+            e => e.into(),
+        })?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     ctl.shutdown().await;

@@ -3,7 +3,7 @@
 //! through the admin API and the CLI's client functions.
 
 use dvipa::advertise::RecordingAdvertiser;
-use dvipa::cli::{self, Common, OpCmd, Output, Reply};
+use dvipa::cli::{self, Common, OpCmd, Reply};
 use dvipa::controller::{self, Controller, Options};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::server_stack_client::ServerStackClient;
@@ -243,10 +243,7 @@ async fn start_controller(cfg: &Path, adv: RecordingAdvertiser) -> Controller {
 }
 
 async fn op(admin: std::net::SocketAddr, cmd: OpCmd) -> Result<Reply, cli::CliError> {
-    let c = Common {
-        admin: format!("http://{admin}"),
-        output: Output::Table,
-    };
+    let c = Common::plaintext(format!("http://{admin}"));
     cli::run(&c, &cmd).await
 }
 

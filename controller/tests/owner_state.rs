@@ -4,7 +4,7 @@
 //! plaintext agent stream.
 
 use dvipa::advertise::RecordingAdvertiser;
-use dvipa::cli::{self, Common, OpCmd, Output, Reply};
+use dvipa::cli::{self, Common, OpCmd, Reply};
 use dvipa::controller::{self, Controller, Options};
 use dvipa_core::config::OwnerState;
 use dvipa_proto::v1 as pb;
@@ -175,10 +175,7 @@ async fn agent(
 
 /// `netstat vipadyn`: (switch, status, switch state) per row.
 async fn vipadyn(admin: SocketAddr) -> Vec<(String, String, String)> {
-    let c = Common {
-        admin: format!("http://{admin}"),
-        output: Output::Table,
-    };
+    let c = Common::plaintext(format!("http://{admin}"));
     let cmd = OpCmd::Netstat {
         report: cli::Report::Vipadyn,
     };
@@ -278,10 +275,7 @@ async fn an_operator_move_survives_a_controller_restart_in_hot_standby() {
     })
     .await;
 
-    let c = Common {
-        admin: format!("http://{admin}"),
-        output: Output::Table,
-    };
+    let c = Common::plaintext(format!("http://{admin}"));
     let mv = OpCmd::Move {
         dvipa: DVIPA,
         to: "SW2".into(),
