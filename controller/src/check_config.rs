@@ -216,6 +216,52 @@ mod tests {
     }
 
     #[test]
+    fn figure4_example_commented_admin_and_advertise_settings_are_valid() {
+        // Uncomment [admin.tls] and the hooks: the documented settings parse and show up.
+        let src = std::fs::read_to_string(example()).unwrap();
+        let mut out = String::new();
+        let mut on = false;
+        for l in src.lines() {
+            on = (on
+                && l.starts_with("# ")
+                && !l.starts_with("# The")
+                && !l.starts_with("# Routing"))
+                || l == "# [admin.tls]";
+            let l = if on || l.starts_with("# advertise_cmd") || l.starts_with("# withdraw_cmd") {
+                &l[2..]
+            } else {
+                l
+            };
+            out.push_str(l);
+            out.push('\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ex = example().parent().unwrap().to_path_buf();
+        for f in ["mvs1.profile", "mvs5.profile"] {
+            std::fs::copy(ex.join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::write(dir.path().join("dvipa.toml"), &out).unwrap();
+        let json = check(
+            &Args {
+                config: dir.path().join("dvipa.toml"),
+                profile_dir: None,
+                flags: Default::default(),
+            },
+            Format::Json,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["settings"]["admin.tls.allow"], "ops-alice,ops-bob",
+            "{out}"
+        );
+        assert_eq!(
+            v["settings"]["advertise.withdraw_cmd"],
+            "/etc/dvipa/hooks/withdraw.sh"
+        );
+    }
+
+    #[test]
     fn malformed_profile_gives_file_line_column() {
         let dir = std::env::temp_dir().join(format!("dvipa-check-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
