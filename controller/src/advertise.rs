@@ -1,6 +1,8 @@
 //! Advertising DVIPAs to the routed network when the core says so ([`Advertiser`]), with a
 //! command-running implementation ([`CommandAdvertiser`]) and a recording one for tests
-//! ([`RecordingAdvertiser`]). Commands run one at a time, in the core's order.
+//! ([`RecordingAdvertiser`]). Commands run one at a time, in the core's order. The commands come
+//! from the TOML's `[advertise]` (`advertise_cmd`, `withdraw_cmd`), which `--advertise-cmd` /
+//! `--withdraw-cmd` override ([`CommandAdvertiser::from_config`]).
 
 use futures::future::BoxFuture;
 use std::net::Ipv4Addr;
@@ -61,6 +63,16 @@ pub struct CommandAdvertiser {
     pub advertise: Option<String>,
     /// Command for withdraw.
     pub withdraw: Option<String>,
+}
+
+impl CommandAdvertiser {
+    /// The hooks of the TOML's `[advertise]` (after command-line overrides).
+    pub fn from_config(cfg: &dvipa_core::config::AdvertiseCfg) -> Self {
+        CommandAdvertiser {
+            advertise: cfg.advertise_cmd.clone(),
+            withdraw: cfg.withdraw_cmd.clone(),
+        }
+    }
 }
 
 impl Advertiser for CommandAdvertiser {

@@ -12,11 +12,13 @@
 //!   timeouts, liveness → switch up/down, periodic re-read).
 //! - [`agent`]: the `ServerStack.Attach` endpoint (mTLS, certificate name = stack).
 //! - [`admin`]: the admin gRPC API (`proto/dvipa/v1/admin.proto`): NETSTAT reports, table dump,
-//!   diff, reconcile, maintenance, move, counters.
+//!   diff, reconcile, maintenance, move, counters; its endpoint (plaintext on loopback, or
+//!   mutual TLS with an allow-list of admin certificate names, `[admin.tls]`).
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
-//! - [`cli`]: the operator subcommands and table/JSON rendering.
+//! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
+//!   controller flags that override the TOML ([`cli::ConfigFlags`]).
 //! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;

@@ -96,10 +96,9 @@ async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
         resync: Duration::from_millis(cfg.timers.resync_ms.max(1)),
         metrics: true,
     };
-    let adv = Arc::new(dvipa::advertise::CommandAdvertiser {
-        advertise: cfg.advertise.advertise_cmd,
-        withdraw: cfg.advertise.withdraw_cmd,
-    });
+    let adv = Arc::new(dvipa::advertise::CommandAdvertiser::from_config(
+        &cfg.advertise,
+    ));
     let ctl = Controller::start(loaded, opts, agent, admin, adv)
         .await
         .map_err(|e| match e {
