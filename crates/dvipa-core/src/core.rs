@@ -1369,6 +1369,11 @@ impl Core {
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Syncing;
         sw.forget_in_flight();
+        // The read that follows marks every connection again (keys that waited for a batch
+        // of the old session would otherwise stay dirty and never be queued).
+        sw.crt_dirty.clear();
+        sw.crt_queue.clear();
+        sw.crt_deferred.clear();
         sw.pending_digests.clear();
         sw.syncing_digests.clear();
         self.actions.push_back(Action::ReadSwitch {

@@ -223,7 +223,10 @@ proptest! {
             check(&s, o)?;
         }
     }
+}
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn writes_in_flight_answered_out_of_order_keep_the_invariants(
         ops in proptest::collection::vec((op(), 0..4usize, any::<u64>()), 1..60),
@@ -293,4 +296,42 @@ fn several_batches_are_in_flight_at_once() {
     for it in &items {
         assert!(s.switches["MVS1"].tables.contains_key(&Key::Crt(it.conn)));
     }
+}
+
+#[test]
+fn a_reconnect_while_a_changed_entry_is_in_flight_still_writes_it() {
+    let opts = CoreOptions {
+        max_batch: 2,
+        max_in_flight: 3,
+    };
+    let mut s = Sim::new(Core::new(cluster(|t| t), opts).unwrap());
+    s.hold_writes = true;
+    s.switch_up("MVS1", true);
+    s.release_all(|_| 0);
+    attach_fig4(&mut s);
+    s.release_all(|_| 0);
+    let svc = s.core.service_of(DVA1, 60, TCP).unwrap();
+    let item = DigestItem {
+        conn: ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 7100, DVA1, 60, TCP),
+        service: svc,
+        target: 1,
+        not_syn: false,
+    };
+    s.event(Event::Digest {
+        switch: "MVS1".into(),
+        list_id: 1,
+        items: vec![item],
+    });
+    assert_eq!(s.held.len(), 1, "its insert is in flight");
+    // The same connection again while its insert is in flight, then the session breaks: the
+    // write is lost and the switch is read again.
+    s.event(Event::Digest {
+        switch: "MVS1".into(),
+        list_id: 2,
+        items: vec![item],
+    });
+    s.switch_up("MVS1", false);
+    s.release_all(|_| 0);
+    assert!(s.switches["MVS1"].tables.contains_key(&Key::Crt(item.conn)));
+    assert_eq!(s.core.installed("MVS1"), s.core.desired("MVS1"));
 }
