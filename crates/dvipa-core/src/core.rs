@@ -199,6 +199,8 @@ struct Batch {
 const CRT_UPSERT: usize = 1;
 /// Phase of CRT deletes.
 const CRT_DELETE: usize = 6;
+/// Smallest batch a CRT backlog is split into across free window slots.
+const MIN_SPREAD_BATCH: usize = 100;
 
 impl SwitchState {
     /// Queue `k` for a diff on this switch.
@@ -1850,10 +1852,23 @@ impl Core {
     }
 
     /// Up to `max_batch` CRT inserts/modifies from the front of the dirty queue (keys that
-    /// diff to a delete are set aside for phase 6, keys in sync are dropped).
+    /// diff to a delete are set aside for phase 6, keys in sync are dropped). A backlog smaller
+    /// than a full batch per free window slot is spread over the free slots (batches of at
+    /// least [`MIN_SPREAD_BATCH`]), so it is written by concurrent Writes, not one long one.
     fn take_crt_upserts(&mut self, si: usize) -> Vec<Update> {
         let programmed = self.programmed_vipas(si);
-        let max = self.opts.max_batch.max(1);
+        let free = self
+            .opts
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.switches[si].in_flight.len())
+            .max(1);
+        let spread = self.switches[si]
+            .crt_queue
+            .len()
+            .div_ceil(free)
+            .max(MIN_SPREAD_BATCH);
+        let max = self.opts.max_batch.min(spread).max(1);
         let (crt, services) = (&self.crt, &self.services);
         let sw = &mut self.switches[si];
         let mut out = Vec::new();
