@@ -148,7 +148,9 @@ pub struct Service {
 /// Liveness of a switch as the core sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwitchLiveness {
-    /// Not heard of yet.
+    /// Not heard of yet. At start-up a switch gets a hold of `lease_ms` + `liveness_ms` to come
+    /// up; one still `Unknown` after it is treated as [`SwitchLiveness::Down`] (its DVIPAs go to
+    /// the highest-ranked live backup, and come back by takeback when it comes up).
     Unknown,
     /// Connected; waiting for the read of its tables.
     Syncing,
@@ -162,6 +164,8 @@ pub enum SwitchLiveness {
 struct SwitchState {
     name: String,
     live: SwitchLiveness,
+    /// Has been up (connected) at least once since this core started.
+    seen_up: bool,
     maintenance: bool,
     read_once: bool,
     held_at_start: BTreeSet<usize>,
@@ -631,6 +635,10 @@ pub struct Core {
     now: Time,
     hold_until: Option<Time>,
     hold_done: bool,
+    /// End of the switches' start-up hold (`lease_ms` + `liveness_ms` after the first call):
+    /// a switch not heard of by then is treated as down.
+    switch_hold_until: Option<Time>,
+    switch_hold_done: bool,
     range_vipas: BTreeSet<usize>,
 }
 
@@ -678,6 +686,7 @@ impl Core {
             .map(|s| SwitchState {
                 name: s.name.clone(),
                 live: SwitchLiveness::Unknown,
+                seen_up: false,
                 maintenance: false,
                 read_once: false,
                 held_at_start: BTreeSet::new(),
@@ -787,6 +796,8 @@ impl Core {
             now: Time(0),
             hold_until: None,
             hold_done: false,
+            switch_hold_until: None,
+            switch_hold_done: false,
             range_vipas: BTreeSet::new(),
         };
         for vi in 0..core.vipas.len() {
@@ -810,6 +821,7 @@ impl Core {
             .filter(|s| s.alive)
             .filter_map(|s| s.lease_until)
             .chain(self.hold_until.filter(|_| !self.hold_done))
+            .chain(self.switch_hold_until.filter(|_| !self.switch_hold_done))
             .min()
     }
 
@@ -818,7 +830,14 @@ impl Core {
         self.now = self.now.max(now);
         let mut changed = false;
         match self.hold_until {
-            None => self.hold_until = Some(self.now.plus(self.timers.lease_ms)),
+            None => {
+                self.hold_until = Some(self.now.plus(self.timers.lease_ms));
+                self.switch_hold_until = Some(
+                    self.now
+                        .plus(self.timers.lease_ms)
+                        .plus(self.timers.liveness_ms),
+                );
+            }
             Some(h) if !self.hold_done && h <= self.now => {
                 // Start-up hold over: adopted targets whose stacks never attached leave the slots.
                 self.hold_done = true;
@@ -842,6 +861,18 @@ impl Core {
         if changed {
             self.note_not_ready_for_dead_stacks(now);
             self.structural_change();
+        }
+        if !self.switch_hold_done && self.switch_hold_until.is_some_and(|h| h <= self.now) {
+            // Switches' start-up hold over: one never heard of is down (the shell only reports
+            // a switch down after it was up), so its DVIPAs go to their live backups.
+            self.switch_hold_done = true;
+            let never: Vec<usize> = (0..self.switches.len())
+                .filter(|&si| self.switches[si].live == SwitchLiveness::Unknown)
+                .collect();
+            for si in never {
+                self.count("switch_not_up_after_start_up_hold");
+                self.mark_down(si);
+            }
         }
         self.flush_all();
     }
@@ -1370,6 +1401,7 @@ impl Core {
         };
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Syncing;
+        sw.seen_up = true;
         sw.forget_in_flight();
         // The read that follows marks every connection again (keys that waited for a batch
         // of the old session would otherwise stay dirty and never be queued).
@@ -1387,10 +1419,16 @@ impl Core {
         let Some(si) = self.switch_idx(name) else {
             return;
         };
-        let sw = &mut self.switches[si];
-        if sw.live == SwitchLiveness::Down {
+        if self.switches[si].live == SwitchLiveness::Down {
             return;
         }
+        self.count("switch_down");
+        self.mark_down(si);
+    }
+
+    /// `si` is lost (or never came up): forget what it holds, and elect new owners.
+    fn mark_down(&mut self, si: usize) {
+        let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Down;
         sw.forget_in_flight();
         sw.pending_digests.clear();
@@ -1402,7 +1440,6 @@ impl Core {
         sw.crt_deferred.clear();
         sw.overflow.clear();
         sw.failed.clear();
-        self.count("switch_down");
         for vs in &mut self.vipas {
             vs.retiring.retain(|s| *s != si);
         }
@@ -2083,6 +2120,8 @@ impl Core {
                 if let Some(&n) = chain.iter().find(|&&s| s != owner && self.eligible(s)) {
                     let why = if self.switches[owner].maintenance {
                         "maintenance"
+                    } else if !self.switches[owner].seen_up {
+                        "not up after the start-up hold"
                     } else {
                         "down"
                     };
@@ -2091,6 +2130,10 @@ impl Core {
                         n,
                         &format!("takeover ({} {why})", self.switches[owner].name),
                     );
+                    if n == primary {
+                        // Back on its primary: an operator's pin to the lost switch is over.
+                        self.vipas[vi].admin_pinned = false;
+                    }
                     self.count("takeover");
                 }
             } else if !vs.admin_pinned && owner != primary && self.eligible(primary) {
