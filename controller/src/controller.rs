@@ -16,7 +16,7 @@ use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
 use crate::{admin, agent, metrics_export, p4names};
 use dvipa_core::config::{Cluster, Config, OWNERS_FILE, Overrides, OwnerState};
-use dvipa_core::core::{Core, CoreOptions, Event, SwitchLiveness};
+use dvipa_core::core::{Core, CoreOptions};
 use dvipa_proto::v1::server_stack_server::ServerStackServer;
 use p4rt::Schema;
 use std::collections::{BTreeMap, HashMap};
@@ -224,26 +224,26 @@ async fn reachable(addr: &str, timeout: Duration) -> bool {
 
 /// Restores the persisted owners into `core` (before its first event). A DVIPA keeps its
 /// configured owner, with a warning, when its persisted owner is not configured for it
-/// (`Core::restore_owner` refuses) or does not answer on its P4Runtime address.
-/// Returns the DVIPAs restored to a switch other than their configured owner.
+/// (`Core::restore_owner` refuses) or does not answer on its P4Runtime address. A restored
+/// owner that then does not come up within the start-up hold (`lease_ms` + `liveness_ms`) is
+/// treated as down by the core: its DVIPAs go to the highest-ranked live switch of their chain.
 async fn restore_owners(
     core: &mut Core,
     store: &OwnerStore,
     switches: &[dvipa_core::config::SwitchCfg],
     probe: Duration,
-) -> Vec<(Ipv4Addr, String)> {
+) {
     let state = match store.load() {
         Ok(Some(s)) => s,
         Ok(None) => {
             tracing::info!(path = %store.path().display(), "no persisted DVIPA owners: configured owners");
-            return Vec::new();
+            return;
         }
         Err(e) => {
             tracing::warn!(error = %e, "persisted DVIPA owners unreadable: configured owners");
-            return Vec::new();
+            return;
         }
     };
-    let mut moved = Vec::new();
     for d in state.dvipas {
         let configured = core.cluster().vipa(d.addr).map(|v| v.owner.clone());
         if configured.as_deref() != Some(d.owner.as_str()) {
@@ -264,49 +264,11 @@ async fn restore_owners(
         match core.restore_owner(d.addr, &d.owner, d.admin_pinned) {
             Ok(()) => {
                 tracing::info!(dvipa = %d.addr, owner = %d.owner, admin_pinned = d.admin_pinned, "owner restored");
-                if configured.as_deref() != Some(d.owner.as_str()) {
-                    moved.push((d.addr, d.owner));
-                }
             }
             Err(e) => tracing::warn!(
                 error = %e, configured = ?configured,
                 "persisted owner not restored: the DVIPA starts on its configured owner"
             ),
-        }
-    }
-    moved
-}
-
-/// After the start-up hold: a DVIPA restored to a switch that did not come up goes back to
-/// its configured owner if that one is up (the core only takes over from a switch it saw go
-/// down).
-fn fall_back_if_not_up(shared: &Shared, restored: &[(Ipv4Addr, String)]) {
-    for (dvipa, sw) in restored {
-        let (owner, configured, owner_live, configured_live) = shared.with_core(|c| {
-            let configured = c.cluster().vipa(*dvipa).map(|v| v.owner.clone());
-            let owner = c.owner(*dvipa).map(str::to_string);
-            (
-                owner.clone(),
-                configured.clone(),
-                owner.and_then(|o| c.liveness(&o)),
-                configured.and_then(|o| c.liveness(&o)),
-            )
-        });
-        // Syncing = connected and being read: alive, only slow.
-        let never_up = matches!(
-            owner_live,
-            None | Some(SwitchLiveness::Unknown | SwitchLiveness::Down)
-        );
-        if owner.as_deref() == Some(sw.as_str())
-            && never_up
-            && configured_live == Some(SwitchLiveness::Up)
-            && let Some(to) = configured
-        {
-            tracing::warn!(
-                %dvipa, persisted = %sw, configured = %to, liveness = ?owner_live,
-                "restored owner not up after the start-up hold: back to the configured owner"
-            );
-            shared.event(Event::AdminMove { dvipa: *dvipa, to });
         }
     }
 }
@@ -395,13 +357,10 @@ impl Controller {
         let switch_cfgs = cluster.config.switches.clone();
         let mut core = Core::new(cluster, CoreOptions::default())?;
         let store = state_dir.map(|d| Arc::new(OwnerStore::new(&d)));
-        let restored = match &store {
-            Some(st) => {
-                let probe = Duration::from_millis(timers.liveness_ms.clamp(200, 2000));
-                restore_owners(&mut core, st, &switch_cfgs, probe).await
-            }
-            None => Vec::new(),
-        };
+        if let Some(st) = &store {
+            let probe = Duration::from_millis(timers.liveness_ms.clamp(200, 2000));
+            restore_owners(&mut core, st, &switch_cfgs, probe).await;
+        }
         let schema = Arc::new(schema);
         let p4info = schema.p4info().clone();
         let cookie = switch::cookie(&p4info, &device_config);
@@ -469,22 +428,14 @@ impl Controller {
         if let Some(st) = &store {
             let (s, st) = (shared.clone(), st.clone());
             let mut sd = shut_rx.clone();
-            let hold = Duration::from_millis(timers.lease_ms + timers.liveness_ms);
             tasks.push((
                 "owner persistence",
                 tokio::spawn(async move {
-                    let start = tokio::time::Instant::now();
-                    let mut restored = restored;
                     let mut tick = tokio::time::interval(PERSIST_INTERVAL);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
-                            _ = tick.tick() => {
-                                if !restored.is_empty() && start.elapsed() >= hold {
-                                    fall_back_if_not_up(&s, &std::mem::take(&mut restored));
-                                }
-                                st.persist(&s);
-                            }
+                            _ = tick.tick() => st.persist(&s),
                             _ = sd.changed() => return,
                         }
                     }

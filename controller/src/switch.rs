@@ -11,6 +11,14 @@
 //! Idle-timeout notifications go to the core. Losing primary (stream down, another master) for
 //! longer than `liveness_ms` is reported as `SwitchDown`. The switch is re-read periodically
 //! (and on `dvipa reconcile`), so entries changed behind the controller's back are repaired.
+//!
+//! Reconnection: when the stream ends the driver drops the session and connects a new one
+//! itself, first after [`RETRY_INITIAL`], then with the delay doubled per failed attempt up to
+//! [`retry_cap`] (half the detection time, 100 ms..1 s), so a switch that comes back is
+//! found within that cap while one that stays down sees a few cheap connection attempts per
+//! second (each refused at once, or bounded by the connect timeout). The delay starts over
+//! after a session that was primary. A switch that never comes up is not reported down by the
+//! driver: the core treats it as down after its start-up hold (`lease_ms` + `liveness_ms`).
 
 use crate::p4names as n;
 use crate::shared::Shared;
@@ -29,6 +37,18 @@ use tokio::task::JoinSet;
 
 /// How long a digest list waits for the core's ack before it is forgotten.
 pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
+
+/// First reconnect delay after a session ended or a connection attempt failed.
+pub const RETRY_INITIAL: Duration = Duration::from_millis(50);
+
+/// Longest delay between two connection attempts: half the detection time, 100 ms..1 s.
+pub fn retry_cap(liveness: Duration) -> Duration {
+    (liveness / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// While a switch stays unreachable, a warning is logged at most this often (every attempt
+/// is counted in `switch_connect_failed`).
+const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Stream messages (digest lists) buffered while the driver is busy: a burst of new
 /// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
@@ -110,6 +130,9 @@ struct Driver {
     /// Digest lists handed to the core, waiting for its ack (with their arrival time).
     pending: HashMap<u64, (Instant, p4rt::DigestDelivery)>,
     up: bool,
+    /// When primary was lost (stream down, another master): `SwitchDown` after `liveness`.
+    /// Kept across sessions (a reconnect is not a recovery until the switch is primary again).
+    lost_at: Option<tokio::time::Instant>,
     /// Write batches in flight: task → (batch id, number of updates).
     writes: JoinSet<(u64, Vec<WriteOutcome>)>,
     write_ids: HashMap<tokio::task::Id, (u64, usize)>,
@@ -122,6 +145,14 @@ struct Writer {
     schema: Arc<Schema>,
     shared: Arc<Shared>,
     idle_timeout_ns: i64,
+}
+
+/// How a session ended.
+enum Ended {
+    /// Shutdown (or the command channel closed).
+    Shutdown,
+    /// The session is unusable; `primary`: it had been primary (its switch was up).
+    Lost { primary: bool },
 }
 
 /// Runs the driver until `shutdown` turns true.
@@ -138,44 +169,79 @@ pub async fn run(
         shared,
         pending: HashMap::new(),
         up: false,
+        lost_at: None,
         writes: JoinSet::new(),
         write_ids: HashMap::new(),
     };
-    let mut backoff = Duration::from_millis(200);
+    let cap = retry_cap(d.cfg.liveness);
+    let mut backoff = RETRY_INITIAL;
+    let mut failures = 0u64;
+    let mut warned: Option<Instant> = None;
     loop {
         let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
         cc.election_id = u128::from(d.cfg.election_id);
         cc.connect_timeout = Duration::from_secs(3);
-        cc.backoff_max = Duration::from_secs(2);
+        // The session's own stream reconnect (the driver replaces a session whose stream
+        // ended, so this only bounds a reconnect racing that).
+        cc.backoff_initial = RETRY_INITIAL;
+        cc.backoff_max = cap;
         cc.queue_capacity = STREAM_QUEUE;
-        let connected = tokio::select! {
-            r = Session::connect(cc) => r,
-            _ = shutdown.changed() => return,
+        let connect = Session::connect(cc);
+        tokio::pin!(connect);
+        let connected = loop {
+            let deadline = d.liveness_deadline();
+            tokio::select! {
+                r = &mut connect => break r,
+                _ = shutdown.changed() => return,
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => d.liveness_expired(),
+                c = rx.recv() => match c {
+                    Some(c) => d.unreachable(c, "not connected"),
+                    None => return,
+                },
+            }
         };
         match connected {
             Ok((session, queues)) => {
-                backoff = Duration::from_millis(200);
-                if d.session_loop(session, queues, &mut rx, &mut shutdown)
+                if failures > 0 {
+                    tracing::info!(switch = %d.cfg.name, failed_attempts = failures, "P4Runtime connected");
+                }
+                failures = 0;
+                warned = None;
+                match d
+                    .session_loop(session, queues, &mut rx, &mut shutdown)
                     .await
                 {
-                    return;
+                    Ended::Shutdown => return,
+                    Ended::Lost { primary: true } => {
+                        d.lost_primary();
+                        backoff = RETRY_INITIAL;
+                    }
+                    Ended::Lost { primary: false } => {}
                 }
             }
             Err(e) => {
                 d.count("connect_failed");
-                tracing::warn!(switch = %d.cfg.name, error = %e, "P4Runtime connect failed");
-                let until = tokio::time::Instant::now() + backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        _ = shutdown.changed() => return,
-                        c = rx.recv() => match c {
-                            Some(c) => d.unreachable(c, "not connected"),
-                            None => return,
-                        },
-                    }
+                failures += 1;
+                if warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(switch = %d.cfg.name, error = %e, failed_attempts = failures, retry_max = ?cap, "P4Runtime connect failed");
+                } else {
+                    tracing::debug!(switch = %d.cfg.name, error = %e, "P4Runtime connect failed");
                 }
+            }
+        }
+        let until = tokio::time::Instant::now() + backoff;
+        backoff = (backoff * 2).min(cap);
+        loop {
+            let deadline = d.liveness_deadline();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.changed() => return,
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => d.liveness_expired(),
+                c = rx.recv() => match c {
+                    Some(c) => d.unreachable(c, "not connected"),
+                    None => return,
+                },
             }
         }
     }
@@ -184,6 +250,22 @@ pub async fn run(
 impl Driver {
     fn count(&self, what: &str) {
         self.shared.stats.add(&format!("switch_{what}"), 1);
+    }
+
+    /// When primary, lost at `lost_at`, is to be reported lost.
+    fn liveness_deadline(&self) -> Option<tokio::time::Instant> {
+        self.lost_at.map(|t| t + self.cfg.liveness)
+    }
+
+    fn liveness_expired(&mut self) {
+        self.lost_at = None;
+        self.down();
+    }
+
+    fn lost_primary(&mut self) {
+        if self.lost_at.is_none() {
+            self.lost_at = Some(tokio::time::Instant::now());
+        }
     }
 
     fn down(&mut self) {
@@ -211,21 +293,20 @@ impl Driver {
         }
     }
 
-    /// Returns true on shutdown.
+    /// Runs one session until it ends (stream lost, setup failed) or shutdown.
     async fn session_loop(
         &mut self,
         session: Session,
         mut q: StreamQueues,
         rx: &mut mpsc::UnboundedReceiver<SwitchCmd>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Ended {
         let session = Arc::new(session);
         // Writes of an earlier session are not answered any more (the core forgets them on
         // the next SwitchUp).
         self.writes = JoinSet::new();
         self.write_ids.clear();
         let mut mastership = session.watch_mastership();
-        let mut lost_at: Option<tokio::time::Instant> = None;
         let mut primary = false;
         let mut resync = tokio::time::interval(self.cfg.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -233,20 +314,23 @@ impl Driver {
         // First pass: act on the current mastership.
         mastership.mark_changed();
         loop {
-            let liveness_deadline = lost_at.map(|t| t + self.cfg.liveness);
+            let liveness_deadline = self.liveness_deadline();
             tokio::select! {
-                _ = shutdown.changed() => return true,
+                _ = shutdown.changed() => return Ended::Shutdown,
                 ch = mastership.changed() => {
                     if ch.is_err() {
                         // The session is gone: start over with a new one.
-                        return false;
+                        if primary {
+                            self.lost_primary();
+                        }
+                        return Ended::Lost { primary };
                     }
                     let m = *mastership.borrow_and_update();
                     if m == Mastership::Primary && !primary {
                         match self.setup(&session).await {
                             Ok(()) => {
                                 primary = true;
-                                lost_at = None;
+                                self.lost_at = None;
                                 self.pending.clear();
                                 self.up = true;
                                 metrics::gauge!("dvipa_switch_up", "switch" => self.cfg.name.clone()).set(1.0);
@@ -257,28 +341,36 @@ impl Driver {
                                 self.count("setup_failed");
                                 tracing::error!(switch = %self.cfg.name, error = %e, "switch setup failed");
                                 // Not usable without its pipeline and digest.
+                                self.lost_at = None;
                                 self.down();
                                 tokio::time::sleep(Duration::from_secs(1)).await;
-                                return false;
+                                return Ended::Lost { primary: false };
                             }
                         }
+                    } else if m == Mastership::Disconnected {
+                        // The stream ended: a new session, at once (the switch may be back
+                        // already), rather than this session's own reconnect backoff.
+                        if primary {
+                            tracing::warn!(switch = %self.cfg.name, "lost primary (stream ended)");
+                            self.lost_primary();
+                        }
+                        return Ended::Lost { primary };
                     } else if m != Mastership::Primary && primary {
                         primary = false;
                         tracing::warn!(switch = %self.cfg.name, mastership = ?m, "lost primary");
-                        lost_at = Some(tokio::time::Instant::now());
+                        self.lost_primary();
                     } else if let Mastership::Backup { primary_election_id } = m
-                        && lost_at.is_none()
+                        && self.lost_at.is_none()
                         && !self.up
                     {
                         tracing::warn!(switch = %self.cfg.name, ?primary_election_id, "another controller is primary");
                     }
                 }
                 _ = async { tokio::time::sleep_until(liveness_deadline.unwrap()).await }, if liveness_deadline.is_some() => {
-                    lost_at = None;
-                    self.down();
+                    self.liveness_expired();
                 }
                 c = rx.recv() => {
-                    let Some(c) = c else { return true };
+                    let Some(c) = c else { return Ended::Shutdown };
                     if primary {
                         self.command(&session, c).await;
                     } else {
@@ -286,10 +378,10 @@ impl Driver {
                     }
                 }
                 d = q.digests.recv(), if primary => {
-                    if let Some(d) = d { self.digest(d).await } else { return false }
+                    if let Some(d) = d { self.digest(d).await } else { return Ended::Lost { primary } }
                 }
                 i = q.idle_timeouts.recv(), if primary => {
-                    if let Some(i) = i { self.idle(i) } else { return false }
+                    if let Some(i) = i { self.idle(i) } else { return Ended::Lost { primary } }
                 }
                 w = self.writes.join_next_with_id(), if !self.writes.is_empty() => {
                     if let Some(w) = w {
