@@ -114,9 +114,9 @@ pub struct Entry<A> {
     pub counter: Counter,
     /// Nanoseconds on the pipeline clock of the last hit (or of insertion / refresh).
     pub last_hit_ns: AtomicU64,
-    /// Nanoseconds on the pipeline clock of the last idle notification for this entry (0 = none
-    /// since the last hit).
-    pub notified_ns: AtomicU64,
+    /// `meta.idle_timeout_ns`, kept inline: the idle sweep reads it for every CRT entry while it
+    /// holds the tables shared, and following `meta` there costs a cache miss per entry.
+    pub idle_timeout_ns: i64,
 }
 
 impl<A> Entry<A> {
@@ -124,10 +124,10 @@ impl<A> Entry<A> {
     pub fn new(action: A, meta: EntryMeta, now_ns: u64) -> Self {
         Entry {
             action,
+            idle_timeout_ns: meta.idle_timeout_ns,
             meta: Box::new(meta),
             counter: Counter::default(),
             last_hit_ns: AtomicU64::new(now_ns),
-            notified_ns: AtomicU64::new(0),
         }
     }
     #[inline]
@@ -271,12 +271,15 @@ pub struct ExactTable<K, A> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy, A: Copy> ExactTable<K, A> {
-    /// An empty table.
+    /// An empty table with room for `size` entries (the P4Info size), allocated up front: growing
+    /// a hash map rehashes every entry at once, and that would happen under the exclusive lock
+    /// the data path waits on (a CRT of 57k entries took milliseconds). Untouched pages of the
+    /// allocation cost no memory.
     pub fn new(name: &'static str, size: usize, default_action: A) -> Self {
         ExactTable {
             name,
             size,
-            entries: Map::with_capacity_and_hasher(size.min(4096), Hasher::default()),
+            entries: Map::with_capacity_and_hasher(size, Hasher::default()),
             default_action,
             initial_default: default_action,
         }
@@ -347,9 +350,9 @@ impl<K: std::hash::Hash + Eq + Copy, A: Copy> ExactTable<K, A> {
             .get_mut(key)
             .ok_or(TableError::NotFound { table: self.name })?;
         e.action = action;
+        e.idle_timeout_ns = meta.idle_timeout_ns;
         *e.meta = meta;
         e.last_hit_ns.store(now_ns, Ordering::Relaxed);
-        e.notified_ns.store(0, Ordering::Relaxed);
         Ok(())
     }
     /// DELETE.
@@ -479,6 +482,7 @@ impl DvipaTable {
             .and_then(|b| b.iter_mut().find(|(k, _)| k == key))
             .ok_or(TableError::NotFound { table: Self::NAME })?;
         e.1.action = action;
+        e.1.idle_timeout_ns = meta.idle_timeout_ns;
         *e.1.meta = meta;
         Ok(())
     }
@@ -623,6 +627,7 @@ impl RouteTable {
             .get_mut(&key.prefix)
             .ok_or(TableError::NotFound { table: Self::NAME })?;
         e.action = action;
+        e.idle_timeout_ns = meta.idle_timeout_ns;
         *e.meta = meta;
         Ok(())
     }

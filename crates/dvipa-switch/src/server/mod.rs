@@ -1537,6 +1537,11 @@ fn flush(
 async fn idle_task(inner: std::sync::Weak<Inner>) {
     let mut tick = tokio::time::interval(IDLE_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When each idle entry was last notified. Kept here rather than in the entry (keeps a CRT
+    // entry within one cache line with its key); a refresh (MODIFY or hit) moves the entry's
+    // last-hit time past its notification, which re-arms it.
+    let mut notified: HashMap<crate::tables::CrtKey, u64, crate::tables::Hasher> =
+        HashMap::default();
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
@@ -1549,11 +1554,15 @@ async fn idle_task(inner: std::sync::Weak<Inner>) {
             }
         };
         let now = inner.pipeline.now_ns();
+        notified.retain(|_, t| now.saturating_sub(*t) < IDLE_REPEAT_NS);
         let mut entries = Vec::new();
         {
+            // Only inline fields of each entry are read until one is found idle: the scan holds
+            // the tables shared, which holds up every Write (and the data path behind a waiting
+            // writer), so it must not take a cache miss per entry.
             let tables = inner.pipeline.tables();
             for (k, e) in tables.crt.iter() {
-                let timeout = e.meta.idle_timeout_ns;
+                let timeout = e.idle_timeout_ns;
                 if timeout <= 0 {
                     continue;
                 }
@@ -1561,11 +1570,10 @@ async fn idle_task(inner: std::sync::Weak<Inner>) {
                 if now.saturating_sub(last) < timeout as u64 {
                     continue;
                 }
-                let notified = e.notified_ns.load(Ordering::Relaxed);
-                if notified > last && now.saturating_sub(notified) < IDLE_REPEAT_NS {
+                if notified.get(k).is_some_and(|&n| n > last) {
                     continue;
                 }
-                e.notified_ns.store(now, Ordering::Relaxed);
+                notified.insert(*k, now);
                 let act = match e.action {
                     SelectAction::ToTarget(t) => Act::Select(SelectAction::ToTarget(t)),
                     SelectAction::NoAction => Act::Select(SelectAction::NoAction),
