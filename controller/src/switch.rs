@@ -207,10 +207,14 @@ pub async fn run(
                 }
                 failures = 0;
                 warned = None;
-                match d
+                let ended = d
                     .session_loop(session, queues, &mut rx, &mut shutdown)
-                    .await
-                {
+                    .await;
+                // Write tasks hold the session: end them now, so the old session (and its own
+                // stream reconnect) is gone before a new one arbitrates with the same id.
+                d.writes = JoinSet::new();
+                d.write_ids.clear();
+                match ended {
                     Ended::Shutdown => return,
                     Ended::Lost { primary: true } => {
                         d.lost_primary();
