@@ -166,6 +166,10 @@ macro_rules! unsigned_value {
             fn p4_be_bytes(&self) -> Result<Vec<u8>, CodecError> {
                 Ok(self.to_be_bytes().to_vec())
             }
+            // From the stack array: one allocation (the result) per value instead of two.
+            fn encode(&self, bitwidth: u32) -> Result<Vec<u8>, CodecError> {
+                encode_be(&self.to_be_bytes(), bitwidth)
+            }
         }
     )*};
 }
@@ -194,6 +198,9 @@ impl P4Value for bool {
 impl P4Value for Ipv4Addr {
     fn p4_be_bytes(&self) -> Result<Vec<u8>, CodecError> {
         Ok(self.octets().to_vec())
+    }
+    fn encode(&self, bitwidth: u32) -> Result<Vec<u8>, CodecError> {
+        encode_be(&self.octets(), bitwidth)
     }
 }
 

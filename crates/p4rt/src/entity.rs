@@ -17,6 +17,15 @@ fn value_err(context: String) -> impl FnOnce(CodecError) -> SchemaError {
     move |source| SchemaError::Value { context, source }
 }
 
+/// Like [`value_err`], with the context formatted only on error (no allocation per field on the
+/// success path: entries are built by the hundred thousand).
+fn match_err<'a>(table: &'a str, field: &'a str) -> impl FnOnce(CodecError) -> SchemaError + 'a {
+    move |source| SchemaError::Value {
+        context: format!("{table} match {field}"),
+        source,
+    }
+}
+
 fn mask_bits(bitwidth: u32) -> Vec<u8> {
     // all-ones bytestring of `bitwidth` bits, big-endian
     let nbytes = bitwidth.div_ceil(8) as usize;
@@ -62,7 +71,7 @@ impl<'s> TableEntryBuilder<'s> {
             return self;
         }
         let Some(table) = self.table else { return self };
-        let tname = name_of(&table.preamble).to_string();
+        let tname = name_of(&table.preamble);
         let f = match self.schema.match_field(table, field) {
             Ok(f) => f,
             Err(e) => return self.fail(e),
@@ -70,7 +79,7 @@ impl<'s> TableEntryBuilder<'s> {
         let declared = match_kind_name(f);
         if declared != used {
             return self.fail(SchemaError::MatchKind {
-                table: tname,
+                table: tname.to_string(),
                 field: f.name.clone(),
                 declared,
                 used,
@@ -82,7 +91,7 @@ impl<'s> TableEntryBuilder<'s> {
                 name: f.name.clone(),
             });
         }
-        match make(f, &tname) {
+        match make(f, tname) {
             Ok(Some(m)) => {
                 self.entry.r#match.push(p4::FieldMatch {
                     field_id: f.id,
@@ -100,7 +109,7 @@ impl<'s> TableEntryBuilder<'s> {
         self.add_match(field, "exact", |f, t| {
             let v = value
                 .encode(f.bitwidth as u32)
-                .map_err(value_err(format!("{t} match {}", f.name)))?;
+                .map_err(match_err(t, &f.name))?;
             Ok(Some(p4::field_match::FieldMatchType::Exact(
                 p4::field_match::Exact { value: v },
             )))
@@ -199,7 +208,7 @@ impl<'s> TableEntryBuilder<'s> {
         self.add_match(field, "optional", |f, t| {
             let v = value
                 .encode(f.bitwidth as u32)
-                .map_err(value_err(format!("{t} match {}", f.name)))?;
+                .map_err(match_err(t, &f.name))?;
             Ok(Some(p4::field_match::FieldMatchType::Optional(
                 p4::field_match::Optional { value: v },
             )))
@@ -270,11 +279,13 @@ impl<'s> TableEntryBuilder<'s> {
             Ok(p) => p,
             Err(e) => return self.fail(e),
         };
-        let aname = name_of(&a.preamble).to_string();
+        let aname = name_of(&a.preamble);
         let v = match value
             .encode(p.bitwidth as u32)
-            .map_err(value_err(format!("{aname} param {}", p.name)))
-        {
+            .map_err(|source| SchemaError::Value {
+                context: format!("{aname} param {}", p.name),
+                source,
+            }) {
             Ok(v) => v,
             Err(e) => return self.fail(e),
         };
