@@ -37,7 +37,13 @@ use tokio_stream::wrappers::ReceiverStream;
 pub use tokio_rustls::server::TlsStream;
 pub use tonic::transport::ClientTlsConfig;
 
+pub mod reload;
 pub mod testing;
+
+pub use reload::{
+    RELOAD_FAILED_METRIC, RELOAD_INTERVAL, RELOADED_METRIC, ReloadSnapshot, Reloader,
+    ServerReloader, WatchOptions, load_checked, reloading_server_config, watched_server_config,
+};
 
 /// How long a TLS handshake may take before the connection is dropped (and counted as refused).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +69,19 @@ pub enum TlsError {
     Rcgen(#[from] rcgen::Error),
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: Box<TlsError>,
+    },
+    #[error("the private key {key} does not belong to the certificate {cert}: {detail}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        detail: String,
+    },
+    #[error("the certificate names {names:?}, not {want:?}")]
+    WrongName { want: String, names: Vec<String> },
 }
 
 /// PEM texts of one party: the CA that signs the peers' certificates, and this party's own
@@ -72,6 +91,9 @@ pub struct PemBundle {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The files it was read from ([`PemBundle::load`]); `None` for a bundle made in memory.
+    /// Endpoints built from a bundle with a source follow its files ([`reload`]).
+    pub source: Option<PemPaths>,
 }
 
 impl std::fmt::Debug for PemBundle {
@@ -80,6 +102,7 @@ impl std::fmt::Debug for PemBundle {
             .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("key_pem", &"<redacted>")
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -102,13 +125,19 @@ fn read(path: &Path) -> Result<String, TlsError> {
 impl PemBundle {
     /// Reads the three files and checks that each holds what it should.
     pub fn load(paths: &PemPaths) -> Result<Self, TlsError> {
-        let b = PemBundle {
+        let b = Self::load_unchecked(paths)?;
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// Reads the three files without looking inside.
+    pub fn load_unchecked(paths: &PemPaths) -> Result<Self, TlsError> {
+        Ok(PemBundle {
             ca_pem: read(&paths.ca)?,
             cert_pem: read(&paths.cert)?,
             key_pem: read(&paths.key)?,
-        };
-        b.validate()?;
-        Ok(b)
+            source: Some(paths.clone()),
+        })
     }
 
     /// Checks that the CA and certificate texts hold at least one certificate and the key text a

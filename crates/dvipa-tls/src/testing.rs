@@ -64,6 +64,7 @@ impl TestCa {
             ca_pem: self.ca_pem.clone(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            source: None,
         })
     }
 
