@@ -344,7 +344,7 @@ impl Controller {
             _ => {}
         }
         let tls_config = match &tls {
-            Some(b) => Some(dvipa_tls::server_config(b)?),
+            Some(b) => Some(dvipa_tls::watched_server_config(b, "agent")?),
             None => None,
         };
         if opts.metrics
