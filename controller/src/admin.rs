@@ -8,7 +8,8 @@
 //! `admin.allow_insecure_remote` forces it. Refused clients are logged and counted
 //! (`dvipa_admin_refused_total{reason}`: `no_cert`, `bad_cert`, `other` for refused handshakes,
 //! `not_allowed` for a verified certificate outside the allow-list; `dvipa counters`, layer
-//! `admin`).
+//! `admin`). The admin certificate, key and CA follow their files (re-read every 5 s and on
+//! SIGHUP; see `dvipa_tls::reload`), so a rotation needs no restart.
 
 use crate::error::{ApiError, StartError};
 use crate::shared::Shared;
@@ -130,7 +131,7 @@ pub fn spawn(
             ))
         }
         Some((bundle, allow)) => {
-            let config = dvipa_tls::server_config(bundle)?;
+            let config = dvipa_tls::watched_server_config(bundle, "admin")?;
             let stats = svc
                 .admin_tls
                 .clone()

@@ -5,6 +5,9 @@
 //! (`PERMISSION_DENIED`) and counted. Accepted sessions get the core's Welcome, VIPA list (and
 //! every later change) and one Ack per Report batch with per-item errors. Heartbeats renew the
 //! lease on the core's clock.
+//!
+//! The endpoint's certificate, key and client CA follow their files (`dvipa_tls::reload`,
+//! set up in `controller.rs`): new handshakes use rotated material, attached sessions go on.
 
 use crate::error::ApiError;
 use crate::shared::Shared;
