@@ -39,8 +39,11 @@ pub struct AgentConfig {
     pub underlay: Ipv4Addr,
     /// Controller endpoint, `https://host:port` (or `http://` with `tls: None`).
     pub controller: String,
-    /// `None` = plaintext (only with `--insecure`).
+    /// `None` = plaintext (only with `--insecure`) unless `tls_reload` is set.
     pub tls: Option<ClientTlsConfig>,
+    /// TLS material that follows its files (certificate rotation): when set, every new
+    /// connection takes its current config, and it wins over `tls`.
+    pub tls_reload: Option<Arc<dvipa_tls::Reloader<ClientTlsConfig>>>,
     pub poll_interval: Duration,
     /// Configured weight for SRVSTAT and Heartbeat (0 = none).
     pub weight: u32,
@@ -67,6 +70,7 @@ impl AgentConfig {
             underlay,
             controller: controller.to_string(),
             tls: None,
+            tls_reload: None,
             poll_interval: Duration::from_millis(100),
             weight: 0,
             max_batch: 512,
@@ -319,10 +323,11 @@ impl Session {
 impl Agent {
     /// Opens the kernel observers in the calling thread's network namespace.
     pub async fn new(cfg: AgentConfig) -> Result<Self, AgentError> {
-        if cfg.tls.is_some() != cfg.controller.starts_with("https://") {
+        let tls = cfg.tls.is_some() || cfg.tls_reload.is_some();
+        if tls != cfg.controller.starts_with("https://") {
             return Err(AgentError::Endpoint {
                 url: cfg.controller.clone(),
-                detail: if cfg.tls.is_some() {
+                detail: if tls {
                     "TLS is configured: use an https:// URL".into()
                 } else {
                     "without TLS (--insecure) use an http:// URL".into()
@@ -475,6 +480,10 @@ impl Agent {
                 "dvipa": d.dvipa.map(|a| a.to_string()), "port": d.port,
             })).collect::<Vec<_>>(),
             "stats": self.stats.to_json(),
+            "tls_reload": self.cfg.tls_reload.as_ref().map(|r| {
+                let n = r.snapshot();
+                serde_json::json!({ "reloaded": n.reloaded, "failed": n.failed })
+            }),
         })
         .to_string()
     }
@@ -565,9 +574,15 @@ impl Agent {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        if let Some(tls) = &self.cfg.tls {
+        // A rotated certificate is picked up here, for the next connection; an established
+        // session keeps the one it was made with.
+        let tls = match &self.cfg.tls_reload {
+            Some(r) => Some(ClientTlsConfig::clone(&r.current())),
+            None => self.cfg.tls.clone(),
+        };
+        if let Some(tls) = tls {
             ep = ep
-                .tls_config(tls.clone())
+                .tls_config(tls)
                 .map_err(|e| SessionError::Connect(e.to_string()))?;
         }
         let channel = tokio::select! {

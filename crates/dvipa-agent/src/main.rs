@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use dvipa_agent::{Agent, AgentConfig, control};
 
 const DEFAULT_SOCKET: &str = "/run/dvipa-agent.sock";
+/// `endpoint` label of the agent's TLS reload counters
+/// (`dvipa_tls_reload_total`, `dvipa_tls_reload_failed_total`).
+const TLS_ENDPOINT: &str = "agent";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -189,18 +192,25 @@ fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
         let (Some(ca), Some(cert), Some(key)) = (a.ca, a.cert, a.key) else {
             bail!("--ca, --cert and --key are required (or --insecure for a plaintext test setup)");
         };
-        let bundle = dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths { ca, cert, key })
-            .context("loading TLS files")?;
+        let paths = dvipa_tls::PemPaths { ca, cert, key };
+        let bundle = dvipa_tls::PemBundle::load(&paths).context("loading TLS files")?;
         let names = bundle.cert_names()?;
         if !names.iter().any(|n| n == &stack) {
             bail!(
                 "the certificate is for {names:?}, not for stack {stack:?}: the controller would refuse it"
             );
         }
-        cfg.tls = Some(dvipa_tls::client_tls_config(
-            &bundle,
-            a.server_name.as_deref(),
-        )?);
+        // The files are watched (every 5 s and on SIGHUP, see `run`); a rotated certificate is
+        // used for the next connection.
+        cfg.tls_reload = Some(
+            dvipa_tls::Reloader::client(
+                TLS_ENDPOINT,
+                paths,
+                a.server_name.clone(),
+                Some(stack.clone()),
+            )
+            .context("loading TLS files")?,
+        );
     }
     cfg.poll_interval = Duration::from_millis(a.poll_ms);
     cfg.weight = a.weight;
@@ -223,6 +233,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let (cfg, socket) = config(a)?;
     tracing::info!(stack = %cfg.stack, underlay = %cfg.underlay, controller = %cfg.controller,
         poll_ms = cfg.poll_interval.as_millis() as u64, "starting");
+    let _tls_watch = cfg
+        .tls_reload
+        .as_ref()
+        .map(|r| r.spawn_watch(dvipa_tls::WatchOptions::default()));
     let agent = Agent::new(cfg).await?;
     let _control = match &socket {
         Some(p) => Some(control::serve(p, agent.control(), agent.stats())?),

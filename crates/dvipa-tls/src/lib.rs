@@ -149,6 +149,11 @@ impl PemBundle {
         Ok(())
     }
 
+    /// The DER of this party's own (first) certificate.
+    pub fn cert_der(&self) -> Result<CertificateDer<'static>, TlsError> {
+        Ok(certs(&self.cert_pem, "certificate file")?.swap_remove(0))
+    }
+
     /// The DNS names of this party's own (first) certificate.
     pub fn cert_names(&self) -> Result<Vec<String>, TlsError> {
         let chain = certs(&self.cert_pem, "certificate file")?;
