@@ -17,6 +17,15 @@ fn value_err(context: String) -> impl FnOnce(CodecError) -> SchemaError {
     move |source| SchemaError::Value { context, source }
 }
 
+/// Like [`value_err`], with the context made only on error (decoders run once per digest member
+/// and per match field: no allocation on the success path).
+fn lazy_err(context: impl FnOnce() -> String) -> impl FnOnce(CodecError) -> SchemaError {
+    move |source| SchemaError::Value {
+        context: context(),
+        source,
+    }
+}
+
 /// Like [`value_err`], with the context formatted only on error (no allocation per field on the
 /// success path: entries are built by the hundred thousand).
 fn match_err<'a>(table: &'a str, field: &'a str) -> impl FnOnce(CodecError) -> SchemaError + 'a {
@@ -481,7 +490,7 @@ impl DecodedAction {
                 name: name.to_string(),
                 candidates: self.params.iter().map(|p| p.0.clone()).collect(),
             })?;
-        codec::decode_u128(v, *w).map_err(value_err(format!("{} param {n}", self.name)))
+        codec::decode_u128(v, *w).map_err(lazy_err(|| format!("{} param {n}", self.name)))
     }
 }
 
@@ -502,7 +511,7 @@ impl DecodedEntry {
         let (n, w, v) = self.field(field)?;
         match v {
             MatchValue::Exact(b) | MatchValue::Optional(b) => {
-                codec::decode_u128(b, *w).map_err(value_err(format!("{} match {n}", self.table)))
+                codec::decode_u128(b, *w).map_err(lazy_err(|| format!("{} match {n}", self.table)))
             }
             other => Err(SchemaError::Rule(format!(
                 "{} match {n} is {other:?}, not exact",
@@ -756,7 +765,7 @@ impl Schema {
                 }
             };
             let b = codec::encode_u128(v, *w)
-                .map_err(value_err(format!("digest {} member {m}", layout.name)))?;
+                .map_err(lazy_err(|| format!("digest {} member {m}", layout.name)))?;
             members.push(p4::P4Data {
                 data: Some(Data::Bitstring(b)),
             });
@@ -813,7 +822,7 @@ fn decode_with_layout(layout: &DigestLayout, data: &p4::P4Data) -> Result<Digest
             other => return Err(shape(&format!("member {name} is {other:?}"))),
         };
         let v = codec::check(b, *w)
-            .map_err(value_err(format!("digest {} member {name}", layout.name)))?;
+            .map_err(lazy_err(|| format!("digest {} member {name}", layout.name)))?;
         values.push((name.clone(), *w, v));
     }
     Ok(DigestRecord {
@@ -851,19 +860,19 @@ impl DigestRecord {
     /// A member as an integer.
     pub fn u128(&self, name: &str) -> Result<u128> {
         let (_, w, v) = self.member(name)?;
-        codec::decode_u128(v, *w).map_err(value_err(format!("digest member {name}")))
+        codec::decode_u128(v, *w).map_err(lazy_err(|| format!("digest member {name}")))
     }
 
     /// A `bit<32>` member as an IPv4 address.
     pub fn ipv4(&self, name: &str) -> Result<Ipv4Addr> {
         let (_, w, v) = self.member(name)?;
-        codec::decode_ipv4(v, *w).map_err(value_err(format!("digest member {name}")))
+        codec::decode_ipv4(v, *w).map_err(lazy_err(|| format!("digest member {name}")))
     }
 
     /// A `bit<48>` member as a MAC address.
     pub fn mac(&self, name: &str) -> Result<MacAddr> {
         let (_, w, v) = self.member(name)?;
-        codec::decode_mac(v, *w).map_err(value_err(format!("digest member {name}")))
+        codec::decode_mac(v, *w).map_err(lazy_err(|| format!("digest member {name}")))
     }
 }
 

@@ -181,6 +181,11 @@ pub struct Program {
 
 const NOT_DVIPA: &str = "P4Info is not the dvipa program (docs/pipeline-contract.md)";
 
+/// Most match fields of a contract table (decoded keys are collected in an array of this size).
+const MAX_FIELDS: usize = 8;
+/// Most parameters of a contract action.
+const MAX_PARAMS: usize = 4;
+
 fn resolve_table(
     s: &Schema,
     name: &'static str,
@@ -190,6 +195,10 @@ fn resolve_table(
     let t = s
         .table(name)
         .map_err(|e| format!("{NOT_DVIPA}: table {name}: {e}"))?;
+    assert!(
+        fields.len() <= MAX_FIELDS,
+        "contract table {name}: too many fields"
+    );
     if t.match_fields.len() != fields.len() {
         return Err(format!(
             "{NOT_DVIPA}: table {name} has {} match fields, the contract has {}",
@@ -250,6 +259,10 @@ fn resolve_action(s: &Schema, name: &str, params: &[(&str, u32)]) -> Result<Acti
     let a = s
         .action(name)
         .map_err(|e| format!("{NOT_DVIPA}: action {name}: {e}"))?;
+    assert!(
+        params.len() <= MAX_PARAMS,
+        "contract action {name}: too many params"
+    );
     if a.params.len() != params.len() {
         return Err(format!(
             "{NOT_DVIPA}: action {name} has {} params, the contract has {}",
@@ -436,8 +449,9 @@ impl Program {
     /// Decodes the match of an entry (INVALID_ARGUMENT on anything malformed).
     pub fn decode_key(&self, kind: TableKind, t: &TableIds, e: &p4::TableEntry) -> R<Key> {
         use p4::field_match::FieldMatchType as M;
-        let n = t.fields.len();
-        let mut vals: Vec<Option<&M>> = vec![None; n];
+        // On the stack: this runs once per update of every Write (the program's tables have at
+        // most 5 match fields, checked when the program is loaded).
+        let mut vals: [Option<&M>; MAX_FIELDS] = [None; MAX_FIELDS];
         for fm in &e.r#match {
             let Some(i) = t.fields.iter().position(|f| f.id == fm.field_id) else {
                 return inval(format!(
@@ -553,7 +567,7 @@ impl Program {
         })
     }
 
-    fn params(&self, a: &ActionIds, act: &p4::Action, name: &str) -> R<Vec<u128>> {
+    fn params(&self, a: &ActionIds, act: &p4::Action, name: &str) -> R<[u128; MAX_PARAMS]> {
         if act.params.len() != a.params.len() {
             return inval(format!(
                 "action {name}: {} params given, it takes {}",
@@ -561,7 +575,7 @@ impl Program {
                 a.params.len()
             ));
         }
-        let mut out = vec![None; a.params.len()];
+        let mut out: [Option<u128>; MAX_PARAMS] = [None; MAX_PARAMS];
         for p in &act.params {
             let Some(i) = a.params.iter().position(|(id, _)| *id == p.param_id) else {
                 return inval(format!("action {name}: unknown param id {}", p.param_id));
@@ -576,7 +590,7 @@ impl Program {
                 EntityError::Invalid(format!("action {name} param {}: {e}", p.param_id))
             })?);
         }
-        Ok(out.into_iter().map(|v| v.unwrap_or(0)).collect())
+        Ok(out.map(|v| v.unwrap_or(0)))
     }
 
     /// Decodes the action of an entry (or default entry) of table `t`.
