@@ -80,12 +80,9 @@ impl Embedded {
         rt.spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
+                .serve_with_incoming_shutdown(SwitchServer::incoming(listener), async {
+                    let _ = stopped.await;
+                })
                 .await;
         });
         drop(enter);

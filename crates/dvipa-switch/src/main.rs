@@ -171,12 +171,9 @@ fn main() -> anyhow::Result<()> {
         let serve = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(server.service())
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = stop_rx.await;
-                    },
-                ),
+                .serve_with_incoming_shutdown(SwitchServer::incoming(listener), async {
+                    let _ = stop_rx.await;
+                }),
         );
         {
             use tokio::signal::unix::{SignalKind, signal};

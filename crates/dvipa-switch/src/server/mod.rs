@@ -228,6 +228,21 @@ impl SwitchServer {
             .max_encoding_message_size(64 << 20)
     }
 
+    /// The connections of `listener` with Nagle's algorithm off, for
+    /// `Server::serve_with_incoming*` (tonic's own `tcp_nodelay` applies only to listeners it
+    /// binds itself). With Nagle on, the small frames of a Write's answer wait for the client's
+    /// delayed ACK: every few Writes took 40 ms instead of 3 ms.
+    pub fn incoming(
+        listener: tokio::net::TcpListener,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        use tokio_stream::StreamExt;
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            let s = s?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    }
+
     /// The pipeline.
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.inner.pipeline
