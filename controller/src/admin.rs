@@ -119,7 +119,9 @@ pub fn spawn(
                      take switches down !!!"
                 );
             }
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // TCP_NODELAY: without it a small reply waits for the peer's delayed ACK (40 ms).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let router = tonic::transport::Server::builder().add_service(AdminServer::new(svc));
             Ok((
                 "admin endpoint",

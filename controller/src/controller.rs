@@ -506,7 +506,9 @@ impl Controller {
                         "!!! INSECURE: the agent endpoint on {agent_addr} runs WITHOUT TLS; any \
                          client can claim any stack. Use this only in tests. !!!"
                     );
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(agent_listener);
+                    // TCP_NODELAY: without it a small reply waits for the peer's delayed ACK (40 ms).
+                    let incoming = tonic::transport::server::TcpIncoming::from(agent_listener)
+                        .with_nodelay(Some(true));
                     tasks.push((
                         "agent endpoint (plaintext)",
                         tokio::spawn(async move {
