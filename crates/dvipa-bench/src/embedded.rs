@@ -69,7 +69,7 @@ impl Embedded {
         let enter = rt.enter();
         let pipeline = Arc::new(Pipeline::new());
         pipeline.tables_mut().crt =
-            ExactTable::new("IngressImpl.crt", crt_size, SelectAction::NoAction);
+            ExactTable::presized("IngressImpl.crt", crt_size, SelectAction::NoAction);
         let server = SwitchServer::new(device_id, pipeline);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;

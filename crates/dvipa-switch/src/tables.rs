@@ -271,15 +271,26 @@ pub struct ExactTable<K, A> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy, A: Copy> ExactTable<K, A> {
-    /// An empty table with room for `size` entries (the P4Info size), allocated up front: growing
-    /// a hash map rehashes every entry at once, and that would happen under the exclusive lock
-    /// the data path waits on (a CRT of 57k entries took milliseconds). Untouched pages of the
-    /// allocation cost no memory.
+    /// An empty table of `size` entries that grows as entries come (room for up to 4,096 at
+    /// first). For tables written a few entries at a time (`dpt`, `target`): a small table keeps
+    /// the data path's lookups in cache.
     pub fn new(name: &'static str, size: usize, default_action: A) -> Self {
+        Self::with_room(name, size, default_action, size.min(4096))
+    }
+
+    /// An empty table with room for all `size` entries (the P4Info size) allocated up front, for
+    /// `crt`: growing a hash map rehashes every entry at once, under the exclusive lock the data
+    /// path waits on (a CRT of 57k entries took milliseconds). Untouched pages of the allocation
+    /// cost no memory.
+    pub fn presized(name: &'static str, size: usize, default_action: A) -> Self {
+        Self::with_room(name, size, default_action, size)
+    }
+
+    fn with_room(name: &'static str, size: usize, default_action: A, room: usize) -> Self {
         ExactTable {
             name,
             size,
-            entries: Map::with_capacity_and_hasher(size, Hasher::default()),
+            entries: Map::with_capacity_and_hasher(room, Hasher::default()),
             default_action,
             initial_default: default_action,
         }
@@ -668,7 +679,7 @@ impl Default for Tables {
     fn default() -> Self {
         Tables {
             dvipa: DvipaTable::default(),
-            crt: ExactTable::new("IngressImpl.crt", CRT_SIZE, SelectAction::NoAction),
+            crt: ExactTable::presized("IngressImpl.crt", CRT_SIZE, SelectAction::NoAction),
             dpt: ExactTable::new("IngressImpl.dpt", DPT_SIZE, SelectAction::NoAction),
             target: ExactTable::new("IngressImpl.target", TARGET_SIZE, TargetAction::Drop),
             route: RouteTable::default(),
