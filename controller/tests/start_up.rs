@@ -4,30 +4,23 @@
 //! Controller + embedded switches in process (P4Runtime on loopback) + a plaintext agent.
 
 use dvipa::advertise::RecordingAdvertiser;
-use dvipa::cli::{self, Common, OpCmd, Reply};
-use dvipa::controller::{self, Controller, Options};
 use dvipa_proto::v1 as pb;
-use dvipa_proto::v1::server_stack_client::ServerStackClient;
-use dvipa_switch::server::SwitchServer;
-use dvipa_switch::{Pipeline, Verdict};
-use std::net::{Ipv4Addr, SocketAddr};
+use dvipa_switch::Verdict;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-const DVIPA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+mod common;
+
+use common::{
+    DVIPA, PROFILE as PROFILE_SW1, plaintext_agent, start_insecure as start, switch_at, vipadyn,
+};
+
 const PORT_MVS1: u16 = 2;
 /// lease_ms + liveness_ms of [`config`].
 const HOLD: Duration = Duration::from_millis(1000 + 300);
 
-const PROFILE_SW1: &str = "\
-VIPADYNAMIC
-  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
-  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1
-ENDVIPADYNAMIC
-";
 const PROFILE_SW2: &str = "\
 VIPADYNAMIC
   VIPABACKUP 50 203.0.113.10
@@ -35,121 +28,14 @@ VIPADYNAMIC
 ENDVIPADYNAMIC
 ";
 
-/// An embedded switch serving P4Runtime on `addr` (until the test's runtime ends).
-async fn switch_at(addr: SocketAddr) -> (SwitchServer, SocketAddr) {
-    let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let svc = sw.service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
-    (sw, addr)
-}
-
 /// SW1 (primary) and SW2 (backup) at `a1`/`a2`, one stack MVS1, no persisted owners.
 fn config(dir: &Path, a1: SocketAddr, a2: SocketAddr) -> PathBuf {
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
-    std::fs::write(dir.join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.join("sw1.profile"), PROFILE_SW1).unwrap();
-    std::fs::write(dir.join("sw2.profile"), PROFILE_SW2).unwrap();
-    let text = format!(
-        r#"
-controller_id = "test"
-p4info = "{p4info}"
-device_config = "device.json"
-state_dir = ""
-agent = {{ listen = "127.0.0.1:0" }}
-timers = {{ heartbeat_ms = 200, lease_ms = 1000, idle_timeout_ms = 600000, liveness_ms = 300 }}
-
-[[switch]]
-name = "SW1"
-p4runtime = "{a1}"
-device_id = 0
-election_id = 10
-profile = "sw1.profile"
-
-[[switch]]
-name = "SW2"
-p4runtime = "{a2}"
-device_id = 0
-election_id = 10
-profile = "sw2.profile"
-
-[[stack]]
-name = "MVS1"
-underlay = "10.0.0.1"
-mac = "02:00:00:00:00:01"
-ports = {{ SW1 = {PORT_MVS1}, SW2 = {PORT_MVS1} }}
-"#
-    );
-    let cfg = dir.join("dvipa.toml");
-    std::fs::write(&cfg, text).unwrap();
-    cfg
-}
-
-async fn start(cfg: &Path, adv: RecordingAdvertiser) -> Controller {
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let opts = Options {
-        insecure: true,
-        resync: Duration::from_secs(3600),
-        metrics: false,
-        ..Options::default()
-    };
-    Controller::start(
-        controller::load(cfg).unwrap(),
-        opts,
-        bind().await,
-        bind().await,
-        Arc::new(adv),
-    )
-    .await
-    .unwrap()
+    common::two_switch_config(dir, a1, a2, "state_dir = \"\"", PROFILE_SW1, PROFILE_SW2)
 }
 
 /// MVS1's agent: Hello, a SRVSTAT listening on DVIPA:60, then heartbeats.
 async fn agent(addr: SocketAddr) -> (mpsc::Sender<pb::AgentMessage>, tokio::task::JoinHandle<()>) {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(64);
-    let hello = pb::agent_message::Msg::Hello(pb::Hello {
-        stack: "MVS1".into(),
-        underlay_addr: u32::from(Ipv4Addr::new(10, 0, 0, 1)),
-        agent_version: "test".into(),
-        epoch: 7,
-    });
-    let report = pb::agent_message::Msg::Report(pb::Report {
-        srvstat: vec![pb::SrvStat {
-            dvipa: u32::from(DVIPA),
-            port: 60,
-            protocol: 6,
-            listening: true,
-            weight: 0,
-            draining: false,
-        }],
-        ..Default::default()
-    });
-    for (seq, msg) in [(1, hello), (2, report)] {
-        tx.send(pb::AgentMessage {
-            seq,
-            msg: Some(msg),
-        })
-        .await
-        .unwrap();
-    }
-    let mut stream = ServerStackClient::new(ch)
-        .attach(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut stream) = plaintext_agent(addr).await;
     let hbtx = tx.clone();
     let hb = tokio::spawn(async move {
         loop {
@@ -162,13 +48,7 @@ async fn agent(addr: SocketAddr) -> (mpsc::Sender<pb::AgentMessage>, tokio::task
                     continue;
                 }
             }
-            let m = pb::AgentMessage {
-                seq: 0,
-                msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
-                    weight: 0,
-                })),
-            };
-            if hbtx.send(m).await.is_err() {
+            if hbtx.send(common::heartbeat()).await.is_err() {
                 return;
             }
         }
@@ -176,41 +56,12 @@ async fn agent(addr: SocketAddr) -> (mpsc::Sender<pb::AgentMessage>, tokio::task
     (tx, hb)
 }
 
-/// `netstat vipadyn`: (switch, status, switch state) per row.
-async fn vipadyn(admin: SocketAddr) -> Vec<(String, String, String)> {
-    let c = Common::plaintext(format!("http://{admin}"));
-    let cmd = OpCmd::Netstat {
-        report: cli::Report::Vipadyn,
-    };
-    let Ok(Reply::Table(t)) = cli::run(&c, &cmd).await else {
-        return Vec::new();
-    };
-    let col = |n: &str| t.columns.iter().position(|c| c == n).unwrap();
-    t.rows
-        .iter()
-        .map(|r| {
-            (
-                r.cells[col("SWITCH")].clone(),
-                r.cells[col("STATUS")].clone(),
-                r.cells[col("SWITCHSTATE")].clone(),
-            )
-        })
-        .collect()
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until(what, 15, 10, f).await
 }
 
 /// Index of the first advertise (`true`) or withdraw (`false`) of the DVIPA on `switch`.
