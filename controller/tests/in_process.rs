@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+mod common;
+
+use common::start_controller;
+
 const DVIPA: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 /// Switch port of each stack (L2 direct server return).
@@ -32,15 +36,20 @@ VIPADYNAMIC
 ENDVIPADYNAMIC
 ";
 
+/// The controller's TLS files (from a new test CA, returned), `device.json` and SW1's profile
+/// in `dir`.
+fn tls_inputs(dir: &Path) -> TestCa {
+    let ca = common::ca_with_server_cert("dvipa test CA", dir);
+    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
+    ca
+}
+
 fn toml(p4rt: &str, dir: &Path) -> String {
     toml_with(p4rt, dir, "idle_timeout_ms = 600000, liveness_ms = 500", "")
 }
 
 fn toml_with(p4rt: &str, dir: &Path, timers: &str, extra: &str) -> String {
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
+    let p4info = common::P4INFO;
     format!(
         r#"
 controller_id = "test"
@@ -223,25 +232,6 @@ fn conn(client: Ipv4Addr, cport: u16, server_originated: bool) -> pb::Conn {
     }
 }
 
-/// Starts the controller on `cfg` with loopback listeners, no periodic resync and no metrics.
-async fn start_controller(cfg: &Path, adv: RecordingAdvertiser) -> Controller {
-    let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
-    let opts = Options {
-        resync: Duration::from_secs(3600),
-        metrics: false,
-        ..Options::default()
-    };
-    Controller::start(
-        controller::load(cfg).unwrap(),
-        opts,
-        bind().await,
-        bind().await,
-        Arc::new(adv),
-    )
-    .await
-    .unwrap()
-}
-
 async fn op(admin: std::net::SocketAddr, cmd: OpCmd) -> Result<Reply, cli::CliError> {
     let c = Common::plaintext(format!("http://{admin}"));
     cli::run(&c, &cmd).await
@@ -278,19 +268,12 @@ where
     eventually_for(what, 10, f).await
 }
 
-async fn eventually_for<F, Fut>(what: &str, secs: u64, mut f: F)
+async fn eventually_for<F, Fut>(what: &str, secs: u64, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until(what, secs, 50, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,29 +283,12 @@ async fn controller_switch_and_agents_in_process() {
         .with_test_writer()
         .try_init();
     // --- embedded switch on loopback -----------------------------------------------------
-    let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sw_addr = l.local_addr().unwrap();
-    let svc = sw.service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-            .await
-            .unwrap();
-    });
+    let (sw, sw_addr) = common::switch().await;
 
     // --- configuration and TLS material --------------------------------------------------
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("dvipa test CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(&cfg, toml(&sw_addr.to_string(), dir.path())).unwrap();
+    let ca = tls_inputs(dir.path());
+    let cfg = common::write_toml(dir.path(), &toml(&sw_addr.to_string(), dir.path()));
 
     // Plaintext is refused unless asked for, and --insecure is refused with [tls].
     let loaded = controller::load(&cfg).unwrap();
@@ -846,24 +812,14 @@ async fn switch_state(admin: std::net::SocketAddr) -> String {
 async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
     let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("dvipa test CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(
-        &cfg,
-        toml_with(
-            &sw_addr.to_string(),
-            dir.path(),
-            "idle_timeout_ms = 1000, liveness_ms = 300",
-            "",
-        ),
-    )
-    .unwrap();
+    let ca = tls_inputs(dir.path());
+    let text = toml_with(
+        &sw_addr.to_string(),
+        dir.path(),
+        "idle_timeout_ms = 1000, liveness_ms = 300",
+        "",
+    );
+    let cfg = common::write_toml(dir.path(), &text);
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let mut a1 = attach(
@@ -990,13 +946,7 @@ async fn two_switches_move_maintenance_and_switch_loss() {
     let (s1, a1) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
     let (s2, a2) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("dvipa test CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    let ca = tls_inputs(dir.path());
     std::fs::write(dir.path().join("sw2.profile"), PROFILE_SW2).unwrap();
     let mut text = toml_with(
         &a1.to_string(),
@@ -1016,8 +966,7 @@ election_id = 10
 profile = "sw2.profile"
 "#
     ));
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::write_toml(dir.path(), &text);
     let adv = RecordingAdvertiser::default();
     let ctl = start_controller(&cfg, adv.clone()).await;
     let admin = ctl.admin_addr();
@@ -1145,15 +1094,8 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
     use dvipa_switch::tables::{CrtKey, EntryMeta, SelectAction};
     let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("dvipa test CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(&cfg, toml(&sw_addr.to_string(), dir.path())).unwrap();
+    let ca = tls_inputs(dir.path());
+    let cfg = common::write_toml(dir.path(), &toml(&sw_addr.to_string(), dir.path()));
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let mut ag = attach(
@@ -1258,10 +1200,7 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
 fn start_up_refuses_a_p4info_without_the_contract_names() {
     use prost::Message;
     let dir = tempfile::tempdir().unwrap();
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
+    let p4info = common::P4INFO;
     let mut info = p4rt::Schema::from_file(p4info).unwrap().p4info().clone();
     info.tables
         .retain(|t| t.preamble.as_ref().unwrap().name != "IngressImpl.dpt");
@@ -1270,8 +1209,7 @@ fn start_up_refuses_a_p4info_without_the_contract_names() {
     std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
     let text = toml("127.0.0.1:1", dir.path())
         .replace(p4info, &format!("{}/bad.p4info.bin", dir.path().display()));
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::write_toml(dir.path(), &text);
     let e = controller::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("table `IngressImpl.dpt`"), "{e}");
     assert!(e.contains("digest `learn_t`"), "{e}");
@@ -1281,16 +1219,9 @@ fn start_up_refuses_a_p4info_without_the_contract_names() {
 async fn an_expired_lease_takes_new_connections_away_but_keeps_pinned_ones() {
     let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("dvipa test CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.path().join("dvipa.toml");
+    let ca = tls_inputs(dir.path());
     let text = toml(&sw_addr.to_string(), dir.path()).replace("lease_ms = 5000", "lease_ms = 1000");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::write_toml(dir.path(), &text);
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
     let b1 = ca.client_bundle("MVS1").unwrap();

@@ -113,12 +113,15 @@ ports = {{ SW1 = 2, SW2 = 2 }}
     write_toml(dir, &text)
 }
 
-/// Writes a server certificate for `localhost` from `ca` into `dir` as `ctl*.pem`.
-pub fn write_server_cert(ca: &TestCa, dir: &Path) {
+/// A test CA named `name`, with a server certificate for `localhost` written into `dir` as
+/// `ctl*.pem` (the controller's `tls` files).
+pub fn ca_with_server_cert(name: &str, dir: &Path) -> TestCa {
+    let ca = TestCa::new(name).unwrap();
     ca.server_bundle(&["localhost"])
         .unwrap()
         .write_files(dir, "ctl")
         .unwrap();
+    ca
 }
 
 /// Starts the controller on `cfg` with `opts` and loopback agent and admin listeners.
