@@ -13,26 +13,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-const PROFILE: &str = "\
-VIPADYNAMIC
-  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
-  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1
-ENDVIPADYNAMIC
-";
+mod common;
+
+use common::PROFILE;
 
 /// A configuration in `dir` (plaintext agents from the TOML: `agent.insecure`) with `admin`
 /// appended.
 fn write_config(dir: &Path, admin: &str) -> PathBuf {
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
-    std::fs::write(dir.join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.join("dvipa.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let p4info = common::P4INFO;
+    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
+    common::write_toml(
+        dir,
+        &format!(
             r#"
 p4info = "{p4info}"
 device_config = "device.json"
@@ -54,8 +46,6 @@ ports = {{ SW1 = 2 }}
 "#
         ),
     )
-    .unwrap();
-    cfg
 }
 
 async fn start(cfg: &Path, admin_bind: &str) -> Result<Controller, String> {
@@ -101,11 +91,7 @@ async fn counters(c: &Common) -> std::collections::BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_mtls_admits_allowed_certificates_and_counts_every_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("admin CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
+    let ca = common::ca_with_server_cert("admin CA", dir.path());
     let cfg = write_config(
         dir.path(),
         r#"

@@ -4,37 +4,27 @@
 //! attached before the rotation carries on. The switch is not reachable (nothing here needs it).
 
 use dvipa::advertise::RecordingAdvertiser;
-use dvipa::controller::{self, Options};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::server_stack_client::ServerStackClient;
 use dvipa_tls::PemBundle;
 use dvipa_tls::testing::TestCa;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-const PROFILE: &str = "\
-VIPADYNAMIC
-  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
-  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1
-ENDVIPADYNAMIC
-";
+mod common;
+
+use common::PROFILE;
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
-    std::fs::write(dir.join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.join("dvipa.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let p4info = common::P4INFO;
+    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
+    common::write_toml(
+        dir,
+        &format!(
             r#"
 p4info = "{p4info}"
 device_config = "device.json"
@@ -62,8 +52,6 @@ ports = {{ SW1 = 3 }}
 "#
         ),
     )
-    .unwrap();
-    cfg
 }
 
 struct Session {
@@ -149,19 +137,7 @@ async fn rotated_agent_ca_applies_to_new_handshakes_and_keeps_attached_sessions(
         .write_files(dir.path(), "ctl")
         .unwrap();
     let cfg = write_config(dir.path());
-    let ctl = controller::Controller::start(
-        controller::load(&cfg).unwrap(),
-        Options {
-            resync: Duration::from_secs(3600),
-            metrics: false,
-            ..Options::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Arc::new(RecordingAdvertiser::default()),
-    )
-    .await
-    .unwrap();
+    let ctl = common::start_controller(&cfg, RecordingAdvertiser::default()).await;
     let addr = ctl.agent_addr();
     // Both agents trust the old CA for the controller's certificate (not rotated here).
     let old_agent = old_ca.client_bundle("MVS1").unwrap();
