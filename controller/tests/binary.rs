@@ -2,81 +2,24 @@
 //! subcommands against its admin API, the advertise hook, the Prometheus endpoint, and a
 //! graceful exit on SIGTERM.
 
-use dvipa_switch::Pipeline;
-use dvipa_switch::server::SwitchServer;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PROFILE: &str = "\
-VIPADYNAMIC
-  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
-  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1
-ENDVIPADYNAMIC
-";
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn dvipa(args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dvipa"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut b = String::new();
-    s.read_to_string(&mut b).await.unwrap();
-    b
-}
+use common::{PROFILE, dvipa, free_port, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_binary_cli_metrics_and_sigterm() {
-    let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sw_addr = l.local_addr().unwrap();
-    let svc = sw.service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
+    let (_sw, sw_addr) = common::switch().await;
 
     let dir = tempfile::tempdir().unwrap();
-    let ca = dvipa_tls::testing::TestCa::new("ca").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
-    std::fs::write(dir.path().join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.path().join("sw1.profile"), PROFILE).unwrap();
+    common::ca_with_server_cert("ca", dir.path());
+    common::write_inputs(dir.path(), &[("sw1.profile", PROFILE)]);
     let (admin_port, metrics_port) = (free_port(), free_port());
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
-    let cfg = dir.path().join("dvipa.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let p4info = common::P4INFO;
+    let cfg = common::write_toml(
+        dir.path(),
+        &format!(
             r#"
 p4info = "{p4info}"
 device_config = "device.json"
@@ -98,8 +41,7 @@ mac = "02:00:00:00:00:01"
 ports = {{ SW1 = 2 }}
 "#
         ),
-    )
-    .unwrap();
+    );
     let adv_file = dir.path().join("advertised");
     let admin = format!("http://127.0.0.1:{admin_port}");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dvipa"))
@@ -179,18 +121,7 @@ ports = {{ SW1 = 2 }}
     assert!(err.contains("unknown DVIPA 192.0.2.1"), "{err}");
 
     // The advertise hook ran for the DVIPA (once the switch was programmed).
-    let t0 = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(&adv_file).unwrap_or_default();
-        if s.contains("SW1 203.0.113.10/24") {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "advertise hook not run: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_advertised(&adv_file).await;
 
     // Prometheus endpoint.
     let t0 = Instant::now();
@@ -209,17 +140,5 @@ ports = {{ SW1 = 2 }}
     }
 
     // SIGTERM: graceful exit with status 0.
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let st = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("controller exits after SIGTERM")
-        .unwrap();
-    assert!(st.success(), "{st:?}");
+    common::sigterm_and_wait(&mut child).await;
 }

@@ -3,70 +3,22 @@
 //! overrides, `check-config` printing the effective values, field-named errors, and the
 //! insecure-mode warning and gauge.
 
-use dvipa_switch::Pipeline;
-use dvipa_switch::server::SwitchServer;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-const PROFILE: &str = "\
-VIPADYNAMIC
-  VIPADEFINE MOVEABLE IMMEDIATE 255.255.255.0 203.0.113.10
-  VIPADISTRIBUTE 203.0.113.10 PORT 60 DESTIP 10.0.0.1
-ENDVIPADYNAMIC
-";
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn dvipa(args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dvipa"))
-        .args(args)
-        .env_remove("DVIPA_ADMIN")
-        .env_remove("DVIPA_ADMIN_CA")
-        .env_remove("DVIPA_ADMIN_CERT")
-        .env_remove("DVIPA_ADMIN_KEY")
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut b = String::new();
-    s.read_to_string(&mut b).await.unwrap();
-    b
-}
+use common::{PROFILE, dvipa, free_port, http_get};
 
 /// `dvipa.toml` + profile in `dir`; `top` goes before the tables, `rest` after `[[stack]]`.
 fn write_config(dir: &Path, p4rt: &str, top: &str, rest: &str) -> PathBuf {
-    let p4info = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
-    );
-    std::fs::write(dir.join("device.json"), b"{}").unwrap();
-    std::fs::write(dir.join("sw1.profile"), PROFILE).unwrap();
-    let cfg = dir.join("dvipa.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let p4info = common::P4INFO;
+    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
+    common::write_toml(
+        dir,
+        &format!(
             r#"p4info = "{p4info}"
 device_config = "device.json"
 state_dir = ""
@@ -86,8 +38,6 @@ ports = {{ SW1 = 2 }}
 {rest}"#
         ),
     )
-    .unwrap();
-    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,20 +188,9 @@ allow = ["ops-alice", "ops-bob"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_runs_from_the_toml_alone_with_admin_mtls_hooks_and_insecure_agents() {
-    let sw = SwitchServer::new(0, Arc::new(Pipeline::new()));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sw_addr = l.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(sw.service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
+    let (_sw, sw_addr) = common::switch().await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = dvipa_tls::testing::TestCa::new("admin CA").unwrap();
-    ca.server_bundle(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "ctl")
-        .unwrap();
+    let ca = common::ca_with_server_cert("admin CA", dir.path());
     let ops = ca
         .client_bundle("ops-alice")
         .unwrap()
@@ -396,18 +335,7 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
     assert!(!ok && err.contains("--ca, --cert and --key"), "{err}");
 
     // The advertise hook from the TOML ran.
-    let t0 = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(&adv_file).unwrap_or_default();
-        if s.contains("SW1 203.0.113.10/24") {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "advertise hook not run: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_advertised(&adv_file).await;
 
     // Gauges: plaintext agents, mutual TLS on the admin API; refused admin clients counted.
     let t0 = Instant::now();
@@ -427,19 +355,7 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let st = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("controller exits after SIGTERM")
-        .unwrap();
-    assert!(st.success(), "{st:?}");
+    common::sigterm_and_wait(&mut child).await;
     let log = log.await.unwrap();
     assert!(
         log.contains("INSECURE") && log.contains("WITHOUT TLS"),

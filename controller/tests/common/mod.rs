@@ -254,6 +254,54 @@ pub async fn vipadyn(admin: SocketAddr) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `GET path` over HTTP/1.0 from 127.0.0.1:`port`: the whole response, or "" when nothing
+/// listens there (yet).
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut b = String::new();
+    s.read_to_string(&mut b).await.unwrap();
+    b
+}
+
+/// Waits (10 s) for the advertise hook's line for the DVIPA on SW1 in `adv_file`.
+pub async fn wait_advertised(adv_file: &Path) {
+    let t0 = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(adv_file).unwrap_or_default();
+        if s.contains("SW1 203.0.113.10/24") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "advertise hook not run: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM to the `dvipa controller` child: it exits, with status 0, within 10 s.
+pub async fn sigterm_and_wait(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let st = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("controller exits after SIGTERM")
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
