@@ -166,6 +166,19 @@ async fn attach(
     Ok(Agent { tx, rx, seq: 1, hb })
 }
 
+/// [`attach`] as `MVS<n>` with its own certificate from `ca` and underlay 10.0.0.`n`.
+async fn attach_as(addr: std::net::SocketAddr, ca: &TestCa, n: u8) -> Agent {
+    let stack = format!("MVS{n}");
+    attach(
+        addr,
+        &ca.client_bundle(&stack).unwrap(),
+        &stack,
+        Ipv4Addr::new(10, 0, 0, n),
+    )
+    .await
+    .unwrap()
+}
+
 impl Agent {
     /// Sends one Report and returns the Ack's errors (other messages are skipped).
     async fn report(&mut self, r: pb::Report) -> Vec<pb::ItemError> {
@@ -428,26 +441,12 @@ async fn controller_switch_and_agents_in_process() {
     }
 
     // --- SRVSTAT from both stacks: targets in the DPT and the slots -----------------------
-    let mut a1 = attach(
-        agent_addr,
-        &ca.client_bundle("MVS1").unwrap(),
-        "MVS1",
-        Ipv4Addr::new(10, 0, 0, 1),
-    )
-    .await
-    .unwrap();
+    let mut a1 = attach_as(agent_addr, &ca, 1).await;
     let l1 = a1.vipa_list().await;
     assert_eq!(l1.vipas.len(), 1);
     assert_eq!(l1.vipas[0].dvipa, u32::from(DVIPA));
     assert_eq!(l1.vipas[0].owner, "SW1");
-    let mut a2 = attach(
-        agent_addr,
-        &ca.client_bundle("MVS2").unwrap(),
-        "MVS2",
-        Ipv4Addr::new(10, 0, 0, 2),
-    )
-    .await
-    .unwrap();
+    let mut a2 = attach_as(agent_addr, &ca, 2).await;
     assert!(a1.report(listen(true)).await.is_empty());
     assert!(a2.report(listen(true)).await.is_empty());
     // A SRVSTAT for a DVIPA that does not exist gets a per-item error, not a crash.
@@ -822,14 +821,7 @@ async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
     let cfg = common::write_toml(dir.path(), &text);
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
-    let mut a1 = attach(
-        ctl.agent_addr(),
-        &ca.client_bundle("MVS1").unwrap(),
-        "MVS1",
-        Ipv4Addr::new(10, 0, 0, 1),
-    )
-    .await
-    .unwrap();
+    let mut a1 = attach_as(ctl.agent_addr(), &ca, 1).await;
     assert!(a1.report(listen(true)).await.is_empty());
     eventually("slots on the switch", || async {
         let t = ts.sw.pipeline().tables();
@@ -970,14 +962,7 @@ profile = "sw2.profile"
     let adv = RecordingAdvertiser::default();
     let ctl = start_controller(&cfg, adv.clone()).await;
     let admin = ctl.admin_addr();
-    let mut ag = attach(
-        ctl.agent_addr(),
-        &ca.client_bundle("MVS1").unwrap(),
-        "MVS1",
-        Ipv4Addr::new(10, 0, 0, 1),
-    )
-    .await
-    .unwrap();
+    let mut ag = attach_as(ctl.agent_addr(), &ca, 1).await;
     assert!(ag.report(listen(true)).await.is_empty());
     eventually("both switches up, SW1 routes the DVIPA", || async {
         let r = vipadyn_rows(admin).await;
@@ -1098,14 +1083,7 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
     let cfg = common::write_toml(dir.path(), &toml(&sw_addr.to_string(), dir.path()));
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
     let admin = ctl.admin_addr();
-    let mut ag = attach(
-        ctl.agent_addr(),
-        &ca.client_bundle("MVS1").unwrap(),
-        "MVS1",
-        Ipv4Addr::new(10, 0, 0, 1),
-    )
-    .await
-    .unwrap();
+    let mut ag = attach_as(ctl.agent_addr(), &ca, 1).await;
     assert!(ag.report(listen(true)).await.is_empty());
     eventually("programmed", || async {
         let t = ts.sw.pipeline().tables();
@@ -1228,14 +1206,7 @@ async fn an_expired_lease_takes_new_connections_away_but_keeps_pinned_ones() {
     let mut a1 = attach(ctl.agent_addr(), &b1, "MVS1", Ipv4Addr::new(10, 0, 0, 1))
         .await
         .unwrap();
-    let mut a2 = attach(
-        ctl.agent_addr(),
-        &ca.client_bundle("MVS2").unwrap(),
-        "MVS2",
-        Ipv4Addr::new(10, 0, 0, 2),
-    )
-    .await
-    .unwrap();
+    let mut a2 = attach_as(ctl.agent_addr(), &ca, 2).await;
     assert!(a1.report(listen(true)).await.is_empty());
     assert!(a2.report(listen(true)).await.is_empty());
     assert!(
