@@ -15,36 +15,13 @@ use std::time::Duration;
 
 mod common;
 
-use common::PROFILE;
-
 /// A configuration in `dir` (plaintext agents from the TOML: `agent.insecure`) with `admin`
 /// appended.
 fn write_config(dir: &Path, admin: &str) -> PathBuf {
-    let p4info = common::P4INFO;
-    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
-    common::write_toml(
+    common::unreachable_switch_config(
         dir,
-        &format!(
-            r#"
-p4info = "{p4info}"
-device_config = "device.json"
-state_dir = ""
-agent = {{ listen = "127.0.0.1:0", insecure = true }}
-{admin}
-
-[[switch]]
-name = "SW1"
-p4runtime = "127.0.0.1:1"
-device_id = 0
-profile = "sw1.profile"
-
-[[stack]]
-name = "MVS1"
-underlay = "10.0.0.1"
-mac = "02:00:00:00:00:01"
-ports = {{ SW1 = 2 }}
-"#
-        ),
+        &format!("agent = {{ listen = \"127.0.0.1:0\", insecure = true }}\n{admin}"),
+        "",
     )
 }
 

@@ -17,40 +17,18 @@ use tonic::transport::Endpoint;
 
 mod common;
 
-use common::PROFILE;
-
 fn write_config(dir: &Path) -> std::path::PathBuf {
-    let p4info = common::P4INFO;
-    common::write_inputs(dir, &[("sw1.profile", PROFILE)]);
-    common::write_toml(
+    common::unreachable_switch_config(
         dir,
-        &format!(
-            r#"
-p4info = "{p4info}"
-device_config = "device.json"
-state_dir = ""
-agent = {{ listen = "127.0.0.1:0" }}
-tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem" }}
-
-[[switch]]
-name = "SW1"
-p4runtime = "127.0.0.1:1"
-device_id = 0
-profile = "sw1.profile"
-
-[[stack]]
-name = "MVS1"
-underlay = "10.0.0.1"
-mac = "02:00:00:00:00:01"
-ports = {{ SW1 = 2 }}
-
+        r#"agent = { listen = "127.0.0.1:0" }
+tls = { ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem" }"#,
+        r#"
 [[stack]]
 name = "MVS2"
 underlay = "10.0.0.2"
 mac = "02:00:00:00:00:02"
-ports = {{ SW1 = 3 }}
-"#
-        ),
+ports = { SW1 = 3 }
+"#,
     )
 }
 

@@ -113,6 +113,36 @@ ports = {{ SW1 = 2, SW2 = 2 }}
     write_toml(dir, &text)
 }
 
+/// SW1 at an address nothing listens on (with [`PROFILE`]) and stack MVS1 on its port 2;
+/// `top`: the agent (and TLS) lines, `rest`: anything after the `[[stack]]`.
+pub fn unreachable_switch_config(dir: &Path, top: &str, rest: &str) -> PathBuf {
+    let p4info = P4INFO;
+    write_inputs(dir, &[("sw1.profile", PROFILE)]);
+    write_toml(
+        dir,
+        &format!(
+            r#"
+p4info = "{p4info}"
+device_config = "device.json"
+state_dir = ""
+{top}
+
+[[switch]]
+name = "SW1"
+p4runtime = "127.0.0.1:1"
+device_id = 0
+profile = "sw1.profile"
+
+[[stack]]
+name = "MVS1"
+underlay = "10.0.0.1"
+mac = "02:00:00:00:00:01"
+ports = {{ SW1 = 2 }}
+{rest}"#
+        ),
+    )
+}
+
 /// A test CA named `name`, with a server certificate for `localhost` written into `dir` as
 /// `ctl*.pem` (the controller's `tls` files).
 pub fn ca_with_server_cert(name: &str, dir: &Path) -> TestCa {
