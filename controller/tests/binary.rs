@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{PROFILE, dvipa, free_port, http_get};
+use common::{PROFILE, dvipa, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_binary_cli_metrics_and_sigterm() {
@@ -124,20 +124,12 @@ ports = {{ SW1 = 2 }}
     common::wait_advertised(&adv_file).await;
 
     // Prometheus endpoint.
-    let t0 = Instant::now();
-    loop {
-        let m = http_get(metrics_port, "/metrics").await;
-        if m.contains("dvipa_connections_pinned") && m.contains("dvipa_table_entries") {
-            assert!(m.contains("dvipa_write_latency_seconds"), "{m}");
-            assert!(m.contains("dvipa_switch_up{switch=\"SW1\"} 1"), "{m}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "metrics missing: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let m = common::metrics_when(metrics_port, |m| {
+        m.contains("dvipa_connections_pinned") && m.contains("dvipa_table_entries")
+    })
+    .await;
+    assert!(m.contains("dvipa_write_latency_seconds"), "{m}");
+    assert!(m.contains("dvipa_switch_up{switch=\"SW1\"} 1"), "{m}");
 
     // SIGTERM: graceful exit with status 0.
     common::sigterm_and_wait(&mut child).await;

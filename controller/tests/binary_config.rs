@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 mod common;
 
-use common::{PROFILE, dvipa, free_port, http_get};
+use common::{PROFILE, dvipa, free_port};
 
 /// `dvipa.toml` + profile in `dir`; `top` goes before the tables, `rest` after `[[stack]]`.
 fn write_config(dir: &Path, p4rt: &str, top: &str, rest: &str) -> PathBuf {
@@ -338,22 +338,13 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
     common::wait_advertised(&adv_file).await;
 
     // Gauges: plaintext agents, mutual TLS on the admin API; refused admin clients counted.
-    let t0 = Instant::now();
-    loop {
-        let m = http_get(metrics_port, "/metrics").await;
-        if m.contains("dvipa_admin_refused_total{reason=\"not_allowed\"} 1")
+    let m = common::metrics_when(metrics_port, |m| {
+        m.contains("dvipa_admin_refused_total{reason=\"not_allowed\"} 1")
             && m.contains("dvipa_admin_refused_total{reason=\"other\"}")
-        {
-            assert!(m.contains("dvipa_agent_insecure 1"), "{m}");
-            assert!(m.contains("dvipa_admin_tls 1"), "{m}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "metrics missing: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert!(m.contains("dvipa_agent_insecure 1"), "{m}");
+    assert!(m.contains("dvipa_admin_tls 1"), "{m}");
 
     common::sigterm_and_wait(&mut child).await;
     let log = log.await.unwrap();

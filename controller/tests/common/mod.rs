@@ -299,6 +299,23 @@ pub async fn http_get(port: u16, path: &str) -> String {
     b
 }
 
+/// Polls the Prometheus endpoint on `port` (every 200 ms, 10 s at the most) until `ready`
+/// holds for its text, and returns that text.
+pub async fn metrics_when(port: u16, ready: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let m = http_get(port, "/metrics").await;
+        if ready(&m) {
+            return m;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "metrics missing: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits (10 s) for the advertise hook's line for the DVIPA on SW1 in `adv_file`.
 pub async fn wait_advertised(adv_file: &Path) {
     let t0 = Instant::now();
