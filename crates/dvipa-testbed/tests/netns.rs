@@ -180,6 +180,12 @@ fn torn_down_even_when_the_test_panics() {
     });
     assert!(r.is_err());
     assert!(leftovers(&prefix).is_empty(), "{:?}", leftovers(&prefix));
+    remove_logs(&prefix); // kept on purpose by a panicking drop
+}
+
+/// The testbed's log dir, which a panicking drop or a signal-driven teardown keeps.
+fn remove_logs(prefix: &str) {
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("dvipa-testbed-{prefix}")));
 }
 
 #[test]
@@ -270,4 +276,5 @@ fn dvipa_testbed_up_removes_everything_on_sigterm() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(130));
     assert!(leftovers(&prefix).is_empty(), "{:?}", leftovers(&prefix));
+    remove_logs(&prefix);
 }
