@@ -44,6 +44,9 @@ if [ -d bmv2-tests ] && [ -x bmv2-tests/run.sh ]; then
   step "packet tests (PTF) on the embedded switch"
   bmv2-tests/run.sh --target embedded
   record "ptf embedded" ok
+  step "packet test TableFull on the embedded switch answering like bmv2 (--flavor bmv2)"
+  bmv2-tests/run.sh --target embedded --flavor bmv2 --no-build dvipa_tests.TableFull
+  record "ptf embedded --flavor bmv2 (TableFull)" ok
 fi
 if [ -x scripts/interop-test.sh ]; then
   step "P4Runtime interop test against the official Python bindings"
