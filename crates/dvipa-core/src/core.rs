@@ -963,6 +963,23 @@ impl Core {
         &self.crt
     }
 
+    /// Switches on which `conn` could not be pinned (its CRT insert found the table full or
+    /// failed; it is retried when deletes free room), with the reason. Such a connection keeps
+    /// working through the slots and `syn_pending` until then.
+    pub fn unpinned_on(&self, conn: &ConnKey) -> Vec<(&str, &'static str)> {
+        self.switches
+            .iter()
+            .filter_map(|sw| sw.overflow.get(conn).map(|why| (sw.name.as_str(), *why)))
+            .collect()
+    }
+
+    /// How many CRT entries could not be written to `switch` (table full or write error).
+    pub fn unpinned_count(&self, switch: &str) -> usize {
+        self.sw_index
+            .get(switch)
+            .map_or(0, |&i| self.switches[i].overflow.len())
+    }
+
     /// Whether `target` is a current actual target (ready) of `service`.
     pub fn target_ready(&self, service: u16, target: u16) -> bool {
         let s = &self.services[service as usize];
