@@ -501,13 +501,22 @@ async fn controller_switch_and_agents_in_process() {
             .starts_with("IngressImpl.to_target(")
     );
 
-    // --- a SYN makes a digest, the controller pins it in the CRT, the digest is acked ----
+    // --- a SYN and its handshake ACK make digests, the controller pins the connection in the
+    // CRT (pin_on = "handshake"), the digest is acked ----
     let syn = tcp_frame(CLIENT, 40000, DVIPA, 60, SYN);
     let (v, _) = sw.inject(1, &syn);
     let Verdict::Forward(first_port) = v else {
         panic!("SYN not forwarded: {v:?}")
     };
     assert!(first_port == PORT_MVS1 || first_port == PORT_MVS2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        sw.pipeline().tables().crt.len(),
+        0,
+        "a SYN alone is not pinned"
+    );
+    let (v, _) = sw.inject(1, &tcp_frame(CLIENT, 40000, DVIPA, 60, ACK));
+    assert_eq!(v, Verdict::Forward(first_port), "the ACK follows its SYN");
     let pinned_to = if first_port == PORT_MVS1 {
         "MVS1"
     } else {
@@ -836,9 +845,11 @@ async fn idle_connections_expire_and_a_restarted_switch_is_reprogrammed() {
     })
     .await;
 
-    // A SYN-pinned connection nobody confirms goes idle and is removed; a connection the
-    // agent reported (NEWCONN) while its lease runs is kept.
+    // A connection pinned by digest (SYN + handshake ACK) that no agent confirms goes idle and
+    // is removed; a connection the agent reported (NEWCONN) while its lease runs is kept.
     let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 41000, DVIPA, 60, SYN));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 41000, DVIPA, 60, ACK));
     assert_eq!(v, Verdict::Forward(PORT_MVS1));
     assert!(
         a1.report(pb::Report {
@@ -1128,6 +1139,8 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
     // is still acked, the controller keeps the connection, and its packets reach the server
     // through the slot path.
     let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 43000, DVIPA, 60, SYN));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    let (v, _) = ts.sw.inject(1, &tcp_frame(CLIENT, 43000, DVIPA, 60, ACK));
     assert_eq!(v, Verdict::Forward(PORT_MVS1));
     eventually("table full counted", || async {
         counter(admin, "switch_write_resource_exhausted").await >= 1
