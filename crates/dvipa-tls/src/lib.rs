@@ -115,11 +115,49 @@ pub struct PemPaths {
     pub key: PathBuf,
 }
 
+/// Largest PEM file read (1 MiB: a certificate chain is a few KiB).
+pub const PEM_CAP: u64 = 1 << 20;
+
+/// The file at `path` if it is a regular file of at most [`PEM_CAP`] bytes (a device, FIFO
+/// or directory is refused before reading; a bigger file is refused without reading it all).
+pub fn read_pem_file(path: &Path) -> io::Result<Vec<u8>> {
+    use io::{Error, ErrorKind, Read};
+    let check = |md: &std::fs::Metadata| {
+        if !md.is_file() {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file (a PEM file must be one)",
+            ))
+        } else if md.len() > PEM_CAP {
+            Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("{} bytes, over the PEM limit of {PEM_CAP} bytes", md.len()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    check(&std::fs::metadata(path)?)?;
+    let f = std::fs::File::open(path)?;
+    check(&f.metadata()?)?;
+    let mut buf = Vec::new();
+    f.take(PEM_CAP + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > PEM_CAP {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("grew over the PEM limit of {PEM_CAP} bytes while being read"),
+        ));
+    }
+    Ok(buf)
+}
+
 fn read(path: &Path) -> Result<String, TlsError> {
-    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+    let e = |source| TlsError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    String::from_utf8(read_pem_file(path).map_err(e)?)
+        .map_err(|x| e(io::Error::new(io::ErrorKind::InvalidData, x.utf8_error())))
 }
 
 impl PemBundle {
@@ -481,6 +519,36 @@ pub fn require_peer_name(cert_names: &[String], claimed: &str) -> Result<(), ton
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_files_must_be_small_regular_files() {
+        let paths = |p: &str| PemPaths {
+            ca: p.into(),
+            cert: p.into(),
+            key: p.into(),
+        };
+        let t = std::time::Instant::now();
+        let e = PemBundle::load(&paths("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "reading /dev/zero: not a regular file (a PEM file must be one)"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let dir = std::env::temp_dir().join(format!("dvipa-pem-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'A'; PEM_CAP as usize + 1]).unwrap();
+        let e = PemBundle::load(&paths(big.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.ends_with("1048577 bytes, over the PEM limit of 1048576 bytes"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn allowed_name_needs_one_listed_name() {
