@@ -528,7 +528,8 @@ impl Controller {
         let agent_svc = ServerStackServer::new(agent::AgentService::new(
             shared.clone(),
             tls_config.is_some(),
-        ));
+        ))
+        .max_decoding_message_size(agent::MAX_AGENT_MESSAGE);
         {
             let mut sd = shut_rx.clone();
             let stop = async move {
