@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
+/// The rustls this crate uses (for matching its errors, e.g. in the CLI's messages).
+pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -265,6 +266,51 @@ pub fn client_tls_config(
         cfg = cfg.domain_name(name);
     }
     Ok(cfg)
+}
+
+/// Does a TLS handshake with `addr` as a client of `bundle` (trusting its CA, presenting its
+/// certificate, expecting `server_name` in the peer's) and waits up to `wait` for the peer's
+/// first bytes, to learn why a connection failed: with TLS 1.3 a server refuses a client
+/// certificate only after the client has finished its handshake, and an HTTP/2 client that
+/// sent its request meanwhile just sees the connection close. `Ok` = the peer accepted us
+/// (or said nothing in time); `Err` = the handshake or the first read failed (a rustls error
+/// inside, e.g. `received fatal alert: UnknownCA`).
+pub async fn probe_handshake(
+    bundle: &PemBundle,
+    addr: &str,
+    server_name: &str,
+    wait: Duration,
+) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let bad = |e: TlsError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&bundle.ca_pem, "CA file").map_err(bad)? {
+        roots
+            .add(c)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs(&bundle.cert_pem, "certificate file").map_err(bad)?,
+            key(&bundle.key_pem).map_err(bad)?,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+        Ok(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The controller's rustls config: its own certificate, ALPN `h2`, and a verifier that requires
