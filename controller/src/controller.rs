@@ -65,13 +65,16 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, StartError> {
     dvipa_core::validate::utf8(&path.display().to_string(), bytes).map_err(StartError::Text)
 }
 
+/// Switch name → (profile path, profile text).
+pub type ProfileTexts = BTreeMap<String, (String, String)>;
+
 /// Reads the TOML file and the profiles it names (relative to `profile_dir`): the parsed
-/// configuration, `switch name → (profile path, text)`, and the TOML text.
+/// configuration, the profiles, and the TOML text.
 pub fn read_config(
     config_path: &Path,
     profile_dir: &Path,
     overrides: &Overrides,
-) -> Result<(Config, BTreeMap<String, (String, String)>, String), StartError> {
+) -> Result<(Config, ProfileTexts, String), StartError> {
     let src = read_text(config_path, dvipa_core::validate::TOML_CAP)?;
     let file = config_path.display().to_string();
     let config = Config::parse_with(&file, &src, overrides)?;

@@ -243,7 +243,7 @@ async fn several_stack_certificates_impossible_clients_and_oversized_reports_are
         },
     )
     .await;
-    let e = a.ack().await.err().expect("the session ends with an error");
+    let e = a.ack().await.expect_err("the session ends with an error");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert!(
         e.message().contains("agent message too large") && e.message().contains("4194304 bytes"),
