@@ -81,13 +81,24 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             ("admin.tls.key", &t.key),
         ]);
     }
+    let mut bad = Vec::new();
     for (field, p) in files {
-        if !toml_dir.join(p).exists() {
-            warnings.push(format!(
+        match std::fs::metadata(toml_dir.join(p)) {
+            Err(_) => warnings.push(format!(
                 "warning: {toml_name}: {field}: {} does not exist (yet)",
                 p.display()
-            ));
+            )),
+            // The controller reads only regular files (and caps their size).
+            Ok(md) if !md.is_file() => bad.push(format!(
+                "{toml_name}: {field}: {}: not a regular file ({})",
+                p.display(),
+                dvipa_core::validate::file_kind(&md)
+            )),
+            Ok(_) => {}
         }
+    }
+    if !bad.is_empty() {
+        anyhow::bail!("{}", bad.join("\n"));
     }
     if cfg.agent.insecure {
         warnings.push(format!(

@@ -65,6 +65,9 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, StartError> {
     dvipa_core::validate::utf8(&path.display().to_string(), bytes).map_err(StartError::Text)
 }
 
+/// Largest device config (bmv2 JSON) read: 64 MiB, and only a regular file.
+pub const DEVICE_CONFIG_CAP: u64 = 64 << 20;
+
 /// Switch name → (profile path, profile text).
 pub type ProfileTexts = BTreeMap<String, (String, String)>;
 
@@ -132,7 +135,7 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     let p4info_path = rel(&base, &config.p4info);
     let schema = load_p4info(&file, &src, &p4info_path)?;
     let dc_path = rel(&base, &config.device_config);
-    let device_config = match std::fs::read(&dc_path) {
+    let device_config = match dvipa_core::validate::read_capped(&dc_path, DEVICE_CONFIG_CAP) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!(

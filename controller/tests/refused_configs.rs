@@ -268,8 +268,14 @@ async fn non_utf8_oversized_and_special_files_are_refused_fast() {
         "reading /tmp: not a regular file (directory)",
     )
     .await;
+    refused(
+        &TOML.replace("\"device.json\"", "\"/dev/zero\""),
+        &p,
+        "/dev/zero: not a regular file (character device)",
+    )
+    .await;
     eprintln!(
-        "special files refused in {:?} (4 runs of check-config + start-up)",
+        "special files refused in {:?} (5 runs of check-config + start-up)",
         t.elapsed()
     );
     // Over the caps: a 1 MiB + 1 profile, a 16 MiB + 1 P4Info.
