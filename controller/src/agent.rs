@@ -23,6 +23,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// Largest AgentMessage the endpoint decodes (tonic's default, stated): a bigger Report ends
+/// the session with `RESOURCE_EXHAUSTED` naming the limit, counted as
+/// `rejected_report_too_large`. An agent's Reports hold at most `--max-batch` (512) items,
+/// about 20 KiB.
+pub const MAX_AGENT_MESSAGE: usize = 4 << 20;
+
 /// How long a new stream may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -155,6 +161,25 @@ impl ServerStack for AgentService {
                 )),
             ));
         }
+        if self.tls {
+            // A certificate good for several stacks could attach as any of them.
+            let stacks: Vec<String> = self.shared.with_core(|c| {
+                names
+                    .iter()
+                    .filter(|n| c.stack_id(n).is_some())
+                    .cloned()
+                    .collect()
+            });
+            if stacks.len() > 1 {
+                return Err(self.refuse(
+                    "cert_names_several_stacks",
+                    ApiError::Unauthorised(format!(
+                        "the client certificate names several configured stacks {stacks:?}; \
+                         each stack needs its own certificate"
+                    )),
+                ));
+            }
+        }
         let configured = self.shared.with_core(|c| c.stack_id(&stack).is_some());
         if !configured {
             return Err(self.refuse(
@@ -188,6 +213,19 @@ impl ServerStack for AgentService {
                 let m = match m {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
+                    Err(e) if e.code() == tonic::Code::OutOfRange => {
+                        // tonic's decode limit (MAX_AGENT_MESSAGE): tell the agent why,
+                        // instead of ending the stream with OK.
+                        shared.stats.reject("report_too_large");
+                        tracing::warn!(%stack, error = %e.message(), "agent message over the size limit; session ended");
+                        let _ = tx.send(Err(Status::resource_exhausted(format!(
+                            "agent message too large: {} (the controller decodes at most {} \
+                             bytes per message; send smaller Reports, e.g. a lower --max-batch)",
+                            e.message(),
+                            MAX_AGENT_MESSAGE
+                        ))));
+                        break;
+                    }
                     Err(e) => {
                         tracing::info!(%stack, error = %e, "agent stream error");
                         break;

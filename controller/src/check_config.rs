@@ -6,10 +6,9 @@
 //! Profile paths in the TOML are relative to `--profile-dir` (default: the TOML file's
 //! directory). All errors are printed as `file:line:column: message` (profiles, TOML syntax) or
 //! `file: field: message` (TOML values), and the command exits non-zero.
-use anyhow::{Context, bail};
+use dvipa::controller::{dvipa_table_size, load_p4info, read_config};
+use dvipa_core::config::Cluster;
 use dvipa_core::config::Overrides;
-use dvipa_core::config::{Cluster, Config};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Output format.
@@ -38,37 +37,30 @@ pub struct Args {
 /// Validate and render; `Err` carries every error found.
 pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
     let toml_name = args.config.display().to_string();
-    let src =
-        std::fs::read_to_string(&args.config).with_context(|| format!("reading {toml_name}"))?;
     let ov: Overrides = args.flags.overrides();
-    let config = Config::parse_with(&toml_name, &src, &ov).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base = args.profile_dir.clone().unwrap_or_else(|| {
-        args.config
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    });
-    let mut profiles = BTreeMap::new();
-    let mut missing = Vec::new();
-    for sw in &config.switches {
-        let path = base.join(&sw.profile);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                profiles.insert(sw.name.clone(), (path.display().to_string(), text));
-            }
-            Err(e) => missing.push(format!(
-                "{toml_name}: switch `{}`: profile {}: {e}",
-                sw.name,
-                path.display()
-            )),
-        }
-    }
-    if !missing.is_empty() {
-        bail!("{}", missing.join("\n"));
-    }
+    let toml_dir = args.config.parent().unwrap_or(Path::new("."));
+    let base = args
+        .profile_dir
+        .clone()
+        .unwrap_or_else(|| toml_dir.to_path_buf());
+    // The same reads and checks as `dvipa controller` (size caps, regular files, UTF-8).
+    let (config, profiles, src) = read_config(&args.config, &base, &ov)?;
+    let p4info = toml_dir.join(&config.p4info);
+    let schema = if p4info.exists() {
+        Some(load_p4info(&toml_name, &src, &p4info)?)
+    } else {
+        None
+    };
     let cluster =
         Cluster::from_config(&toml_name, config, &profiles).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let toml_dir = args.config.parent().unwrap_or(Path::new("."));
+    if let Some(size) = schema.as_ref().and_then(dvipa_table_size) {
+        cluster
+            .check_dvipa_table(
+                size,
+                &format!("size of IngressImpl.dvipa in {}", p4info.display()),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let mut warnings = Vec::new();
     let cfg = &cluster.config;
     let mut files = vec![
@@ -89,13 +81,24 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             ("admin.tls.key", &t.key),
         ]);
     }
+    let mut bad = Vec::new();
     for (field, p) in files {
-        if !toml_dir.join(p).exists() {
-            warnings.push(format!(
+        match std::fs::metadata(toml_dir.join(p)) {
+            Err(_) => warnings.push(format!(
                 "warning: {toml_name}: {field}: {} does not exist (yet)",
                 p.display()
-            ));
+            )),
+            // The controller reads only regular files (and caps their size).
+            Ok(md) if !md.is_file() => bad.push(format!(
+                "{toml_name}: {field}: {}: not a regular file ({})",
+                p.display(),
+                dvipa_core::validate::file_kind(&md)
+            )),
+            Ok(_) => {}
         }
+    }
+    if !bad.is_empty() {
+        anyhow::bail!("{}", bad.join("\n"));
     }
     if cfg.agent.insecure {
         warnings.push(format!(

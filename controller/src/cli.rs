@@ -231,12 +231,25 @@ pub enum OpCmd {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Connect failed.
-    #[error("cannot reach the controller at {addr}: {}", chain(source))]
+    #[error("cannot reach the controller at {addr}: {}", explained(source, server_name.as_deref()))]
     Connect {
         /// Address.
         addr: String,
+        /// The name expected in the controller's certificate (TLS).
+        server_name: Option<String>,
         /// Cause.
         source: tonic::transport::Error,
+    },
+    /// The call failed in the transport (TLS, HTTP/2) after connecting; the message names
+    /// the cause ([`crate::transport_errors::explain`]).
+    #[error("cannot talk to the controller at {addr}: {cause}")]
+    Transport {
+        /// Address.
+        addr: String,
+        /// What went wrong, in words.
+        cause: String,
+        /// The status tonic returned.
+        status: tonic::Status,
     },
     /// The controller refused.
     #[error("{:?}: {}", .0.code(), .0.message())]
@@ -244,6 +257,11 @@ pub enum CliError {
     /// Bad admin TLS options or material.
     #[error("admin TLS: {0}")]
     Tls(String),
+}
+
+/// The cause in words when known, else the error chain.
+fn explained(e: &tonic::transport::Error, server_name: Option<&str>) -> String {
+    crate::transport_errors::explain(e, server_name).unwrap_or_else(|| chain(e))
 }
 
 /// An error and its causes, `a: b: c`.
@@ -303,17 +321,21 @@ pub async fn connect(common: &Common) -> Result<tonic::transport::Channel, CliEr
     };
     let mut ep = Endpoint::from_shared(addr.clone()).map_err(|source| CliError::Connect {
         addr: addr.clone(),
+        server_name: None,
         source,
     })?;
     if let Some(t) = tls {
         ep = ep.tls_config(t).map_err(|source| CliError::Connect {
             addr: addr.clone(),
+            server_name: None,
             source,
         })?;
     }
-    ep.connect()
-        .await
-        .map_err(|source| CliError::Connect { addr, source })
+    ep.connect().await.map_err(|source| CliError::Connect {
+        addr,
+        server_name: common.server_name.clone(),
+        source,
+    })
 }
 
 /// What one command printed.
@@ -325,8 +347,90 @@ pub enum Reply {
     Message(String),
 }
 
-/// Runs one operator command against the admin API.
+/// Runs one operator command against the admin API; a status that comes from the transport
+/// (TLS refused, not HTTP/2) is turned into [`CliError::Transport`] naming the cause.
 pub async fn run(common: &Common, cmd: &OpCmd) -> Result<Reply, CliError> {
+    match run_inner(common, cmd).await {
+        // A status with a source comes from the transport, not from the controller.
+        Err(CliError::Status(status)) if std::error::Error::source(&status).is_some() => {
+            let sn = common.server_name.as_deref();
+            let cause = match crate::transport_errors::explain(&status, sn) {
+                Some(c) => Some(c),
+                None => probe(common).await,
+            };
+            Err(match cause {
+                Some(cause) => CliError::Transport {
+                    addr: common.admin.clone(),
+                    cause,
+                    status,
+                },
+                None => CliError::Status(status),
+            })
+        }
+        r => r,
+    }
+}
+
+/// Without TLS options: send the HTTP/2 preface on a separate connection and look at the
+/// first bytes of the answer; a TLS record (alert 0x15, handshake 0x16) means a TLS port.
+async fn probe_plain(common: &Common) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = common
+        .admin
+        .split_once("://")
+        .map_or(common.admin.as_str(), |(_, a)| a)
+        .trim_end_matches('/');
+    let wait = std::time::Duration::from_secs(2);
+    let mut s = tokio::time::timeout(wait, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .ok()?;
+    let mut b = [0u8; 5];
+    match tokio::time::timeout(wait, s.read(&mut b)).await {
+        Ok(Ok(n)) if n >= 1 && (b[0] == 0x15 || b[0] == 0x16) => Some(
+            "the controller answered with TLS, not plain HTTP/2: the port needs TLS; give \
+             --ca, --cert and --key (or use https://)"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// With TLS options: a separate handshake to learn why the connection closed (a refused
+/// client certificate arrives as an alert the HTTP/2 client may never read).
+async fn probe(common: &Common) -> Option<String> {
+    let (Some(ca), Some(cert), Some(key)) = (&common.ca, &common.cert, &common.key) else {
+        return probe_plain(common).await;
+    };
+    let b = dvipa_tls::PemBundle::load(&dvipa_tls::PemPaths {
+        ca: ca.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+    })
+    .ok()?;
+    let addr = common
+        .admin
+        .split_once("://")
+        .map_or(common.admin.as_str(), |(_, a)| a)
+        .trim_end_matches('/');
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let sn = common.server_name.as_deref().unwrap_or(host);
+    match dvipa_tls::probe_handshake(&b, addr, sn, std::time::Duration::from_secs(2)).await {
+        Ok(()) => None,
+        Err(e) => Some(
+            crate::transport_errors::explain(&e, Some(sn)).unwrap_or_else(|| format!("TLS: {e}")),
+        ),
+    }
+}
+
+async fn run_inner(common: &Common, cmd: &OpCmd) -> Result<Reply, CliError> {
     let mut c = AdminClient::new(connect(common).await?);
     Ok(match cmd {
         OpCmd::Netstat { report } => Reply::Table(

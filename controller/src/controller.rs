@@ -45,19 +45,80 @@ pub struct Loaded {
     pub admin: admin::AdminSecurity,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, StartError> {
-    std::fs::read(path).map_err(|source| StartError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 fn rel(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {
         base.join(p)
     }
+}
+
+/// Reads a configuration file (TOML or profile): a regular file of at most `cap` bytes
+/// ([`dvipa_core::validate::read_capped`]) holding UTF-8 text (an invalid byte is named by
+/// offset, line and column).
+pub fn read_text(path: &Path, cap: u64) -> Result<String, StartError> {
+    let bytes =
+        dvipa_core::validate::read_capped(path, cap).map_err(|source| StartError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    dvipa_core::validate::utf8(&path.display().to_string(), bytes).map_err(StartError::Text)
+}
+
+/// Largest device config (bmv2 JSON) read: 64 MiB, and only a regular file.
+pub const DEVICE_CONFIG_CAP: u64 = 64 << 20;
+
+/// Switch name → (profile path, profile text).
+pub type ProfileTexts = BTreeMap<String, (String, String)>;
+
+/// Reads the TOML file and the profiles it names (relative to `profile_dir`): the parsed
+/// configuration, the profiles, and the TOML text.
+pub fn read_config(
+    config_path: &Path,
+    profile_dir: &Path,
+    overrides: &Overrides,
+) -> Result<(Config, ProfileTexts, String), StartError> {
+    let src = read_text(config_path, dvipa_core::validate::TOML_CAP)?;
+    let file = config_path.display().to_string();
+    let config = Config::parse_with(&file, &src, overrides)?;
+    let mut profiles = BTreeMap::new();
+    for sw in &config.switches {
+        let p = rel(profile_dir, &sw.profile);
+        let text = read_text(&p, dvipa_core::validate::PROFILE_CAP)?;
+        profiles.insert(sw.name.clone(), (p.display().to_string(), text));
+    }
+    Ok((config, profiles, src))
+}
+
+/// Loads the P4Info at `path` (the TOML's `p4info`, at `file`:line:col of `src`) and checks
+/// every P4 name the controller uses; a file that is not a P4Info is refused here, naming
+/// the TOML field.
+pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartError> {
+    let at = match dvipa_core::validate::field_pos(src, "p4info") {
+        Some((l, c)) => format!("{file}:{l}:{c}: "),
+        None => format!("{file}: "),
+    };
+    let schema = Schema::from_file(path).map_err(|e| StartError::P4Info {
+        at: at.clone(),
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
+    p4names::check(&schema).map_err(|e| StartError::P4Info {
+        at,
+        path: path.to_owned(),
+        msg: format!("not dvipa's P4Info: {e}"),
+    })?;
+    Ok(schema)
+}
+
+/// The size of the `dvipa` table in the P4Info (what bounds the DVIPA services), if given.
+pub fn dvipa_table_size(schema: &Schema) -> Option<usize> {
+    schema
+        .table(p4names::T_DVIPA)
+        .ok()
+        .map(|t| t.size)
+        .filter(|s| *s > 0)
+        .map(|s| s as usize)
 }
 
 /// Reads the TOML file, the profiles, P4Info, device config and TLS files (paths relative to
@@ -68,24 +129,13 @@ pub fn load(config_path: &Path) -> Result<Loaded, StartError> {
 
 /// [`load`] with command-line values overriding the TOML's.
 pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, StartError> {
-    let src = String::from_utf8_lossy(&read(config_path)?).into_owned();
     let file = config_path.display().to_string();
-    let config = Config::parse_with(&file, &src, overrides)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_owned();
-    let mut profiles = BTreeMap::new();
-    for sw in &config.switches {
-        let p = rel(&base, &sw.profile);
-        let text = String::from_utf8_lossy(&read(&p)?).into_owned();
-        profiles.insert(sw.name.clone(), (p.display().to_string(), text));
-    }
+    let (config, profiles, src) = read_config(config_path, &base, overrides)?;
     let p4info_path = rel(&base, &config.p4info);
-    let schema = Schema::from_file(&p4info_path).map_err(|e| StartError::P4Info {
-        path: p4info_path.clone(),
-        msg: e.to_string(),
-    })?;
-    p4names::check(&schema)?;
+    let schema = load_p4info(&file, &src, &p4info_path)?;
     let dc_path = rel(&base, &config.device_config);
-    let device_config = match std::fs::read(&dc_path) {
+    let device_config = match dvipa_core::validate::read_capped(&dc_path, DEVICE_CONFIG_CAP) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::warn!(
@@ -114,6 +164,12 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     let state_dir =
         (!config.state_dir.as_os_str().is_empty()).then(|| rel(&base, &config.state_dir));
     let cluster = Cluster::from_config(&file, config, &profiles)?;
+    if let Some(size) = dvipa_table_size(&schema) {
+        cluster.check_dvipa_table(
+            size,
+            &format!("size of {} in {}", p4names::T_DVIPA, p4info_path.display()),
+        )?;
+    }
     Ok(Loaded {
         cluster,
         schema,
@@ -478,7 +534,8 @@ impl Controller {
         let agent_svc = ServerStackServer::new(agent::AgentService::new(
             shared.clone(),
             tls_config.is_some(),
-        ));
+        ))
+        .max_decoding_message_size(agent::MAX_AGENT_MESSAGE);
         {
             let mut sd = shut_rx.clone();
             let stop = async move {

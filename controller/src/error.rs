@@ -20,9 +20,14 @@ pub enum StartError {
     /// The core refused the cluster.
     #[error("{0}")]
     Core(#[from] dvipa_core::core::CoreError),
-    /// The P4Info could not be loaded.
-    #[error("P4Info {path}: {msg}")]
+    /// A configuration file is not UTF-8 (the message names the byte offset).
+    #[error("{0}")]
+    Text(String),
+    /// The P4Info could not be loaded (`at`: `file:line:col: ` of the TOML's `p4info`).
+    #[error("{at}p4info: {path}: {msg}")]
     P4Info {
+        /// Where the TOML names it.
+        at: String,
         /// Path.
         path: PathBuf,
         /// Cause.

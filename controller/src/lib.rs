@@ -33,3 +33,4 @@ pub mod p4names;
 pub mod shared;
 pub mod switch;
 pub mod translate;
+pub mod transport_errors;

@@ -217,7 +217,8 @@ async fn plaintext_admin_on_a_non_loopback_address_is_refused_unless_forced() {
     let cfg = write_config(dir.path(), "admin = { listen = \"0.0.0.0:7071\" }");
     let e = start(&cfg, "127.0.0.1:0").await.unwrap_err();
     assert!(
-        e.contains("dvipa.toml: admin.listen: 0.0.0.0:7071 is not a loopback address")
+        e.contains("dvipa.toml:")
+            && e.contains(": admin.listen: 0.0.0.0:7071 is not a loopback address")
             && e.contains("[admin.tls]")
             && e.contains("admin.allow_insecure_remote"),
         "{e}"

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub weight: u32,
     /// Most items (SRVSTAT + NEWCONN + TERMCONN) per Report.
     pub max_batch: usize,
+    /// Most VIPAs taken from a VIPA list (the rest are refused and counted).
+    pub max_vipas: usize,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Add/remove DVIPAs on `lo`.
@@ -74,6 +76,7 @@ impl AgentConfig {
             poll_interval: Duration::from_millis(100),
             weight: 0,
             max_batch: 512,
+            max_vipas: DEFAULT_MAX_VIPAS as usize,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             manage_loopback: true,
@@ -84,6 +87,9 @@ impl AgentConfig {
         }
     }
 }
+
+/// Default of [`AgentConfig::max_vipas`] (`--max-vipas`).
+pub const DEFAULT_MAX_VIPAS: u64 = 1024;
 
 /// Fatal agent errors (everything else is logged, counted and retried).
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +138,8 @@ pub struct AgentStats {
     pub loopback_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub control_bad_requests: AtomicU64,
+    /// VIPA list entries refused, by reason ([`crate::tracker::VipaEntryError::reason`]).
+    pub vipa_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 macro_rules! bump {
@@ -163,6 +171,7 @@ impl AgentStats {
             "loopback_errors": g(&self.loopback_errors),
             "protocol_errors": g(&self.protocol_errors),
             "control_bad_requests": g(&self.control_bad_requests),
+            "vipa_refused": self.vipa_refused.lock().map(|m| m.clone()).unwrap_or_default(),
         })
     }
 }
@@ -511,10 +520,27 @@ impl Agent {
     }
 
     async fn apply_vipa_list(&mut self, list: &VipaList) -> Delta {
-        let (set, errors) = VipaSet::from_list(list, &self.cfg.stack);
+        let (mut set, mut errors) = VipaSet::from_list(list, &self.cfg.stack);
+        let host = match &self.lo {
+            Some(lo) => match lo.host_addresses().await {
+                Ok(h) => h,
+                Err(e) => {
+                    bump!(self.stats, loopback_errors);
+                    tracing::error!(error = %e, "listing the host's addresses failed");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        errors.extend(set.refuse_local(self.cfg.underlay, &host, self.cfg.max_vipas));
         for e in &errors {
             bump!(self.stats, vipa_list_errors);
-            tracing::warn!(error = %e, "bad VIPA list entry ignored");
+            if let Ok(mut m) = self.stats.vipa_refused.lock() {
+                *m.entry(e.reason()).or_default() += 1;
+            }
+            metrics::counter!("dvipa_agent_vipa_refused_total", "reason" => e.reason())
+                .increment(1);
+            tracing::warn!(error = %e, reason = e.reason(), "VIPA list entry refused");
         }
         let addrs = set.addresses();
         tracing::info!(version = list.version, dvipas = ?addrs, "VIPA list");

@@ -126,6 +126,51 @@ impl Loopback {
         Ok(out)
     }
 
+    /// Every IPv4 address of the namespace (all interfaces), for refusing VIPAs that are
+    /// the host's own addresses or its subnets' network/broadcast addresses.
+    pub async fn host_addresses(&self) -> Result<Vec<crate::tracker::HostAddr>, LoError> {
+        let mut links = std::collections::BTreeMap::new();
+        let mut ls = self.handle.link().get().execute();
+        while let Some(l) = ls.try_next().await.map_err(nl("get links"))? {
+            let name = l.attributes.iter().find_map(|a| match a {
+                netlink_packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            links.insert(l.header.index, name.unwrap_or_default());
+        }
+        let mut s = self.handle.address().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("get addresses"))? {
+            if m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let mut addr = None;
+            let mut label = String::new();
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Local(IpAddr::V4(v)) => addr = Some(*v),
+                    AddressAttribute::Address(IpAddr::V4(v)) if addr.is_none() => addr = Some(*v),
+                    AddressAttribute::Label(l) => label = l.clone(),
+                    _ => {}
+                }
+            }
+            if let Some(addr) = addr {
+                let on_lo = m.header.index == self.index;
+                out.push(crate::tracker::HostAddr {
+                    addr,
+                    prefix_len: m.header.prefix_len,
+                    iface: links
+                        .get(&m.header.index)
+                        .cloned()
+                        .unwrap_or_else(|| format!("if{}", m.header.index)),
+                    ours: on_lo && label == LABEL,
+                    on_lo,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Makes the agent-owned addresses on `lo` equal to `wanted`.
     pub async fn sync(&self, wanted: &BTreeSet<Ipv4Addr>) -> Result<LoChange, LoError> {
         let present = self.addresses().await?;

@@ -64,6 +64,10 @@ struct RunArgs {
     /// Most items per Report message.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_batch: u64,
+    /// Most VIPAs installed on lo; the VIPA list's entries beyond it are refused and counted
+    /// (dvipa_agent_vipa_refused_total{reason="over_cap"}).
+    #[arg(long, default_value_t = dvipa_agent::agent::DEFAULT_MAX_VIPAS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_vipas: u64,
     /// Longest reconnect backoff in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     backoff_max_ms: u64,
@@ -215,6 +219,7 @@ fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
     cfg.poll_interval = Duration::from_millis(a.poll_ms);
     cfg.weight = a.weight;
     cfg.max_batch = a.max_batch as usize;
+    cfg.max_vipas = a.max_vipas as usize;
     cfg.backoff_max = Duration::from_millis(a.backoff_max_ms.max(100));
     cfg.manage_loopback = !a.no_loopback;
     cfg.arp_sysctls = !a.no_arp_sysctls;

@@ -59,6 +59,112 @@ pub enum VipaEntryError {
     },
     #[error("VIPA entry {index} ({dvipa}): not a unicast address")]
     NotUnicast { index: usize, dvipa: Ipv4Addr },
+    #[error("VIPA entry {index} ({dvipa}): prefix length {prefix_len} is over 32")]
+    PrefixLen {
+        index: usize,
+        dvipa: Ipv4Addr,
+        prefix_len: u32,
+    },
+    #[error("VIPA {dvipa}: it is an address of this host ({what}); not installed")]
+    HostAddress { dvipa: Ipv4Addr, what: String },
+    #[error("VIPA {dvipa}: it is the {what} address of the local subnet {subnet}; not installed")]
+    SubnetAddress {
+        dvipa: Ipv4Addr,
+        what: &'static str,
+        subnet: String,
+    },
+    #[error("VIPA {dvipa}: over the agent's limit of {max} VIPAs (--max-vipas); not installed")]
+    OverCap { dvipa: Ipv4Addr, max: usize },
+}
+
+impl VipaEntryError {
+    /// The counter label (`dvipa_agent_vipa_refused_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VipaEntryError::ZeroAddress { .. } | VipaEntryError::NotUnicast { .. } => "not_unicast",
+            VipaEntryError::BadPort { .. } => "bad_port",
+            VipaEntryError::PrefixLen { .. } => "prefix_len",
+            VipaEntryError::HostAddress { .. } => "host_address",
+            VipaEntryError::SubnetAddress { .. } => "subnet_address",
+            VipaEntryError::OverCap { .. } => "over_cap",
+        }
+    }
+}
+
+/// An IPv4 address configured on this host (what a VIPA must not be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Interface name (or label).
+    pub iface: String,
+    /// On the loopback device with the agent's own label (a DVIPA it installed itself).
+    pub ours: bool,
+    /// On the loopback device (without the agent's label: someone else's address, possibly
+    /// a DVIPA configured by hand, which the agent leaves alone and accepts).
+    pub on_lo: bool,
+}
+
+impl VipaSet {
+    /// Removes the VIPAs this host must not install and returns why each went: the underlay
+    /// address, any address of a non-loopback interface, the network or broadcast address of
+    /// such an interface's subnet (prefix ≤ 30), and the VIPAs beyond `max_vipas` (the highest
+    /// addresses go).
+    pub fn refuse_local(
+        &mut self,
+        underlay: Ipv4Addr,
+        host: &[HostAddr],
+        max_vipas: usize,
+    ) -> Vec<VipaEntryError> {
+        let mut errors = Vec::new();
+        let addrs: Vec<Ipv4Addr> = self.vipas.keys().copied().collect();
+        for dvipa in addrs {
+            let err = if dvipa == underlay {
+                Some(VipaEntryError::HostAddress {
+                    dvipa,
+                    what: "the agent's --underlay address".into(),
+                })
+            } else if let Some(h) = host.iter().find(|h| h.addr == dvipa && !h.on_lo) {
+                Some(VipaEntryError::HostAddress {
+                    dvipa,
+                    what: format!("configured on {}", h.iface),
+                })
+            } else {
+                host.iter()
+                    .filter(|h| !h.on_lo && h.prefix_len <= 30)
+                    .find_map(|h| {
+                        let m = u32::MAX.checked_shl(32 - h.prefix_len as u32).unwrap_or(0);
+                        let net = u32::from(h.addr) & m;
+                        let subnet =
+                            format!("{}/{} of {}", Ipv4Addr::from(net), h.prefix_len, h.iface);
+                        if u32::from(dvipa) == net {
+                            Some(("network", subnet))
+                        } else if u32::from(dvipa) == net | !m {
+                            Some(("broadcast", subnet))
+                        } else {
+                            None
+                        }
+                    })
+                    .map(|(what, subnet)| VipaEntryError::SubnetAddress {
+                        dvipa,
+                        what,
+                        subnet,
+                    })
+            };
+            if let Some(e) = err {
+                self.vipas.remove(&dvipa);
+                errors.push(e);
+            }
+        }
+        while self.vipas.len() > max_vipas {
+            let (dvipa, _) = self.vipas.pop_last().expect("non-empty");
+            errors.push(VipaEntryError::OverCap {
+                dvipa,
+                max: max_vipas,
+            });
+        }
+        errors
+    }
 }
 
 impl VipaSet {
@@ -79,8 +185,21 @@ impl VipaSet {
                 continue;
             }
             let dvipa = Ipv4Addr::from(v.dvipa);
-            if dvipa.is_multicast() || dvipa.is_broadcast() || dvipa.is_loopback() {
+            if dvipa.is_multicast()
+                || dvipa.is_broadcast()
+                || dvipa.is_loopback()
+                || dvipa.octets()[0] == 0
+                || dvipa.octets()[0] >= 240
+            {
                 errors.push(VipaEntryError::NotUnicast { index, dvipa });
+                continue;
+            }
+            if v.prefix_len > 32 {
+                errors.push(VipaEntryError::PrefixLen {
+                    index,
+                    dvipa,
+                    prefix_len: v.prefix_len,
+                });
                 continue;
             }
             let ports = if v.ports.is_empty() {
@@ -513,6 +632,97 @@ mod tests {
             errs[0],
             VipaEntryError::BadPort { port: 70000, .. }
         ));
+    }
+
+    #[test]
+    fn vipas_of_this_host_its_subnets_bad_prefix_and_over_cap_are_refused() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut bad_prefix = vipa(a("10.9.9.9"), &[], &["s1"], false);
+        bad_prefix.prefix_len = 99;
+        let list = VipaList {
+            version: 1,
+            vipas: [
+                "192.0.2.1",     // the underlay
+                "198.51.100.7",  // on eth0
+                "198.51.100.0",  // eth0's network
+                "198.51.100.63", // eth0's broadcast (/26)
+                "198.51.100.64", // next subnet: fine
+                "203.0.113.10",  // on lo without the agent's label: accepted (left alone)
+                "203.0.113.11",  // on lo, ours
+                "203.0.113.12",
+                "203.0.113.13",
+            ]
+            .into_iter()
+            .map(|d| vipa(a(d), &[], &["s1"], false))
+            .chain([bad_prefix])
+            .collect(),
+        };
+        let (mut set, errs) = VipaSet::from_list(&list, "s1");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].reason(), "prefix_len");
+        assert_eq!(
+            errs[0].to_string(),
+            "VIPA entry 9 (10.9.9.9): prefix length 99 is over 32"
+        );
+        let h = |addr: &str, prefix_len, iface: &str, on_lo, ours| HostAddr {
+            addr: a(addr),
+            prefix_len,
+            iface: iface.into(),
+            ours,
+            on_lo,
+        };
+        let host = [
+            h("198.51.100.7", 26, "eth0", false, false),
+            h("127.0.0.1", 8, "lo", true, false),
+            h("203.0.113.10", 32, "lo", true, false),
+            h("203.0.113.11", 32, "lo:dvipa", true, true),
+        ];
+        let errs = set.refuse_local(a("192.0.2.1"), &host, 4);
+        let why: Vec<(String, &str)> = errs.iter().map(|e| (e.to_string(), e.reason())).collect();
+        assert_eq!(
+            why,
+            vec![
+                (
+                    "VIPA 192.0.2.1: it is an address of this host (the agent's --underlay \
+                     address); not installed"
+                        .to_string(),
+                    "host_address"
+                ),
+                (
+                    "VIPA 198.51.100.0: it is the network address of the local subnet \
+                     198.51.100.0/26 of eth0; not installed"
+                        .to_string(),
+                    "subnet_address"
+                ),
+                (
+                    "VIPA 198.51.100.7: it is an address of this host (configured on eth0); \
+                     not installed"
+                        .to_string(),
+                    "host_address"
+                ),
+                (
+                    "VIPA 198.51.100.63: it is the broadcast address of the local subnet \
+                     198.51.100.0/26 of eth0; not installed"
+                        .to_string(),
+                    "subnet_address"
+                ),
+                (
+                    "VIPA 203.0.113.13: over the agent's limit of 4 VIPAs (--max-vipas); not \
+                     installed"
+                        .to_string(),
+                    "over_cap"
+                ),
+            ]
+        );
+        assert_eq!(
+            set.addresses().into_iter().collect::<Vec<_>>(),
+            vec![
+                a("198.51.100.64"),
+                a("203.0.113.10"),
+                a("203.0.113.11"),
+                a("203.0.113.12")
+            ]
+        );
     }
 
     #[test]

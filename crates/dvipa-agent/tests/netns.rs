@@ -742,6 +742,88 @@ async fn vipa_list_changes_move_addresses_on_lo_but_never_foreign_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vipas_that_are_host_or_subnet_addresses_bad_prefixes_or_over_the_cap_are_refused() {
+    require_netns!();
+    let ns = Netns::new("refuse");
+    // An interface of the host with 198.51.100.7/24 (and the underlay on it too).
+    ip(&[
+        "-n", &ns.name, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ]);
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        "198.51.100.7/24",
+        "dev",
+        "d0",
+    ]);
+    ip(&["-n", &ns.name, "addr", "add", "192.0.2.1/32", "dev", "d0"]);
+    ip(&["-n", &ns.name, "link", "set", "d0", "up"]);
+    let ctl = Controller::start(&ns).await;
+    let files = ctl.agent_files(STACK);
+    let agent = AgentProc::start(
+        &ns,
+        &ctl,
+        &files,
+        &["--no-destroy-events", "--max-vipas", "3"],
+    );
+    wait_dvipa_on_lo(&ns, &agent).await;
+    let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let refused = [
+        "192.0.2.1",
+        "198.51.100.7",
+        "198.51.100.0",
+        "198.51.100.255",
+    ];
+    let extra = ["10.250.0.11", "10.250.0.12", "10.250.0.13", "10.250.0.14"];
+    let all: Vec<Ipv4Addr> = std::iter::once(DVIPA)
+        .chain(refused.iter().map(|s| a(s)))
+        .chain(extra.iter().map(|s| a(s)))
+        .collect();
+    let mut list = vipa_list(2, &all);
+    list.vipas.push(Vipa {
+        prefix_len: 99,
+        ..vipa_list(2, &[a("10.250.0.1")]).vipas[0].clone()
+    });
+    ctl.push_vipas(list).await;
+    let sock = ctl.control_socket();
+    let end = Instant::now() + Duration::from_secs(5);
+    let v = loop {
+        let o = cli(&["status", "--socket", sock.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["stats"]["vipa_refused"]["over_cap"] == 2 {
+            break v;
+        }
+        assert!(Instant::now() < end, "refusals not counted: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let r = &v["stats"]["vipa_refused"];
+    assert_eq!(r["host_address"], 2, "{v}");
+    assert_eq!(r["subnet_address"], 2, "{v}");
+    assert_eq!(r["prefix_len"], 1, "{v}");
+    let out = ns.lo_addrs();
+    // The lowest three of the acceptable VIPAs are installed, nothing else.
+    for d in [DVIPA, a("10.250.0.11"), a("10.250.0.12")] {
+        assert!(out.contains(&format!("{d}/32")), "{d} missing: {out}");
+    }
+    for d in refused
+        .iter()
+        .chain(&["10.250.0.13", "10.250.0.14", "10.250.0.1"])
+    {
+        assert!(!out.contains(&format!("{d}/32")), "{d} installed: {out}");
+    }
+    let log = agent.log();
+    assert!(
+        log.contains(
+            "VIPA 198.51.100.255: it is the broadcast address of the local subnet \
+                      198.51.100.0/24 of d0"
+        ),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_with_wrong_or_missing_certificate_is_refused() {
     require_netns!();
     let ns = Netns::new("badcert");

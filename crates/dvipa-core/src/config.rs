@@ -46,6 +46,7 @@
 //! ```
 
 use crate::profile::{self, DestIp, DistMethod, Loc, Profile, StandbyRole, VipaRange};
+use crate::validate::{mac_problem, name_problem, p4runtime_problem, unicast_problem};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -557,11 +558,15 @@ pub enum ConfigError {
         /// What is wrong.
         msg: String,
     },
-    /// A field with an invalid value.
-    #[error("{file}: {field}: {msg}")]
+    /// A field with an invalid value (`file:line:col: field: msg`; the position is that of
+    /// the value, or of the table that lacks it; none when the value is not in the file, e.g.
+    /// it came from a command-line flag).
+    #[error("{file}:{}{field}: {msg}", pos_prefix(.pos))]
     Field {
         /// File.
         file: String,
+        /// 1-based line and column in the file.
+        pos: Option<(u32, u32)>,
         /// Dotted path of the field, e.g. `stack[2].ports.MVS9`.
         field: String,
         /// What is wrong.
@@ -590,11 +595,13 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-fn line_col(src: &str, offset: usize) -> (u32, u32) {
-    let before = &src[..offset.min(src.len())];
-    let line = before.matches('\n').count() as u32 + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
-    (line, col)
+use crate::validate::line_col;
+
+fn pos_prefix(pos: &Option<(u32, u32)>) -> String {
+    match pos {
+        Some((l, c)) => format!("{l}:{c}: "),
+        None => " ".into(),
+    }
 }
 
 /// Command-line values of `dvipa controller` that override the TOML's (flag > TOML >
@@ -667,7 +674,17 @@ impl Config {
             }])
         })?;
         cfg.apply(ov);
-        let errs = cfg.validate(file, ov);
+        let mut errs = cfg.validate(file, ov);
+        for e in &mut errs {
+            // A value from a command-line flag (`admin.listen (--admin-listen)`) has no place
+            // in the file.
+            if let ConfigError::Field { pos, field, .. } = e
+                && pos.is_none()
+                && !field.contains(' ')
+            {
+                *pos = crate::validate::field_pos(src, field);
+            }
+        }
         if errs.is_empty() {
             Ok(cfg)
         } else {
@@ -790,6 +807,7 @@ impl Config {
         let mut e = |field: String, msg: String| {
             errs.push(ConfigError::Field {
                 file: file.into(),
+                pos: None,
                 field,
                 msg,
             })
@@ -842,9 +860,23 @@ impl Config {
         }
         let mut names = BTreeSet::new();
         let mut devs = BTreeSet::new();
+        if let Some(m) = name_problem(&self.controller_id) {
+            e("controller_id".into(), m);
+        }
         for (i, s) in self.switches.iter().enumerate() {
-            if s.name.is_empty() {
-                e(format!("switch[{i}].name"), "must not be empty".into());
+            if let Some(m) = name_problem(&s.name) {
+                e(format!("switch[{i}].name"), m);
+            }
+            if let Some(m) = p4runtime_problem(&s.p4runtime) {
+                e(format!("switch[{i}].p4runtime"), m);
+            }
+            if let Some(a) = s.tunnel_src
+                && let Some(m) = unicast_problem(a)
+            {
+                e(
+                    format!("switch[{i}].tunnel_src"),
+                    format!("{a} {m}; the outer source must be a unicast address"),
+                );
             }
             if !names.insert(s.name.clone()) {
                 e(
@@ -871,13 +903,23 @@ impl Config {
                         format!("{} does not fit 9 bits", r.port),
                     );
                 }
+                for (f, m) in [("dmac", r.dmac), ("smac", r.smac)] {
+                    if let Some(p) = mac_problem(m.0) {
+                        e(format!("switch[{i}].routes[{j}].{f}"), format!("{m} {p}"));
+                    }
+                }
             }
         }
         let mut snames = BTreeSet::new();
         let mut unders = BTreeMap::new();
         for (i, s) in self.stacks.iter().enumerate() {
-            if s.name.is_empty() {
-                e(format!("stack[{i}].name"), "must not be empty".into());
+            if let Some(m) = name_problem(&s.name) {
+                e(format!("stack[{i}].name"), m);
+            }
+            if let Some(mac) = s.mac
+                && let Some(p) = mac_problem(mac.0)
+            {
+                e(format!("stack[{i}].mac"), format!("{mac} {p}"));
             }
             if !snames.insert(s.name.clone()) {
                 e(
@@ -894,10 +936,10 @@ impl Config {
                     ),
                 );
             }
-            if s.underlay.is_unspecified() {
+            if let Some(m) = unicast_problem(s.underlay) {
                 e(
                     format!("stack[{i}].underlay"),
-                    "0.0.0.0 is not a valid underlay address".into(),
+                    format!("{} {m}; an underlay address must be unicast", s.underlay),
                 );
             }
             match s.encap {
@@ -921,10 +963,10 @@ impl Config {
                     }
                 }
                 Encap::Ipip => {
-                    for sw in &self.switches {
+                    for (k, sw) in self.switches.iter().enumerate() {
                         if sw.tunnel_src.is_none() {
                             e(
-                                format!("switch.{}.tunnel_src", sw.name),
+                                format!("switch[{k}].tunnel_src"),
                                 format!(
                                     "required because stack `{}` uses encap = \"ipip\"",
                                     s.name
@@ -1076,6 +1118,7 @@ impl Cluster {
             match profiles.get(&sw.name) {
                 None => errs.push(ConfigError::Field {
                     file: toml_file.into(),
+                    pos: None,
                     field: format!("switch[{i}].profile"),
                     msg: format!("no profile text given for switch `{}`", sw.name),
                 }),
@@ -1155,6 +1198,20 @@ impl Cluster {
                         continue;
                     }
                     def_loc.insert(*a, (p.file.clone(), d.loc));
+                    if let Some(st) = config.stack_by_underlay(*a) {
+                        errs.push(perr(
+                            &p.file,
+                            d.loc,
+                            format!("VIPA {a} is the underlay address of stack `{}` (a DVIPA must be an address of its own)", st.name),
+                        ));
+                    }
+                    if let Some(s2) = config.switches.iter().find(|s| s.tunnel_src == Some(*a)) {
+                        errs.push(perr(
+                            &p.file,
+                            d.loc,
+                            format!("VIPA {a} is the tunnel_src of switch `{}` (a DVIPA must be an address of its own)", s2.name),
+                        ));
+                    }
                     let dist = p
                         .distributes_of(*a)
                         .map(|x| resolve(p, x, &mut errs))
@@ -1246,12 +1303,62 @@ impl Cluster {
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
-        Ok(Cluster {
+        let c = Cluster {
             config,
             profiles: parsed,
             vipas: vipas.into_values().collect(),
             ranges,
-        })
+        };
+        c.check_dvipa_table(crate::core::MAX_SERVICES, "the pipeline's MAX_SERVICES")?;
+        Ok(c)
+    }
+
+    /// The `dvipa` table needs one entry per (DVIPA, port, protocol) of every distribution
+    /// (the routing switch's and each backup's own). Refuses the configuration when that is
+    /// more than `size` (`source` says where the size comes from, e.g. the P4Info), naming
+    /// the VIPADISTRIBUTE statement where the count passes the size.
+    pub fn check_dvipa_table(&self, size: usize, source: &str) -> Result<(), ConfigErrors> {
+        let protos: &[u8] = if self.config.distribute_udp {
+            &[6, 17]
+        } else {
+            &[6]
+        };
+        let mut keys = BTreeSet::new();
+        let mut first_over: Option<(&Distribution, Ipv4Addr)> = None;
+        for v in &self.vipas {
+            let all = std::iter::once(&v.dist).chain(v.backups.iter().map(|b| &b.own));
+            for d in all.flatten() {
+                let ports: Vec<Option<u16>> = if d.ports.is_empty() {
+                    vec![None]
+                } else {
+                    d.ports.iter().map(|p| Some(*p)).collect()
+                };
+                for p in ports {
+                    for pr in protos {
+                        keys.insert((v.addr, p, *pr));
+                        if keys.len() > size && first_over.is_none() {
+                            first_over = Some((d, v.addr));
+                        }
+                    }
+                }
+            }
+        }
+        match first_over {
+            None => Ok(()),
+            Some((d, a)) => Err(ConfigErrors(vec![ConfigError::Profile(
+                profile::ProfileError {
+                    file: d.file.clone(),
+                    loc: d.loc,
+                    msg: format!(
+                        "VIPADISTRIBUTE {a}: the profiles distribute {} (DVIPA, port, protocol) \
+                         services, more than the {} entries of the `dvipa` table ({source}); \
+                         this statement passes the limit",
+                        keys.len(),
+                        size
+                    ),
+                },
+            )])),
+        }
     }
 
     /// Effective VIPA entry by address.
@@ -1456,13 +1563,13 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         let e = err(&format!("{MIN}\n[advertise]\nwithdraw_cmd = \" \"\n"));
         assert_eq!(
             e,
-            "t.toml: advertise.withdraw_cmd: must not be empty (leave it out to run nothing)"
+            "t.toml:13:16: advertise.withdraw_cmd: must not be empty (leave it out to run nothing)"
         );
         let e = err(&format!(
             "{MIN}\n[admin.tls]\nca = \"a\"\ncert = \"c\"\nkey = \"k\"\nallow = []\n"
         ));
         assert!(
-            e.starts_with("t.toml: admin.tls.allow: at least one"),
+            e.starts_with("t.toml:16:9: admin.tls.allow: at least one"),
             "{e}"
         );
         let e = err(
@@ -1470,7 +1577,7 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
                 .replace("7070\" }", "7070\", insecure = true }"),
         );
         assert!(
-            e.starts_with("t.toml: agent.insecure: plaintext agents"),
+            e.starts_with("t.toml:5:") && e.contains(": agent.insecure: plaintext agents"),
             "{e}"
         );
     }
@@ -1480,7 +1587,7 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         let open = format!("{MIN}\n[admin]\nlisten = \"0.0.0.0:7071\"\n");
         let e = err(&open);
         assert!(
-            e.starts_with("t.toml: admin.listen: 0.0.0.0:7071 is not a loopback address")
+            e.starts_with("t.toml:13:10: admin.listen: 0.0.0.0:7071 is not a loopback address")
                 && e.contains("[admin.tls]")
                 && e.contains("allow_insecure_remote"),
             "{e}"

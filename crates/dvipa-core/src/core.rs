@@ -38,6 +38,23 @@ impl Time {
     }
 }
 
+/// Why a reported connection's client address cannot be a real peer (the item is refused
+/// with this reason, counted as `agent_item_refused_<reason>`): 0.0.0.0/8, 127.0.0.0/8,
+/// multicast, the limited broadcast address.
+pub fn bad_client(a: Ipv4Addr) -> Option<&'static str> {
+    if a.octets()[0] == 0 {
+        Some("client_this_network")
+    } else if a.is_loopback() {
+        Some("client_loopback")
+    } else if a.is_multicast() {
+        Some("client_multicast")
+    } else if a.is_broadcast() {
+        Some("client_broadcast")
+    } else {
+        None
+    }
+}
+
 /// Pipeline contract `MAX_SERVICES`.
 pub const MAX_SERVICES: usize = 1024;
 
@@ -2802,8 +2819,15 @@ impl Core {
                 ));
             }
         };
-        if c.client.is_unspecified() {
-            return Err(("invalid", "client address 0.0.0.0".into()));
+        if let Some(reason) = bad_client(c.client) {
+            return Err((
+                reason,
+                format!(
+                    "client address {} cannot be a TCP/UDP peer ({})",
+                    c.client,
+                    reason.trim_start_matches("client_")
+                ),
+            ));
         }
         let Some(svc) = self.service_of(c.dvipa, dp, pr) else {
             return Err(if self.vipa_index(c.dvipa).is_some() {

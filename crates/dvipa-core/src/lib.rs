@@ -82,3 +82,4 @@ pub mod profile;
 pub mod sim;
 pub mod slots;
 pub mod syn_seen;
+pub mod validate;

@@ -367,7 +367,26 @@ impl Parser<'_> {
                 format!("address mask {m} is not contiguous (expected e.g. 255.255.255.0)"),
             ));
         }
+        if len == 0 {
+            return Err(self.err(
+                loc,
+                "address mask 0.0.0.0 covers every address (/0); a VIPA needs a mask of at \
+                 least one bit (e.g. 255.255.255.0)"
+                    .into(),
+            ));
+        }
         Ok(len as u8)
+    }
+    /// An address that must be a unicast host address (a VIPA).
+    fn vipa_addr(&mut self, what: &str) -> PResult<(Ipv4Addr, Loc)> {
+        let (a, loc) = self.addr(what)?;
+        match crate::validate::unicast_problem(a) {
+            Some(m) => Err(self.err(
+                loc,
+                format!("VIPA {a} {m}; a VIPA must be a unicast address"),
+            )),
+            None => Ok((a, loc)),
+        }
     }
     fn number(&mut self, what: &str, min: u32, max: u32) -> PResult<u32> {
         let loc = self.here();
@@ -399,9 +418,9 @@ impl Parser<'_> {
     fn vipadefine(&mut self, loc: Loc) -> PResult<VipaDefine> {
         self.moveable_immediate()?;
         let prefix_len = self.mask()?;
-        let mut addrs = vec![self.addr("a VIPA address (IPv4)")?];
+        let mut addrs = vec![self.vipa_addr("a VIPA address (IPv4)")?];
         while self.peek_addr().is_some() {
-            addrs.push(self.addr("a VIPA address")?);
+            addrs.push(self.vipa_addr("a VIPA address")?);
         }
         let m = prefix_mask(prefix_len);
         let net = u32::from(addrs[0].0) & m;
@@ -427,7 +446,7 @@ impl Parser<'_> {
     fn vipabackup(&mut self, loc: Loc) -> PResult<VipaBackup> {
         let rank = self.number("a backup rank", 1, 254)? as u8;
         self.moveable_immediate()?;
-        let mut addrs = vec![self.addr("a VIPA address (IPv4)")?.0];
+        let mut addrs = vec![self.vipa_addr("a VIPA address (IPv4)")?.0];
         while self.peek_addr().is_some() {
             addrs.push(self.addr("a VIPA address")?.0);
         }
@@ -567,7 +586,7 @@ impl Parser<'_> {
             self.expect_kw("NONDISRUPTive")?;
         }
         let prefix_len = self.mask()?;
-        let (a, _) = self.addr("the range's IPv4 address")?;
+        let (a, _) = self.vipa_addr("the range's IPv4 address")?;
         let network = Ipv4Addr::from(u32::from(a) & prefix_mask(prefix_len));
         Ok(VipaRange {
             loc,

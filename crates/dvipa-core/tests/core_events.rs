@@ -170,6 +170,67 @@ fn digest_is_acked_only_after_the_write_succeeded() {
 }
 
 #[test]
+fn newconn_from_impossible_client_addresses_is_refused_by_reason_and_not_pinned() {
+    let mut s = sim();
+    s.switch_up("MVS1", true);
+    attach_fig4(&mut s);
+    let crt_before = s.core.crt().clone();
+    let clients = ["0.1.2.3", "127.0.0.1", "224.0.0.1", "255.255.255.255"];
+    let newconn: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ConnReportExt::with_client(conn(7100 + i as u16, DVA1), a))
+        .collect();
+    let errs = report(
+        &mut s,
+        "MVS2",
+        Report {
+            seq: 40,
+            newconn,
+            ..Default::default()
+        },
+    );
+    let got: Vec<&str> = errs.iter().map(|e| e.reason).collect();
+    assert_eq!(
+        got,
+        vec![
+            "client_this_network",
+            "client_loopback",
+            "client_multicast",
+            "client_broadcast"
+        ]
+    );
+    assert_eq!(
+        errs[3].detail,
+        "client address 255.255.255.255 cannot be a TCP/UDP peer (broadcast)"
+    );
+    assert_eq!(s.core.crt(), &crt_before, "nothing pinned");
+    // A real client still goes in.
+    let errs = report(
+        &mut s,
+        "MVS2",
+        Report {
+            seq: 41,
+            newconn: vec![conn(7200, DVA1)],
+            ..Default::default()
+        },
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(s.core.crt().len(), crt_before.len() + 1);
+}
+
+trait ConnReportExt {
+    fn with_client(self, a: &str) -> Self;
+}
+
+impl ConnReportExt for dvipa_core::core::ConnReport {
+    fn with_client(mut self, a: &str) -> Self {
+        self.client = a.parse().unwrap();
+        self
+    }
+}
+
+#[test]
 fn report_items_are_validated_one_by_one_and_bad_ones_change_nothing() {
     let mut s = sim();
     s.switch_up("MVS1", true);

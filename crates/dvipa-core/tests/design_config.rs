@@ -99,11 +99,11 @@ fn validation_errors_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("figure4.toml: stack[3].ports: no port for switch `MVS5`"),
+        e.contains("figure4.toml:62:9: stack[3].ports: no port for switch `MVS5`"),
         "{e}"
     );
     assert!(
-        e.contains("figure4.toml: stack[3].ports.MVS9: no switch named `MVS9`"),
+        e.contains("figure4.toml:62:28: stack[3].ports.MVS9: no switch named `MVS9`"),
         "{e}"
     );
     let bad = TOML.replace("underlay = \"10.0.0.4\"", "underlay = \"10.0.0.2\"");
@@ -111,7 +111,10 @@ fn validation_errors_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("stack[3].underlay: 10.0.0.2 is already the underlay address of stack `MVS2`"),
+        e.contains(
+            "figure4.toml:60:12: stack[3].underlay: 10.0.0.2 is already the underlay address of \
+             stack `MVS2`"
+        ),
         "{e}"
     );
 }

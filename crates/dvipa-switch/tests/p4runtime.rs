@@ -340,6 +340,14 @@ use p4::entity::Entity as E;
 use p4::update::Type::{Delete, Insert, Modify};
 
 /// Per-update canonical codes from a failed Write's `grpc-status-details-bin`.
+fn update_messages(s: &tonic::Status) -> Vec<String> {
+    let st = rpc::Status::decode(s.details()).unwrap();
+    st.details
+        .iter()
+        .map(|a| p4::Error::decode(a.value.as_slice()).unwrap().message)
+        .collect()
+}
+
 fn update_codes(s: &tonic::Status) -> Vec<i32> {
     let st = rpc::Status::decode(s.details()).unwrap();
     st.details
@@ -791,6 +799,33 @@ async fn write_errors_are_per_update_and_read_wildcards() {
             C::InvalidArgument as i32,
         ]
     );
+    // The width error names the field by its P4Info id and name.
+    let id = h.field("IngressImpl.target", "meta.target_id");
+    let msgs = update_messages(&e);
+    assert!(
+        msgs[4].contains(&format!("match field {id} (meta.target_id): ")),
+        "{msgs:?}"
+    );
+    let mut wide_dst = h.crt_entry(1000, 1, 0);
+    let dst = h.field("IngressImpl.crt", "hdr.ipv4.dstAddr");
+    let i = wide_dst
+        .r#match
+        .iter()
+        .position(|m| m.field_id == dst)
+        .unwrap();
+    wide_dst.r#match[i] = h.exact("IngressImpl.crt", "hdr.ipv4.dstAddr", 1 << 32, 33);
+    let e = a
+        .write(vec![(Insert, E::TableEntry(wide_dst))])
+        .await
+        .unwrap_err();
+    let msgs = update_messages(&e);
+    assert!(
+        msgs[0].starts_with(&format!(
+            "IngressImpl.crt: match field {dst} (hdr.ipv4.dstAddr): "
+        )),
+        "{msgs:?}"
+    );
+    eprintln!("width error: {}", msgs[0]);
     // Wildcard read of all tables: 2 targets + 1 dpt entry, with their contents.
     let all = a.read(E::TableEntry(p4::TableEntry::default())).await;
     assert_eq!(all.len(), 3);

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
+/// The rustls this crate uses (for matching its errors, e.g. in the CLI's messages).
+pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -115,11 +116,49 @@ pub struct PemPaths {
     pub key: PathBuf,
 }
 
+/// Largest PEM file read (1 MiB: a certificate chain is a few KiB).
+pub const PEM_CAP: u64 = 1 << 20;
+
+/// The file at `path` if it is a regular file of at most [`PEM_CAP`] bytes (a device, FIFO
+/// or directory is refused before reading; a bigger file is refused without reading it all).
+pub fn read_pem_file(path: &Path) -> io::Result<Vec<u8>> {
+    use io::{Error, ErrorKind, Read};
+    let check = |md: &std::fs::Metadata| {
+        if !md.is_file() {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file (a PEM file must be one)",
+            ))
+        } else if md.len() > PEM_CAP {
+            Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("{} bytes, over the PEM limit of {PEM_CAP} bytes", md.len()),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    check(&std::fs::metadata(path)?)?;
+    let f = std::fs::File::open(path)?;
+    check(&f.metadata()?)?;
+    let mut buf = Vec::new();
+    f.take(PEM_CAP + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > PEM_CAP {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("grew over the PEM limit of {PEM_CAP} bytes while being read"),
+        ));
+    }
+    Ok(buf)
+}
+
 fn read(path: &Path) -> Result<String, TlsError> {
-    std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+    let e = |source| TlsError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    String::from_utf8(read_pem_file(path).map_err(e)?)
+        .map_err(|x| e(io::Error::new(io::ErrorKind::InvalidData, x.utf8_error())))
 }
 
 impl PemBundle {
@@ -227,6 +266,51 @@ pub fn client_tls_config(
         cfg = cfg.domain_name(name);
     }
     Ok(cfg)
+}
+
+/// Does a TLS handshake with `addr` as a client of `bundle` (trusting its CA, presenting its
+/// certificate, expecting `server_name` in the peer's) and waits up to `wait` for the peer's
+/// first bytes, to learn why a connection failed: with TLS 1.3 a server refuses a client
+/// certificate only after the client has finished its handshake, and an HTTP/2 client that
+/// sent its request meanwhile just sees the connection close. `Ok` = the peer accepted us
+/// (or said nothing in time); `Err` = the handshake or the first read failed (a rustls error
+/// inside, e.g. `received fatal alert: UnknownCA`).
+pub async fn probe_handshake(
+    bundle: &PemBundle,
+    addr: &str,
+    server_name: &str,
+    wait: Duration,
+) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let bad = |e: TlsError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&bundle.ca_pem, "CA file").map_err(bad)? {
+        roots
+            .add(c)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs(&bundle.cert_pem, "certificate file").map_err(bad)?,
+            key(&bundle.key_pem).map_err(bad)?,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(wait, tls.read(&mut buf)).await {
+        Ok(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The controller's rustls config: its own certificate, ALPN `h2`, and a verifier that requires
@@ -481,6 +565,36 @@ pub fn require_peer_name(cert_names: &[String], claimed: &str) -> Result<(), ton
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_files_must_be_small_regular_files() {
+        let paths = |p: &str| PemPaths {
+            ca: p.into(),
+            cert: p.into(),
+            key: p.into(),
+        };
+        let t = std::time::Instant::now();
+        let e = PemBundle::load(&paths("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "reading /dev/zero: not a regular file (a PEM file must be one)"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let dir = std::env::temp_dir().join(format!("dvipa-pem-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'A'; PEM_CAP as usize + 1]).unwrap();
+        let e = PemBundle::load(&paths(big.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.ends_with("1048577 bytes, over the PEM limit of 1048576 bytes"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn allowed_name_needs_one_listed_name() {

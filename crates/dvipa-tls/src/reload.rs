@@ -92,7 +92,7 @@ impl<T> std::fmt::Debug for Reloader<T> {
 fn fingerprint(paths: &PemPaths) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for p in [&paths.ca, &paths.cert, &paths.key] {
-        match std::fs::read(p) {
+        match crate::read_pem_file(p) {
             Ok(b) => b.hash(&mut h),
             Err(e) => e.kind().hash(&mut h),
         }

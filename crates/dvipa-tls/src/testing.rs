@@ -73,6 +73,12 @@ impl TestCa {
         self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A client certificate with several names (e.g. one that names two stacks, which the
+    /// controller refuses).
+    pub fn client_bundle_names(&self, names: &[&str]) -> Result<PemBundle, TlsError> {
+        self.issue(names, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     /// A client (agent) certificate whose name is the stack name `stack`.
     pub fn client_bundle(&self, stack: &str) -> Result<PemBundle, TlsError> {
         self.issue(&[stack], ExtendedKeyUsagePurpose::ClientAuth)

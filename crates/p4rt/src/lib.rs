@@ -76,4 +76,4 @@ pub use entity::{
 pub use error::{ObjectKind, SchemaError};
 pub use p4rt_proto as proto;
 pub use reqlog::RequestLog;
-pub use schema::{DigestLayout, Schema};
+pub use schema::{DigestLayout, P4INFO_CAP, Schema};

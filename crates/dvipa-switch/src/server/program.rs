@@ -84,8 +84,17 @@ pub enum TableKind {
 pub struct Field {
     /// Id in this P4Info.
     pub id: u32,
+    /// P4Info name (`hdr.ipv4.dstAddr`), for messages.
+    pub name: &'static str,
     /// Bit width.
     pub bits: u32,
+}
+
+impl Field {
+    /// `match field 3 (hdr.ipv4.dstAddr)`: by id, as the client sent it, and by name.
+    fn describe(&self) -> String {
+        format!("match field {} ({})", self.id, self.name)
+    }
 }
 
 /// A resolved action with its params in contract order.
@@ -189,7 +198,7 @@ const MAX_PARAMS: usize = 4;
 fn resolve_table(
     s: &Schema,
     name: &'static str,
-    fields: &[(&str, cfg::match_field::MatchType, u32)],
+    fields: &[(&'static str, cfg::match_field::MatchType, u32)],
     direct_counter: Option<&str>,
 ) -> Result<TableIds, String> {
     let t = s
@@ -220,6 +229,7 @@ fn resolve_table(
         }
         out.push(Field {
             id: f.id,
+            name: fname,
             bits: *bits,
         });
     }
@@ -461,16 +471,18 @@ impl Program {
             };
             if vals[i].is_some() {
                 return inval(format!(
-                    "{}: match field id {} given twice",
-                    t.name, fm.field_id
+                    "{}: {} given twice",
+                    t.name,
+                    t.fields[i].describe()
                 ));
             }
             match &fm.field_match_type {
                 Some(m) => vals[i] = Some(m),
                 None => {
                     return inval(format!(
-                        "{}: match field id {} has no value",
-                        t.name, fm.field_id
+                        "{}: {} has no value",
+                        t.name,
+                        t.fields[i].describe()
                     ));
                 }
             }
@@ -478,15 +490,17 @@ impl Program {
         let exact = |i: usize| -> R<u128> {
             match vals[i] {
                 Some(M::Exact(x)) => decode_u128(&x.value, t.fields[i].bits).map_err(|err| {
-                    EntityError::Invalid(format!("{}: match field {i}: {err}", t.name))
+                    EntityError::Invalid(format!("{}: {}: {err}", t.name, t.fields[i].describe()))
                 }),
                 Some(_) => inval(format!(
-                    "{}: match field {} must be exact",
-                    t.name, t.fields[i].id
+                    "{}: {} must be exact",
+                    t.name,
+                    t.fields[i].describe()
                 )),
                 None => inval(format!(
-                    "{}: exact match field {} is missing",
-                    t.name, t.fields[i].id
+                    "{}: exact {} is missing",
+                    t.name,
+                    t.fields[i].describe()
                 )),
             }
         };
