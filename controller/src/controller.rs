@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 
 /// Everything read from disk.
 #[derive(Debug)]
@@ -475,10 +476,11 @@ impl Controller {
                 addr: ([0, 0, 0, 0], 0).into(),
                 source,
             })?;
-        let agent_svc = ServerStackServer::new(agent::AgentService::new(
-            shared.clone(),
-            tls_config.is_some(),
-        ));
+        let conns = Arc::new(crate::killable::Connections::default());
+        let agent_svc = ServerStackServer::new(
+            agent::AgentService::new(shared.clone(), tls_config.is_some())
+                .with_connections(conns.clone()),
+        );
         {
             let mut sd = shut_rx.clone();
             let stop = async move {
@@ -489,7 +491,13 @@ impl Controller {
                 .add_service(agent_svc);
             match tls_config {
                 Some(c) => {
-                    let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone());
+                    let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone())
+                        .map(move |r| {
+                            r.map(|s| {
+                                let peer = s.get_ref().0.peer_addr().ok();
+                                conns.wrap(s, peer)
+                            })
+                        });
                     tasks.push((
                         "agent endpoint (TLS)",
                         tokio::spawn(async move {
@@ -508,7 +516,13 @@ impl Controller {
                     );
                     // TCP_NODELAY: without it a small reply waits for the peer's delayed ACK (40 ms).
                     let incoming = tonic::transport::server::TcpIncoming::from(agent_listener)
-                        .with_nodelay(Some(true));
+                        .with_nodelay(Some(true))
+                        .map(move |r| {
+                            r.map(|s| {
+                                let peer = s.peer_addr().ok();
+                                conns.wrap(s, peer)
+                            })
+                        });
                     tasks.push((
                         "agent endpoint (plaintext)",
                         tokio::spawn(async move {

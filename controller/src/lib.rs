@@ -20,6 +20,7 @@
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
 //!   controller flags that override the TOML ([`cli::ConfigFlags`]).
 //! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
+//! - [`killable`]: agent connections the controller can cut (a peer that does not read).
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;
 pub mod advertise;
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod error;
+pub mod killable;
 pub mod metrics_export;
 pub mod p4names;
 pub mod shared;
