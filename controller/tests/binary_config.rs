@@ -213,6 +213,7 @@ advertise = {{ advertise_cmd = "echo \"$DVIPA_SWITCH $DVIPA_ADDR/$DVIPA_PREFIX_L
     let admin = format!(
         r#"
 [admin]
+socket = "admin.sock"
 listen = "127.0.0.1:{admin_port}"
 tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops-alice"] }}
 "#
