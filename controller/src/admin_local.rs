@@ -221,10 +221,10 @@ pub fn audit<T>(
     };
     match result {
         Ok(_) => {
-            tracing::info!(target: "dvipa::audit", %who, command, %what, result = label, "admin command")
+            tracing::info!(target: "dvipa::audit", ?who, command, ?what, result = label, "admin command")
         }
         Err(_) => {
-            tracing::warn!(target: "dvipa::audit", %who, command, %what, result = label, %detail, "admin command")
+            tracing::warn!(target: "dvipa::audit", ?who, command, ?what, result = label, ?detail, "admin command")
         }
     }
     shared
