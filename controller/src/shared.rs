@@ -82,6 +82,8 @@ pub struct Shared {
     start: Instant,
     switches: HashMap<String, mpsc::UnboundedSender<SwitchCmd>>,
     agents: Mutex<HashMap<String, AgentSession>>,
+    /// Sessions dropped for not reading (stack, id): the core is told when their stream ends.
+    cut: Mutex<BTreeSet<(String, u64)>>,
     adv: mpsc::UnboundedSender<AdvCmd>,
     /// Shell counters.
     pub stats: Stats,
@@ -111,6 +113,7 @@ impl Shared {
             start: Instant::now(),
             switches,
             agents: Mutex::new(HashMap::new()),
+            cut: Mutex::new(BTreeSet::new()),
             adv,
             stats: Stats::default(),
             tls: Arc::new(dvipa_tls::TlsStats::default()),
@@ -162,15 +165,17 @@ impl Shared {
         self.event(ev);
     }
 
-    /// The session ended: the core is told only if it was still the stack's current session.
+    /// The session ended: the core is told only if it was still the stack's current session
+    /// (or was dropped for not reading and no newer session replaced it).
     pub fn agent_detach(&self, stack: &str, id: u64) {
         let current = {
             let mut a = self.agents.lock();
+            let was_cut = self.cut.lock().remove(&(stack.to_string(), id));
             if a.get(stack).is_some_and(|s| s.id == id) {
                 a.remove(stack);
                 true
             } else {
-                false
+                was_cut && !a.contains_key(stack)
             }
         };
         if current {
@@ -276,6 +281,7 @@ impl Shared {
                             Some(k) => k.kill(),
                             None => self.stats.add("agent_disconnect_no_handle", 1),
                         }
+                        self.cut.lock().insert((stack.to_string(), s.id));
                         true
                     }
                 }

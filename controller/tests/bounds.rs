@@ -47,23 +47,43 @@ fn termconn_report(seq: u64) -> pb::AgentMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_never_reads_its_acks_is_disconnected_counted_and_released() {
+    slow_agent(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_agent_that_never_reads_its_acks_is_disconnected_too() {
+    slow_agent(true).await;
+}
+
+async fn slow_agent(tls: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = common::unreachable_switch_config(
-        dir.path(),
-        "agent = { listen = \"127.0.0.1:0\", insecure = true }",
-        "",
-    );
+    let (cfg, client_tls) = if tls {
+        let ca = common::ca_with_server_cert("dvipa test CA", dir.path());
+        let b = ca.client_bundle("MVS1").unwrap();
+        let top = "tls = { ca = \"ctl-ca.pem\", cert = \"ctl.pem\", key = \"ctl-key.pem\" }\n\
+                   agent = { listen = \"127.0.0.1:0\" }";
+        (
+            common::unreachable_switch_config(dir.path(), top, ""),
+            Some(dvipa_tls::client_tls_config(&b, Some("localhost")).unwrap()),
+        )
+    } else {
+        let top = "agent = { listen = \"127.0.0.1:0\", insecure = true }";
+        (common::unreachable_switch_config(dir.path(), top, ""), None)
+    };
     let ctl = common::start_controller(&cfg, RecordingAdvertiser::default()).await;
     let shared = ctl.shared().clone();
     let rss0 = rss_kib();
 
     // A raw agent with the smallest HTTP/2 window: it sends, and never reads.
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", ctl.agent_addr()))
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let scheme = if tls { "https" } else { "http" };
+    let mut ep =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", ctl.agent_addr()))
+            .unwrap()
+            .initial_stream_window_size(65_535);
+    if let Some(t) = client_tls {
+        ep = ep.tls_config(t).unwrap();
+    }
+    let ch = ep.connect().await.unwrap();
     let (tx, rx) = mpsc::channel(64);
     tx.send(pb::AgentMessage {
         seq: 1,
@@ -98,6 +118,11 @@ async fn an_agent_that_never_reads_its_acks_is_disconnected_counted_and_released
             tokio::task::yield_now().await;
         }
     }
+    eprintln!(
+        "slow agent (tls {tls}): {sent} reports sent in {:?}, queue max {max_queued}, RSS {rss0} -> \
+         peak {peak_rss} KiB",
+        t0.elapsed()
+    );
     common::wait_until("the slow agent is counted", 10, 20, || async {
         shared.stats.get("agent_disconnected_slow") == 1
     })
@@ -116,7 +141,12 @@ async fn an_agent_that_never_reads_its_acks_is_disconnected_counted_and_released
     })
     .await;
     assert!(ended.is_ok(), "the agent's stream was not ended");
-    assert!(tx.is_closed() || tx.send(termconn_report(0)).await.is_err());
+    // ... and its requests go nowhere: the connection is gone.
+    common::wait_until("the agent's request stream is closed", 5, 20, || async {
+        tx.is_closed() || tx.send(termconn_report(0)).await.is_err()
+    })
+    .await;
+    assert_eq!(shared.stats.get("agent_disconnect_no_handle"), 0, "not cut");
 
     // The session and its queue are gone.
     common::wait_until("the session is released", 10, 20, || async {
@@ -125,7 +155,7 @@ async fn an_agent_that_never_reads_its_acks_is_disconnected_counted_and_released
     .await;
     let rss1 = rss_kib();
     eprintln!(
-        "slow agent: {sent} reports of 15 TERMCONN sent, cut after {cut_after:?}; queue peaked at \
+        "slow agent (tls {tls}): {sent} reports of 15 TERMCONN sent, cut after {cut_after:?}; queue peaked at \
          {max_queued} of {AGENT_QUEUE}; the agent had received {acks} acks; RSS {rss0} KiB -> \
          peak {peak_rss} KiB -> {rss1} KiB after"
     );
@@ -156,6 +186,10 @@ async fn an_agent_that_never_reads_its_acks_is_disconnected_counted_and_released
         t.rows
     );
 
+    if tls {
+        ctl.shutdown().await;
+        return;
+    }
     // The stack can attach again at once with a well-behaved agent.
     let (_tx2, mut s2) = common::plaintext_agent(ctl.agent_addr()).await;
     let first = tokio::time::timeout(Duration::from_secs(5), s2.message())
