@@ -84,6 +84,13 @@ pub struct Args {
     /// Print the whole CRT dumps (default: the first 8 rows and the count).
     #[arg(long)]
     pub full_dumps: bool,
+    /// Step 6: spoofed SYNs at the DVIPA at this rate (per second) from the client while the
+    /// connections stream (`dvipa-synflood`, sources in 198.18.0.0/15); 0 = no step 6.
+    #[arg(long, default_value_t = 0)]
+    pub flood_rate: u64,
+    /// Seconds of SYN flood in step 6.
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_secs: f64,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -141,6 +148,7 @@ struct Bins {
     agent: PathBuf,
     echo: PathBuf,
     conns: PathBuf,
+    synflood: PathBuf,
 }
 
 impl Bins {
@@ -153,7 +161,13 @@ impl Bins {
                 .ok_or_else(|| anyhow!("no directory for {}", exe.display()))?
                 .to_owned(),
         };
-        let names = ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"];
+        let names = [
+            "dvipa-switch",
+            "dvipa-agent",
+            "dvipa-echo",
+            "dvipa-conns",
+            "dvipa-synflood",
+        ];
         let missing: Vec<&str> = names
             .iter()
             .copied()
@@ -198,6 +212,7 @@ impl Bins {
             agent: dir.join("dvipa-agent"),
             echo: dir.join("dvipa-echo"),
             conns: dir.join("dvipa-conns"),
+            synflood: dir.join("dvipa-synflood"),
         })
     }
 }
@@ -655,6 +670,9 @@ impl Scenario<'_> {
                 _ => self.step_app_stop(&run),
             });
         }
+        if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {
+            figs.push(self.step_syn_flood(&run));
+        }
         let report = run.stop()?;
         // the controller first: its hooks and writes need the switches and namespaces
         if let Some(mut c) = self.ctl.child.take() {
@@ -769,6 +787,126 @@ impl Scenario<'_> {
             }
             Err(e) => fig.fail(format!("{e:#}")),
         }
+    }
+
+    /// Step 6: a SYN flood from spoofed sources while the connections stream. The CRT must
+    /// hold no flood entry (connections are pinned once their handshake completes), the
+    /// streams see no reset, at least 99 % of new real connections made during the flood
+    /// succeed, and the controller's and sw1's memory stay bounded.
+    fn step_syn_flood(&mut self, run: &ConnsRun) -> StepFig {
+        let rate = self.args.flood_rate;
+        let secs = self.args.flood_secs;
+        let (mut fig, before) = self.begin(run, 6, "SYN flood at the DVIPA (spoofed sources)");
+        let pids = [
+            ("controller", self.ctl.child.as_ref().and_then(NsChild::pid)),
+            ("sw1", self.switches[0].as_ref().and_then(NsChild::pid)),
+        ];
+        let rss0: Vec<Option<u64>> = pids.iter().map(|(_, p)| p.and_then(rss_kib)).collect();
+        let flood = Command::new("ip")
+            .args(["netns", "exec", &self.tb.client.ns])
+            .arg(&self.bins.synflood)
+            .args([
+                "--target",
+                &format!("{}:{SERVICE_PORT}", self.dvipa),
+                "--rate",
+                &rate.to_string(),
+                "--secs",
+                &secs.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let flood = match flood {
+            Ok(c) => c,
+            Err(e) => {
+                fig.fail(format!("start dvipa-synflood: {e}"));
+                self.end(run, &mut fig, &before, before.alive);
+                return fig;
+            }
+        };
+        self.p.say(&format!(
+            "dvipa-synflood: {rate} spoofed SYN/s for {secs} s at {}:{SERVICE_PORT}",
+            self.dvipa
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+        // New real connections while the flood runs.
+        let n = 100u64;
+        let conn_secs = (secs - 1.5).max(1.0).floor() as u32;
+        match self.new_conns(n as usize, conn_secs) {
+            Ok(s) => {
+                let est = s["established"].as_u64().unwrap_or(0);
+                let resets = s["resets"].as_u64().unwrap_or(0);
+                fig.extra.push(format!(
+                    "new connections during the flood: {est}/{n} established, {resets} reset"
+                ));
+                if est * 100 < n * 99 || resets > 0 {
+                    fig.fail(format!(
+                        "new connections during the flood: {est}/{n} established (want >= 99 %), \
+                         {resets} reset"
+                    ));
+                }
+            }
+            Err(e) => fig.fail(format!("new connections during the flood: {e:#}")),
+        }
+        match flood.wait_with_output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v = text
+                    .lines()
+                    .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+                match v {
+                    Some(v) if out.status.success() => fig.extra.push(format!(
+                        "flood: {} SYNs in {} s ({} SYN/s)",
+                        v["sent"], v["secs"], v["rate"]
+                    )),
+                    _ => fig.fail(format!(
+                        "dvipa-synflood failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )),
+                }
+            }
+            Err(e) => fig.fail(format!("dvipa-synflood: {e}")),
+        }
+        // The flood's SYNs are forgotten after the SYN TTL (3 s); none may be pinned.
+        std::thread::sleep(Duration::from_secs(1));
+        match self.ctl.rows("vcrt") {
+            Ok(rows) => {
+                let spoofed = rows
+                    .iter()
+                    .filter(|r| {
+                        r.get("client")
+                            .and_then(|c| c.parse::<Ipv4Addr>().ok())
+                            .is_some_and(|a| a.octets()[0] == 198 && a.octets()[1] & 0xfe == 18)
+                    })
+                    .count();
+                fig.extra.push(format!(
+                    "CRT after the flood: {} entries, {spoofed} from spoofed sources",
+                    rows.len()
+                ));
+                if spoofed > 0 {
+                    fig.fail(format!("{spoofed} flood connections pinned in the CRT"));
+                }
+            }
+            Err(e) => fig.fail(format!("netstat vcrt: {e:#}")),
+        }
+        for (i, (name, pid)) in pids.iter().enumerate() {
+            let after = pid.and_then(rss_kib);
+            if let (Some(a), Some(b)) = (rss0[i], after) {
+                let grew = b.saturating_sub(a) / 1024;
+                fig.extra
+                    .push(format!("{name} RSS {} MiB -> {} MiB", a / 1024, b / 1024));
+                if grew > 128 {
+                    fig.fail(format!("{name} grew by {grew} MiB during the flood"));
+                }
+            }
+        }
+        for l in &fig.extra {
+            self.p.say(l);
+        }
+        self.wait_progress(run, &mut fig, Instant::now());
+        self.end(run, &mut fig, &before, before.alive);
+        fig
     }
 
     fn step_takeover(&mut self, run: &ConnsRun) -> StepFig {
@@ -1049,4 +1187,16 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Du
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
