@@ -117,17 +117,14 @@ pub fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixAdmin, StartE
     let name = path
         .file_name()
         .ok_or_else(|| sock_err(path, "no file name"))?;
-    let tmp_dir = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    // Short: a socket path is limited to 107 bytes, and this one is a few longer than `path`.
+    let tmp_dir = dir.join(format!(".adm{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp_dir);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&tmp_dir)
         .map_err(|e| sock_err(path, format!("cannot create {}: {e}", tmp_dir.display())))?;
-    let tmp = tmp_dir.join("s");
+    let tmp = tmp_dir.join(name);
     let r = (|| {
         let l = std::os::unix::net::UnixListener::bind(&tmp)?;
         let mode = if gid.is_some() { 0o660 } else { 0o600 };

@@ -193,6 +193,21 @@ async fn admin_group_opens_the_socket_to_that_group_only() {
     assert!(e.contains("another process"), "{e}");
     assert!(dvipa(&["--admin", &admin, "counters"]).await.0);
     ctl.shutdown().await;
+    // A stale socket (a controller killed with SIGKILL) is replaced.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let u = dvipa::admin_local::bind_socket(&stale, None).unwrap();
+    assert_eq!(std::fs::metadata(&stale).unwrap().mode() & 0o777, 0o600);
+    drop(u);
+    // A file that is not a socket is never replaced.
+    let file = dir.path().join("file.sock");
+    std::fs::write(&file, b"x").unwrap();
+    let e = dvipa::admin_local::bind_socket(&file, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
     // An unknown group is a clear start-up error.
     let e = dvipa::admin_local::bind_socket(&dir.path().join("x.sock"), Some("no-such-group-h3"))
         .unwrap_err()
