@@ -92,25 +92,112 @@ fn parse_port(s: &str) -> anyhow::Result<(u16, String)> {
     Ok((n, iface.to_string()))
 }
 
-fn grpc_addr(cli: &Cli) -> anyhow::Result<SocketAddr> {
+/// The P4Runtime server's TLS settings, from simple_switch_grpc's target options
+/// (`--grpc-server-ssl`, `--grpc-server-cacert`, `--grpc-server-cert`, `--grpc-server-key`,
+/// `--grpc-server-with-client-auth`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TlsOpts {
+    ssl: bool,
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_auth: bool,
+}
+
+/// The target options after `--` (simple_switch_grpc form): the P4Runtime address and TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TargetOpts {
+    addr: SocketAddr,
+    tls: TlsOpts,
+}
+
+fn target_opts(cli: &Cli) -> anyhow::Result<TargetOpts> {
     let mut addr = cli.grpc_server_addr.clone();
+    let mut tls = TlsOpts::default();
     let mut it = cli.target_args.iter();
     while let Some(a) = it.next() {
-        if let Some(v) = a.strip_prefix("--grpc-server-addr=") {
-            addr = Some(v.to_string());
-        } else if a == "--grpc-server-addr" {
-            addr = Some(
-                it.next()
-                    .context("--grpc-server-addr needs a value")?
-                    .clone(),
-            );
-        } else {
-            warn!(option = %a, "ignoring unsupported target option");
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = |name: &str| -> anyhow::Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("{name} needs a value")),
+            }
+        };
+        match name {
+            "--grpc-server-addr" => addr = Some(value(name)?),
+            "--grpc-server-ssl" => tls.ssl = true,
+            "--grpc-server-with-client-auth" => tls.client_auth = true,
+            "--grpc-server-cacert" => tls.cacert = Some(value(name)?.into()),
+            "--grpc-server-cert" => tls.cert = Some(value(name)?.into()),
+            "--grpc-server-key" => tls.key = Some(value(name)?.into()),
+            _ => warn!(option = %a, "ignoring unsupported target option"),
         }
     }
     let addr = addr.unwrap_or_else(|| "127.0.0.1:9559".into());
-    addr.parse()
-        .with_context(|| format!("invalid --grpc-server-addr {addr:?}"))
+    let addr = addr
+        .parse()
+        .with_context(|| format!("invalid --grpc-server-addr {addr:?}"))?;
+    if !tls.ssl
+        && (tls.cacert.is_some() || tls.cert.is_some() || tls.key.is_some() || tls.client_auth)
+    {
+        bail!("TLS options were given without --grpc-server-ssl");
+    }
+    if tls.ssl && (tls.cert.is_none() || tls.key.is_none()) {
+        bail!("--grpc-server-ssl needs --grpc-server-cert and --grpc-server-key");
+    }
+    if tls.client_auth && tls.cacert.is_none() {
+        bail!("--grpc-server-with-client-auth needs --grpc-server-cacert (the clients' CA)");
+    }
+    Ok(TargetOpts { addr, tls })
+}
+
+/// Largest PEM file read for the P4Runtime server's TLS.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+fn read_pem(what: &str, p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let md = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
+    if !md.is_file() || md.len() > MAX_PEM_BYTES {
+        bail!(
+            "{what} {}: not a regular file of at most {MAX_PEM_BYTES} bytes",
+            p.display()
+        );
+    }
+    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+}
+
+/// tonic's server TLS config from the options (`None` without `--grpc-server-ssl`).
+fn server_tls(t: &TlsOpts) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    if !t.ssl {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
+        bail!("--grpc-server-ssl needs --grpc-server-cert and --grpc-server-key");
+    };
+    let mut c =
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            read_pem("--grpc-server-cert", cert)?,
+            read_pem("--grpc-server-key", key)?,
+        ));
+    if let Some(ca) = &t.cacert {
+        c = c
+            .client_ca_root(tonic::transport::Certificate::from_pem(read_pem(
+                "--grpc-server-cacert",
+                ca,
+            )?))
+            .client_auth_optional(!t.client_auth);
+    }
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+fn grpc_addr(cli: &Cli) -> anyhow::Result<SocketAddr> {
+    Ok(target_opts(cli)?.addr)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,7 +224,9 @@ fn main() -> anyhow::Result<()> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
-    let addr = grpc_addr(&cli)?;
+    let target = target_opts(&cli)?;
+    let addr = target.addr;
+    let tls = server_tls(&target.tls)?;
     if cli.config.is_some() {
         info!("ignoring the JSON config argument: the dvipa pipeline is built in");
     }
@@ -178,10 +267,26 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the P4Runtime server to {addr}"))?;
-        info!(%addr, device_id = cli.device_id, flavor = cli.flavor.name(), "P4Runtime server listening");
+        info!(
+            %addr,
+            device_id = cli.device_id,
+            flavor = cli.flavor.name(),
+            tls = if tls.is_none() {
+                "off"
+            } else if target.tls.client_auth {
+                "mutual"
+            } else {
+                "server"
+            },
+            "P4Runtime server listening"
+        );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = tls {
+            builder = builder.tls_config(t).context("P4Runtime server TLS")?;
+        }
         let serve = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
                 .add_service(server.service())
                 .serve_with_incoming_shutdown(SwitchServer::incoming(listener), async {
                     let _ = stop_rx.await;
@@ -276,6 +381,51 @@ mod tests {
         );
         assert!(grpc_addr(&cli(&["--", "--grpc-server-addr"])).is_err());
         assert!(grpc_addr(&cli(&["--grpc-server-addr", "nonsense"])).is_err());
+    }
+
+    #[test]
+    fn simple_switch_grpc_tls_options() {
+        let c = cli(&[
+            "--",
+            "--grpc-server-addr",
+            "127.0.0.1:1",
+            "--grpc-server-ssl",
+            "--grpc-server-cacert",
+            "/ca.pem",
+            "--grpc-server-cert=/c.pem",
+            "--grpc-server-key",
+            "/k.pem",
+            "--grpc-server-with-client-auth",
+        ]);
+        let t = target_opts(&c).unwrap().tls;
+        assert!(t.ssl && t.client_auth);
+        assert_eq!(t.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(t.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(t.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        for bad in [
+            &["--", "--grpc-server-cert", "/c.pem"][..],
+            &["--", "--grpc-server-ssl"][..],
+            &[
+                "--",
+                "--grpc-server-ssl",
+                "--grpc-server-cert",
+                "c",
+                "--grpc-server-key",
+                "k",
+                "--grpc-server-with-client-auth",
+            ][..],
+        ] {
+            assert!(target_opts(&cli(bad)).is_err(), "{bad:?}");
+        }
+        let e = server_tls(&TlsOpts {
+            ssl: true,
+            cert: Some("/dev/zero".into()),
+            key: Some("/dev/zero".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]
