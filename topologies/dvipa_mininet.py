@@ -426,6 +426,8 @@ class DvipaTopology:
         self.admin = "http://127.0.0.1:%d" % (c["admin_port"] + self.port_offset)
         argv = [os.path.join(bin_dir, "dvipa"), "controller", "--config", cfg,
                 "--admin-listen", "127.0.0.1:%d" % (c["admin_port"] + self.port_offset),
+                # plaintext TCP admin on loopback (explicit opt-in), no Unix socket
+                "--admin-insecure-tcp", "--admin-socket", "",
                 "--insecure", "--advertise-cmd", self.hook_cmd("advertise"),
                 "--withdraw-cmd", self.hook_cmd("withdraw")]
         log = open(os.path.join(self.log_dir, "controller.log"), "a")

@@ -79,9 +79,9 @@ pub fn check_exposure(
         source,
     })?;
     let cfg = dvipa_core::config::AdminCfg {
-        listen: addr,
-        tls: None,
+        listen: Some(addr),
         allow_insecure_remote: sec.allow_insecure_remote || sec.tls.is_some(),
+        ..Default::default()
     };
     match dvipa_core::config::Config::admin_exposure(&cfg, addr) {
         Some(msg) => Err(StartError::Listen {
@@ -619,7 +619,55 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SwitchRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
+        let who = crate::admin_local::who(&req);
         let sw = req.into_inner().switch;
+        let r = self.reconcile_one(&sw);
+        crate::admin_local::audit(
+            &self.shared,
+            &who,
+            "reconcile",
+            &format!("reconcile {sw}"),
+            &r,
+        );
+        r
+    }
+
+    async fn maintenance(
+        &self,
+        req: Request<pb::MaintenanceRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let who = crate::admin_local::who(&req);
+        let r = req.into_inner();
+        let what = format!("switch {} {}", if r.down { "down" } else { "up" }, r.switch);
+        let res = self.maintenance_one(r);
+        crate::admin_local::audit(&self.shared, &who, "maintenance", &what, &res);
+        res
+    }
+
+    async fn r#move(
+        &self,
+        req: Request<pb::MoveRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let who = crate::admin_local::who(&req);
+        let r = req.into_inner();
+        let what = format!("move {} --to {}", Ipv4Addr::from(r.dvipa), r.to);
+        let res = self.move_one(r);
+        crate::admin_local::audit(&self.shared, &who, "move", &what, &res);
+        res
+    }
+
+    async fn counters(
+        &self,
+        _req: Request<pb::CountersRequest>,
+    ) -> Result<Response<pb::AdminTable>, Status> {
+        Ok(Response::new(self.counters_table()))
+    }
+}
+
+/// The mutating commands (audited by their callers above) and the counters table.
+impl AdminService {
+    fn reconcile_one(&self, sw: &str) -> Result<Response<pb::AdminReply>, Status> {
+        let sw = sw.to_string();
         self.known_switch(&sw)?;
         if !self.shared.switch_cmd(&sw, SwitchCmd::Resync) {
             return Err(ApiError::SwitchUnavailable {
@@ -633,11 +681,10 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn maintenance(
+    fn maintenance_one(
         &self,
-        req: Request<pb::MaintenanceRequest>,
+        r: pb::MaintenanceRequest,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let r = req.into_inner();
         self.known_switch(&r.switch)?;
         self.shared.set_maintenance(&r.switch, r.down);
         if let Some(st) = &self.owners {
@@ -656,11 +703,7 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn r#move(
-        &self,
-        req: Request<pb::MoveRequest>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        let r = req.into_inner();
+    fn move_one(&self, r: pb::MoveRequest) -> Result<Response<pb::AdminReply>, Status> {
         let dvipa = Ipv4Addr::from(r.dvipa);
         self.known_switch(&r.to)?;
         let before = self
@@ -702,10 +745,7 @@ impl Admin for AdminService {
         .into())
     }
 
-    async fn counters(
-        &self,
-        _req: Request<pb::CountersRequest>,
-    ) -> Result<Response<pb::AdminTable>, Status> {
+    fn counters_table(&self) -> pb::AdminTable {
         let mut t = self.shared.with_core(|c| counters(c, &self.shared));
         if let Some(a) = &self.admin_tls {
             let a = a.snapshot();
@@ -720,7 +760,7 @@ impl Admin for AdminService {
                 });
             }
         }
-        Ok(Response::new(t))
+        t
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest AgentMessage the endpoint decodes (tonic's default, stated): a bigger Report ends
@@ -39,6 +39,8 @@ pub struct AgentService {
     /// Certificates are verified (false only with `--insecure`).
     tls: bool,
     next: Arc<AtomicU64>,
+    /// The endpoint's connections, to cut a session that does not read its stream.
+    conns: Option<Arc<crate::killable::Connections>>,
 }
 
 impl AgentService {
@@ -48,7 +50,16 @@ impl AgentService {
             shared,
             tls,
             next: Arc::new(AtomicU64::new(1)),
+            conns: None,
         }
+    }
+
+    /// Sessions of a slow peer are cut through `conns` (the endpoint must serve
+    /// [`Killable`](crate::killable::Killable) connections registered there); without it such a
+    /// session is only dropped from the controller's side.
+    pub fn with_connections(mut self, conns: Arc<crate::killable::Connections>) -> Self {
+        self.conns = Some(conns);
+        self
     }
 
     fn refuse(&self, reason: &'static str, e: ApiError) -> Status {
@@ -190,11 +201,13 @@ impl ServerStack for AgentService {
         tracing::info!(%stack, ?peer, underlay = %Ipv4Addr::from(hello.underlay_addr), version = %hello.agent_version, "agent attached");
         self.shared.stats.add("agent_sessions", 1);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(crate::shared::AGENT_QUEUE);
+        let kill = self.conns.as_ref().zip(peer).and_then(|(c, p)| c.get(p));
         self.shared.agent_attach(
             &stack,
             id,
             tx.clone(),
+            kill,
             Event::AgentHello {
                 stack: stack.clone(),
                 underlay: Ipv4Addr::from(hello.underlay_addr),
@@ -247,7 +260,7 @@ impl ServerStack for AgentService {
                     }
                     Some(pb::agent_message::Msg::Hello(_)) => {
                         shared.stats.reject("duplicate_hello");
-                        let _ = tx.send(Err(ApiError::Protocol(
+                        let _ = tx.try_send(Err(ApiError::Protocol(
                             "a second Hello on the same stream".into(),
                         )
                         .into()));
@@ -255,7 +268,7 @@ impl ServerStack for AgentService {
                     }
                     None => {
                         shared.stats.reject("empty_message");
-                        let _ = tx.send(Err(ApiError::Protocol(
+                        let _ = tx.try_send(Err(ApiError::Protocol(
                             "an AgentMessage without a message".into(),
                         )
                         .into()));
@@ -266,6 +279,6 @@ impl ServerStack for AgentService {
             tracing::info!(%stack, "agent stream ended");
             shared.agent_detach(&stack, id);
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

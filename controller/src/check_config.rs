@@ -116,12 +116,20 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
              agent.insecure = true (or --insecure)"
         ));
     }
-    if cfg.admin.tls.is_none() && !cfg.admin.listen.ip().is_loopback() {
-        warnings.push(format!(
-            "warning: {toml_name}: admin.allow_insecure_remote: the admin API on {} runs \
-             WITHOUT TLS",
-            cfg.admin.listen
-        ));
+    if cfg.admin.tls.is_none()
+        && let Some(a) = cfg.admin.tcp_listen()
+    {
+        if a.ip().is_loopback() {
+            warnings.push(format!(
+                "warning: {toml_name}: admin.insecure_tcp: the admin API on {a} runs WITHOUT \
+                 TLS: every local user can change routing"
+            ));
+        } else {
+            warnings.push(format!(
+                "warning: {toml_name}: admin.allow_insecure_remote: the admin API on {a} runs \
+                 WITHOUT TLS"
+            ));
+        }
     }
     let settings = cfg.settings();
     Ok(match output {

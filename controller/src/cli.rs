@@ -1,10 +1,12 @@
 //! The operator CLI: subcommands of `dvipa` that talk to a running controller's admin API,
 //! and the rendering of its tables (aligned text by default, JSON with `-o json`).
 //!
-//! Against a controller whose admin API requires mutual TLS (`[admin.tls]`), pass the admin
-//! certificate with `--ca/--cert/--key` (or `DVIPA_ADMIN_CA/_CERT/_KEY`); the address then
-//! defaults to `https://`.
+//! `--admin` defaults to the controller's Unix socket (`unix:/run/dvipa/admin.sock`; any
+//! `unix:PATH` or a path starting with `/` or `.`). Against a TCP admin API that requires mutual
+//! TLS (`[admin.tls]`), pass the admin certificate with `--ca/--cert/--key` (or
+//! `DVIPA_ADMIN_CA/_CERT/_KEY`); a host:port then defaults to `https://`.
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand, ValueEnum};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::admin_client::AdminClient;
@@ -24,12 +26,13 @@ pub enum Output {
 /// Where the controller's admin API is, and how to print.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Admin API of the controller (`http://…`, or `https://…` with --ca/--cert/--key; a
-    /// bare host:port gets the scheme from whether TLS material is given).
+    /// Admin API of the controller: its Unix socket (`unix:PATH`, or a path starting with
+    /// `/` or `.`), or TCP (`http://…`, or `https://…` with --ca/--cert/--key; a bare host:port
+    /// gets the scheme from whether TLS material is given).
     #[arg(
         long,
         env = "DVIPA_ADMIN",
-        default_value = "127.0.0.1:7071",
+        default_value = "unix:/run/dvipa/admin.sock",
         global = true,
         help_heading = "Admin API client (operator commands)"
     )]
@@ -95,9 +98,18 @@ impl Common {
 /// effective values. Precedence: flag > TOML > built-in default.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfigFlags {
-    /// Admin API listen address (overrides `admin.listen`; default 127.0.0.1:7071).
+    /// Admin API TCP listen address (overrides `admin.listen`); needs `[admin.tls]` or
+    /// --admin-insecure-tcp.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// Admin API Unix socket (overrides `admin.socket`; default /run/dvipa/admin.sock; "" =
+    /// none).
+    #[arg(long, value_name = "PATH", value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
+    pub admin_socket: Option<PathBuf>,
+    /// Serve the admin API over plaintext TCP on loopback too (overrides
+    /// `admin.insecure_tcp`): every local user can then change routing. Tests and demos.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub admin_insecure_tcp: Option<bool>,
     /// Run the agent endpoint without TLS (overrides `agent.insecure`; `--insecure=false`
     /// turns it off); refused when the configuration has a [tls] section. Tests only.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -121,6 +133,8 @@ impl ConfigFlags {
     pub fn overrides(&self) -> dvipa_core::config::Overrides {
         dvipa_core::config::Overrides {
             admin_listen: self.admin_listen,
+            admin_socket: self.admin_socket.clone(),
+            admin_insecure_tcp: self.admin_insecure_tcp,
             agent_insecure: self.insecure,
             advertise_cmd: self.advertise_cmd.clone(),
             withdraw_cmd: self.withdraw_cmd.clone(),
@@ -279,9 +293,50 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The admin channel: plaintext, or mutual TLS when `--ca/--cert/--key` are given.
+/// The socket path when `admin` names a Unix socket (`unix:PATH`, `/…`, `./…`).
+pub fn unix_path(admin: &str) -> Option<PathBuf> {
+    if let Some(p) = admin.strip_prefix("unix://") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = admin.strip_prefix("unix:") {
+        return Some(PathBuf::from(p));
+    }
+    (admin.starts_with('/') || admin.starts_with('.')).then(|| PathBuf::from(admin))
+}
+
+/// The admin channel over the Unix socket at `path`.
+async fn connect_unix(path: PathBuf) -> Result<tonic::transport::Channel, CliError> {
+    let addr = format!("unix:{}", path.display());
+    let ep = tonic::transport::Endpoint::from_static("http://localhost");
+    ep.connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
+    }))
+    .await
+    .map_err(|source| CliError::Connect {
+        addr,
+        server_name: None,
+        source,
+    })
+}
+
+/// The admin channel: the Unix socket, plaintext TCP, or mutual TLS when `--ca/--cert/--key`
+/// are given.
 pub async fn connect(common: &Common) -> Result<tonic::transport::Channel, CliError> {
     use tonic::transport::Endpoint;
+    if let Some(p) = unix_path(&common.admin) {
+        if common.ca.is_some() || common.cert.is_some() || common.key.is_some() {
+            return Err(CliError::Tls(format!(
+                "{} is a Unix socket: --ca/--cert/--key are for a TCP admin API",
+                common.admin
+            )));
+        }
+        return connect_unix(p).await;
+    }
     let tls = match (&common.ca, &common.cert, &common.key) {
         (None, None, None) => None,
         (Some(ca), Some(cert), Some(key)) => {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 
 /// Everything read from disk.
 #[derive(Debug)]
@@ -364,8 +365,74 @@ pub struct Controller {
     shutdown: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     agent_addr: SocketAddr,
-    admin_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    admin_socket: Option<PathBuf>,
     store: Option<Arc<OwnerStore>>,
+}
+
+/// The admin API's listeners: the Unix socket and/or a TCP listener.
+///
+/// A `TcpListener` converts into TCP only: a caller that binds one has chosen TCP explicitly
+/// (tests, the bench); the binary binds through [`bind_admin`], which serves TCP only with
+/// `[admin.tls]` or `admin.insecure_tcp` (the configuration refuses `admin.listen` without
+/// them).
+#[derive(Debug, Default)]
+pub struct AdminListeners {
+    /// The Unix socket ([`crate::admin_local::bind_socket`]).
+    pub unix: Option<crate::admin_local::UnixAdmin>,
+    /// TCP (mutual TLS with `[admin.tls]`, plaintext otherwise).
+    pub tcp: Option<TcpListener>,
+}
+
+impl From<TcpListener> for AdminListeners {
+    fn from(l: TcpListener) -> Self {
+        AdminListeners {
+            unix: None,
+            tcp: Some(l),
+        }
+    }
+}
+
+impl From<crate::admin_local::UnixAdmin> for AdminListeners {
+    fn from(u: crate::admin_local::UnixAdmin) -> Self {
+        AdminListeners {
+            unix: Some(u),
+            tcp: None,
+        }
+    }
+}
+
+/// Binds the admin endpoints of `cfg` (`admin.socket` relative to `base`, the TOML file's
+/// directory): the Unix socket unless `socket = ""`, TCP only when
+/// [`AdminCfg::tcp_listen`](dvipa_core::config::AdminCfg::tcp_listen) says so.
+pub async fn bind_admin(
+    cfg: &dvipa_core::config::AdminCfg,
+    base: &Path,
+) -> Result<AdminListeners, StartError> {
+    if let Some(a) = cfg.listen
+        && !cfg.tcp_allowed()
+    {
+        return Err(StartError::Listen {
+            addr: a,
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "admin.listen: a TCP admin endpoint needs [admin.tls] or admin.insecure_tcp = true \
+                 (--admin-insecure-tcp)",
+            ),
+        });
+    }
+    let unix = match cfg.socket_path() {
+        Some(p) => Some(crate::admin_local::bind_socket(
+            &rel(base, p),
+            cfg.group.as_deref(),
+        )?),
+        None => None,
+    };
+    let tcp = match cfg.tcp_listen() {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    Ok(AdminListeners { unix, tcp })
 }
 
 /// Binds a listener.
@@ -381,9 +448,13 @@ impl Controller {
         loaded: Loaded,
         opts: Options,
         agent_listener: TcpListener,
-        admin_listener: TcpListener,
+        admin: impl Into<AdminListeners>,
         advertiser: Arc<dyn Advertiser>,
     ) -> Result<Controller, StartError> {
+        let AdminListeners {
+            unix: admin_unix,
+            tcp: admin_listener,
+        } = admin.into();
         let Loaded {
             cluster,
             schema,
@@ -392,7 +463,9 @@ impl Controller {
             state_dir,
             admin: admin_sec,
         } = loaded;
-        admin::check_exposure(&admin_listener, &admin_sec)?;
+        if let Some(l) = &admin_listener {
+            admin::check_exposure(l, &admin_sec)?;
+        }
         let insecure = opts.insecure || cluster.config.agent.insecure;
         match (&tls, insecure) {
             (None, false) => return Err(StartError::InsecureNotAllowed),
@@ -525,16 +598,19 @@ impl Controller {
                 addr: ([0, 0, 0, 0], 0).into(),
                 source,
             })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
+        let admin_addr = match &admin_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| StartError::Listen {
                 addr: ([0, 0, 0, 0], 0).into(),
                 source,
-            })?;
-        let agent_svc = ServerStackServer::new(agent::AgentService::new(
-            shared.clone(),
-            tls_config.is_some(),
-        ))
+            })?),
+            None => None,
+        };
+        let admin_socket = admin_unix.as_ref().map(|u| u.path().to_owned());
+        let conns = Arc::new(crate::killable::Connections::default());
+        let agent_svc = ServerStackServer::new(
+            agent::AgentService::new(shared.clone(), tls_config.is_some())
+                .with_connections(conns.clone()),
+        )
         .max_decoding_message_size(agent::MAX_AGENT_MESSAGE);
         {
             let mut sd = shut_rx.clone();
@@ -546,7 +622,13 @@ impl Controller {
                 .add_service(agent_svc);
             match tls_config {
                 Some(c) => {
-                    let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone());
+                    let incoming = dvipa_tls::tls_incoming(agent_listener, c, shared.tls.clone())
+                        .map(move |r| {
+                            r.map(|s| {
+                                let peer = s.get_ref().0.peer_addr().ok();
+                                conns.wrap(s, peer)
+                            })
+                        });
                     tasks.push((
                         "agent endpoint (TLS)",
                         tokio::spawn(async move {
@@ -565,7 +647,13 @@ impl Controller {
                     );
                     // TCP_NODELAY: without it a small reply waits for the peer's delayed ACK (40 ms).
                     let incoming = tonic::transport::server::TcpIncoming::from(agent_listener)
-                        .with_nodelay(Some(true));
+                        .with_nodelay(Some(true))
+                        .map(move |r| {
+                            r.map(|s| {
+                                let peer = s.peer_addr().ok();
+                                conns.wrap(s, peer)
+                            })
+                        });
                     tasks.push((
                         "agent endpoint (plaintext)",
                         tokio::spawn(async move {
@@ -579,19 +667,30 @@ impl Controller {
                 }
             }
         }
-        tasks.push(admin::spawn(
-            admin::AdminService::new(shared.clone()).with_owner_store(store.clone()),
-            admin_listener,
-            &admin_sec,
-            shut_rx.clone(),
-        )?);
-        tracing::info!(%agent_addr, %admin_addr, switches = switch_cfgs.len(), "controller started");
+        let admin_svc = admin::AdminService::new(shared.clone()).with_owner_store(store.clone());
+        if let Some(l) = admin_listener {
+            tasks.push(admin::spawn(
+                admin_svc.clone(),
+                l,
+                &admin_sec,
+                shut_rx.clone(),
+            )?);
+        }
+        if let Some(u) = admin_unix {
+            tasks.push(crate::admin_local::spawn_unix(
+                admin_svc,
+                u,
+                shut_rx.clone(),
+            ));
+        }
+        tracing::info!(%agent_addr, admin_tcp = ?admin_addr, admin_socket = ?admin_socket, switches = switch_cfgs.len(), "controller started");
         Ok(Controller {
             shared,
             shutdown,
             tasks,
             agent_addr,
             admin_addr,
+            admin_socket,
             store,
         })
     }
@@ -601,9 +700,22 @@ impl Controller {
         self.agent_addr
     }
 
-    /// The admin endpoint's address.
+    /// The TCP admin endpoint's address.
+    ///
+    /// # Panics
+    /// When the admin API has no TCP endpoint (see [`Controller::admin_tcp`]).
     pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr.expect("the admin API has no TCP endpoint")
+    }
+
+    /// The TCP admin endpoint's address, if there is one.
+    pub fn admin_tcp(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The admin Unix socket, if there is one.
+    pub fn admin_socket(&self) -> Option<&Path> {
+        self.admin_socket.as_deref()
     }
 
     /// The ownership state file, when persistence is on.

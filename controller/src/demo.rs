@@ -339,7 +339,6 @@ impl Scenario<'_> {
     fn run(args: &Args, p: &Progress, bins: &Bins, p4info: &Path, tb: Testbed) -> Result<()> {
         let dvipa = tb.dvipa();
         let grpc = [netns::free_local_port()?, netns::free_local_port()?];
-        let admin_port = netns::free_local_port()?;
         let agent_port = netns::free_local_port()?;
         let dir = tb.log_dir.clone();
         std::fs::create_dir_all(&dir)?;
@@ -391,7 +390,9 @@ impl Scenario<'_> {
         };
         let advertise = hook(&|i| tb.advertise_cmd(i, dvipa));
         let withdraw = hook(&|i| tb.withdraw_cmd(i, dvipa));
-        let admin = format!("http://127.0.0.1:{admin_port}");
+        // The admin API on a Unix socket in the log directory (mode 0600: root, as the demo).
+        let admin_sock = dir.join("admin.sock");
+        let admin = format!("unix:{}", admin_sock.display());
         let argv: Vec<String> = vec![
             bins.dvipa.display().to_string(),
             "--log-level".into(),
@@ -399,8 +400,8 @@ impl Scenario<'_> {
             "controller".into(),
             "--config".into(),
             cfg_path.display().to_string(),
-            "--admin-listen".into(),
-            format!("127.0.0.1:{admin_port}"),
+            "--admin-socket".into(),
+            admin_sock.display().to_string(),
             "--insecure".into(),
             "--advertise-cmd".into(),
             advertise,

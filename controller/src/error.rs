@@ -59,6 +59,14 @@ pub enum StartError {
     /// Metrics exporter.
     #[error("metrics endpoint: {0}")]
     Metrics(String),
+    /// The admin Unix socket could not be set up.
+    #[error("admin.socket {path}: {msg}")]
+    AdminSocket {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        msg: String,
+    },
 }
 
 /// Errors answering an admin request or an agent.

@@ -12,22 +12,28 @@
 //!   timeouts, liveness → switch up/down, periodic re-read).
 //! - [`agent`]: the `ServerStack.Attach` endpoint (mTLS, certificate name = stack).
 //! - [`admin`]: the admin gRPC API (`proto/dvipa/v1/admin.proto`): NETSTAT reports, table dump,
-//!   diff, reconcile, maintenance, move, counters; its endpoint (plaintext on loopback, or
-//!   mutual TLS with an allow-list of admin certificate names, `[admin.tls]`).
+//!   diff, reconcile, maintenance, move, counters; its TCP endpoint (mutual TLS with an
+//!   allow-list of admin certificate names, `[admin.tls]`, or plaintext with the explicit
+//!   `admin.insecure_tcp` opt-in).
+//! - [`admin_local`]: the admin Unix socket (mode 0600/0660, peer uid logged) and the audit
+//!   line + counter of every mutating admin command.
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
 //!   controller flags that override the TOML ([`cli::ConfigFlags`]).
 //! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
+//! - [`killable`]: agent connections the controller can cut (a peer that does not read).
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;
+pub mod admin_local;
 pub mod advertise;
 pub mod agent;
 pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod error;
+pub mod killable;
 pub mod metrics_export;
 pub mod p4names;
 pub mod shared;

@@ -88,7 +88,12 @@ async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
         tracing::debug!("effective {k} = {v}");
     }
     let agent = controller::bind(cfg.agent.listen).await?;
-    let admin = controller::bind(cfg.admin.listen).await?;
+    let base = a
+        .config
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
+    let admin = controller::bind_admin(&cfg.admin, &base).await?;
     let opts = Options {
         insecure: cfg.agent.insecure,
         advertise_cmd: cfg.advertise.advertise_cmd.clone(),

@@ -17,6 +17,8 @@
 //! | `dvipa_admin_tls` | gauge | — (1 = the admin API requires mutual TLS) |
 //! | `dvipa_admin_tls_handshakes_total` | counter | `result` (admin endpoint) |
 //! | `dvipa_admin_refused_total` | counter | `reason` (`no_cert`, `bad_cert`, `other`, `not_allowed`) |
+//! | `dvipa_admin_commands_total` | counter | `command` (`maintenance`, `move`, `reconcile`), `result` (`ok`, `refused`): audited admin commands |
+//! | `dvipa_agent_slow_disconnects_total` | counter | — (agents cut for not reading their stream) |
 
 use crate::error::StartError;
 use crate::shared::Shared;

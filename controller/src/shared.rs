@@ -16,8 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
-/// Outbound half of an agent's stream.
-pub type AgentTx = mpsc::UnboundedSender<Result<pb::ControllerMessage, tonic::Status>>;
+/// Outbound half of an agent's stream: bounded by [`AGENT_QUEUE`].
+pub type AgentTx = mpsc::Sender<Result<pb::ControllerMessage, tonic::Status>>;
+
+/// Messages queued for one agent at the most (Acks, VIPA lists). An agent that lets its queue
+/// fill (it does not read its stream) is disconnected and counted (`agent_disconnected_slow`,
+/// metric [`SLOW_AGENT_METRIC`]): before the bound, such an agent grew the controller by
+/// 950 MB in 250k Reports. An agent sends one Report per batch and reads each Ack at once, so
+/// a healthy session has a handful queued; with Acks of 15 item errors the bound is a few MB.
+pub const AGENT_QUEUE: usize = 1024;
+
+/// Metric of agents disconnected because they did not read their stream.
+pub const SLOW_AGENT_METRIC: &str = "dvipa_agent_slow_disconnects_total";
 
 /// Counters of the shell (the core has its own): name → value, also exported as metrics.
 #[derive(Debug, Default)]
@@ -49,6 +59,21 @@ impl Stats {
 struct AgentSession {
     id: u64,
     tx: AgentTx,
+    /// Cuts the session's connection (when the endpoint's connections are [`Killable`]).
+    ///
+    /// [`Killable`]: crate::killable::Killable
+    kill: Option<Arc<crate::killable::Kill>>,
+}
+
+impl AgentSession {
+    /// Ends the stream with `status`; when the queue is full the connection is cut instead.
+    fn end(&self, status: tonic::Status) {
+        if self.tx.try_send(Err(status)).is_err()
+            && let Some(k) = &self.kill
+        {
+            k.kill();
+        }
+    }
 }
 
 /// Everything the tasks share.
@@ -57,6 +82,8 @@ pub struct Shared {
     start: Instant,
     switches: HashMap<String, mpsc::UnboundedSender<SwitchCmd>>,
     agents: Mutex<HashMap<String, AgentSession>>,
+    /// Sessions dropped for not reading (stack, id): the core is told when their stream ends.
+    cut: Mutex<BTreeSet<(String, u64)>>,
     adv: mpsc::UnboundedSender<AdvCmd>,
     /// Shell counters.
     pub stats: Stats,
@@ -86,6 +113,7 @@ impl Shared {
             start: Instant::now(),
             switches,
             agents: Mutex::new(HashMap::new()),
+            cut: Mutex::new(BTreeSet::new()),
             adv,
             stats: Stats::default(),
             tls: Arc::new(dvipa_tls::TlsStats::default()),
@@ -115,30 +143,39 @@ impl Shared {
     }
 
     /// Registers an agent session (replacing an older one of the same stack, whose stream then
-    /// ends) and feeds its Hello.
-    pub fn agent_attach(&self, stack: &str, id: u64, tx: AgentTx, ev: Event) {
+    /// ends) and feeds its Hello. `kill` cuts the session's connection when its queue is full.
+    pub fn agent_attach(
+        &self,
+        stack: &str,
+        id: u64,
+        tx: AgentTx,
+        kill: Option<Arc<crate::killable::Kill>>,
+        ev: Event,
+    ) {
         let old = self
             .agents
             .lock()
-            .insert(stack.to_string(), AgentSession { id, tx });
+            .insert(stack.to_string(), AgentSession { id, tx, kill });
         if let Some(old) = old {
             self.stats.add("agent_session_replaced", 1);
-            let _ = old.tx.send(Err(tonic::Status::aborted(
+            old.end(tonic::Status::aborted(
                 "replaced by a newer session of the same stack",
-            )));
+            ));
         }
         self.event(ev);
     }
 
-    /// The session ended: the core is told only if it was still the stack's current session.
+    /// The session ended: the core is told only if it was still the stack's current session
+    /// (or was dropped for not reading and no newer session replaced it).
     pub fn agent_detach(&self, stack: &str, id: u64) {
         let current = {
             let mut a = self.agents.lock();
+            let was_cut = self.cut.lock().remove(&(stack.to_string(), id));
             if a.get(stack).is_some_and(|s| s.id == id) {
                 a.remove(stack);
                 true
             } else {
-                false
+                was_cut && !a.contains_key(stack)
             }
         };
         if current {
@@ -153,7 +190,7 @@ impl Shared {
     pub fn close_agents(&self, why: &str) {
         let sessions: Vec<(String, AgentSession)> = self.agents.lock().drain().collect();
         for (_, s) in sessions {
-            let _ = s.tx.send(Err(tonic::Status::unavailable(why.to_string())));
+            s.end(tonic::Status::unavailable(why.to_string()));
         }
     }
 
@@ -215,12 +252,39 @@ impl Shared {
         }
     }
 
+    /// The number of messages queued for `stack`'s session.
+    pub fn agent_queued(&self, stack: &str) -> Option<usize> {
+        self.agents
+            .lock()
+            .get(stack)
+            .map(|s| s.tx.max_capacity() - s.tx.capacity())
+    }
+
     fn to_agent(&self, stack: &str, msg: Result<pb::ControllerMessage, tonic::Status>) {
         let mut agents = self.agents.lock();
         let gone = match agents.get(stack) {
             Some(s) => {
                 let close = msg.is_err();
-                s.tx.send(msg).is_err() || close
+                match s.tx.try_send(msg) {
+                    Ok(()) => close,
+                    Err(mpsc::error::TrySendError::Closed(_)) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.stats.add("agent_disconnected_slow", 1);
+                        metrics::counter!(SLOW_AGENT_METRIC).increment(1);
+                        tracing::warn!(
+                            %stack,
+                            queued = AGENT_QUEUE,
+                            "agent disconnected: it does not read its stream ({AGENT_QUEUE} \
+                             messages queued)"
+                        );
+                        match &s.kill {
+                            Some(k) => k.kill(),
+                            None => self.stats.add("agent_disconnect_no_handle", 1),
+                        }
+                        self.cut.lock().insert((stack.to_string(), s.id));
+                        true
+                    }
+                }
             }
             None => {
                 self.stats.add("agent_message_no_session", 1);

@@ -51,6 +51,9 @@ ports = {{ SW1 = 2 }}
             cfg.to_str().unwrap(),
             "--admin-listen",
             &format!("127.0.0.1:{admin_port}"),
+            "--admin-insecure-tcp",
+            "--admin-socket",
+            dir.path().join("admin.sock").to_str().unwrap(),
             "--advertise-cmd",
             &format!(
                 "echo \"$DVIPA_SWITCH $DVIPA_ADDR/$DVIPA_PREFIX_LEN\" >> {}",

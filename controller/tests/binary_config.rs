@@ -213,6 +213,7 @@ advertise = {{ advertise_cmd = "echo \"$DVIPA_SWITCH $DVIPA_ADDR/$DVIPA_PREFIX_L
     let admin = format!(
         r#"
 [admin]
+socket = "admin.sock"
 listen = "127.0.0.1:{admin_port}"
 tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops-alice"] }}
 "#
@@ -334,6 +335,16 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
     .await;
     assert!(!ok && err.contains("--ca, --cert and --key"), "{err}");
 
+    // A mutating command over mutual TLS is audited with the certificate's name.
+    let (ok, _, err) = run(with(
+        &ops.cert,
+        &ops.key,
+        &ops.ca,
+        &["move", "192.0.2.1", "--to", "SW1"],
+    ))
+    .await;
+    assert!(!ok && err.contains("unknown DVIPA 192.0.2.1"), "{err}");
+
     // The advertise hook from the TOML ran.
     common::wait_advertised(&adv_file).await;
 
@@ -341,6 +352,7 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
     let m = common::metrics_when(metrics_port, |m| {
         m.contains("dvipa_admin_refused_total{reason=\"not_allowed\"} 1")
             && m.contains("dvipa_admin_refused_total{reason=\"other\"}")
+            && m.contains("dvipa_admin_commands_total{command=\"move\",result=\"refused\"} 1")
     })
     .await;
     assert!(m.contains("dvipa_agent_insecure 1"), "{m}");
@@ -359,5 +371,13 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
     assert!(
         log.contains("TLS handshake refused endpoint=\"admin\""),
         "{log}"
+    );
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("dvipa::audit")).collect();
+    assert!(
+        audit.len() == 1
+            && audit[0].contains("who=\"cert=ops-alice\"")
+            && audit[0].contains("what=\"move 192.0.2.1 --to SW1\"")
+            && audit[0].contains("result=\"refused\""),
+        "{audit:?}"
     );
 }

@@ -20,8 +20,11 @@
 //! advertise = { advertise_cmd = "/etc/dvipa/adv.sh", withdraw_cmd = "/etc/dvipa/wdr.sh" }
 //!
 //! [admin]                        # the operator API (`dvipa netstat …`)
-//! listen = "127.0.0.1:7071"      # default; a non-loopback address needs [admin.tls]
-//! # allow_insecure_remote = true # ... or this (plaintext, anyone who reaches it is admin)
+//! socket = "/run/dvipa/admin.sock"   # default: Unix socket, mode 0600 (peer uid logged)
+//! # group = "dvipa"              # ... or 0660 with this group
+//! # listen = "127.0.0.1:7071"    # TCP: only with [admin.tls] or insecure_tcp = true
+//! # insecure_tcp = true          # plaintext TCP on loopback (every local user is admin)
+//! # allow_insecure_remote = true # plaintext on a non-loopback address (anyone who reaches it)
 //! [admin.tls]                    # optional: mutual TLS, only the named certificates
 //! ca = "admin-ca.pem"            # CA of the admin (client) certificates
 //! cert = "ctl.pem"               # the controller's server certificate
@@ -51,7 +54,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// A MAC address (`aa:bb:cc:dd:ee:ff`).
@@ -342,7 +345,6 @@ macro_rules! addr_field {
     };
 }
 addr_field!(de_agent_listen, "agent.listen");
-addr_field!(de_admin_listen, "admin.listen");
 addr_field!(de_metrics_listen, "metrics.listen");
 
 /// `[agent]`.
@@ -359,35 +361,86 @@ pub struct AgentCfg {
     pub insecure: bool,
 }
 
-/// The admin API's default listen address.
+/// The admin API's default TCP listen address (TCP only with `[admin.tls]` or
+/// `insecure_tcp = true`).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7071";
+
+/// The admin API's default Unix socket (also the CLI's default `--admin`).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/dvipa/admin.sock";
+
+fn de_admin_listen_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_addr("admin.listen", &s).map(Some)
+}
 
 /// `[admin]`: the operator API (`dvipa netstat`, `table`, `diff`, `move` …).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminCfg {
-    /// Listen address (default [`DEFAULT_ADMIN_LISTEN`]). Anything but a loopback address
-    /// needs `[admin.tls]` or `allow_insecure_remote = true`.
-    #[serde(default = "default_admin_listen", deserialize_with = "de_admin_listen")]
-    pub listen: SocketAddr,
+    /// The Unix socket of the admin API (default [`DEFAULT_ADMIN_SOCKET`]; relative to the TOML
+    /// file; `""` = none). Mode 0600, owned by the controller's user; the peer's uid is logged.
+    #[serde(default = "default_admin_socket")]
+    pub socket: PathBuf,
+    /// A group (name or number) that may use the socket too: the socket gets this group and
+    /// mode 0660.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// TCP listen address. TCP is served only with `[admin.tls]` or `insecure_tcp = true`
+    /// (then on [`DEFAULT_ADMIN_LISTEN`] when this is not set); an address without either is
+    /// refused. Anything but a loopback address needs `[admin.tls]` or
+    /// `allow_insecure_remote = true`.
+    #[serde(default, deserialize_with = "de_admin_listen_opt")]
+    pub listen: Option<SocketAddr>,
     /// Mutual TLS: only clients with a certificate from `ca` whose name is in `allow`.
     #[serde(default)]
     pub tls: Option<AdminTlsCfg>,
+    /// Serve the admin API over plaintext TCP on a loopback address: every local user can then
+    /// change routing (tests, demos).
+    #[serde(default)]
+    pub insecure_tcp: bool,
     /// Allow a plaintext admin API on a non-loopback address (anyone who can reach it can move
-    /// DVIPAs and take switches down).
+    /// DVIPAs and take switches down); implies `insecure_tcp`.
     #[serde(default)]
     pub allow_insecure_remote: bool,
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
 
 fn default_admin_listen() -> SocketAddr {
     DEFAULT_ADMIN_LISTEN.parse().expect("valid default")
 }
 
+impl AdminCfg {
+    /// TCP may be served: `[admin.tls]`, `insecure_tcp` or `allow_insecure_remote`.
+    pub fn tcp_allowed(&self) -> bool {
+        self.tls.is_some() || self.insecure_tcp || self.allow_insecure_remote
+    }
+
+    /// The TCP address served, if any: `listen` (or [`DEFAULT_ADMIN_LISTEN`]) when
+    /// [`AdminCfg::tcp_allowed`].
+    pub fn tcp_listen(&self) -> Option<SocketAddr> {
+        self.tcp_allowed()
+            .then(|| self.listen.unwrap_or_else(default_admin_listen))
+    }
+
+    /// The Unix socket served, if any.
+    pub fn socket_path(&self) -> Option<&Path> {
+        (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
+    }
+}
+
 impl Default for AdminCfg {
     fn default() -> Self {
         AdminCfg {
-            listen: default_admin_listen(),
+            socket: default_admin_socket(),
+            group: None,
+            listen: None,
             tls: None,
+            insecure_tcp: false,
             allow_insecure_remote: false,
         }
     }
@@ -610,6 +663,10 @@ fn pos_prefix(pos: &Option<(u32, u32)>) -> String {
 pub struct Overrides {
     /// `--admin-listen` → `admin.listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// `--admin-socket` → `admin.socket`.
+    pub admin_socket: Option<PathBuf>,
+    /// `--admin-insecure-tcp[=BOOL]` → `admin.insecure_tcp`.
+    pub admin_insecure_tcp: Option<bool>,
     /// `--insecure[=BOOL]` → `agent.insecure`.
     pub agent_insecure: Option<bool>,
     /// `--advertise-cmd` → `advertise.advertise_cmd`.
@@ -625,6 +682,8 @@ impl Overrides {
     fn field(&self, field: &str) -> String {
         let flag = match field {
             "admin.listen" if self.admin_listen.is_some() => "--admin-listen",
+            "admin.socket" if self.admin_socket.is_some() => "--admin-socket",
+            "admin.insecure_tcp" if self.admin_insecure_tcp.is_some() => "--admin-insecure-tcp",
             "agent.insecure" if self.agent_insecure.is_some() => "--insecure",
             "advertise.advertise_cmd" if self.advertise_cmd.is_some() => "--advertise-cmd",
             "advertise.withdraw_cmd" if self.withdraw_cmd.is_some() => "--withdraw-cmd",
@@ -695,7 +754,13 @@ impl Config {
     /// Applies command-line overrides.
     pub fn apply(&mut self, ov: &Overrides) {
         if let Some(a) = ov.admin_listen {
-            self.admin.listen = a;
+            self.admin.listen = Some(a);
+        }
+        if let Some(p) = &ov.admin_socket {
+            self.admin.socket = p.clone();
+        }
+        if let Some(i) = ov.admin_insecure_tcp {
+            self.admin.insecure_tcp = i;
         }
         if let Some(i) = ov.agent_insecure {
             self.agent.insecure = i;
@@ -757,7 +822,25 @@ impl Config {
             ]),
             None => v.push(("tls".into(), "(none)".into())),
         }
-        v.push(("admin.listen".into(), self.admin.listen.to_string()));
+        v.push((
+            "admin.socket".into(),
+            match self.admin.socket_path() {
+                Some(p) => path(&p.to_owned()),
+                None => "(off)".into(),
+            },
+        ));
+        v.push(("admin.group".into(), opt(&self.admin.group)));
+        v.push((
+            "admin.listen".into(),
+            match self.admin.tcp_listen() {
+                Some(a) => a.to_string(),
+                None => "(off)".into(),
+            },
+        ));
+        v.push((
+            "admin.insecure_tcp".into(),
+            self.admin.insecure_tcp.to_string(),
+        ));
         match &self.admin.tls {
             Some(t) => v.extend([
                 ("admin.tls.ca".into(), path(&t.ca)),
@@ -820,8 +903,42 @@ impl Config {
                     .into(),
             );
         }
-        if let Some(msg) = Self::admin_exposure(&self.admin, self.admin.listen) {
+        if let Some(a) = self.admin.listen
+            && !self.admin.tcp_allowed()
+            && a.ip().is_loopback()
+        {
+            e(
+                ov.field("admin.listen"),
+                format!(
+                    "{a}: a TCP admin endpoint needs [admin.tls] (mutual TLS with an allow list) \
+                     or admin.insecure_tcp = true (plaintext: every local user could change \
+                     routing); without them the admin API is only on the Unix socket \
+                     admin.socket"
+                ),
+            );
+        }
+        if let Some(a) = self.admin.tcp_listen().or(self.admin.listen)
+            && let Some(msg) = Self::admin_exposure(&self.admin, a)
+        {
             e(ov.field("admin.listen"), msg);
+        }
+        if self.admin.socket_path().is_none() && self.admin.tcp_listen().is_none() {
+            e(
+                ov.field("admin.socket"),
+                "is empty and there is no TCP admin endpoint: nobody could use the admin API"
+                    .into(),
+            );
+        }
+        if self
+            .admin
+            .group
+            .as_deref()
+            .is_some_and(|g| g.trim().is_empty())
+        {
+            e(
+                "admin.group".into(),
+                "must not be empty (leave it out for mode 0600)".into(),
+            );
         }
         if let Some(t) = &self.admin.tls {
             if t.allow.is_empty() {
@@ -1510,7 +1627,9 @@ profile = "sw1.profile"
     fn admin_advertise_and_insecure_fields_parse_with_defaults() {
         let c = Config::parse("t.toml", MIN).unwrap();
         assert_eq!(c.admin, AdminCfg::default());
-        assert_eq!(c.admin.listen, "127.0.0.1:7071".parse().unwrap());
+        assert_eq!(c.admin.listen, None);
+        assert_eq!(c.admin.tcp_listen(), None);
+        assert_eq!(c.admin.socket_path(), Some(Path::new(DEFAULT_ADMIN_SOCKET)));
         assert_eq!(c.advertise, AdvertiseCfg::default());
         assert!(!c.agent.insecure);
         assert_eq!(c.timers.resync_ms, 30_000);
@@ -1526,7 +1645,7 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         assert_eq!(c.advertise.advertise_cmd.as_deref(), Some("adv.sh"));
         assert_eq!(c.advertise.withdraw_cmd.as_deref(), Some("wdr.sh"));
         assert_eq!(c.timers.resync_ms, 5000);
-        assert_eq!(c.admin.listen, "0.0.0.0:7071".parse().unwrap());
+        assert_eq!(c.admin.tcp_listen(), Some("0.0.0.0:7071".parse().unwrap()));
         assert_eq!(c.admin.tls.as_ref().unwrap().allow, vec!["ops".to_string()]);
         let set: BTreeMap<String, String> = c.settings().into_iter().collect();
         assert_eq!(set["admin.listen"], "0.0.0.0:7071");
@@ -1593,7 +1712,11 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
             "{e}"
         );
         Config::parse("t.toml", &format!("{open}allow_insecure_remote = true\n")).unwrap();
-        Config::parse("t.toml", &open.replace("0.0.0.0", "[::1]")).unwrap();
+        Config::parse(
+            "t.toml",
+            &format!("{open}insecure_tcp = true\n").replace("0.0.0.0", "[::1]"),
+        )
+        .unwrap();
         // A command-line override is checked the same way and named with its flag.
         let ov = Overrides {
             admin_listen: Some("192.0.2.1:7071".parse().unwrap()),
@@ -1609,6 +1732,8 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         // ... and overrides win over the TOML.
         let ov = Overrides {
             admin_listen: Some("127.0.0.1:9999".parse().unwrap()),
+            admin_socket: Some(PathBuf::from("/tmp/a.sock")),
+            admin_insecure_tcp: Some(true),
             agent_insecure: Some(false),
             advertise_cmd: Some("a2".into()),
             withdraw_cmd: None,
@@ -1617,11 +1742,62 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         let src = format!("{MIN}\n[advertise]\nadvertise_cmd = \"a1\"\nwithdraw_cmd = \"w1\"\n")
             .replace("7070\" }", "7070\", insecure = true }");
         let c = Config::parse_with("t.toml", &src, &ov).unwrap();
-        assert_eq!(c.admin.listen.port(), 9999);
+        assert_eq!(c.admin.tcp_listen().unwrap().port(), 9999);
+        assert_eq!(c.admin.socket_path(), Some(Path::new("/tmp/a.sock")));
         assert!(!c.agent.insecure);
         assert_eq!(c.advertise.advertise_cmd.as_deref(), Some("a2"));
         assert_eq!(c.advertise.withdraw_cmd.as_deref(), Some("w1"));
         assert_eq!(c.timers.resync_ms, 1000);
+    }
+
+    #[test]
+    fn admin_tcp_needs_tls_or_the_insecure_opt_in() {
+        let loopback = format!("{MIN}\n[admin]\nlisten = \"127.0.0.1:7071\"\n");
+        let e = err(&loopback);
+        assert!(
+            e.starts_with(
+                "t.toml: admin.listen: 127.0.0.1:7071: a TCP admin endpoint needs [admin.tls]"
+            ) && e.contains("admin.insecure_tcp = true"),
+            "{e}"
+        );
+        let ov = Overrides {
+            admin_listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let e = Config::parse_with("t.toml", MIN, &ov)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml: admin.listen (--admin-listen): 127.0.0.1:9000: a TCP"),
+            "{e}"
+        );
+        let ov = Overrides {
+            admin_insecure_tcp: Some(true),
+            ..ov
+        };
+        let c = Config::parse_with("t.toml", MIN, &ov).unwrap();
+        assert_eq!(
+            c.admin.tcp_listen(),
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        // insecure_tcp alone: the default TCP address, next to the socket.
+        let c = Config::parse("t.toml", &format!("{MIN}\n[admin]\ninsecure_tcp = true\n")).unwrap();
+        assert_eq!(
+            c.admin.tcp_listen(),
+            Some(DEFAULT_ADMIN_LISTEN.parse().unwrap())
+        );
+        // No socket and no TCP: nobody could administer.
+        let e = err(&format!("{MIN}\n[admin]\nsocket = \"\"\n"));
+        assert!(e.starts_with("t.toml: admin.socket: is empty"), "{e}");
+        let c = Config::parse(
+            "t.toml",
+            &format!("{MIN}\n[admin]\nsocket = \"a.sock\"\ngroup = \"dvipa\"\n"),
+        )
+        .unwrap();
+        let set: BTreeMap<String, String> = c.settings().into_iter().collect();
+        assert_eq!(set["admin.socket"], "a.sock");
+        assert_eq!(set["admin.group"], "dvipa");
+        assert_eq!(set["admin.listen"], "(off)");
     }
 
     #[test]

@@ -1329,3 +1329,142 @@ async fn syn_pending_register_cells_over_p4runtime() {
     let every = a.read(E::RegisterEntry(p4::RegisterEntry::default())).await;
     assert_eq!(every.len(), 65536 + 1024);
 }
+
+#[tokio::test]
+async fn entry_metadata_over_the_cap_is_refused_per_update_and_counted() {
+    use dvipa_switch::server::MAX_ENTRY_METADATA;
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let with_meta = |sport: u128, n: usize| {
+        let mut e = h.crt_entry(sport, 1, 0);
+        e.metadata = vec![0xab; n];
+        E::TableEntry(e)
+    };
+    let e = a
+        .write(vec![
+            (Insert, with_meta(1, MAX_ENTRY_METADATA)), // at the cap: stored
+            (Insert, with_meta(2, MAX_ENTRY_METADATA + 1)),
+            (Insert, with_meta(3, 8 << 20)), // 8 MiB
+            (Insert, with_meta(4, 0)),
+        ])
+        .await
+        .unwrap_err();
+    use tonic::Code as C;
+    assert_eq!(
+        update_codes(&e),
+        vec![
+            C::Ok as i32,
+            C::InvalidArgument as i32,
+            C::InvalidArgument as i32,
+            C::Ok as i32
+        ]
+    );
+    let st = rpc::Status::decode(e.details()).unwrap();
+    let msg = p4::Error::decode(st.details[1].value.as_slice())
+        .unwrap()
+        .message;
+    assert_eq!(
+        msg,
+        format!(
+            "IngressImpl.crt: metadata is {} bytes, over the switch's cap of {MAX_ENTRY_METADATA} bytes",
+            MAX_ENTRY_METADATA + 1
+        )
+    );
+    // A modify cannot grow it past the cap either.
+    let e = a
+        .write(vec![(Modify, with_meta(1, 4096))])
+        .await
+        .unwrap_err();
+    assert_eq!(update_codes(&e), vec![C::InvalidArgument as i32]);
+    let refused = h
+        .server
+        .stats()
+        .metadata_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 3);
+    // Only the two accepted entries are stored, the first with its 1 KiB intact.
+    let crt = a
+        .read(E::TableEntry(p4::TableEntry {
+            table_id: h.table("IngressImpl.crt").preamble.as_ref().unwrap().id,
+            ..Default::default()
+        }))
+        .await;
+    let mut metas: Vec<usize> = crt
+        .iter()
+        .map(|e| match e {
+            E::TableEntry(t) => t.metadata.len(),
+            _ => panic!(),
+        })
+        .collect();
+    metas.sort();
+    assert_eq!(metas, vec![0, MAX_ENTRY_METADATA]);
+    eprintln!("metadata cap {MAX_ENTRY_METADATA} B: {refused} updates refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_of_a_full_crt_with_maximal_metadata_comes_in_several_responses() {
+    use dvipa_switch::server::{MAX_ENTRY_METADATA, READ_RESPONSE_BYTES};
+    let h = start().await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let crt_id = h.table("IngressImpl.crt").preamble.as_ref().unwrap().id;
+    let size = h.table("IngressImpl.crt").size as u128;
+    let t0 = Instant::now();
+    for chunk in 0..size / 1024 {
+        let ups: Vec<_> = (chunk * 1024..(chunk + 1) * 1024)
+            .map(|sport| {
+                let mut e = h.crt_entry(sport, 1, 0);
+                e.metadata = vec![sport as u8; MAX_ENTRY_METADATA];
+                (Insert, E::TableEntry(e))
+            })
+            .collect();
+        a.write(ups).await.unwrap();
+    }
+    let filled = t0.elapsed();
+    // A plain client with tonic's default 4 MiB receive limit reads the whole table.
+    let t0 = Instant::now();
+    let mut s = a
+        .client
+        .read(p4::ReadRequest {
+            device_id: 0,
+            entities: vec![p4::Entity {
+                entity: Some(E::TableEntry(p4::TableEntry {
+                    table_id: crt_id,
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut responses, mut entries, mut bytes, mut largest) = (0usize, 0usize, 0usize, 0usize);
+    let mut sports = std::collections::HashSet::new();
+    while let Some(r) = s
+        .message()
+        .await
+        .expect("a Read of a full crt must not fail")
+    {
+        let len = r.encoded_len();
+        responses += 1;
+        bytes += len;
+        largest = largest.max(len);
+        entries += r.entities.len();
+        for e in r.entities {
+            if let Some(E::TableEntry(t)) = e.entity {
+                assert_eq!(t.metadata.len(), MAX_ENTRY_METADATA);
+                sports.insert(t.r#match[3].clone().encode_to_vec());
+            }
+        }
+    }
+    eprintln!(
+        "full crt: {entries} entries x {MAX_ENTRY_METADATA} B metadata written in {filled:?}; \
+         read in {responses} ReadResponses, {bytes} B total, largest {largest} B, in {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(entries as u128, size);
+    assert_eq!(sports.len() as u128, size, "every entry exactly once");
+    assert!(responses > 1, "{responses}");
+    assert!(largest <= READ_RESPONSE_BYTES, "{largest}");
+}

@@ -41,6 +41,16 @@ type StreamTx = mpsc::Sender<Result<p4::StreamMessageResponse, Status>>;
 const IDLE_SWEEP: Duration = Duration::from_millis(100);
 /// Repeat period of idle notifications for an entry that stays idle (bmv2: about 1 s).
 const IDLE_REPEAT_NS: u64 = 1_000_000_000;
+/// Largest `TableEntry.metadata` stored, in bytes. A peer-controlled size: without a cap five
+/// entries of 60 MB grew the switch by 250 MB and made `Read` fail (issue 14). PI
+/// (simple_switch_grpc) keeps the bytes unbounded, limited only by its 4 MiB gRPC message; the
+/// controller writes none. An update above the cap fails alone with INVALID_ARGUMENT naming the
+/// cap and is counted ([`ServerStats::metadata_refused`]).
+pub const MAX_ENTRY_METADATA: usize = 1024;
+/// A Read's answer is split into `ReadResponse`s of at most this many encoded bytes (one
+/// entity larger than this goes alone), well under gRPC's default 4 MiB message limit, so a
+/// full table never fails with OUT_OF_RANGE whatever the client's limit.
+pub const READ_RESPONSE_BYTES: usize = 1 << 20;
 
 /// A live controller: a StreamChannel that sent an accepted `MasterArbitrationUpdate`.
 struct Controller {
@@ -140,6 +150,10 @@ pub struct ServerStats {
     pub stream_drops: AtomicU64,
     /// Writes refused whole for having more than `max_write_updates` updates.
     pub writes_too_large: AtomicU64,
+    /// Table updates refused because their metadata exceeded [`MAX_ENTRY_METADATA`].
+    pub metadata_refused: AtomicU64,
+    /// `ReadResponse` messages sent (a Read's answer may take several).
+    pub read_responses: AtomicU64,
 }
 
 struct Inner {
@@ -686,6 +700,17 @@ impl SwitchServer {
         let (kind, t) = prog
             .table(te.table_id)
             .ok_or_else(|| EntityError::NotFound(format!("unknown table id {}", te.table_id)))?;
+        if te.metadata.len() > MAX_ENTRY_METADATA {
+            self.inner
+                .stats
+                .metadata_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(EntityError::Invalid(format!(
+                "{}: metadata is {} bytes, over the switch's cap of {MAX_ENTRY_METADATA} bytes",
+                t.name,
+                te.metadata.len()
+            )));
+        }
         let p = &self.inner.pipeline;
         if te.is_default_action {
             if op != U::Modify {
@@ -1129,6 +1154,31 @@ fn for_each_entry(t: &Tables, kind: TableKind, filter: Option<Key>, f: &mut Visi
     }
 }
 
+/// Splits a Read's entities into `ReadResponse`s of at most `limit` encoded bytes each (an
+/// entity larger than `limit` goes alone); at least one response, empty when nothing matched.
+fn split_read(entities: Vec<p4::Entity>, limit: usize) -> Vec<p4::ReadResponse> {
+    let mut parts = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for e in entities {
+        // Field 1, length-delimited: tag byte + length varint + the entity.
+        let len = e.encoded_len();
+        let one = 1 + prost::length_delimiter_len(len) + len;
+        if !cur.is_empty() && size + one > limit {
+            parts.push(p4::ReadResponse {
+                entities: std::mem::take(&mut cur),
+            });
+            size = 0;
+        }
+        size += one;
+        cur.push(e);
+    }
+    if !cur.is_empty() || parts.is_empty() {
+        parts.push(p4::ReadResponse { entities: cur });
+    }
+    parts
+}
+
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -1203,8 +1253,14 @@ impl P4Runtime for SwitchServer {
                 .ok_or_else(|| Status::invalid_argument("read of an empty entity"))?;
             self.read_entity(&prog, ent, &mut out)?;
         }
-        let resp = p4::ReadResponse { entities: out };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(resp)))))
+        let parts = split_read(out, READ_RESPONSE_BYTES);
+        self.inner
+            .stats
+            .read_responses
+            .fetch_add(parts.len() as u64, Ordering::Relaxed);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            parts.into_iter().map(Ok),
+        ))))
     }
 
     async fn set_forwarding_pipeline_config(
