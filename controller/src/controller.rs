@@ -81,7 +81,8 @@ pub fn read_config(
 ) -> Result<(Config, ProfileTexts, String), StartError> {
     let src = read_text(config_path, dvipa_core::validate::TOML_CAP)?;
     let file = config_path.display().to_string();
-    let config = Config::parse_with(&file, &src, overrides)?;
+    let mut config = Config::parse_with(&file, &src, overrides)?;
+    switch_tls(&mut config, profile_dir)?;
     let mut profiles = BTreeMap::new();
     for sw in &config.switches {
         let p = rel(profile_dir, &sw.profile);
@@ -89,6 +90,31 @@ pub fn read_config(
         profiles.insert(sw.name.clone(), (p.display().to_string(), text));
     }
     Ok((config, profiles, src))
+}
+
+/// Resolves every `[[switch]] tls` path against the TOML's directory and checks the files once
+/// (they are read again on every connection, to follow rotation): a missing or bad file, or a
+/// `cert` without `key`, stops the start.
+fn switch_tls(config: &mut Config, base: &Path) -> Result<(), StartError> {
+    for (i, sw) in config.switches.iter_mut().enumerate() {
+        let Some(t) = &mut sw.tls else { continue };
+        if t.cert.is_some() != t.key.is_some() {
+            return Err(StartError::Text(format!(
+                "switch[{i}].tls ({}): cert and key go together (mutual TLS) or are both left out",
+                sw.name
+            )));
+        }
+        t.ca = rel(base, &t.ca);
+        t.cert = t.cert.as_deref().map(|p| rel(base, p));
+        t.key = t.key.as_deref().map(|p| rel(base, p));
+        dvipa_tls::p4runtime_client_tls(
+            &t.ca,
+            t.cert.as_deref().zip(t.key.as_deref()),
+            t.server_name.as_deref(),
+        )
+        .map_err(|e| StartError::Text(format!("switch[{i}].tls ({}): {e}", sw.name)))?;
+    }
+    Ok(())
 }
 
 /// Loads the P4Info at `path` (the TOML's `p4info`, at `file`:line:col of `src`) and checks
@@ -529,6 +555,7 @@ impl Controller {
                 idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
                 liveness: Duration::from_millis(timers.liveness_ms.max(1)),
                 resync: opts.resync,
+                tls: s.tls.clone(),
             };
             tasks.push((
                 "switch driver",

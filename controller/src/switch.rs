@@ -110,6 +110,8 @@ pub struct DriverConfig {
     pub liveness: Duration,
     /// Periodic re-read of the switch.
     pub resync: Duration,
+    /// P4Runtime over TLS (paths resolved); the files are read for every new connection.
+    pub tls: Option<dvipa_core::config::SwitchTlsCfg>,
 }
 
 /// FNV-1a over the P4Info and device config: the pipeline cookie.
@@ -203,6 +205,34 @@ pub async fn run(
         cc.backoff_initial = RETRY_INITIAL;
         cc.backoff_max = cap;
         cc.queue_capacity = STREAM_QUEUE;
+        if let Some(t) = &d.cfg.tls {
+            // Read per connection: rotated files are used by the next connection.
+            match dvipa_tls::p4runtime_client_tls(
+                &t.ca,
+                t.cert.as_deref().zip(t.key.as_deref()),
+                t.server_name.as_deref(),
+            ) {
+                Ok(c) => cc.tls = Some(c),
+                Err(e) => {
+                    d.count("tls_files_failed");
+                    tracing::warn!(switch = %d.cfg.name, error = %e, "P4Runtime TLS files unusable; retrying");
+                    let until = tokio::time::Instant::now() + cap;
+                    loop {
+                        let deadline = d.liveness_deadline();
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            _ = shutdown.changed() => return,
+                            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => d.liveness_expired(),
+                            c = rx.recv() => match c {
+                                Some(c) => d.unreachable(c, "TLS files unusable"),
+                                None => return,
+                            },
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
         let connect = Session::connect(cc);
         tokio::pin!(connect);
         let connected = loop {

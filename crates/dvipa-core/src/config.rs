@@ -546,6 +546,29 @@ pub struct SwitchCfg {
     /// The switch's own IPv4 routes (`ipv4_route` table).
     #[serde(default)]
     pub routes: Vec<RouteCfg>,
+    /// P4Runtime over TLS to this switch (absent: plaintext).
+    #[serde(default)]
+    pub tls: Option<SwitchTlsCfg>,
+}
+
+/// `tls` of a `[[switch]]`: P4Runtime over TLS, as simple_switch_grpc serves it with
+/// `--grpc-server-ssl` (and, with `cert` and `key`, mutual TLS for
+/// `--grpc-server-with-client-auth`). Paths are relative to the TOML file; the files are read
+/// again for every new connection, so rotated files take effect on the next one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchTlsCfg {
+    /// CA that signs the switch's server certificate.
+    pub ca: PathBuf,
+    /// The controller's client certificate (mutual TLS).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name expected in the switch's certificate (default: the host of `p4runtime`).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn one() -> u64 {

@@ -268,6 +268,34 @@ pub fn client_tls_config(
     Ok(cfg)
 }
 
+/// The controller's TLS config toward one P4Runtime server (a switch started with
+/// simple_switch_grpc's `--grpc-server-ssl`): trust `ca`, present `identity` (certificate, key)
+/// when the switch asks for client certificates (`--grpc-server-with-client-auth`), and expect
+/// `server_name` in the switch's certificate (default: the host of its address). The files are
+/// read (capped, regular files only) and checked on every call, so a caller that builds this
+/// per connection follows rotated files.
+pub fn p4runtime_client_tls(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
+) -> Result<ClientTlsConfig, TlsError> {
+    let ca_pem = read(ca)?;
+    certs(&ca_pem, "CA file")?;
+    let mut cfg =
+        ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem));
+    if let Some((cert, key_path)) = identity {
+        let cert_pem = read(cert)?;
+        let key_pem = read(key_path)?;
+        certs(&cert_pem, "certificate file")?;
+        key(&key_pem)?;
+        cfg = cfg.identity(tonic::transport::Identity::from_pem(&cert_pem, &key_pem));
+    }
+    if let Some(name) = server_name {
+        cfg = cfg.domain_name(name);
+    }
+    Ok(cfg)
+}
+
 /// Does a TLS handshake with `addr` as a client of `bundle` (trusting its CA, presenting its
 /// certificate, expecting `server_name` in the peer's) and waits up to `wait` for the peer's
 /// first bytes, to learn why a connection failed: with TLS 1.3 a server refuses a client

@@ -178,6 +178,9 @@ pub struct ClientConfig {
     pub max_write_updates: usize,
     /// Most encoded bytes of updates in one Write RPC (split likewise).
     pub max_write_bytes: usize,
+    /// TLS to the device (`None`: plaintext). With a client identity it is mutual TLS
+    /// (simple_switch_grpc's `--grpc-server-with-client-auth`).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The HTTP/2 header-list size this client accepts (SETTINGS_MAX_HEADER_LIST_SIZE). A Write's
@@ -231,6 +234,7 @@ impl ClientConfig {
             request_log: None,
             max_write_updates: DEFAULT_MAX_WRITE_UPDATES,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
+            tls: None,
         }
     }
 
@@ -281,6 +285,8 @@ impl ClientConfig {
     fn uri(&self) -> String {
         if self.addr.contains("://") {
             self.addr.clone()
+        } else if self.tls.is_some() {
+            format!("https://{}", self.addr)
         } else {
             format!("http://{}", self.addr)
         }
@@ -419,6 +425,11 @@ impl Session {
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE);
+        if let Some(t) = &cfg.tls {
+            endpoint = endpoint
+                .tls_config(t.clone())
+                .map_err(|e| ClientError::Config(format!("TLS to {}: {e}", cfg.addr)))?;
+        }
         if let Some(k) = cfg.keepalive {
             endpoint = endpoint
                 .http2_keep_alive_interval(k)
