@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
+# openssl: certificates for the P4Runtime-over-TLS interop test.
+command -v openssl >/dev/null || need_apt+=(openssl)
 # Mininet for the topology smoke test (no OVS needed: hosts + the P4 switch class only).
 /usr/bin/python3 -c 'import mininet.net' 2>/dev/null || need_apt+=(mininet)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -7,23 +7,26 @@
 #           namespaces, for that part only): roles and arbitration, pipeline and cookie, writes
 #           with per-update errors, reads, counters, a digest from real SYNs and its ack, idle
 #           notifications, the frames the switch forwards.
-# Each mode prints a "N passed, N failed" line; exits non-zero if either mode failed.
-#   scripts/interop-test.sh [--python | --switch]      (default: both)
+#   tls     the official bindings over TLS and mutual TLS against a real dvipa-switch started
+#           with simple_switch_grpc's --grpc-server-ssl options (certificates made with openssl).
+# Each mode prints a "N passed, N failed" line; exits non-zero if any mode failed.
+#   scripts/interop-test.sh [--python | --switch | --tls]      (default: all three)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 BIN=${CARGO_TARGET_DIR:-target}/debug
 P4INFO=p4src/p4c-out/bmv2/dvipa.p4info.txtpb
-modes=(python switch)
+modes=(python switch tls)
 case "${1:-}" in
   --python) modes=(python) ;;
   --switch) modes=(switch) ;;
+  --tls) modes=(tls) ;;
   "") ;;
-  *) echo "usage: $0 [--python | --switch]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--python | --switch | --tls]" >&2; exit 2 ;;
 esac
 
 cargo build -p p4rt --example interop_client --locked || exit 1
-if [[ " ${modes[*]} " == *" switch "* ]]; then
+if [[ " ${modes[*]} " == *" switch "* || " ${modes[*]} " == *" tls "* ]]; then
   cargo build -p dvipa-switch --bin dvipa-switch --locked || exit 1
 fi
 
@@ -34,6 +37,8 @@ for m in "${modes[@]}"; do
   log=$(mktemp)
   if [ "$m" = python ]; then
     "$PY" crates/p4rt/interop/interop.py "$BIN/examples/interop_client" "$P4INFO" 2>&1 | tee "$log"
+  elif [ "$m" = tls ]; then
+    GRPC_VERBOSITY=NONE timeout 120 "$PY" crates/p4rt/interop/tls_interop.py "$BIN/dvipa-switch" 2>&1 | tee "$log"
   else
     timeout 120 "$PY" crates/p4rt/interop/switch_interop.py "$BIN/dvipa-switch" \
       "$BIN/examples/interop_client" "$P4INFO" 2>&1 | tee "$log"
