@@ -231,7 +231,7 @@ impl ServerStack for AgentService {
                         // instead of ending the stream with OK.
                         shared.stats.reject("report_too_large");
                         tracing::warn!(%stack, error = %e.message(), "agent message over the size limit; session ended");
-                        let _ = tx.send(Err(Status::resource_exhausted(format!(
+                        let _ = tx.try_send(Err(Status::resource_exhausted(format!(
                             "agent message too large: {} (the controller decodes at most {} \
                              bytes per message; send smaller Reports, e.g. a lower --max-batch)",
                             e.message(),
