@@ -1092,15 +1092,17 @@ profile = "sw2.profile"
     s2.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_crt_is_counted_and_loses_no_connection() {
+/// The switch of `ts` programmed by a controller with MVS1 attached and listening; then someone
+/// else fills its CRT (65,536 entries) behind the controller's back.
+async fn programmed_then_crt_filled(
+    ts: &ThreadSwitch,
+    sw_addr: std::net::SocketAddr,
+    dir: &Path,
+) -> (Controller, Agent) {
     use dvipa_switch::tables::{CrtKey, EntryMeta, SelectAction};
-    let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tls_inputs(dir.path());
-    let cfg = common::write_toml(dir.path(), &toml(&sw_addr.to_string(), dir.path()));
+    let ca = tls_inputs(dir);
+    let cfg = common::write_toml(dir, &toml(&sw_addr.to_string(), dir));
     let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
-    let admin = ctl.admin_addr();
     let mut ag = attach_as(ctl.agent_addr(), &ca, 1).await;
     assert!(ag.report(listen(true)).await.is_empty());
     eventually("programmed", || async {
@@ -1108,32 +1110,38 @@ async fn a_full_crt_is_counted_and_loses_no_connection() {
         t.dpt.len() == 256 && t.dvipa.len() == 1
     })
     .await;
-
-    // Someone else fills the CRT behind the controller's back.
+    let now = ts.sw.pipeline().now_ns();
+    let mut t = ts.sw.pipeline().tables_mut();
+    let mut i = 0u32;
+    while t
+        .crt
+        .insert(
+            CrtKey {
+                src: 0x0a63_0000 + i,
+                dst: u32::from(Ipv4Addr::new(192, 0, 2, 1)),
+                proto: 6,
+                sport: 1,
+                dport: 1,
+            },
+            SelectAction::NoAction,
+            EntryMeta::default(),
+            now,
+        )
+        .is_ok()
     {
-        let now = ts.sw.pipeline().now_ns();
-        let mut t = ts.sw.pipeline().tables_mut();
-        let mut i = 0u32;
-        while t
-            .crt
-            .insert(
-                CrtKey {
-                    src: 0x0a63_0000 + i,
-                    dst: u32::from(Ipv4Addr::new(192, 0, 2, 1)),
-                    proto: 6,
-                    sport: 1,
-                    dport: 1,
-                },
-                SelectAction::NoAction,
-                EntryMeta::default(),
-                now,
-            )
-            .is_ok()
-        {
-            i += 1;
-        }
-        assert_eq!(t.crt.len(), 65536);
+        i += 1;
     }
+    assert_eq!(t.crt.len(), 65536);
+    drop(t);
+    (ctl, ag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_crt_is_counted_and_loses_no_connection() {
+    let (ts, sw_addr) = ThreadSwitch::start("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, ag) = programmed_then_crt_filled(&ts, sw_addr, dir.path()).await;
+    let admin = ctl.admin_addr();
 
     // A new connection: the insert fails with RESOURCE_EXHAUSTED, which is counted; the digest
     // is still acked, the controller keeps the connection, and its packets reach the server
@@ -1220,7 +1228,6 @@ async fn sessions_set_up(admin: std::net::SocketAddr) -> u64 {
 /// controller re-arbitrate and rewrite twice a second forever), netstat shows the connections as
 /// not pinned on SW1, and the controller goes idle: no write batches while nothing changes.
 async fn crt_overflow_scenario(flavor: dvipa_switch::server::Flavor) {
-    use dvipa_switch::tables::{CrtKey, EntryMeta, SelectAction};
     let (ts, sw_addr) = ThreadSwitch::start_with(
         "127.0.0.1:0".parse().unwrap(),
         dvipa_switch::server::ServerOptions {
@@ -1229,41 +1236,8 @@ async fn crt_overflow_scenario(flavor: dvipa_switch::server::Flavor) {
         },
     );
     let dir = tempfile::tempdir().unwrap();
-    let ca = tls_inputs(dir.path());
-    let cfg = common::write_toml(dir.path(), &toml(&sw_addr.to_string(), dir.path()));
-    let ctl = start_controller(&cfg, RecordingAdvertiser::default()).await;
+    let (ctl, mut ag) = programmed_then_crt_filled(&ts, sw_addr, dir.path()).await;
     let admin = ctl.admin_addr();
-    let mut ag = attach_as(ctl.agent_addr(), &ca, 1).await;
-    assert!(ag.report(listen(true)).await.is_empty());
-    eventually("programmed", || async {
-        let t = ts.sw.pipeline().tables();
-        t.dpt.len() == 256 && t.dvipa.len() == 1
-    })
-    .await;
-    {
-        let now = ts.sw.pipeline().now_ns();
-        let mut t = ts.sw.pipeline().tables_mut();
-        let mut i = 0u32;
-        while t
-            .crt
-            .insert(
-                CrtKey {
-                    src: 0x0a63_0000 + i,
-                    dst: u32::from(Ipv4Addr::new(192, 0, 2, 1)),
-                    proto: 6,
-                    sport: 1,
-                    dport: 1,
-                },
-                SelectAction::NoAction,
-                EntryMeta::default(),
-                now,
-            )
-            .is_ok()
-        {
-            i += 1;
-        }
-        assert_eq!(t.crt.len(), 65536);
-    }
     let sessions = sessions_set_up(admin).await;
     assert!(sessions >= 1);
 
