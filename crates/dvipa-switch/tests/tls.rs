@@ -51,15 +51,17 @@ fn start(dir: &Path, port: u16, client_auth: bool) -> Switch {
             "--grpc-server-with-client-auth".into(),
         ]);
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_dvipa-switch"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let sw = Switch(
+        Command::new(env!("CARGO_BIN_EXE_dvipa-switch"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Switch(child);
+            return sw;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
