@@ -61,6 +61,7 @@ pub mod client;
 pub mod codec;
 pub mod entity;
 pub mod error;
+pub mod ratelimit;
 pub mod reqlog;
 pub mod schema;
 
