@@ -398,7 +398,12 @@ impl Controller {
                 device_config: device_config.clone(),
                 cookie,
                 idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
-                liveness: Duration::from_millis(timers.liveness_ms.max(1)),
+                liveness: timers.liveness(),
+                probe: timers.probe(),
+                keepalive: timers.keepalive(),
+                tcp_user_timeout: timers.tcp_user_timeout(),
+                connect_timeout: timers.connect_timeout(),
+                election_id_range: s.election_id_range,
                 resync: opts.resync,
             };
             tasks.push((

@@ -12,6 +12,23 @@
 //! longer than `liveness_ms` is reported as `SwitchDown`. The switch is re-read periodically
 //! (and on `dvipa reconcile`), so entries changed behind the controller's back are repaired.
 //!
+//! Liveness the controller measures itself: every session runs a probe task that sends a
+//! P4Runtime `Capabilities` RPC every `probe_ms` (standard P4Runtime, so bmv2 and Stratum
+//! answer it too). When no probe was answered for `liveness_ms` (a frozen switch process, a
+//! path that silently drops packets), the session is dropped as if its stream had ended, and
+//! since primary was last known at the last answer, `SwitchDown` follows at once: the switch is
+//! down `liveness_ms` after it stopped answering. Every await of the session (pipeline set-up,
+//! reads, digest acks) is raced against the probe, so a call that hangs cannot hide a dead
+//! switch. The connection's HTTP/2 keep-alive and `TCP_USER_TIMEOUT` come from the same
+//! `[timers]`, so the socket of a dead peer fails fast as well.
+//!
+//! Election id after a half-open session: a switch that still holds a dead stream of this
+//! controller refuses the new one with "election id … is already used". The driver retries
+//! with its backoff and a rate-limited warning; when the refused id is the one its own
+//! previous session used (so the holder is that dead session) and the refusal has lasted
+//! `liveness_ms` (time for a switch with a keep-alive to drop the dead stream itself), it moves
+//! to the next id of the switch's `election_id_range`, which makes the new session primary.
+//!
 //! Reconnection: when the stream ends the driver drops the session and connects a new one
 //! itself, first after [`RETRY_INITIAL`], then with the delay doubled per failed attempt up to
 //! [`retry_cap`] (half the detection time, 100 ms..1 s), so a switch that comes back is
@@ -35,6 +52,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+/// A repeated warning: logged at most once per [`p4rt::ratelimit::PERIOD`] per switch and
+/// message, with `suppressed` = the lines left out since (those go to the debug level).
+macro_rules! warn_limited {
+    ($sw:expr, $msg:literal, $($field:tt)*) => {
+        match p4rt::ratelimit::check(&format!("{} {}", $sw, $msg)) {
+            Some(suppressed) => tracing::warn!(switch = %$sw, suppressed, $($field)* $msg),
+            None => tracing::debug!(switch = %$sw, $($field)* $msg),
+        }
+    };
+}
+
 /// How long a digest list waits for the core's ack before it is forgotten.
 pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
 
@@ -48,7 +76,7 @@ pub fn retry_cap(liveness: Duration) -> Duration {
 
 /// While a switch stays unreachable, a warning is logged at most this often (every attempt
 /// is counted in `switch_connect_failed`).
-const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
+const UNREACHABLE_LOG_EVERY: Duration = p4rt::ratelimit::PERIOD;
 
 /// Stream messages (digest lists) buffered while the driver is busy: a burst of new
 /// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
@@ -106,8 +134,18 @@ pub struct DriverConfig {
     pub cookie: u64,
     /// Idle timeout programmed on CRT entries.
     pub idle_timeout_ns: i64,
-    /// Primary lost longer than this → `SwitchDown`.
+    /// Primary lost (or no probe answered) longer than this → `SwitchDown`.
     pub liveness: Duration,
+    /// Liveness probe interval.
+    pub probe: Duration,
+    /// HTTP/2 keep-alive interval (an unanswered ping closes the connection after `liveness`).
+    pub keepalive: Duration,
+    /// `TCP_USER_TIMEOUT` of the P4Runtime socket.
+    pub tcp_user_timeout: Duration,
+    /// Bound of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Election ids usable for this switch: `election_id .. election_id + election_id_range`.
+    pub election_id_range: u64,
     /// Periodic re-read of the switch.
     pub resync: Duration,
 }
@@ -136,6 +174,72 @@ struct Driver {
     /// Write batches in flight: task → (batch id, number of updates).
     writes: JoinSet<(u64, Vec<WriteOutcome>)>,
     write_ids: HashMap<tokio::task::Id, (u64, usize)>,
+    /// The election id sessions use now (raised within the range after a half-open session).
+    election_id: u64,
+    /// The election id of the last session that connected (a refusal of that id means a dead
+    /// session of ours holds it).
+    connected_id: Option<u64>,
+    /// Since when the switch refuses `election_id` as already used.
+    refused_since: Option<Instant>,
+}
+
+/// The liveness probe task of one session; aborted when dropped. It ends (with the send time
+/// of the last answered probe) when no probe was answered for `liveness`.
+struct Probe(tokio::task::JoinHandle<tokio::time::Instant>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Probe {
+    fn start(s: Arc<Session>, every: Duration, liveness: Duration) -> Probe {
+        Probe(tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                let sent = tokio::time::Instant::now();
+                let deadline = last_ok + liveness;
+                if sent >= deadline {
+                    return last_ok;
+                }
+                match tokio::time::timeout_at(deadline, s.probe(deadline - sent)).await {
+                    Ok(Ok(())) => last_ok = sent,
+                    // no answer (broken connection): try again until the deadline
+                    Ok(Err(_)) => {}
+                    Err(_) => return last_ok,
+                }
+                tokio::time::sleep_until((sent + every).min(last_ok + liveness)).await;
+            }
+        }))
+    }
+
+    /// Runs `f` unless the switch stops answering first (then `Err(last answer)`).
+    async fn or_dead<T>(
+        &mut self,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T, tokio::time::Instant> {
+        tokio::select! {
+            biased;
+            r = &mut self.0 => Err(r.unwrap_or_else(|_| tokio::time::Instant::now())),
+            r = f => Ok(r),
+        }
+    }
+}
+
+/// Whether a refused stream is the "election id already used" refusal (the embedded switch,
+/// PI/bmv2 and Stratum all answer INVALID_ARGUMENT naming the election id).
+fn election_id_in_use(e: &p4rt::ClientError) -> bool {
+    match e {
+        p4rt::ClientError::StreamRefused {
+            code: Some(tonic::Code::InvalidArgument | tonic::Code::AlreadyExists),
+            message,
+        } => {
+            let m = message.to_lowercase();
+            m.contains("election") && (m.contains("already") || m.contains("in use"))
+        }
+        _ => false,
+    }
 }
 
 /// What a write task needs (owned, so writes run concurrently with the driver loop).
@@ -163,6 +267,7 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<SwitchCmd>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cfg_election_id = cfg.election_id;
     let mut d = Driver {
         cfg,
         schema,
@@ -172,15 +277,22 @@ pub async fn run(
         lost_at: None,
         writes: JoinSet::new(),
         write_ids: HashMap::new(),
+        election_id: cfg_election_id,
+        connected_id: None,
+        refused_since: None,
     };
     let cap = retry_cap(d.cfg.liveness);
     let mut backoff = RETRY_INITIAL;
     let mut failures = 0u64;
-    let mut warned: Option<Instant> = None;
+    let mut warn_unreachable = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
+    let mut warn_refused = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     loop {
         let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
-        cc.election_id = u128::from(d.cfg.election_id);
-        cc.connect_timeout = Duration::from_secs(3);
+        cc.election_id = u128::from(d.election_id);
+        cc.connect_timeout = d.cfg.connect_timeout;
+        cc.keepalive = Some(d.cfg.keepalive);
+        cc.keepalive_timeout = Some(d.cfg.liveness);
+        cc.tcp_user_timeout = Some(d.cfg.tcp_user_timeout);
         // The session's own stream reconnect (the driver replaces a session whose stream
         // ended, so this only bounds a reconnect racing that).
         cc.backoff_initial = RETRY_INITIAL;
@@ -203,10 +315,13 @@ pub async fn run(
         match connected {
             Ok((session, queues)) => {
                 if failures > 0 {
-                    tracing::info!(switch = %d.cfg.name, failed_attempts = failures, "P4Runtime connected");
+                    tracing::info!(switch = %d.cfg.name, failed_attempts = failures, election_id = d.election_id, "P4Runtime connected");
                 }
                 failures = 0;
-                warned = None;
+                warn_unreachable.reset();
+                warn_refused.reset();
+                d.connected_id = Some(d.election_id);
+                d.refused_since = None;
                 let ended = d
                     .session_loop(session, queues, &mut rx, &mut shutdown)
                     .await;
@@ -223,12 +338,17 @@ pub async fn run(
                     Ended::Lost { primary: false } => {}
                 }
             }
+            Err(e) if election_id_in_use(&e) => {
+                d.count("arbitration_refused");
+                failures += 1;
+                d.refused(&e, &mut warn_refused);
+            }
             Err(e) => {
                 d.count("connect_failed");
                 failures += 1;
-                if warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY) {
-                    warned = Some(Instant::now());
-                    tracing::warn!(switch = %d.cfg.name, error = %e, failed_attempts = failures, retry_max = ?cap, "P4Runtime connect failed");
+                d.refused_since = None;
+                if let Some(suppressed) = warn_unreachable.check() {
+                    tracing::warn!(switch = %d.cfg.name, error = %e, failed_attempts = failures, suppressed, retry_max = ?cap, "P4Runtime connect failed");
                 } else {
                     tracing::debug!(switch = %d.cfg.name, error = %e, "P4Runtime connect failed");
                 }
@@ -254,6 +374,44 @@ pub async fn run(
 impl Driver {
     fn count(&self, what: &str) {
         self.shared.stats.add(&format!("switch_{what}"), 1);
+    }
+
+    /// The switch refused our election id as already used: wait for it to drop the holder,
+    /// or, when the holder is our own dead session, move to the next id of the range.
+    fn refused(&mut self, e: &p4rt::ClientError, warn: &mut p4rt::ratelimit::RateLimit) {
+        let since = *self.refused_since.get_or_insert_with(Instant::now);
+        let ours = self.connected_id == Some(self.election_id);
+        let last = self.cfg.election_id + (self.cfg.election_id_range - 1);
+        if ours && since.elapsed() >= self.cfg.liveness && self.election_id < last {
+            let old = self.election_id;
+            self.election_id += 1;
+            self.refused_since = None;
+            self.count("election_id_raised");
+            tracing::warn!(switch = %self.cfg.name, from = old, to = self.election_id, range_last = last, refused_for = ?since.elapsed(),
+                "the switch still holds our previous session's election id (half-open session): raising the election id");
+            return;
+        }
+        if let Some(suppressed) = warn.check() {
+            tracing::warn!(switch = %self.cfg.name, error = %e, election_id = self.election_id, ours, range_last = last, suppressed,
+                "P4Runtime arbitration refused: election id in use; retrying with backoff");
+        } else {
+            tracing::debug!(switch = %self.cfg.name, error = %e, "P4Runtime arbitration refused");
+        }
+    }
+
+    /// No probe answered for `liveness`: the session is given up; primary was last known at
+    /// `last_ok`, so `SwitchDown` follows at once.
+    fn unresponsive(&mut self, last_ok: tokio::time::Instant, primary: bool) -> Ended {
+        self.count("probe_timeout");
+        if let Some(suppressed) = p4rt::ratelimit::check(&format!("unresponsive {}", self.cfg.name))
+        {
+            tracing::warn!(switch = %self.cfg.name, silent_ms = last_ok.elapsed().as_millis() as u64, primary, suppressed,
+                "switch not answering the liveness probe: session dropped");
+        }
+        if primary || self.lost_at.is_some() {
+            self.lost_at = Some(self.lost_at.map_or(last_ok, |t| t.min(last_ok)));
+        }
+        Ended::Lost { primary }
     }
 
     /// When primary, lost at `lost_at`, is to be reported lost.
@@ -306,6 +464,7 @@ impl Driver {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
         let session = Arc::new(session);
+        let mut probe = Probe::start(session.clone(), self.cfg.probe, self.cfg.liveness);
         // Writes of an earlier session are not answered any more (the core forgets them on
         // the next SwitchUp).
         self.writes = JoinSet::new();
@@ -321,6 +480,10 @@ impl Driver {
             let liveness_deadline = self.liveness_deadline();
             tokio::select! {
                 _ = shutdown.changed() => return Ended::Shutdown,
+                last_ok = &mut probe.0 => {
+                    let last_ok = last_ok.unwrap_or_else(|_| tokio::time::Instant::now());
+                    return self.unresponsive(last_ok, primary);
+                }
                 ch = mastership.changed() => {
                     if ch.is_err() {
                         // The session is gone: start over with a new one.
@@ -331,7 +494,11 @@ impl Driver {
                     }
                     let m = *mastership.borrow_and_update();
                     if m == Mastership::Primary && !primary {
-                        match self.setup(&session).await {
+                        let set_up = match probe.or_dead(self.setup(&session)).await {
+                            Ok(r) => r,
+                            Err(last_ok) => return self.unresponsive(last_ok, primary),
+                        };
+                        match set_up {
                             Ok(()) => {
                                 primary = true;
                                 self.lost_at = None;
@@ -343,7 +510,7 @@ impl Driver {
                             }
                             Err(e) => {
                                 self.count("setup_failed");
-                                tracing::error!(switch = %self.cfg.name, error = %e, "switch setup failed");
+                                warn_limited!(self.cfg.name, "switch setup failed", error = %e,);
                                 // Not usable without its pipeline and digest.
                                 self.lost_at = None;
                                 self.down();
@@ -376,13 +543,18 @@ impl Driver {
                 c = rx.recv() => {
                     let Some(c) = c else { return Ended::Shutdown };
                     if primary {
-                        self.command(&session, c).await;
+                        if let Err(last_ok) = probe.or_dead(self.command(&session, c)).await {
+                            return self.unresponsive(last_ok, primary);
+                        }
                     } else {
                         self.unreachable(c, "not primary");
                     }
                 }
                 d = q.digests.recv(), if primary => {
-                    if let Some(d) = d { self.digest(d).await } else { return Ended::Lost { primary } }
+                    let Some(d) = d else { return Ended::Lost { primary } };
+                    if let Err(last_ok) = probe.or_dead(self.digest(d)).await {
+                        return self.unresponsive(last_ok, primary);
+                    }
                 }
                 i = q.idle_timeouts.recv(), if primary => {
                     if let Some(i) = i { self.idle(i) } else { return Ended::Lost { primary } }
@@ -393,7 +565,9 @@ impl Driver {
                     }
                 }
                 _ = resync.tick(), if primary => {
-                    self.command(&session, SwitchCmd::Read).await;
+                    if let Err(last_ok) = probe.or_dead(self.command(&session, SwitchCmd::Read)).await {
+                        return self.unresponsive(last_ok, primary);
+                    }
                 }
             }
         }
@@ -502,7 +676,7 @@ impl Driver {
                     self.shared
                         .stats
                         .add("switch_entries_undecodable", bad.len() as u64);
-                    tracing::warn!(switch = %self.cfg.name, first = %bad[0], n = bad.len(), "entries not understood");
+                    warn_limited!(self.cfg.name, "entries not understood", first = %bad[0], n = bad.len(),);
                 }
                 self.count("reads");
                 self.shared.event(Event::SwitchRead {
@@ -512,7 +686,7 @@ impl Driver {
             }
             Err(e) => {
                 self.count("read_failed");
-                tracing::warn!(switch = %self.cfg.name, error = %e, "read failed");
+                warn_limited!(self.cfg.name, "read failed", error = %e,);
             }
         }
     }
@@ -542,7 +716,7 @@ impl Driver {
                 Some((_, d)) => {
                     if let Err(e) = d.ack().await {
                         self.count("digest_ack_failed");
-                        tracing::warn!(switch = %self.cfg.name, error = %e, "digest ack failed");
+                        warn_limited!(self.cfg.name, "digest ack failed", error = %e,);
                     } else {
                         self.count("digest_acked");
                     }
@@ -570,7 +744,7 @@ impl Driver {
             Ok(x) => x,
             Err(e) => {
                 self.count("digest_undecodable");
-                tracing::warn!(switch = %self.cfg.name, error = %e, "digest list not understood; acked and dropped");
+                warn_limited!(self.cfg.name, "digest list not understood; acked and dropped", error = %e,);
                 let _ = d.ack().await;
                 return;
             }
@@ -586,7 +760,7 @@ impl Driver {
                 Ok(i) => items.push(i),
                 Err(e) => {
                     self.count("digest_item_undecodable");
-                    tracing::warn!(switch = %self.cfg.name, error = %e, "digest item not understood");
+                    warn_limited!(self.cfg.name, "digest item not understood", error = %e,);
                 }
             }
         }
@@ -747,7 +921,7 @@ impl Writer {
                         }
                         WriteOutcome::Other(m) => {
                             self.count("write_update_failed");
-                            tracing::warn!(switch = %self.name, update = ?updates[idx[j]], error = %m, "update failed");
+                            warn_limited!(self.name, "update failed", update = ?updates[idx[j]], error = %m,);
                         }
                         _ => {}
                     }
@@ -756,7 +930,7 @@ impl Writer {
             }
             Err(e) => {
                 self.count("write_rpc_failed");
-                tracing::warn!(switch = %self.name, error = %e, "write failed");
+                warn_limited!(self.name, "write failed", error = %e,);
                 for i in idx {
                     out[i] = WriteOutcome::Other(e.to_string());
                 }

@@ -235,10 +235,24 @@ impl SwitchServer {
     pub fn incoming(
         listener: tokio::net::TcpListener,
     ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        Self::incoming_with(listener, None)
+    }
+
+    /// [`SwitchServer::incoming`] with `TCP_USER_TIMEOUT` set on every connection: a
+    /// controller whose host vanished (its ACKs no longer come) is dropped after
+    /// `user_timeout` instead of the kernel's ~15 min of retransmissions, together with the
+    /// HTTP/2 keep-alive of the server (see `dvipa-switch --grpc-keepalive-ms`).
+    pub fn incoming_with(
+        listener: tokio::net::TcpListener,
+        user_timeout: Option<std::time::Duration>,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
         use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |s| {
             let s = s?;
             s.set_nodelay(true)?;
+            if let Some(t) = user_timeout {
+                socket2::SockRef::from(&s).set_tcp_user_timeout(Some(t))?;
+            }
             Ok(s)
         })
     }
