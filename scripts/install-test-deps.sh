@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# iptables for the failure-detection test (controller/tests/e2e_liveness.rs: path drops)
+command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # Mininet for the topology smoke test (no OVS needed: hosts + the P4 switch class only).
 /usr/bin/python3 -c 'import mininet.net' 2>/dev/null || need_apt+=(mininet)

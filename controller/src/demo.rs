@@ -22,7 +22,9 @@
 //! 6. freeze the primary (SIGSTOP 5 s) → takeover within `liveness_ms` + 200 ms, then thaw →
 //!    takeback after its tables are reconciled;
 //! 7. drop the controller's P4Runtime packets to the primary for 5 s, 5 times;
-//! 8. the same with the controller's socket reset (`ss -K`).
+//! 8. the same with the controller's socket reset (`ss -K`);
+//! 9. sw1 restarted without its server keep-alive (like simple_switch_grpc): after a path drop
+//!    with `ss -K` it refuses the controller's election id; the controller raises it.
 //!
 //! Per step it prints alive before/after, resets, the longest stall and the time to takeover;
 //! it exits non-zero when a step fails (unless the step is listed with `--xfail`, for steps
@@ -93,8 +95,8 @@ pub struct Args {
     #[arg(long)]
     pub full_dumps: bool,
     /// Run the failure-detection steps (issue 13) instead: freeze the primary (6), drop its
-    /// P4Runtime path (7), the same with the controller's socket reset (8). Needs iptables and
-    /// ss.
+    /// P4Runtime path (7), the same with the controller's socket reset (8), the same against a
+    /// switch without server keep-alive (9: election id raised). Needs iptables and ss.
     #[arg(long, conflicts_with = "full")]
     pub failures: bool,
     /// Path drops in a row in steps 7 and 8.
@@ -333,6 +335,8 @@ struct Scenario<'a> {
     p: &'a Progress,
     bins: &'a Bins,
     grpc: [u16; 2],
+    /// Start sw1 without its server keep-alive (step 9, like simple_switch_grpc).
+    switch_keepalive_off: bool,
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
     switches: [Option<NsChild>; 2],
@@ -438,6 +442,7 @@ impl Scenario<'_> {
             target: SocketAddr::new(dvipa.into(), SERVICE_PORT),
             dvipa,
             grpc,
+            switch_keepalive_off: false,
             switches: [None, None],
             echoes: Vec::new(),
             agents: Vec::new(),
@@ -461,7 +466,12 @@ impl Scenario<'_> {
         // the switch's HTTP/2 keep-alive from the same timer as the controller's
         // (`keepalive_ms` = liveness_ms / 3)
         argv.insert(1, "--grpc-keepalive-ms".into());
-        argv.insert(2, (self.args.liveness_ms / 3).max(1).to_string());
+        let keepalive = if self.switch_keepalive_off {
+            0
+        } else {
+            (self.args.liveness_ms / 3).max(1)
+        };
+        argv.insert(2, keepalive.to_string());
         let child = self.tb.spawn_switch_argv(i, &argv, self.grpc[i - 1])?;
         self.switches[i - 1] = Some(child);
         Ok(())
@@ -682,7 +692,7 @@ impl Scenario<'_> {
         self.dump("vcrt");
         let mut figs = Vec::new();
         let steps: Vec<u8> = if self.args.failures {
-            vec![6, 7, 8]
+            vec![6, 7, 8, 9]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -697,7 +707,8 @@ impl Scenario<'_> {
                 5 => self.step_app_stop(&run),
                 6 => self.step_freeze(&run, 6),
                 7 => self.step_path_drop(&run, 7, false),
-                _ => self.step_path_drop(&run, 8, true),
+                8 => self.step_path_drop(&run, 8, true),
+                _ => self.step_no_keepalive(&run, 9),
             });
         }
         let report = run.stop()?;

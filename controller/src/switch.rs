@@ -25,9 +25,10 @@
 //! Election id after a half-open session: a switch that still holds a dead stream of this
 //! controller refuses the new one with "election id … is already used". The driver retries
 //! with its backoff and a rate-limited warning; when the refused id is the one its own
-//! previous session used (so the holder is that dead session) and the refusal has lasted
-//! `liveness_ms` (time for a switch with a keep-alive to drop the dead stream itself), it moves
-//! to the next id of the switch's `election_id_range`, which makes the new session primary.
+//! previous session used (so the holder is that dead session) and the refusal has lasted one
+//! probe interval (a stream that is merely closing, e.g. a thawed switch that has not read the
+//! old connection's end yet, is gone by then), it moves to the next id of the switch's
+//! `election_id_range`, which makes the new session primary.
 //!
 //! Reconnection: when the stream ends the driver drops the session and connects a new one
 //! itself, first after [`RETRY_INITIAL`], then with the delay doubled per failed attempt up to
@@ -382,7 +383,7 @@ impl Driver {
         let since = *self.refused_since.get_or_insert_with(Instant::now);
         let ours = self.connected_id == Some(self.election_id);
         let last = self.cfg.election_id + (self.cfg.election_id_range - 1);
-        if ours && since.elapsed() >= self.cfg.liveness && self.election_id < last {
+        if ours && since.elapsed() >= self.cfg.probe && self.election_id < last {
             let old = self.election_id;
             self.election_id += 1;
             self.refused_since = None;
@@ -403,11 +404,9 @@ impl Driver {
     /// `last_ok`, so `SwitchDown` follows at once.
     fn unresponsive(&mut self, last_ok: tokio::time::Instant, primary: bool) -> Ended {
         self.count("probe_timeout");
-        if let Some(suppressed) = p4rt::ratelimit::check(&format!("unresponsive {}", self.cfg.name))
-        {
-            tracing::warn!(switch = %self.cfg.name, silent_ms = last_ok.elapsed().as_millis() as u64, primary, suppressed,
-                "switch not answering the liveness probe: session dropped");
-        }
+        // once per session (a state change, like "switch down"): not rate-limited
+        tracing::warn!(switch = %self.cfg.name, silent_ms = last_ok.elapsed().as_millis() as u64, primary,
+            "switch not answering the liveness probe: session dropped");
         if primary || self.lost_at.is_some() {
             self.lost_at = Some(self.lost_at.map_or(last_ok, |t| t.min(last_ok)));
         }

@@ -140,6 +140,10 @@ impl Scenario<'_> {
     /// The hook log since `since` must be exactly `want` (a move = advertise the new switch,
     /// then withdraw the old one; nothing else in between).
     fn check_hooks(&self, fig: &mut StepFig, since: SystemTime, want: &[&str]) {
+        // the withdraw hook runs just after the advertise hook: give it a moment
+        let _ = wait_for(Duration::from_secs(2), || {
+            Ok(self.hooks_since(since).len() >= want.len())
+        });
         let got = self.hooks_since(since);
         let names: Vec<&str> = got.iter().map(|(_, w)| w.as_str()).collect();
         fig.extra.push(format!(
@@ -259,11 +263,68 @@ impl Scenario<'_> {
             "drop ctl->sw1 P4Runtime 5 s (xN)"
         };
         let (mut fig, before) = self.begin(run, step, name);
+        self.drop_cycles(&mut fig, reset, self.args.drop_cycles);
+        self.wait_progress(run, &mut fig, Instant::now());
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+
+    /// sw1 restarted without its server keep-alive (like simple_switch_grpc, which keeps a
+    /// dead controller's stream until TCP gives up): after each path drop with `ss -K` the
+    /// switch refuses the controller's election id as already used, and the controller
+    /// recovers by raising its id within `election_id_range`.
+    pub(super) fn step_no_keepalive(&mut self, run: &ConnsRun, step: u8) -> StepFig {
+        let (mut fig, before) =
+            self.begin(run, step, "sw1 w/o keep-alive: drop + ss -K, id raised");
+        let wall = SystemTime::now();
+        if let Some(mut sw) = self.switches[0].take() {
+            sw.kill();
+        }
+        if wait_for(Duration::from_secs(20), || Ok(self.route()? == Some(2))).is_err() {
+            fig.fail("sw2 did not take over after sw1 was killed".into());
+        }
+        self.switch_keepalive_off = true;
+        let t = Instant::now();
+        if let Err(e) = self.spawn_switch(1) {
+            fig.fail(format!("restart sw1: {e:#}"));
+        }
+        if wait_for(Duration::from_secs(20), || Ok(self.route()? == Some(1))).is_err() {
+            fig.fail("sw1 (restarted without keep-alive) did not take back".into());
+        }
+        self.p.say(&format!(
+            "sw1 restarted with --grpc-keepalive-ms 0; took back after {} ms",
+            t.elapsed().as_millis()
+        ));
+        self.wait_progress(run, &mut fig, t);
+        let cycles = self.args.drop_cycles.min(2);
+        self.drop_cycles(&mut fig, true, cycles);
+        let raised = std::fs::read_to_string(&self.ctl.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("raising the election id") && l.contains("switch=sw1"))
+            .filter_map(|l| parse_ts(l.split_whitespace().next()?))
+            .filter(|&t| t >= unix(wall))
+            .count();
+        fig.extra.push(format!(
+            "election id raised {raised} times in {cycles} half-open sessions"
+        ));
+        if raised != cycles as usize {
+            fig.fail(format!(
+                "the controller raised its election id {raised} times, expected {cycles}"
+            ));
+        }
+        self.wait_progress(run, &mut fig, Instant::now());
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+
+    /// `cycles` drops of the controller's packets to sw1's P4Runtime port for 5 s each.
+    fn drop_cycles(&mut self, fig: &mut StepFig, reset: bool, cycles: u32) {
         let port = self.grpc[0];
         let mut detect = Vec::new();
         let mut takeover = Vec::new();
         let mut takeback = Vec::new();
-        for cycle in 1..=self.args.drop_cycles {
+        for cycle in 1..=cycles {
             let wall = SystemTime::now();
             let t = Instant::now();
             let rule = match DropRule::insert(port) {
@@ -285,7 +346,7 @@ impl Scenario<'_> {
             let moved = wait_for(Duration::from_secs(5), || Ok(self.route()? == Some(2)));
             let over = moved.ok().map(|_| t.elapsed().as_millis() as u64);
             self.check_bound(
-                &mut fig,
+                fig,
                 &format!("cycle {cycle}: takeover"),
                 over,
                 self.bound_ms(),
@@ -297,7 +358,7 @@ impl Scenario<'_> {
             let healed = Instant::now();
             let back = wait_for(Duration::from_secs(10), || Ok(self.route()? == Some(1)));
             let back = back.ok().map(|_| healed.elapsed().as_millis() as u64);
-            self.check_bound(&mut fig, &format!("cycle {cycle}: takeback"), back, 1000);
+            self.check_bound(fig, &format!("cycle {cycle}: takeback"), back, 1000);
             let d = self.log_event_ms("switch down", "sw1", wall);
             self.p.say(&format!(
                 "cycle {cycle}: detection {} ms, takeover {} ms, takeback {} ms after healing",
@@ -309,7 +370,7 @@ impl Scenario<'_> {
             takeover.extend(over);
             takeback.extend(back);
             self.check_hooks(
-                &mut fig,
+                fig,
                 wall,
                 &[
                     "advertise sw2",
@@ -323,13 +384,9 @@ impl Scenario<'_> {
         }
         fig.takeover_ms = takeover.iter().max().copied();
         fig.extra.push(format!(
-            "{} cycles: detection ms {detect:?}, takeover ms {takeover:?}, takeback after healing \
-             ms {takeback:?}",
-            self.args.drop_cycles
+            "{cycles} cycles: detection ms {detect:?}, takeover ms {takeover:?}, takeback after \
+             healing ms {takeback:?}"
         ));
-        self.wait_progress(run, &mut fig, Instant::now());
-        self.end(run, &mut fig, &before, before.alive);
-        fig
     }
 }
 
