@@ -10,6 +10,7 @@
 //! it is met. See the crate README for what each section measures.
 
 mod ctl;
+mod detect;
 mod embedded;
 mod failover;
 mod fwd;
