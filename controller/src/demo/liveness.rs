@@ -122,6 +122,17 @@ impl Scenario<'_> {
             .map(|t| ((t - since) * 1000.0).round() as u64)
     }
 
+    /// How often the controller raised its election id for sw1 since `since`.
+    fn raises_since(&self, since: SystemTime) -> usize {
+        std::fs::read_to_string(&self.ctl.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("raising the election id") && l.contains("switch=sw1"))
+            .filter_map(|l| parse_ts(l.split_whitespace().next()?))
+            .filter(|&t| t >= unix(since))
+            .count()
+    }
+
     /// Hook log entries (`advertise sw2`, `withdraw sw1`, ...) at or after `since`, with
     /// their time in ms after `since`.
     fn hooks_since(&self, since: SystemTime) -> Vec<(u64, String)> {
@@ -263,7 +274,16 @@ impl Scenario<'_> {
             "drop ctl->sw1 P4Runtime 5 s (xN)"
         };
         let (mut fig, before) = self.begin(run, step, name);
+        let wall = SystemTime::now();
         self.drop_cycles(&mut fig, reset, self.args.drop_cycles);
+        // sw1's server keep-alive dropped the dead stream itself: no refusal, no raise
+        let raised = self.raises_since(wall);
+        if raised > 0 {
+            fig.fail(format!(
+                "the controller had to raise its election id {raised} times: sw1 kept the dead \
+                 stream despite its keep-alive"
+            ));
+        }
         self.wait_progress(run, &mut fig, Instant::now());
         self.end(run, &mut fig, &before, before.alive);
         fig
@@ -298,13 +318,7 @@ impl Scenario<'_> {
         self.wait_progress(run, &mut fig, t);
         let cycles = self.args.drop_cycles.min(2);
         self.drop_cycles(&mut fig, true, cycles);
-        let raised = std::fs::read_to_string(&self.ctl.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("raising the election id") && l.contains("switch=sw1"))
-            .filter_map(|l| parse_ts(l.split_whitespace().next()?))
-            .filter(|&t| t >= unix(wall))
-            .count();
+        let raised = self.raises_since(wall);
         fig.extra.push(format!(
             "election id raised {raised} times in {cycles} half-open sessions"
         ));
