@@ -133,6 +133,34 @@ impl Scenario<'_> {
             .count()
     }
 
+    /// When the hook `what` (e.g. `advertise sw2`) first ran at or after `since`, in ms after
+    /// `since`: the controller's advertisement time (the hook logs just before it changes the
+    /// route), independent of how fast this process polls the router under load.
+    fn hook_ms(&self, since: SystemTime, what: &str) -> Option<u64> {
+        self.hooks_since(since)
+            .into_iter()
+            .find(|(_, w)| w == what)
+            .map(|(t, _)| t)
+    }
+
+    /// `polled` (the route seen by polling the router) replaced by the hook log's time of `what`
+    /// when there is one; both are reported.
+    fn advert_ms(
+        &self,
+        fig: &mut StepFig,
+        since: SystemTime,
+        what: &str,
+        polled: Option<u64>,
+    ) -> Option<u64> {
+        let hook = self.hook_ms(since, what);
+        fig.extra.push(format!(
+            "{what}: hook ran after {} ms, route seen by polling after {} ms",
+            super::ms(hook),
+            super::ms(polled)
+        ));
+        hook.or(polled)
+    }
+
     /// Hook log entries (`advertise sw2`, `withdraw sw1`, ...) at or after `since`, with
     /// their time in ms after `since`.
     fn hooks_since(&self, since: SystemTime) -> Vec<(u64, String)> {
@@ -192,6 +220,8 @@ impl Scenario<'_> {
         }
         self.p.say("sw1 frozen (SIGSTOP)");
         self.wait_route(&mut fig, 2, t, "takeover");
+        let polled = fig.takeover_ms;
+        fig.takeover_ms = self.advert_ms(&mut fig, wall, "advertise sw2", polled);
         self.wait_progress(run, &mut fig, t);
         let detect = self.log_event_ms("switch down", "sw1", wall);
         fig.extra.push(format!(
@@ -220,7 +250,8 @@ impl Scenario<'_> {
         let back = wait_for(Duration::from_secs(10), || Ok(self.route()? == Some(1)));
         match back {
             Ok(_) => {
-                let ms = thaw.elapsed().as_millis();
+                let polled = Some(thaw.elapsed().as_millis() as u64);
+                let ms = super::ms(self.advert_ms(&mut fig, thaw_wall, "advertise sw1", polled));
                 fig.extra.push(format!("takeback after the thaw: {ms} ms"));
                 self.p.say(&format!(
                     "takeback: the DVIPA is advertised by sw1 {ms} ms after the thaw"
@@ -359,6 +390,7 @@ impl Scenario<'_> {
             }
             let moved = wait_for(Duration::from_secs(5), || Ok(self.route()? == Some(2)));
             let over = moved.ok().map(|_| t.elapsed().as_millis() as u64);
+            let over = self.hook_ms(wall, "advertise sw2").or(over);
             self.check_bound(
                 fig,
                 &format!("cycle {cycle}: takeover"),
@@ -370,8 +402,10 @@ impl Scenario<'_> {
             }
             drop(rule);
             let healed = Instant::now();
+            let healed_wall = SystemTime::now();
             let back = wait_for(Duration::from_secs(10), || Ok(self.route()? == Some(1)));
             let back = back.ok().map(|_| healed.elapsed().as_millis() as u64);
+            let back = self.hook_ms(healed_wall, "advertise sw1").or(back);
             self.check_bound(fig, &format!("cycle {cycle}: takeback"), back, 1000);
             let d = self.log_event_ms("switch down", "sw1", wall);
             self.p.say(&format!(
