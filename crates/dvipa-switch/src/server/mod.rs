@@ -148,6 +148,9 @@ struct Inner {
     stats: ServerStats,
 }
 
+/// Write batches of at least this many updates are applied on a blocking thread.
+const BLOCKING_WRITE: usize = 256;
+
 /// The P4Runtime service of the embedded switch. Cheap to clone.
 #[derive(Clone)]
 pub struct SwitchServer {
@@ -1165,11 +1168,25 @@ impl P4Runtime for SwitchServer {
             ));
         }
         let prog = self.program()?;
-        let results: Vec<Result<(), EntityError>> = req
-            .updates
-            .iter()
-            .map(|u| self.write_update(&prog, u))
-            .collect();
+        let n = req.updates.len();
+        let results: Vec<Result<(), EntityError>> = if n >= BLOCKING_WRITE {
+            // a big batch runs off the runtime's thread, so liveness probes (Capabilities)
+            // and keep-alive pings are answered meanwhile
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                req.updates
+                    .iter()
+                    .map(|u| this.write_update(&prog, u))
+                    .collect()
+            })
+            .await
+            .map_err(|e| Status::internal(format!("write task: {e}")))?
+        } else {
+            req.updates
+                .iter()
+                .map(|u| self.write_update(&prog, u))
+                .collect()
+        };
         let failed = results.iter().filter(|r| r.is_err()).count();
         if failed == 0 {
             return Ok(Response::new(p4::WriteResponse {}));
@@ -1181,7 +1198,7 @@ impl P4Runtime for SwitchServer {
                 Err(e) => p4_error(e.code(), e.to_string()),
             })
             .collect();
-        let message = format!("{failed} of {} updates failed", req.updates.len());
+        let message = format!("{failed} of {n} updates failed");
         debug!(%message, "write");
         let st = rpc::Status {
             code: tonic::Code::Unknown as i32,
@@ -1204,14 +1221,22 @@ impl P4Runtime for SwitchServer {
         let req = request.into_inner();
         self.check_device(req.device_id)?;
         let prog = self.program()?;
-        let mut out = Vec::new();
-        for e in &req.entities {
-            let ent = e
-                .entity
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("read of an empty entity"))?;
-            self.read_entity(&prog, ent, &mut out)?;
-        }
+        // off the runtime's thread (a wildcard read of a big CRT takes a while), so liveness
+        // probes and keep-alive pings are answered meanwhile
+        let this = self.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for e in &req.entities {
+                let ent = e
+                    .entity
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("read of an empty entity"))?;
+                this.read_entity(&prog, ent, &mut out)?;
+            }
+            Ok::<_, Status>(out)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("read task: {e}")))??;
         let resp = p4::ReadResponse { entities: out };
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(resp)))))
     }
