@@ -59,6 +59,7 @@
 //! ```
 pub mod client;
 pub mod codec;
+mod connector;
 pub mod entity;
 pub mod error;
 pub mod ratelimit;
