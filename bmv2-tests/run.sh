@@ -9,6 +9,10 @@
 #                     or $DVIPA_SWITCH; bmv2 = simple_switch_grpc on PATH)
 #   --p4info PATH     P4Info to push (default p4src/p4c-out/bmv2/dvipa.p4info.txtpb, or $DVIPA_P4INFO)
 #   --json PATH       bmv2 JSON to push (default p4src/p4c-out/bmv2/dvipa.json when it exists)
+#   --flavor NAME     embedded switch only: whose answers it gives where P4Runtime servers differ,
+#                     "standard" (default: a full table is RESOURCE_EXHAUSTED) or "bmv2" (a full
+#                     table is UNKNOWN, "Error when adding match entry to target", as on
+#                     simple_switch_grpc); TableFull then expects that answer
 #   --no-build        do not run cargo build for the embedded switch
 #   NAME...           PTF test names to run (default: all), e.g. dvipa_tests.RoutingAndTtl
 #
@@ -25,6 +29,7 @@ TARGET=""
 SWITCH="${DVIPA_SWITCH:-}"
 P4INFO="${DVIPA_P4INFO:-$ROOT/p4src/p4c-out/bmv2/dvipa.p4info.txtpb}"
 JSON=""
+FLAVOR=""
 BUILD=1
 TESTS=()
 while [ $# -gt 0 ]; do
@@ -34,6 +39,8 @@ while [ $# -gt 0 ]; do
     --switch) SWITCH="$2"; shift 2 ;;
     --p4info) P4INFO="$2"; shift 2 ;;
     --json) JSON="$2"; shift 2 ;;
+    --flavor) FLAVOR="$2"; shift 2 ;;
+    --flavor=*) FLAVOR="${1#*=}"; shift ;;
     --no-build) BUILD=0; shift ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
@@ -44,6 +51,16 @@ case "$TARGET" in
   embedded|bmv2) ;;
   *) echo "run.sh: --target embedded|bmv2 is required" >&2; exit 2 ;;
 esac
+# How TableFull expects a full table to be answered on this target.
+case "$TARGET:${FLAVOR:-standard}" in
+  bmv2:standard) FULL_ANSWER=bmv2 ;;  # simple_switch_grpc, as observed (bmv2 1.15, PI f96af95)
+  bmv2:*) echo "run.sh: --flavor is for the embedded switch only" >&2; exit 2 ;;
+  embedded:standard) FULL_ANSWER=resource_exhausted ;;
+  embedded:bmv2) FULL_ANSWER=bmv2 ;;
+  *) echo "run.sh: --flavor standard|bmv2, not $FLAVOR" >&2; exit 2 ;;
+esac
+SWITCH_OPTS=()
+[ -n "$FLAVOR" ] && SWITCH_OPTS=(--flavor "$FLAVOR")
 
 PY="$ROOT/.venv/bin/python"
 PTF="$ROOT/.venv/bin/ptf"
@@ -90,7 +107,7 @@ fi
 echo "=== P4Info checks (official bindings vs docs/pipeline-contract.md)"
 DVIPA_P4INFO="$P4INFO" "$PY" -m unittest bmv2-tests/test_p4info.py 2>&1 | tail -n 3
 
-LOGDIR="$ROOT/target/bmv2-tests/$TARGET"
+LOGDIR="$ROOT/target/bmv2-tests/$TARGET${FLAVOR:+-$FLAVOR}"
 mkdir -p "$LOGDIR"
 NS="dvipa-ptf-$$"
 SWITCH_PID=""
@@ -133,7 +150,7 @@ for port in 1 2 3 4; do
 done
 
 echo "=== starting $TARGET switch: $SWITCH (log $LOGDIR/switch.log)"
-ip netns exec "$NS" "$SWITCH" --no-p4 --device-id 0 "${SWITCH_IFS[@]}" \
+ip netns exec "$NS" "$SWITCH" --no-p4 --device-id 0 "${SWITCH_OPTS[@]}" "${SWITCH_IFS[@]}" \
   -- --grpc-server-addr "$GRPC_ADDR" >"$LOGDIR/switch.log" 2>&1 &
 SWITCH_PID=$!
 sleep 0.5
@@ -144,7 +161,7 @@ if ! kill -0 "$SWITCH_PID" 2>/dev/null; then
 fi
 
 echo "=== PTF ($TARGET)"
-PARAMS="grpc_addr='$GRPC_ADDR';p4info='$P4INFO';device_config='$JSON';target='$TARGET'"
+PARAMS="grpc_addr='$GRPC_ADDR';p4info='$P4INFO';device_config='$JSON';target='$TARGET';full_answer='$FULL_ANSWER'"
 # In the background and waited for, so that a TERM/INT to this script ends PTF at once too.
 ip netns exec "$NS" "$PTF" --test-dir "$ROOT/bmv2-tests/ptf" --pypath "$ROOT/bmv2-tests/lib" \
   "${PTF_IFS[@]}" --test-params "$PARAMS" \

@@ -17,6 +17,14 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   scripts/install-test-deps.sh
 fi
 
+step "compiled P4 program (p4src/p4c-out/bmv2) against p4src/dvipa.p4"
+scripts/p4-stamp.sh
+if grep -q "$(sha256sum p4src/dvipa.p4 | cut -d' ' -f1)" p4src/p4c-out/bmv2/dvipa.p4.sha256 2>/dev/null; then
+  record "p4c output" "matches dvipa.p4"
+else
+  record "p4c output" "STALE (warning): dvipa.p4 changed since p4src/p4c-out/bmv2 was compiled"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 record fmt ok
@@ -36,6 +44,9 @@ if [ -d bmv2-tests ] && [ -x bmv2-tests/run.sh ]; then
   step "packet tests (PTF) on the embedded switch"
   bmv2-tests/run.sh --target embedded
   record "ptf embedded" ok
+  step "packet test TableFull on the embedded switch answering like bmv2 (--flavor bmv2)"
+  bmv2-tests/run.sh --target embedded --flavor bmv2 --no-build dvipa_tests.TableFull
+  record "ptf embedded --flavor bmv2 (TableFull)" ok
 fi
 if [ -x scripts/interop-test.sh ]; then
   step "P4Runtime interop test against the official Python bindings"

@@ -42,13 +42,16 @@ def mac(addr):
 
 class P4RuntimeError(Exception):
     """A failed RPC; `code` is the grpc.StatusCode of the RPC, `details` the server's message, and
-    `errors` the per-update canonical codes (ints, google.rpc.Code) when the server sent them."""
+    `errors` the per-update canonical codes (ints, google.rpc.Code) when the server sent them, and
+    `update_errors` the same updates as (canonical_code, message, space) tuples."""
 
     def __init__(self, code, details, errors=None):
-        super().__init__("%s: %s %s" % (code, details, errors or ""))
+        errors = errors or []
+        super().__init__("%s: %s %s" % (code, details, errors))
         self.code = code
         self.details = details
-        self.errors = errors or []
+        self.update_errors = [e if isinstance(e, tuple) else (e, "", "") for e in errors]
+        self.errors = [e[0] for e in self.update_errors]
 
 
 class P4Info:
@@ -369,8 +372,8 @@ def _update(kind, table_entry):
 
 
 def _update_errors(rpc_error):
-    """Per-update canonical codes from a Write error's details (p4.v1.Error in grpc-status-details),
-    when the server sent them."""
+    """Per-update (canonical_code, message, space) from a Write error's details (p4.v1.Error in
+    grpc-status-details), when the server sent them."""
     codes = []
     try:
         from google.rpc import status_pb2
@@ -380,7 +383,7 @@ def _update_errors(rpc_error):
                 for detail in st.details:
                     err = p4runtime_pb2.Error()
                     if detail.Unpack(err):
-                        codes.append(err.canonical_code)
+                        codes.append((err.canonical_code, err.message, err.space))
     except Exception:  # details are optional; the RPC status code is what tests rely on
         pass
     return codes

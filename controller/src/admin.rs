@@ -357,6 +357,22 @@ pub fn vcrt(core: &Core) -> pb::AdminTable {
                 }
                 .into(),
                 if e.server_originated() { "Y" } else { "N" }.into(),
+                {
+                    let un = core.unpinned_on(k);
+                    if un.is_empty() {
+                        "Y".to_string()
+                    } else {
+                        // Not in the switch's CRT (table full): on the slot path there.
+                        let sws: Vec<String> = un
+                            .iter()
+                            .map(|(sw, why)| match *why {
+                                "RESOURCE_EXHAUSTED" => format!("FULL:{sw}"),
+                                _ => format!("FAILED:{sw}"),
+                            })
+                            .collect();
+                        sws.join(",")
+                    }
+                },
             ]
         })
         .collect();
@@ -371,6 +387,7 @@ pub fn vcrt(core: &Core) -> pb::AdminTable {
             "TARGET",
             "ORIGIN",
             "SERVERORIG",
+            "PINNED",
         ],
         rows,
     )
@@ -482,6 +499,7 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
                     .last()
                     .map(|t| t.what.clone())
                     .unwrap_or_default(),
+                core.unpinned_count(&sw).to_string(),
             ]);
         }
     }
@@ -496,6 +514,7 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
             "ADVERTISED",
             "MAINT",
             "LASTCHANGE",
+            "UNPINNED",
         ],
         rows,
     )

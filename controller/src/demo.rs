@@ -19,11 +19,11 @@
 //!    others.
 //!
 //! `--failures` runs the failure-detection steps of issue 13 instead (see [`liveness`]):
-//! 6. freeze the primary (SIGSTOP 5 s) → takeover within `liveness_ms` + 200 ms, then thaw →
+//! 7. freeze the primary (SIGSTOP 5 s) → takeover within `liveness_ms` + 200 ms, then thaw →
 //!    takeback after its tables are reconciled;
-//! 7. drop the controller's P4Runtime packets to the primary for 5 s, 5 times;
-//! 8. the same with the controller's socket reset (`ss -K`);
-//! 9. sw1 restarted without its server keep-alive (like simple_switch_grpc): after a path drop
+//! 8. drop the controller's P4Runtime packets to the primary for 5 s, 5 times;
+//! 9. the same with the controller's socket reset (`ss -K`);
+//! 10. sw1 restarted without its server keep-alive (like simple_switch_grpc): after a path drop
 //!    with `ss -K` it refuses the controller's election id; the controller raises it.
 //!
 //! Per step it prints alive before/after, resets, the longest stall and the time to takeover;
@@ -94,15 +94,22 @@ pub struct Args {
     /// Print the whole CRT dumps (default: the first 8 rows and the count).
     #[arg(long)]
     pub full_dumps: bool,
-    /// Run the failure-detection steps (issue 13) instead: freeze the primary (6), drop its
-    /// P4Runtime path (7), the same with the controller's socket reset (8), the same against a
-    /// switch without server keep-alive (9: election id raised). Needs iptables and ss.
+    /// Step 6: spoofed SYNs at the DVIPA at this rate (per second) from the client while the
+    /// connections stream (`dvipa-synflood`, sources in 198.18.0.0/15); 0 = no step 6.
+    #[arg(long, default_value_t = 0)]
+    pub flood_rate: u64,
+    /// Seconds of SYN flood in step 6.
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_secs: f64,
+    /// Run the failure-detection steps (issue 13) instead: freeze the primary (7), drop its
+    /// P4Runtime path (8), the same with the controller's socket reset (9), the same against a
+    /// switch without server keep-alive (10: election id raised). Needs iptables and ss.
     #[arg(long, conflicts_with = "full")]
     pub failures: bool,
-    /// Path drops in a row in steps 7 and 8.
+    /// Path drops in a row in steps 8 and 9.
     #[arg(long, default_value_t = 5)]
     pub drop_cycles: u32,
-    /// How long step 6 keeps the primary frozen, in seconds.
+    /// How long step 7 keeps the primary frozen, in seconds.
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
 }
@@ -167,6 +174,7 @@ struct Bins {
     agent: PathBuf,
     echo: PathBuf,
     conns: PathBuf,
+    synflood: PathBuf,
 }
 
 impl Bins {
@@ -179,7 +187,13 @@ impl Bins {
                 .ok_or_else(|| anyhow!("no directory for {}", exe.display()))?
                 .to_owned(),
         };
-        let names = ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"];
+        let names = [
+            "dvipa-switch",
+            "dvipa-agent",
+            "dvipa-echo",
+            "dvipa-conns",
+            "dvipa-synflood",
+        ];
         let missing: Vec<&str> = names
             .iter()
             .copied()
@@ -224,6 +238,7 @@ impl Bins {
             agent: dir.join("dvipa-agent"),
             echo: dir.join("dvipa-echo"),
             conns: dir.join("dvipa-conns"),
+            synflood: dir.join("dvipa-synflood"),
         })
     }
 }
@@ -335,7 +350,7 @@ struct Scenario<'a> {
     p: &'a Progress,
     bins: &'a Bins,
     grpc: [u16; 2],
-    /// Start sw1 without its server keep-alive (step 9, like simple_switch_grpc).
+    /// Start sw1 without its server keep-alive (step 10, like simple_switch_grpc).
     switch_keepalive_off: bool,
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
@@ -692,7 +707,7 @@ impl Scenario<'_> {
         self.dump("vcrt");
         let mut figs = Vec::new();
         let steps: Vec<u8> = if self.args.failures {
-            vec![6, 7, 8, 9]
+            vec![7, 8, 9, 10]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -705,11 +720,14 @@ impl Scenario<'_> {
                 3 => self.step_move(&run),
                 4 => self.step_controller_restart(&run),
                 5 => self.step_app_stop(&run),
-                6 => self.step_freeze(&run, 6),
-                7 => self.step_path_drop(&run, 7, false),
-                8 => self.step_path_drop(&run, 8, true),
-                _ => self.step_no_keepalive(&run, 9),
+                7 => self.step_freeze(&run, 7),
+                8 => self.step_path_drop(&run, 8, false),
+                9 => self.step_path_drop(&run, 9, true),
+                _ => self.step_no_keepalive(&run, 10),
             });
+        }
+        if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {
+            figs.push(self.step_syn_flood(&run));
         }
         let report = run.stop()?;
         // the controller first: its hooks and writes need the switches and namespaces
@@ -825,6 +843,126 @@ impl Scenario<'_> {
             }
             Err(e) => fig.fail(format!("{e:#}")),
         }
+    }
+
+    /// Step 6: a SYN flood from spoofed sources while the connections stream. The CRT must
+    /// hold no flood entry (connections are pinned once their handshake completes), the
+    /// streams see no reset, at least 99 % of new real connections made during the flood
+    /// succeed, and the controller's and sw1's memory stay bounded.
+    fn step_syn_flood(&mut self, run: &ConnsRun) -> StepFig {
+        let rate = self.args.flood_rate;
+        let secs = self.args.flood_secs;
+        let (mut fig, before) = self.begin(run, 6, "SYN flood at the DVIPA (spoofed sources)");
+        let pids = [
+            ("controller", self.ctl.child.as_ref().and_then(NsChild::pid)),
+            ("sw1", self.switches[0].as_ref().and_then(NsChild::pid)),
+        ];
+        let rss0: Vec<Option<u64>> = pids.iter().map(|(_, p)| p.and_then(rss_kib)).collect();
+        let flood = Command::new("ip")
+            .args(["netns", "exec", &self.tb.client.ns])
+            .arg(&self.bins.synflood)
+            .args([
+                "--target",
+                &format!("{}:{SERVICE_PORT}", self.dvipa),
+                "--rate",
+                &rate.to_string(),
+                "--secs",
+                &secs.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let flood = match flood {
+            Ok(c) => c,
+            Err(e) => {
+                fig.fail(format!("start dvipa-synflood: {e}"));
+                self.end(run, &mut fig, &before, before.alive);
+                return fig;
+            }
+        };
+        self.p.say(&format!(
+            "dvipa-synflood: {rate} spoofed SYN/s for {secs} s at {}:{SERVICE_PORT}",
+            self.dvipa
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+        // New real connections while the flood runs.
+        let n = 100u64;
+        let conn_secs = (secs - 1.5).max(1.0).floor() as u32;
+        match self.new_conns(n as usize, conn_secs) {
+            Ok(s) => {
+                let est = s["established"].as_u64().unwrap_or(0);
+                let resets = s["resets"].as_u64().unwrap_or(0);
+                fig.extra.push(format!(
+                    "new connections during the flood: {est}/{n} established, {resets} reset"
+                ));
+                if est * 100 < n * 99 || resets > 0 {
+                    fig.fail(format!(
+                        "new connections during the flood: {est}/{n} established (want >= 99 %), \
+                         {resets} reset"
+                    ));
+                }
+            }
+            Err(e) => fig.fail(format!("new connections during the flood: {e:#}")),
+        }
+        match flood.wait_with_output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v = text
+                    .lines()
+                    .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+                match v {
+                    Some(v) if out.status.success() => fig.extra.push(format!(
+                        "flood: {} SYNs in {} s ({} SYN/s)",
+                        v["sent"], v["secs"], v["rate"]
+                    )),
+                    _ => fig.fail(format!(
+                        "dvipa-synflood failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )),
+                }
+            }
+            Err(e) => fig.fail(format!("dvipa-synflood: {e}")),
+        }
+        // The flood's SYNs are forgotten after the SYN TTL (3 s); none may be pinned.
+        std::thread::sleep(Duration::from_secs(1));
+        match self.ctl.rows("vcrt") {
+            Ok(rows) => {
+                let spoofed = rows
+                    .iter()
+                    .filter(|r| {
+                        r.get("client")
+                            .and_then(|c| c.parse::<Ipv4Addr>().ok())
+                            .is_some_and(|a| a.octets()[0] == 198 && a.octets()[1] & 0xfe == 18)
+                    })
+                    .count();
+                fig.extra.push(format!(
+                    "CRT after the flood: {} entries, {spoofed} from spoofed sources",
+                    rows.len()
+                ));
+                if spoofed > 0 {
+                    fig.fail(format!("{spoofed} flood connections pinned in the CRT"));
+                }
+            }
+            Err(e) => fig.fail(format!("netstat vcrt: {e:#}")),
+        }
+        for (i, (name, pid)) in pids.iter().enumerate() {
+            let after = pid.and_then(rss_kib);
+            if let (Some(a), Some(b)) = (rss0[i], after) {
+                let grew = b.saturating_sub(a) / 1024;
+                fig.extra
+                    .push(format!("{name} RSS {} MiB -> {} MiB", a / 1024, b / 1024));
+                if grew > 128 {
+                    fig.fail(format!("{name} grew by {grew} MiB during the flood"));
+                }
+            }
+        }
+        for l in &fig.extra {
+            self.p.say(l);
+        }
+        self.wait_progress(run, &mut fig, Instant::now());
+        self.end(run, &mut fig, &before, before.alive);
+        fig
     }
 
     fn step_takeover(&mut self, run: &ConnsRun) -> StepFig {
@@ -1105,4 +1243,16 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Du
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -185,6 +185,8 @@ struct Driver {
     connected_id: Option<u64>,
     /// Since when the switch refuses `election_id` as already used.
     refused_since: Option<Instant>,
+    /// Rate limit of the "table full" warning, shared by the write tasks.
+    full_log: FullLog,
 }
 
 /// What a write task needs (owned, so writes run concurrently with the driver loop).
@@ -194,6 +196,20 @@ struct Writer {
     schema: Arc<Schema>,
     shared: Arc<Shared>,
     idle_timeout_ns: i64,
+    /// Per table: when "table full" was last logged, and updates since then.
+    full_log: FullLog,
+}
+
+/// Per table: when "table full" was last logged, and the updates counted since.
+type FullLog = Arc<parking_lot::Mutex<HashMap<&'static str, (Option<Instant>, u64)>>>;
+
+/// A full table is logged at most this often per switch and table (every update is counted).
+pub const TABLE_FULL_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// The contract's short name of a key's table (`crt`, `dpt`, …), for counters and labels.
+fn table_short(k: &Key) -> &'static str {
+    let t = k.table();
+    t.rsplit('.').next().unwrap_or(t)
 }
 
 /// How a session ended.
@@ -225,6 +241,7 @@ pub async fn run(
         election_id: cfg_election_id,
         connected_id: None,
         refused_since: None,
+        full_log: Arc::default(),
     };
     let cap = retry_cap(d.cfg.liveness);
     let mut backoff = RETRY_INITIAL;
@@ -606,6 +623,7 @@ impl Driver {
                     schema: self.schema.clone(),
                     shared: self.shared.clone(),
                     idle_timeout_ns: self.cfg.idle_timeout_ns,
+                    full_log: self.full_log.clone(),
                 };
                 let n = updates.len();
                 let s = s.clone();
@@ -794,6 +812,53 @@ impl Writer {
         self.shared.stats.add(&format!("switch_{what}"), 1);
     }
 
+    /// Counts updates of one Write that found their table full: in total
+    /// (`switch_write_resource_exhausted`, bmv2's answer also as `switch_table_full_bmv2_answer`),
+    /// per switch and table (`table_full[SWITCH/table]`, `dvipa_table_full_total{switch,table}`),
+    /// and logs it at most once per [`TABLE_FULL_LOG_EVERY`] per switch and table, with the
+    /// number of updates since the last line.
+    fn table_full(&self, full: &[(&'static str, translate::FullAnswer)]) {
+        if full.is_empty() {
+            return;
+        }
+        let mut per_table: Vec<(&'static str, u64)> = Vec::new();
+        for (t, how) in full {
+            if *how == translate::FullAnswer::Bmv2 {
+                self.count("table_full_bmv2_answer");
+            }
+            match per_table.iter_mut().find(|(x, _)| x == t) {
+                Some((_, n)) => *n += 1,
+                None => per_table.push((t, 1)),
+            }
+        }
+        self.shared
+            .stats
+            .add("switch_write_resource_exhausted", full.len() as u64);
+        for (t, n) in per_table {
+            self.shared
+                .stats
+                .add(&format!("table_full[{}/{t}]", self.name), n);
+            metrics::counter!("dvipa_table_full_total", "switch" => self.name.clone(), "table" => t)
+                .increment(n);
+            let mut logs = self.full_log.lock();
+            let e = logs.entry(t).or_insert((None, 0));
+            e.1 += n;
+            if e.0
+                .is_none_or(|at: Instant| at.elapsed() >= TABLE_FULL_LOG_EVERY)
+            {
+                tracing::warn!(
+                    switch = %self.name,
+                    table = t,
+                    updates = e.1,
+                    every = ?TABLE_FULL_LOG_EVERY,
+                    "table full: entries not installed (their connections stay on the slot path; \
+                     retried when deletes free room)"
+                );
+                *e = (Some(Instant::now()), 0);
+            }
+        }
+    }
+
     async fn write(&self, s: &Session, updates: &[Update]) -> Vec<WriteOutcome> {
         let mut out = vec![WriteOutcome::Ok; updates.len()];
         let mut p4u = Vec::with_capacity(updates.len());
@@ -819,21 +884,25 @@ impl Writer {
             .record(t0.elapsed().as_secs_f64());
         match r {
             Ok(rs) => {
+                let mut full: Vec<(&'static str, translate::FullAnswer)> = Vec::new();
                 for (j, r) in rs.iter().enumerate() {
-                    let o = translate::outcome(r);
-                    match &o {
-                        WriteOutcome::ResourceExhausted => {
-                            self.count("write_resource_exhausted");
-                            metrics::counter!("dvipa_table_full_total", "switch" => self.name.clone()).increment(1);
+                    let u = &updates[idx[j]];
+                    let o = translate::outcome(u.kind, r);
+                    match (&o, r) {
+                        (WriteOutcome::ResourceExhausted, Err(e)) => {
+                            if let Some(how) = translate::full_answer(u.kind, e) {
+                                full.push((table_short(&u.key), how));
+                            }
                         }
-                        WriteOutcome::Other(m) => {
+                        (WriteOutcome::Other(m), _) => {
                             self.count("write_update_failed");
-                            warn_limited!(self.name, "update failed", update = ?updates[idx[j]], error = %m,);
+                            warn_limited!(self.name, "update failed", update = ?u, error = %m,);
                         }
                         _ => {}
                     }
                     out[idx[j]] = o;
                 }
+                self.table_full(&full);
             }
             Err(e) => {
                 self.count("write_rpc_failed");

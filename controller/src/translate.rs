@@ -113,14 +113,51 @@ pub fn to_p4_update(
     })
 }
 
-/// The outcome the core expects for one per-update gRPC code.
-pub fn outcome(r: &Result<(), p4rt::UpdateError>) -> WriteOutcome {
+/// How a target said that an INSERT found its table full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullAnswer {
+    /// `RESOURCE_EXHAUSTED`, as the P4Runtime specification asks.
+    ResourceExhausted,
+    /// bmv2's PI server (`simple_switch_grpc`): `UNKNOWN`, message [`BMV2_ADD_FAILED`] in space
+    /// [`BMV2_SPACE`].
+    Bmv2,
+}
+
+/// The message bmv2's PI server gives an INSERT the target refused (a full table).
+pub const BMV2_ADD_FAILED: &str = "Error when adding match entry to target";
+/// The error space of bmv2's simple_switch PI server.
+pub const BMV2_SPACE: &str = "ALL-sswitch-p4org";
+
+/// Whether a failed update says that its table is full, and how.
+///
+/// bmv2 does not answer a full table with `RESOURCE_EXHAUSTED`: the PI server maps every failure
+/// of the target's add-entry call to `UNKNOWN` "Error when adding match entry to target". PI
+/// checks keys, actions, priorities and duplicates itself before calling the target, so on an
+/// INSERT that answer in practice means a full table; the controller takes it as one (the
+/// connection stays on the slot path and the insert is retried when deletes free room), and
+/// counts it under its own name so an unexpected cause would show.
+pub fn full_answer(kind: UpdateKind, e: &p4rt::UpdateError) -> Option<FullAnswer> {
+    match e.code {
+        tonic::Code::ResourceExhausted => Some(FullAnswer::ResourceExhausted),
+        tonic::Code::Unknown
+            if kind == UpdateKind::Insert
+                && e.message == BMV2_ADD_FAILED
+                && (e.space.is_empty() || e.space == BMV2_SPACE) =>
+        {
+            Some(FullAnswer::Bmv2)
+        }
+        _ => None,
+    }
+}
+
+/// The outcome the core expects for one per-update answer to an update of `kind`.
+pub fn outcome(kind: UpdateKind, r: &Result<(), p4rt::UpdateError>) -> WriteOutcome {
     match r {
         Ok(()) => WriteOutcome::Ok,
+        Err(e) if full_answer(kind, e).is_some() => WriteOutcome::ResourceExhausted,
         Err(e) => match e.code {
             tonic::Code::AlreadyExists => WriteOutcome::AlreadyExists,
             tonic::Code::NotFound => WriteOutcome::NotFound,
-            tonic::Code::ResourceExhausted => WriteOutcome::ResourceExhausted,
             c => WriteOutcome::Other(format!("{c:?}: {}", e.message)),
         },
     }
@@ -444,16 +481,39 @@ mod tests {
                 app_code: 0,
             })
         };
+        let ins = UpdateKind::Insert;
         assert_eq!(
-            outcome(&err(tonic::Code::AlreadyExists)),
+            outcome(ins, &err(tonic::Code::AlreadyExists)),
             WriteOutcome::AlreadyExists
         );
         assert_eq!(
-            outcome(&err(tonic::Code::ResourceExhausted)),
+            outcome(ins, &err(tonic::Code::ResourceExhausted)),
             WriteOutcome::ResourceExhausted
         );
         assert!(matches!(
-            outcome(&err(tonic::Code::Internal)),
+            outcome(ins, &err(tonic::Code::Internal)),
+            WriteOutcome::Other(_)
+        ));
+        // bmv2's answer to an INSERT into a full table (seen on simple_switch_grpc).
+        let bmv2 = Err(p4rt::UpdateError {
+            index: 0,
+            code: tonic::Code::Unknown,
+            message: BMV2_ADD_FAILED.into(),
+            space: BMV2_SPACE.into(),
+            app_code: 0,
+        });
+        assert_eq!(outcome(ins, &bmv2), WriteOutcome::ResourceExhausted);
+        assert_eq!(
+            full_answer(ins, bmv2.as_ref().unwrap_err()),
+            Some(FullAnswer::Bmv2)
+        );
+        // Not on a MODIFY, and not any UNKNOWN.
+        assert!(matches!(
+            outcome(UpdateKind::Modify, &bmv2),
+            WriteOutcome::Other(_)
+        ));
+        assert!(matches!(
+            outcome(ins, &err(tonic::Code::Unknown)),
             WriteOutcome::Other(_)
         ));
     }

@@ -1,14 +1,14 @@
 //! Failure detection end to end (issue 13; root only): `dvipa demo --failures` with 200
 //! streaming connections, liveness_ms 300:
-//! - step 6: the primary `dvipa-switch` frozen (SIGSTOP) for 5 s → the DVIPA moves to the
+//! - step 7: the primary `dvipa-switch` frozen (SIGSTOP) for 5 s → the DVIPA moves to the
 //!   backup within liveness_ms + 200 ms, every connection moves data again within 1 s, then
 //!   SIGCONT → takeback only after the thaw, the advertise hook log in order (advertise new,
 //!   withdraw old), 0 resets;
-//! - steps 7 and 8: the controller's P4Runtime packets to the primary dropped (iptables, only
+//! - steps 8 and 9: the controller's P4Runtime packets to the primary dropped (iptables, only
 //!   that 127.0.0.1 port) for 5 s, 5 times in a row, without and with `ss -K` of the
 //!   controller's socket → takeover within the same bound, takeback within 1 s of healing,
 //!   0 resets;
-//! - step 9: the same against a primary without server keep-alive (like simple_switch_grpc,
+//! - step 10: the same against a primary without server keep-alive (like simple_switch_grpc,
 //!   which keeps the dead stream): the controller raises its election id and takes back.
 //!
 //! The demo prints the detection times (fault → "switch down"). Skips with a message without
@@ -56,7 +56,7 @@ fn freeze_and_path_loss_are_detected_within_liveness_and_the_primary_comes_back(
         out.status.success(),
         "dvipa demo --failures failed: {stderr}"
     );
-    for step in 6..=9 {
+    for step in 7..=10 {
         let want = format!("step {step}: alive 200 -> 200, resets 0,");
         assert!(
             stdout

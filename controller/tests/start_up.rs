@@ -127,8 +127,11 @@ async fn a_primary_dead_at_start_up_loses_its_dvipa_to_the_backup_and_takes_it_b
         "{rows:?}"
     );
     assert!(adv_index(&adv, "SW1", true).is_none());
-    // SW2 is programmed: a new connection is forwarded to MVS1 and pinned.
+    // SW2 is programmed: a new connection is forwarded to MVS1 and pinned once its handshake
+    // ACK follows the SYN.
     let (v, _) = s2.inject(1, &frame(42001, 0x02));
+    assert_eq!(v, Verdict::Forward(PORT_MVS1));
+    let (v, _) = s2.inject(1, &frame(42001, 0x10));
     assert_eq!(v, Verdict::Forward(PORT_MVS1));
     eventually("the connection pinned on SW2", || async {
         s2.pipeline()

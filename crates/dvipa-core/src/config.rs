@@ -10,6 +10,7 @@
 //! p4info = "p4src/p4c-out/bmv2/dvipa.p4info.txtpb"
 //! device_config = "p4src/p4c-out/bmv2/dvipa.json"
 //! hot_standby = false            # keep backups programmed (CRT mirrored) all the time
+//! pin_on = "handshake"           # pin TCP connections once their handshake completed ("syn": at the SYN)
 //! state_dir = "state"            # persisted DVIPA owners (relative to this file; "" = off)
 //! agent = { listen = "0.0.0.0:7070" }    # insecure = true: plaintext agents (tests only)
 //! metrics = { listen = "127.0.0.1:9464" }
@@ -137,6 +138,35 @@ impl<'de> Deserialize<'de> for Prefix {
     }
 }
 
+/// When a TCP connection reported by the switch's digest is pinned in the CRT (`pin_on`).
+///
+/// With `handshake` (the default) a SYN's digest only records the target the switch chose
+/// (the switch itself keeps that choice in `syn_pending` for the handshake's later packets), and
+/// the connection is pinned when its first non-SYN packet (the handshake's ACK) is reported
+/// (`NOT_SYN` digest) with that same target. Spoofed SYNs never complete a handshake, so a SYN
+/// flood cannot fill the CRT. With `syn` every SYN is pinned at once (the earlier behaviour: the
+/// entry is written one round trip sooner, but a flood of SYNs fills the CRT). UDP has no
+/// handshake and is pinned on its first packet either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinOn {
+    /// At the first non-SYN packet after a recorded SYN (handshake completed).
+    #[default]
+    Handshake,
+    /// At the SYN.
+    Syn,
+}
+
+impl PinOn {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinOn::Handshake => "handshake",
+            PinOn::Syn => "syn",
+        }
+    }
+}
+
 /// The whole TOML file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +185,9 @@ pub struct Config {
     /// Also distribute UDP to the DVIPA ports (TCP always).
     #[serde(default)]
     pub distribute_udp: bool,
+    /// When a TCP connection the switch reports by digest is pinned in the CRT.
+    #[serde(default)]
+    pub pin_on: PinOn,
     /// Directory of the controller's persisted state: the current routing switch of each
     /// DVIPA ([`OwnerState`], file [`OWNERS_FILE`]), rewritten atomically on every ownership
     /// change and restored at start-up, so a restart keeps an operator's move. Relative to the
@@ -802,6 +835,7 @@ impl Config {
             ("device_config".into(), path(&self.device_config)),
             ("hot_standby".into(), self.hot_standby.to_string()),
             ("distribute_udp".into(), self.distribute_udp.to_string()),
+            ("pin_on".into(), self.pin_on.as_str().into()),
             (
                 "state_dir".into(),
                 if self.state_dir.as_os_str().is_empty() {

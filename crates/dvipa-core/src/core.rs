@@ -626,6 +626,8 @@ pub struct Core {
     stack_index: HashMap<String, u16>,
     vipas: Vec<VipaState>,
     crt: HashMap<ConnKey, CrtEntry>,
+    /// SYNs reported and not pinned yet (`pin_on = "handshake"`).
+    syn_seen: crate::syn_seen::SynSeen,
     switches: Vec<SwitchState>,
     sw_index: HashMap<String, usize>,
     actions: VecDeque<Action>,
@@ -787,6 +789,7 @@ impl Core {
             stack_index,
             vipas,
             crt: HashMap::new(),
+            syn_seen: Default::default(),
             switches,
             sw_index,
             actions: VecDeque::new(),
@@ -963,6 +966,28 @@ impl Core {
         &self.crt
     }
 
+    /// Switches on which `conn` could not be pinned (its CRT insert found the table full or
+    /// failed; it is retried when deletes free room), with the reason. Such a connection keeps
+    /// working through the slots and `syn_pending` until then.
+    pub fn unpinned_on(&self, conn: &ConnKey) -> Vec<(&str, &'static str)> {
+        self.switches
+            .iter()
+            .filter_map(|sw| sw.overflow.get(conn).map(|why| (sw.name.as_str(), *why)))
+            .collect()
+    }
+
+    /// SYNs reported and waiting for their handshake (bounded; `pin_on = "handshake"`).
+    pub fn syns_waiting(&self) -> usize {
+        self.syn_seen.len()
+    }
+
+    /// How many CRT entries could not be written to `switch` (table full or write error).
+    pub fn unpinned_count(&self, switch: &str) -> usize {
+        self.sw_index
+            .get(switch)
+            .map_or(0, |&i| self.switches[i].overflow.len())
+    }
+
     /// Whether `target` is a current actual target (ready) of `service`.
     pub fn target_ready(&self, service: u16, target: u16) -> bool {
         let s = &self.services[service as usize];
@@ -1095,6 +1120,10 @@ impl Core {
 
     fn count(&mut self, what: &'static str) {
         *self.counters.entry(what).or_default() += 1;
+    }
+
+    fn count_n(&mut self, what: &'static str, n: u64) {
+        *self.counters.entry(what).or_default() += n;
     }
 
     fn vipa_index(&self, a: Ipv4Addr) -> Option<usize> {
@@ -1747,10 +1776,40 @@ impl Core {
                 conns.push(it.conn);
                 continue;
             }
+            let handshake = self.cluster.config.pin_on == crate::config::PinOn::Handshake;
             if it.not_syn {
-                // A mid-connection packet nobody reported: do not guess a pin; the owning
-                // stack's NEWCONN (re-report) will pin it.
-                self.count("digest_not_syn_unpinned");
+                // The handshake's ACK of a SYN reported with the same target: pin it.
+                // Anything else is a mid-connection packet nobody reported: do not guess a
+                // pin; the owning stack's NEWCONN (re-report) will pin it.
+                match self.syn_seen.take(&it.conn, self.now.0) {
+                    Some(s) if handshake && s.target == it.target && s.service == svc => {
+                        self.pin(it.conn, it.target, svc, Origin::SynDigest, 0);
+                        self.count("crt_pinned_handshake");
+                        conns.push(it.conn);
+                    }
+                    Some(_) => self.count("digest_not_syn_target_changed"),
+                    None => self.count("digest_not_syn_unpinned"),
+                }
+                continue;
+            }
+            if handshake && it.conn.proto == 6 {
+                // A SYN: remembered (bounded) until its handshake completes; the switch keeps
+                // the choice in syn_pending for the handshake's packets meanwhile.
+                let (evicted, expired) = self.syn_seen.insert(
+                    it.conn,
+                    crate::syn_seen::SeenSyn {
+                        target: it.target,
+                        service: svc,
+                        at: self.now.0,
+                    },
+                );
+                self.count("digest_syn_recorded");
+                if evicted > 0 {
+                    self.count_n("syn_seen_evicted", evicted as u64);
+                }
+                if expired > 0 {
+                    self.count_n("syn_seen_expired", expired as u64);
+                }
                 continue;
             }
             self.pin(it.conn, it.target, svc, Origin::SynDigest, 0);

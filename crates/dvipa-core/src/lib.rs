@@ -81,3 +81,4 @@ pub mod entries;
 pub mod profile;
 pub mod sim;
 pub mod slots;
+pub mod syn_seen;

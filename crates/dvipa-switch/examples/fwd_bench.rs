@@ -11,8 +11,12 @@
 //! 2. kernel bridge in `sw` (a1, b1 in br0): the kernel's ceiling on this path;
 //! 3. dvipa-switch, CRT hit: one pinned TCP connection, forward_l2 to b1;
 //! 4. dvipa-switch, SYN selection + digest: SYNs of 65,536 client ports, slot hash, dpt, digest.
+//! 5. and 6. when `simple_switch_grpc` is on PATH (or `DVIPA_BENCH_BMV2` names a binary with its
+//!    arguments): bmv2 running `p4src/p4c-out/bmv2/dvipa.json` on the same veth path, programmed
+//!    over P4Runtime with the same entries, CRT hit and SYN+digest, so the ratio comes from one run.
 //!
-//! The switch runs in-process (the library's AF_PACKET data path, pinned to CPU 1) in the `sw` ns.
+//! The embedded switch runs in-process (the library's AF_PACKET data path, pinned to CPU 1) in the
+//! `sw` ns; bmv2 runs as a process in the `sw` ns.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -379,8 +383,8 @@ fn main() {
         .unwrap();
     let _guard = rt.enter();
     for (name, frames) in [
-        ("dvipa-switch CRT hit   ", ack),
-        ("dvipa-switch SYN+digest", syns),
+        ("dvipa-switch CRT hit   ", ack.clone()),
+        ("dvipa-switch SYN+digest", syns.clone()),
     ] {
         let pipeline = Arc::new(Pipeline::new());
         setup_switch(&pipeline);
@@ -422,6 +426,201 @@ fn main() {
             s.digests.load(Ordering::Relaxed),
         );
     }
+    drop(_guard);
+    run_bmv2(
+        secs,
+        &[
+            ("bmv2 CRT hit           ", ack),
+            ("bmv2 SYN+digest        ", syns),
+        ],
+        at_b0,
+    );
+}
+
+/// The bmv2 binary to measure: `$DVIPA_BENCH_BMV2`, else `simple_switch_grpc` on PATH.
+fn bmv2_binary() -> Option<String> {
+    if let Ok(b) = std::env::var("DVIPA_BENCH_BMV2") {
+        return Some(b);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("simple_switch_grpc"))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    })
+}
+
+/// Programs the switch at 127.0.0.1:9559 in the `sw` namespace like [`setup_switch`], over
+/// P4Runtime (pipeline = p4c's P4Info + bmv2 JSON), and keeps the session (primary, digest
+/// enabled) until `stop`.
+fn program_over_p4runtime(
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    stop: Arc<AtomicBool>,
+) {
+    setns(SW);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../p4src/p4c-out/bmv2");
+        let r = async {
+            let schema = p4rt::Schema::from_file(format!("{dir}/dvipa.p4info.txtpb"))
+                .map_err(|e| e.to_string())?;
+            let json = std::fs::read(format!("{dir}/dvipa.json")).map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let (session, queues) = loop {
+                match p4rt::Session::connect(p4rt::ClientConfig::new("127.0.0.1:9559", 0)).await {
+                    Ok(s) => break s,
+                    Err(e) if t0.elapsed() > Duration::from_secs(10) => {
+                        return Err(format!("P4Runtime connect: {e}"));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            session
+                .set_pipeline(schema.p4info().clone(), json, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+            let e = |r: Result<p4rt::proto::p4::v1::TableEntry, _>| {
+                r.map(p4rt::insert)
+                    .map_err(|e: p4rt::SchemaError| e.to_string())
+            };
+            let mut ups = vec![
+                e(schema
+                    .table_entry("IngressImpl.dvipa")
+                    .exact("hdr.ipv4.dstAddr", u32::from_be_bytes(VIPA))
+                    .exact("hdr.ipv4.protocol", 6u8)
+                    .ternary("meta.l4_dport", 80u16, 0xffffu16)
+                    .priority(1)
+                    .action("IngressImpl.distribute")
+                    .param("service_id", 1u16)
+                    .param("method", 0u8)
+                    .build())?,
+                e(schema
+                    .table_entry("IngressImpl.target")
+                    .exact("meta.target_id", 1u16)
+                    .action("IngressImpl.forward_l2")
+                    .param("dmac", u64::from_be_bytes([0, 0, 2, 0, 0, 0, 0xb, 0x99]))
+                    .param("port", 2u16)
+                    .build())?,
+                e(schema
+                    .table_entry("IngressImpl.crt")
+                    .exact("hdr.ipv4.srcAddr", u32::from_be_bytes(CLIENT))
+                    .exact("hdr.ipv4.dstAddr", u32::from_be_bytes(VIPA))
+                    .exact("hdr.ipv4.protocol", 6u8)
+                    .exact("meta.l4_sport", 40000u16)
+                    .exact("meta.l4_dport", 80u16)
+                    .action("IngressImpl.to_target")
+                    .param("target_id", 1u16)
+                    .build())?,
+            ];
+            for slot in 0..256u16 {
+                ups.push(e(schema
+                    .table_entry("IngressImpl.dpt")
+                    .exact("meta.service_id", 1u16)
+                    .exact("meta.slot", slot)
+                    .action("IngressImpl.to_target")
+                    .param("target_id", 1u16)
+                    .build())?);
+            }
+            let digest = schema
+                .digest_entry("learn_t", 1_000_000, 100, 1_000_000_000)
+                .map_err(|e| e.to_string())?;
+            ups.push(p4rt::insert(digest));
+            session.write(ups).await.map_err(|e| e.to_string())?;
+            Ok((session, queues))
+        }
+        .await;
+        match r {
+            Ok((session, mut queues)) => {
+                let _ = ready.send(Ok(()));
+                // Digest lists are acked as they come (as the controller would), until stop.
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(Some(d)) =
+                        tokio::time::timeout(Duration::from_millis(100), queues.digests.recv())
+                            .await
+                    {
+                        let _ = d.ack().await;
+                    }
+                }
+                drop(session);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        }
+    });
+}
+
+/// Modes 5 and 6: bmv2 on the same path, if it is installed.
+fn run_bmv2(secs: f64, modes: &[(&str, Arc<Vec<Vec<u8>>>)], at: (&str, &str, &str)) {
+    let Some(bin) = bmv2_binary() else {
+        println!(
+            "bmv2: skipped: simple_switch_grpc is not on PATH (set DVIPA_BENCH_BMV2 to a binary \
+             taking its arguments)"
+        );
+        return;
+    };
+    let log = std::env::temp_dir().join("dvbench-bmv2.log");
+    let mut argv: Vec<String> = vec!["ip".into(), "netns".into(), "exec".into(), SW.into()];
+    argv.extend(bin.split_whitespace().map(str::to_string));
+    argv.extend(
+        [
+            "--no-p4",
+            "--device-id",
+            "0",
+            "-i",
+            "1@dvb-a1",
+            "-i",
+            "2@dvb-b1",
+            "--",
+            "--grpc-server-addr",
+            "127.0.0.1:9559",
+        ]
+        .map(str::to_string),
+    );
+    let mut child = match Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            println!("bmv2: skipped: cannot start {bin}: {e}");
+            return;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let prog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || program_over_p4runtime(tx, stop))
+    };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => {
+            for (name, frames) in modes {
+                let m = run_traffic(frames.clone(), secs, at);
+                println!(
+                    "{name}: offered {:>9.0} pps, delivered {:>9.0} pps ({bin})",
+                    m.offered, m.delivered
+                );
+            }
+        }
+        Ok(Err(e)) => println!(
+            "bmv2: skipped: programming it failed: {e} (log {})",
+            log.display()
+        ),
+        Err(_) => println!(
+            "bmv2: skipped: not programmed within 30 s (log {})",
+            log.display()
+        ),
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = prog.join();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// CPU seconds used by the calling thread (user + system, softirqs run in its context included).

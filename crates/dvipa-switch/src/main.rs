@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use dvipa_switch::Pipeline;
 use dvipa_switch::io::{IoStats, Port};
-use dvipa_switch::server::SwitchServer;
+use dvipa_switch::server::{Flavor, ServerOptions, SwitchServer};
 use tracing::{info, warn};
 
 /// The dvipa pipeline as a software switch, programmed over P4Runtime.
@@ -58,6 +58,14 @@ struct Cli {
     /// Accepted for simple_switch compatibility and ignored.
     #[arg(long, hide = true)]
     debugger: bool,
+    /// Whose answers to give where P4Runtime servers differ: `standard` (the specification: a
+    /// full table is RESOURCE_EXHAUSTED) or `bmv2` (simple_switch_grpc: a full table is UNKNOWN,
+    /// "Error when adding match entry to target").
+    #[arg(long, default_value = "standard", value_parser = Flavor::parse)]
+    flavor: Flavor,
+    /// Most updates accepted in one Write; a larger Write is refused whole (RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = dvipa_switch::server::flavor::DEFAULT_MAX_WRITE_UPDATES)]
+    max_write_updates: usize,
     /// P4Runtime server address (also accepted after `--`).
     #[arg(long)]
     grpc_server_addr: Option<String>,
@@ -155,7 +163,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let pipeline = Arc::new(Pipeline::new());
-        let server = SwitchServer::new(cli.device_id, pipeline.clone());
+        let opts = ServerOptions {
+            flavor: cli.flavor,
+            max_write_updates: cli.max_write_updates.max(1),
+        };
+        let server = SwitchServer::with_options(cli.device_id, pipeline.clone(), opts);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(IoStats::default());
         let dp = {
@@ -175,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding the P4Runtime server to {addr}"))?;
         let keepalive = (cli.grpc_keepalive_ms > 0)
             .then(|| std::time::Duration::from_millis(cli.grpc_keepalive_ms));
-        info!(%addr, device_id = cli.device_id, keepalive_ms = cli.grpc_keepalive_ms, "P4Runtime server listening");
+        info!(%addr, device_id = cli.device_id, flavor = cli.flavor.name(), keepalive_ms = cli.grpc_keepalive_ms, "P4Runtime server listening");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = tokio::spawn(
             tonic::transport::Server::builder()

@@ -35,7 +35,11 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    let server = SwitchServer::new(0, Arc::new(Pipeline::new()));
+    start_with(dvipa_switch::server::ServerOptions::default()).await
+}
+
+async fn start_with(opts: dvipa_switch::server::ServerOptions) -> Harness {
+    let server = SwitchServer::with_options(0, Arc::new(Pipeline::new()), opts);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = server.service();
@@ -819,9 +823,9 @@ async fn write_errors_are_per_update_and_read_wildcards() {
     }
 }
 
-#[tokio::test]
-async fn table_full_is_resource_exhausted() {
-    let h = start().await;
+/// Fills `target` (4,096 entries), then writes a Modify and one INSERT too many; returns the
+/// Write's error.
+async fn overfill_target(h: &Harness) -> tonic::Status {
     let (mut a, _) = h.controller(1).await;
     a.set_pipeline(p4info(), 1).await.unwrap();
     let size = h.table("IngressImpl.target").size as u128;
@@ -831,17 +835,92 @@ async fn table_full_is_resource_exhausted() {
             .collect();
         a.write(ups).await.unwrap();
     }
-    let e = a
-        .write(vec![
-            (Modify, E::TableEntry(h.target_entry(0, 3))),
-            (Insert, E::TableEntry(h.target_entry(size, 1))),
-        ])
-        .await
-        .unwrap_err();
+    a.write(vec![
+        (Modify, E::TableEntry(h.target_entry(0, 3))),
+        (Insert, E::TableEntry(h.target_entry(size, 1))),
+    ])
+    .await
+    .unwrap_err()
+}
+
+fn update_errors(s: &tonic::Status) -> Vec<p4::Error> {
+    rpc::Status::decode(s.details())
+        .unwrap()
+        .details
+        .iter()
+        .map(|a| p4::Error::decode(a.value.as_slice()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn table_full_is_resource_exhausted() {
+    let h = start().await;
+    let e = overfill_target(&h).await;
+    assert_eq!(e.code(), tonic::Code::Unknown);
     assert_eq!(
         update_codes(&e),
         vec![0, tonic::Code::ResourceExhausted as i32]
     );
+}
+
+/// `--flavor bmv2`: a full table is answered as simple_switch_grpc answers it (observed on bmv2
+/// 1.15 / PI f96af95): gRPC UNKNOWN, per update canonical code UNKNOWN, bmv2's message and space.
+#[tokio::test]
+async fn table_full_bmv2_flavor_answers_like_simple_switch_grpc() {
+    use dvipa_switch::server::{Flavor, ServerOptions};
+    let h = start_with(ServerOptions {
+        flavor: Flavor::Bmv2,
+        ..Default::default()
+    })
+    .await;
+    let e = overfill_target(&h).await;
+    assert_eq!(e.code(), tonic::Code::Unknown);
+    let errs = update_errors(&e);
+    assert_eq!(errs.len(), 2);
+    assert_eq!(errs[0].canonical_code, 0);
+    assert_eq!(errs[1].canonical_code, tonic::Code::Unknown as i32);
+    assert_eq!(errs[1].message, "Error when adding match entry to target");
+    assert_eq!(errs[1].space, "ALL-sswitch-p4org");
+    assert_eq!(errs[1].code, 0);
+}
+
+/// A Write larger than the switch's per-Write limit is refused whole with a status naming the
+/// limit, and nothing of it is applied (an answer with one error per update would not fit in a
+/// client's header limit).
+#[tokio::test]
+async fn oversized_write_is_refused_whole() {
+    use dvipa_switch::server::ServerOptions;
+    let h = start_with(ServerOptions {
+        max_write_updates: 100,
+        ..Default::default()
+    })
+    .await;
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    let ups: Vec<_> = (0..101u128)
+        .map(|i| (Insert, E::TableEntry(h.target_entry(i, 1))))
+        .collect();
+    let e = a.write(ups).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("limit of 100 updates"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(h.server.pipeline().tables().target.len(), 0);
+    assert_eq!(
+        h.server
+            .stats()
+            .writes_too_large
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // At the limit it is applied.
+    let ups: Vec<_> = (0..100u128)
+        .map(|i| (Insert, E::TableEntry(h.target_entry(i, 1))))
+        .collect();
+    a.write(ups).await.unwrap();
+    assert_eq!(h.server.pipeline().tables().target.len(), 100);
 }
 
 #[tokio::test]

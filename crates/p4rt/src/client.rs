@@ -190,6 +190,43 @@ pub struct ClientConfig {
     pub strict_delete: bool,
     /// Append every request in text format to this file.
     pub request_log: Option<PathBuf>,
+    /// Most updates sent in one Write RPC; [`Session::write_detailed`] splits larger batches.
+    /// Bounded so the answer's per-update details (one `p4.v1.Error` per update in the
+    /// trailers) fit in [`MAX_HEADER_LIST_SIZE`].
+    pub max_write_updates: usize,
+    /// Most encoded bytes of updates in one Write RPC (split likewise).
+    pub max_write_bytes: usize,
+}
+
+/// The HTTP/2 header-list size this client accepts (SETTINGS_MAX_HEADER_LIST_SIZE). A Write's
+/// per-update errors arrive in one trailer (`grpc-status-details-bin`, base64): about 100–200
+/// bytes per failed update. hyper's default of 16 KiB holds about 100, and a larger trailer makes
+/// h2 tear down the whole connection (and with it the P4Runtime stream and mastership). 16 MiB
+/// holds [`DEFAULT_MAX_WRITE_UPDATES`] failed updates with messages of several KiB each.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 << 20;
+
+/// Default for [`ClientConfig::max_write_updates`].
+pub const DEFAULT_MAX_WRITE_UPDATES: usize = 2000;
+
+/// Default for [`ClientConfig::max_write_bytes`] (1 MiB: well under gRPC's usual 4 MiB message
+/// limit on servers).
+pub const DEFAULT_MAX_WRITE_BYTES: usize = 1 << 20;
+
+/// gRPC codes of a Write answered as a whole without per-update details for which splitting the
+/// batch can tell which updates failed (the request reached the device and was judged). Others
+/// (UNAVAILABLE, PERMISSION_DENIED for a non-primary, FAILED_PRECONDITION without a pipeline,
+/// DEADLINE_EXCEEDED, CANCELLED …) are about the session, not the updates.
+fn splittable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::InvalidArgument
+            | tonic::Code::OutOfRange
+            | tonic::Code::AlreadyExists
+            | tonic::Code::NotFound
+            | tonic::Code::Internal
+    )
 }
 
 impl ClientConfig {
@@ -212,6 +249,8 @@ impl ClientConfig {
             queue_capacity: 1024,
             strict_delete: false,
             request_log: None,
+            max_write_updates: DEFAULT_MAX_WRITE_UPDATES,
+            max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
         }
     }
 
@@ -245,6 +284,11 @@ impl ClientConfig {
         }
         if self.queue_capacity == 0 {
             return Err(ClientError::Config("queue_capacity must be > 0".into()));
+        }
+        if self.max_write_updates == 0 || self.max_write_bytes == 0 {
+            return Err(ClientError::Config(
+                "max_write_updates and max_write_bytes must be > 0".into(),
+            ));
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return Err(ClientError::Config(
@@ -395,7 +439,8 @@ impl Session {
         let mut endpoint = Endpoint::from_shared(cfg.uri())
             .map_err(|e| ClientError::Config(format!("address {:?}: {e}", cfg.addr)))?
             .connect_timeout(cfg.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_max_header_list_size(MAX_HEADER_LIST_SIZE);
         if let Some(k) = cfg.keepalive {
             endpoint = endpoint
                 .http2_keep_alive_interval(k)
@@ -656,16 +701,124 @@ impl Session {
         Ok(())
     }
 
-    /// Writes one batch; per-update outcome (`Err` for failed updates). The outer error is for
-    /// RPC-level failures without per-update details.
+    /// Writes one batch; per-update outcome (`Err` for failed updates), in order. The outer
+    /// error is for RPC-level failures (session lost, not primary, no pipeline …).
+    ///
+    /// The batch goes out in Writes of at most `max_write_updates` updates and
+    /// `max_write_bytes` encoded bytes, one after the other. A Write answered as a whole
+    /// without per-update details (a device that does not send them, or a limit on its side)
+    /// is split in halves and retried until every update has its own answer; retrying is safe
+    /// because the updates are applied independently (CONTINUE_ON_ERROR): an INSERT that had
+    /// been applied answers ALREADY_EXISTS, a DELETE NOT_FOUND (success unless strict).
     pub async fn write_detailed(
         &self,
         updates: Vec<p4::Update>,
     ) -> Result<Vec<Result<(), UpdateError>>, ClientError> {
         let n = updates.len();
-        let is_delete: Vec<bool> = updates
+        let max_n = self.inner.cfg.max_write_updates.max(1);
+        let max_b = self.inner.cfg.max_write_bytes.max(1);
+        let mut out = Vec::with_capacity(n);
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        for u in updates {
+            let len = u.encoded_len() + 4;
+            if !chunk.is_empty() && (chunk.len() >= max_n || bytes + len > max_b) {
+                self.write_split(std::mem::take(&mut chunk), out.len(), &mut out)
+                    .await?;
+                bytes = 0;
+            }
+            bytes += len;
+            chunk.push(u);
+        }
+        if !chunk.is_empty() {
+            self.write_split(chunk, out.len(), &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// One Write; on an answer without per-update details, the two halves separately.
+    /// `base`: index of `updates[0]` in the caller's batch (for [`UpdateError::index`]).
+    fn write_split<'a>(
+        &'a self,
+        updates: Vec<p4::Update>,
+        base: usize,
+        out: &'a mut Vec<Result<(), UpdateError>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send + 'a>> {
+        Box::pin(async move {
+            let n = updates.len();
+            // Kept for the rare split: one encoded buffer is far cheaper than a deep clone of
+            // every update (one allocation instead of several per update).
+            let mut kept = Vec::new();
+            if n > 1 {
+                for u in &updates {
+                    u.encode_length_delimited(&mut kept)
+                        .expect("a Vec grows as needed");
+                }
+            }
+            let kind0 = p4::Update {
+                r#type: updates[0].r#type,
+                entity: None,
+            };
+            let status = match self.write_once(updates).await {
+                Ok(rs) => {
+                    out.extend(rs.into_iter().map(|r| {
+                        r.map_err(|mut e| {
+                            e.index += base;
+                            e
+                        })
+                    }));
+                    return Ok(());
+                }
+                Err(s) => s,
+            };
+            if !splittable(status.code()) {
+                return Err(ClientError::rpc("Write", status));
+            }
+            if n == 1 {
+                // The RPC's status is the one update's answer.
+                let e = UpdateError {
+                    index: base,
+                    code: status.code(),
+                    message: status.message().to_string(),
+                    space: String::new(),
+                    app_code: 0,
+                };
+                out.push(self.non_strict(&kind0, Err(e)));
+                return Ok(());
+            }
+            let mut buf = kept.as_slice();
+            let mut updates = Vec::with_capacity(n);
+            while !buf.is_empty() {
+                updates.push(
+                    p4::Update::decode_length_delimited(&mut buf)
+                        .expect("decoding what was just encoded"),
+                );
+            }
+            tracing::debug!(
+                updates = n,
+                code = ?status.code(),
+                "Write answered without per-update details: retrying in halves"
+            );
+            let mut first = updates;
+            let second = first.split_off(n / 2);
+            self.write_split(first, base, out).await?;
+            self.write_split(second, base + n / 2, out).await
+        })
+    }
+
+    /// One Write RPC: per-update outcomes, or the status of a Write answered as a whole
+    /// without (decodable) per-update details.
+    async fn write_once(
+        &self,
+        updates: Vec<p4::Update>,
+    ) -> Result<Vec<Result<(), UpdateError>>, tonic::Status> {
+        let n = updates.len();
+        let kinds: Vec<p4::Update> = updates
             .iter()
-            .map(|u| u.r#type == p4::update::Type::Delete as i32)
+            .map(|u| p4::Update {
+                r#type: u.r#type,
+                entity: None,
+            })
             .collect();
         let msg = p4::WriteRequest {
             device_id: self.inner.cfg.device_id,
@@ -680,20 +833,26 @@ impl Session {
             Ok(_) => return Ok(vec![Ok(()); n]),
             Err(s) => s,
         };
-        let per_update =
-            decode_write_errors(&status, n).ok_or_else(|| ClientError::rpc("Write", status))?;
+        let per_update = decode_write_errors(&status, n).ok_or(status)?;
         Ok(per_update
             .into_iter()
-            .zip(is_delete)
-            .map(|(r, del)| match r {
-                Err(e)
-                    if del && !self.inner.cfg.strict_delete && e.code == tonic::Code::NotFound =>
-                {
-                    Ok(())
-                }
-                other => other,
-            })
+            .zip(&kinds)
+            .map(|(r, u)| self.non_strict(u, r))
             .collect())
+    }
+
+    /// NOT_FOUND on a DELETE is success unless `strict_delete`.
+    fn non_strict(&self, u: &p4::Update, r: Result<(), UpdateError>) -> Result<(), UpdateError> {
+        match r {
+            Err(e)
+                if u.r#type == p4::update::Type::Delete as i32
+                    && !self.inner.cfg.strict_delete
+                    && e.code == tonic::Code::NotFound =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Writes one batch; `Err(ClientError::Write)` lists the failed updates.

@@ -25,6 +25,14 @@ struct State {
     acks: Vec<(u32, u64)>,
     entries: Vec<p4::TableEntry>,
     send_digest: bool,
+    /// Writes with more updates are refused whole (RESOURCE_EXHAUSTED, nothing applied).
+    refuse_above: Option<usize>,
+    /// Writes with more updates are applied but a failure is answered without details.
+    details_up_to: Option<usize>,
+    /// Per-update error messages this long (bytes).
+    message_len: usize,
+    /// Write RPCs received.
+    writes: usize,
 }
 
 #[derive(Clone)]
@@ -50,6 +58,10 @@ impl P4Runtime for Mock {
         let mut st = self.0.lock().unwrap();
         if from_uint128(&req.election_id.unwrap_or_default()) != st.highest_election {
             return Err(Status::permission_denied("not primary"));
+        }
+        st.writes += 1;
+        if st.refuse_above.is_some_and(|m| req.updates.len() > m) {
+            return Err(Status::resource_exhausted("too many updates in one Write"));
         }
         let mut errs = Vec::new();
         for u in &req.updates {
@@ -77,13 +89,16 @@ impl P4Runtime for Mock {
                 message: if code == 0 {
                     String::new()
                 } else {
-                    format!("code {code}")
+                    format!("code {code} {}", "x".repeat(st.message_len))
                 },
                 ..Default::default()
             });
         }
         if errs.iter().all(|e| e.canonical_code == 0) {
             return Ok(Response::new(p4::WriteResponse {}));
+        }
+        if st.details_up_to.is_some_and(|m| req.updates.len() > m) {
+            return Err(Status::unknown("some updates failed (no details)"));
         }
         Err(Status::with_details(
             tonic::Code::Unknown,
@@ -309,6 +324,137 @@ async fn per_update_errors_and_delete_modes() {
         .await
         .unwrap();
     assert_eq!(read.len(), 4, "entries 1, 2, 3, 4");
+}
+
+/// A Write whose 1,500 per-update errors (200-byte messages: a ~500 KB trailer, far over hyper's
+/// default 16 KiB header limit, which made h2 tear down the connection and the session with it)
+/// is answered update by update, and the session stays primary.
+#[tokio::test]
+async fn large_per_update_error_details_do_not_lose_the_session() {
+    let mock = Mock::default();
+    mock.0.lock().unwrap().message_len = 200;
+    let srv = serve(mock.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let (s, _q) = Session::connect(cfg(srv.addr, 1)).await.unwrap();
+    let first: Vec<_> = (0..1500u16).map(|i| insert(entry16(i))).collect();
+    assert!(
+        s.write_detailed(first.clone())
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let r = s.write_detailed(first).await.unwrap();
+    assert_eq!(r.len(), 1500);
+    assert!(
+        r.iter()
+            .all(|r| r.as_ref().unwrap_err().code == tonic::Code::AlreadyExists)
+    );
+    assert_eq!(s.mastership(), Mastership::Primary);
+    assert_eq!(
+        mock.0.lock().unwrap().writes,
+        2,
+        "each batch answered by one Write (no split needed to read its details)"
+    );
+    s.write(vec![insert(entry16(2000))]).await.unwrap();
+}
+
+/// Batches over `max_write_updates` go out as several Writes; a Write answered as a whole
+/// without details (here: refused for its size, or failed without details) is retried in halves
+/// until every update has its own answer, and the answers keep the caller's indexes.
+#[tokio::test]
+async fn writes_are_capped_and_detail_less_answers_are_split() {
+    let mock = Mock::default();
+    let srv = serve(mock.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = cfg(srv.addr, 1);
+    c.max_write_updates = 100;
+    let (s, _q) = Session::connect(c).await.unwrap();
+    let ups: Vec<_> = (0..250u16).map(|i| insert(entry16(i))).collect();
+    assert!(
+        s.write_detailed(ups)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    assert_eq!(
+        mock.0.lock().unwrap().writes,
+        3,
+        "250 updates in Writes of 100"
+    );
+    assert_eq!(mock.0.lock().unwrap().entries.len(), 250);
+
+    // The device refuses Writes over 40 updates whole: 100 -> 50 + 50 -> 25 x 4.
+    {
+        let mut st = mock.0.lock().unwrap();
+        st.refuse_above = Some(40);
+        st.writes = 0;
+    }
+    let ups: Vec<_> = (250..350u16).map(|i| insert(entry16(i))).collect();
+    assert!(
+        s.write_detailed(ups)
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    assert_eq!(mock.0.lock().unwrap().entries.len(), 350);
+    assert_eq!(mock.0.lock().unwrap().writes, 1 + 2 + 4);
+
+    // Failures answered without details: the split finds exactly which ones failed.
+    {
+        let mut st = mock.0.lock().unwrap();
+        st.refuse_above = None;
+        st.details_up_to = Some(1);
+    }
+    // Updates 3 and 8 are MODIFYs of entries that do not exist (NOT_FOUND); the INSERTs are
+    // applied by the first attempt and answer ALREADY_EXISTS when retried (which callers take as
+    // done).
+    let ups: Vec<_> = (0..10u16)
+        .map(|i| {
+            if i == 3 || i == 8 {
+                p4rt::modify(entry16(5000 + i))
+            } else {
+                insert(entry16(1000 + i))
+            }
+        })
+        .collect();
+    let r = s.write_detailed(ups).await.unwrap();
+    assert_eq!(r.len(), 10);
+    let not_found: Vec<usize> = r
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|e| e.code == tonic::Code::NotFound)
+        .map(|e| e.index)
+        .collect();
+    assert_eq!(not_found, vec![3, 8]);
+    for (i, r) in r.iter().enumerate() {
+        if i != 3 && i != 8 {
+            assert!(
+                match r {
+                    Ok(()) => true,
+                    Err(e) => e.code == tonic::Code::AlreadyExists,
+                },
+                "update {i}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(mock.0.lock().unwrap().entries.len(), 358);
+    assert_eq!(s.mastership(), Mastership::Primary);
+}
+
+fn entry16(v: u16) -> p4::TableEntry {
+    p4::TableEntry {
+        table_id: 1,
+        r#match: vec![p4::FieldMatch {
+            field_id: 1,
+            field_match_type: Some(p4::field_match::FieldMatchType::Exact(
+                p4::field_match::Exact {
+                    value: v.to_be_bytes().to_vec(),
+                },
+            )),
+        }],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]

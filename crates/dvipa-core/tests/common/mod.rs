@@ -35,7 +35,13 @@ pub fn cluster_with(
             ),
         ),
     ]);
-    let toml = toml_edit(include_str!("../fixtures/figure4.toml").to_string());
+    // These tests drive the write pipeline with single SYN digests, so they pin at the SYN
+    // unless the edit says otherwise. The default, pinning once the handshake completed, is
+    // tested in tests/handshake_pin.rs.
+    let toml = toml_edit(format!(
+        "pin_on = \"syn\"\n{}",
+        include_str!("../fixtures/figure4.toml")
+    ));
     Cluster::build("figure4.toml", &toml, &profiles).unwrap()
 }
 

@@ -11,6 +11,7 @@
 //!   second while they stay idle, as bmv2 does). Without role configs every role has full
 //!   pipeline access, so each role's primary receives them.
 
+pub mod flavor;
 pub mod program;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::pipeline::{Learn, Output, Pipeline, Verdict};
 use crate::tables::{Counter, EntryMeta, SelectAction, TableError, Tables};
+pub use flavor::{Flavor, ServerOptions};
 use program::{Act, EntityError, Key, Program, TableKind};
 
 type StreamTx = mpsc::Sender<Result<p4::StreamMessageResponse, Status>>;
@@ -136,6 +138,8 @@ pub struct ServerStats {
     pub idle_notifications: AtomicU64,
     /// Stream messages dropped because a controller's stream was full or closed.
     pub stream_drops: AtomicU64,
+    /// Writes refused whole for having more than `max_write_updates` updates.
+    pub writes_too_large: AtomicU64,
 }
 
 struct Inner {
@@ -146,6 +150,7 @@ struct Inner {
     next_conn: AtomicU64,
     digest_tx: mpsc::Sender<DigestMsg>,
     stats: ServerStats,
+    opts: ServerOptions,
 }
 
 /// Write batches of at least this many updates are applied on a blocking thread.
@@ -209,6 +214,11 @@ fn send(stats: &ServerStats, tx: &StreamTx, m: p4::stream_message_response::Upda
 impl SwitchServer {
     /// A server for `pipeline`; spawns the digest and idle-timeout tasks on the current runtime.
     pub fn new(device_id: u64, pipeline: Arc<Pipeline>) -> Self {
+        Self::with_options(device_id, pipeline, ServerOptions::default())
+    }
+
+    /// A server answering as `opts.flavor` does, with its Write limits.
+    pub fn with_options(device_id: u64, pipeline: Arc<Pipeline>, opts: ServerOptions) -> Self {
         let (digest_tx, digest_rx) = mpsc::channel(65536);
         let inner = Arc::new(Inner {
             device_id,
@@ -218,6 +228,7 @@ impl SwitchServer {
             next_conn: AtomicU64::new(1),
             digest_tx,
             stats: ServerStats::default(),
+            opts,
         });
         tokio::spawn(digest_task(Arc::downgrade(&inner), digest_rx));
         tokio::spawn(idle_task(Arc::downgrade(&inner)));
@@ -1135,20 +1146,6 @@ fn for_each_entry(t: &Tables, kind: TableKind, filter: Option<Key>, f: &mut Visi
     }
 }
 
-fn p4_error(code: tonic::Code, message: String) -> prost_types::Any {
-    let e = p4::Error {
-        canonical_code: code as i32,
-        message,
-        space: "dvipa-switch".into(),
-        code: 0,
-        details: None,
-    };
-    prost_types::Any {
-        type_url: "type.googleapis.com/p4.v1.Error".into(),
-        value: e.encode_to_vec(),
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -1166,6 +1163,18 @@ impl P4Runtime for SwitchServer {
             return Err(Status::unimplemented(
                 "only CONTINUE_ON_ERROR atomicity is supported",
             ));
+        }
+        let max = self.inner.opts.max_write_updates;
+        if req.updates.len() > max {
+            self.inner
+                .stats
+                .writes_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "Write of {} updates exceeds this switch's limit of {max} updates per Write; \
+                 nothing was applied (split it into several Writes)",
+                req.updates.len()
+            )));
         }
         let prog = self.program()?;
         let n = req.updates.len();
@@ -1191,13 +1200,9 @@ impl P4Runtime for SwitchServer {
         if failed == 0 {
             return Ok(Response::new(p4::WriteResponse {}));
         }
-        let details: Vec<prost_types::Any> = results
-            .into_iter()
-            .map(|r| match r {
-                Ok(()) => p4_error(tonic::Code::Ok, String::new()),
-                Err(e) => p4_error(e.code(), e.to_string()),
-            })
-            .collect();
+        let flavor = self.inner.opts.flavor;
+        let details: Vec<prost_types::Any> =
+            results.iter().map(|r| flavor.update_error(r)).collect();
         let message = format!("{failed} of {n} updates failed");
         debug!(%message, "write");
         let st = rpc::Status {
