@@ -19,18 +19,46 @@ impl Drop for Probe {
 impl Probe {
     pub(super) fn start(s: Arc<Session>, every: Duration, liveness: Duration) -> Probe {
         Probe(tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
+            use tokio::time::Instant;
+            let mut last_ok = Instant::now();
+            // Checked this often while a probe is out, to notice our own stalls: time in which
+            // this process did not run (a busy runtime, a stopped controller) does not count
+            // against the switch, whose answer may be waiting unread.
+            let tick = (every / 2).max(Duration::from_millis(5));
             loop {
-                let sent = tokio::time::Instant::now();
-                let deadline = last_ok + liveness;
-                if sent >= deadline {
-                    return last_ok;
-                }
-                match tokio::time::timeout_at(deadline, s.probe(deadline - sent)).await {
-                    Ok(Ok(())) => last_ok = sent,
+                let sent = Instant::now();
+                let probe = s.probe(liveness);
+                tokio::pin!(probe);
+                let mut at = sent;
+                let answered = loop {
+                    let next = (at + tick).min(last_ok + liveness);
+                    tokio::select! {
+                        biased;
+                        r = &mut probe => break Some(r.is_ok()),
+                        _ = tokio::time::sleep_until(next) => {
+                            let now = Instant::now();
+                            let lag = now.saturating_duration_since(next);
+                            if lag > tick {
+                                // after a stall the switch gets at least a probe interval
+                                // (2 ticks) to be heard
+                                let floor = (now + 2 * tick).checked_sub(liveness);
+                                last_ok = (last_ok + lag).max(floor.unwrap_or(last_ok));
+                            }
+                            if now >= last_ok + liveness {
+                                break None;
+                            }
+                            at = now;
+                        }
+                    }
+                };
+                match answered {
+                    Some(true) => last_ok = last_ok.max(sent),
                     // no answer (broken connection): try again until the deadline
-                    Ok(Err(_)) => {}
-                    Err(_) => return last_ok,
+                    Some(false) => {}
+                    None => return last_ok,
+                }
+                if Instant::now() >= last_ok + liveness {
+                    return last_ok;
                 }
                 tokio::time::sleep_until((sent + every).min(last_ok + liveness)).await;
             }

@@ -156,6 +156,9 @@ struct Inner {
 /// Write batches of at least this many updates are applied on a blocking thread.
 const BLOCKING_WRITE: usize = 256;
 
+/// Entities per `ReadResponse` of a Read.
+const READ_CHUNK: usize = 1024;
+
 /// The P4Runtime service of the embedded switch. Cheap to clone.
 #[derive(Clone)]
 pub struct SwitchServer {
@@ -1242,8 +1245,21 @@ impl P4Runtime for SwitchServer {
         })
         .await
         .map_err(|e| Status::internal(format!("read task: {e}")))??;
-        let resp = p4::ReadResponse { entities: out };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(resp)))))
+        // Streamed in chunks: each message is encoded on its own, so a big table does not hold
+        // the runtime's thread (liveness probes, pings) for the whole encoding.
+        let mut chunks = Vec::with_capacity(out.len() / READ_CHUNK + 1);
+        let mut it = out.into_iter().peekable();
+        while it.peek().is_some() {
+            chunks.push(p4::ReadResponse {
+                entities: it.by_ref().take(READ_CHUNK).collect(),
+            });
+        }
+        if chunks.is_empty() {
+            chunks.push(p4::ReadResponse::default());
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
     async fn set_forwarding_pipeline_config(
