@@ -86,9 +86,9 @@ async fn wait_state(shared: &Shared, want: SwitchLiveness, timeout: Duration) ->
     None
 }
 
-fn stats(v: &mut [f64]) -> (f64, f64) {
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[v.len() - 1])
+    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 /// The detection figures (empty with a note when `dvipa-switch` is not built).
@@ -148,7 +148,10 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
     let mut kill = Vec::new();
     let mut freeze = Vec::new();
     let mut path = Vec::new();
-    for _ in 0..samples {
+    // the faults land at different points of the probe cycle (every liveness_ms / 3)
+    let phase = |i: u64| Duration::from_millis(20 + (i * 37) % (LIVENESS_MS / 3));
+    for i in 0..samples {
+        tokio::time::sleep(phase(i)).await;
         // kill: the stream ends; SwitchDown after liveness_ms; a new process takes its place
         let t = Instant::now();
         sw.signal(9);
@@ -157,7 +160,7 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
         drop(sw);
         sw = SwitchProc::start(&bin, port)?;
         wait_state(&shared, SwitchLiveness::Up, up).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(phase(i + 1)).await;
         // freeze
         let t = Instant::now();
         sw.signal(19);
@@ -165,7 +168,7 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
         freeze.push(d.map(|_| t.elapsed()).unwrap_or(up).as_secs_f64() * 1e3);
         sw.signal(18);
         wait_state(&shared, SwitchLiveness::Up, up).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(phase(i + 2)).await;
         // path loss
         if can_drop {
             let t = Instant::now();
@@ -192,7 +195,7 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
             continue;
         }
         let n = v.len();
-        let (median, max) = stats(v);
+        let (min, median, max) = stats(v);
         out.push(
             Figure::new(
                 "failover",
@@ -206,7 +209,8 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
                 "max ≤ liveness_ms + 200 ms",
             )
             .note(format!(
-                "median of {n}, max {max:.0} ms: fault -> the core sees the switch down"
+                "median of {n}, min {min:.0} ms, max {max:.0} ms: fault -> the core sees the switch \
+                 down"
             )),
         );
     }
