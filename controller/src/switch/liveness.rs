@@ -78,8 +78,10 @@ impl Probe {
     }
 }
 
-/// Whether a refused stream is the "election id already used" refusal (the embedded switch,
-/// PI/bmv2 and Stratum all answer INVALID_ARGUMENT naming the election id).
+/// Whether a refused stream is the "election id already used" refusal: INVALID_ARGUMENT naming
+/// the election id (dvipa-switch "… is already used by another controller", simple_switch_grpc
+/// "Election id already exists", Stratum "Election ID is already used by another connection
+/// with the same role.").
 pub(super) fn election_id_in_use(e: &p4rt::ClientError) -> bool {
     match e {
         p4rt::ClientError::StreamRefused {
@@ -128,5 +130,46 @@ impl Driver {
             self.lost_at = Some(self.lost_at.map_or(last_ok, |t| t.min(last_ok)));
         }
         Ended::Lost { primary }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::election_id_in_use;
+    use p4rt::ClientError;
+
+    fn refused(code: tonic::Code, message: &str) -> ClientError {
+        ClientError::StreamRefused {
+            code: Some(code),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn the_election_id_refusals_of_the_known_targets_are_recognised() {
+        for m in [
+            // dvipa-switch
+            "stream error: InvalidArgument: election id 1 is already used by another controller \
+             of the default role",
+            // simple_switch_grpc (PI)
+            "stream error: InvalidArgument: Election id already exists",
+            // Stratum
+            "stream error: InvalidArgument: Election ID is already used by another connection \
+             with the same role.",
+        ] {
+            assert!(
+                election_id_in_use(&refused(tonic::Code::InvalidArgument, m)),
+                "{m}"
+            );
+        }
+        assert!(!election_id_in_use(&refused(
+            tonic::Code::InvalidArgument,
+            "device id 3 does not match"
+        )));
+        assert!(!election_id_in_use(&refused(
+            tonic::Code::Unavailable,
+            "election id already used"
+        )));
+        assert!(!election_id_in_use(&ClientError::NotConnected));
     }
 }
