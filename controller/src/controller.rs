@@ -184,7 +184,15 @@ impl OwnerStore {
             Ok(false) => {}
             Err(e) => {
                 shared.stats.add("owner_state_write_failed", 1);
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners");
+                // retried on every change: one line per 30 s (all counted)
+                match p4rt::ratelimit::check("cannot persist the DVIPA owners") {
+                    Some(suppressed) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, suppressed, "cannot persist the DVIPA owners")
+                    }
+                    None => {
+                        tracing::debug!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners")
+                    }
+                }
             }
         }
     }
