@@ -1,4 +1,4 @@
-//! Failure detection time (issue 13), part of the `failover` section: the controller's real
+//! Failure detection time (issue 13), the `detect` section: the controller's real
 //! switch driver (`dvipa::switch`, with its liveness probe, keep-alive and TCP_USER_TIMEOUT)
 //! against a real `dvipa-switch` process (no data ports, P4Runtime on 127.0.0.1), one fault at
 //! a time: SIGKILL (the stream ends), SIGSTOP (a frozen process: the kernel still accepts and
@@ -91,12 +91,21 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
+/// Runs the section.
+pub fn run(size: Size) -> anyhow::Result<Vec<Figure>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(figures(size))
+}
+
 /// The detection figures (empty with a note when `dvipa-switch` is not built).
-pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
+async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
     let bin = std::env::current_exe()?.with_file_name("dvipa-switch");
     if !bin.exists() {
         println!(
-            "failover: detection figures skipped: no {} (cargo build --release -p dvipa-switch)",
+            "detect: skipped: no {} (cargo build --release -p dvipa-switch)",
             bin.display()
         );
         return Ok(Vec::new());
@@ -191,14 +200,14 @@ pub async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
         ("iptables DROP ctl->switch (path loss)", &mut path),
     ] {
         if v.is_empty() {
-            println!("failover: detection of {what} skipped (needs root and iptables)");
+            println!("detect: {what} skipped (needs root and iptables)");
             continue;
         }
         let n = v.len();
         let (min, median, max) = stats(v);
         out.push(
             Figure::new(
-                "failover",
+                "detect",
                 format!("detection, {what}, liveness 300 ms"),
                 median,
                 "ms",

@@ -229,6 +229,5 @@ async fn run_async(size: Size) -> anyhow::Result<Vec<Figure>> {
             .note("cold and hot, takeover and takeback: entries missing or wrong on the new owner"),
         );
     }
-    out.extend(crate::detect::figures(size).await?);
     Ok(out)
 }
