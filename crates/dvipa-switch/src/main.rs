@@ -189,17 +189,9 @@ fn main() -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_millis(cli.grpc_keepalive_ms));
         info!(%addr, device_id = cli.device_id, flavor = cli.flavor.name(), keepalive_ms = cli.grpc_keepalive_ms, "P4Runtime server listening");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = tokio::spawn(
-            tonic::transport::Server::builder()
-                .http2_keepalive_interval(keepalive)
-                .http2_keepalive_timeout(keepalive.map(|k| k * 3))
-                .add_service(server.service())
-                .serve_with_incoming_shutdown(
-                    SwitchServer::incoming_with(listener, keepalive.map(|k| k * 3)),
-                    async {
-                    let _ = stop_rx.await;
-                }),
-        );
+        let serve = tokio::spawn(server.clone().serve(listener, keepalive, async {
+            let _ = stop_rx.await;
+        }));
         {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -274,6 +274,25 @@ impl SwitchServer {
         })
     }
 
+    /// Serves P4Runtime on `listener` until `shutdown`, with Nagle off and, with `keepalive`
+    /// = K, an HTTP/2 PING on every connection every K: a connection whose ping stays
+    /// unanswered for 3 K is closed (its StreamChannel ends, a controller that vanished loses
+    /// its election id), and `TCP_USER_TIMEOUT` = 3 K on the sockets.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        keepalive: Option<std::time::Duration>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let timeout = keepalive.map(|k| k * 3);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(timeout)
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(Self::incoming_with(listener, timeout), shutdown)
+            .await
+    }
+
     /// The pipeline.
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.inner.pipeline
