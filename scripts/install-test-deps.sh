@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# iptables for the failure-detection test (controller/tests/e2e_liveness.rs: path drops)
+command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # openssl: certificates for the P4Runtime-over-TLS interop test.
 command -v openssl >/dev/null || need_apt+=(openssl)

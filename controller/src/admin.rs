@@ -154,7 +154,14 @@ pub fn spawn(
                     .remote_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "?".into());
-                tracing::warn!(%peer, ?names, "admin request refused: certificate not in admin.tls.allow");
+                match p4rt::ratelimit::check("admin request refused") {
+                    Some(suppressed) => {
+                        tracing::warn!(%peer, ?names, suppressed, "admin request refused: certificate not in admin.tls.allow")
+                    }
+                    None => {
+                        tracing::debug!(%peer, ?names, "admin request refused: certificate not in admin.tls.allow")
+                    }
+                }
                 Err(Status::permission_denied(format!(
                     "admin certificate {names:?} is not in admin.tls.allow"
                 )))

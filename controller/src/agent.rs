@@ -64,7 +64,11 @@ impl AgentService {
 
     fn refuse(&self, reason: &'static str, e: ApiError) -> Status {
         self.shared.stats.reject(reason);
-        tracing::warn!(reason, error = %e, "agent refused");
+        // a misbehaving agent may retry in a loop: one line per 30 s and reason (all counted)
+        match p4rt::ratelimit::check(&format!("agent refused {reason}")) {
+            Some(suppressed) => tracing::warn!(reason, error = %e, suppressed, "agent refused"),
+            None => tracing::debug!(reason, error = %e, "agent refused"),
+        }
         e.into()
     }
 }

@@ -267,7 +267,15 @@ impl OwnerStore {
             Ok(false) => {}
             Err(e) => {
                 shared.stats.add("owner_state_write_failed", 1);
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners");
+                // retried on every change: one line per 30 s (all counted)
+                match p4rt::ratelimit::check("cannot persist the DVIPA owners") {
+                    Some(suppressed) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, suppressed, "cannot persist the DVIPA owners")
+                    }
+                    None => {
+                        tracing::debug!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners")
+                    }
+                }
             }
         }
     }
@@ -553,7 +561,12 @@ impl Controller {
                 device_config: device_config.clone(),
                 cookie,
                 idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
-                liveness: Duration::from_millis(timers.liveness_ms.max(1)),
+                liveness: timers.liveness(),
+                probe: timers.probe(),
+                keepalive: timers.keepalive(),
+                tcp_user_timeout: timers.tcp_user_timeout(),
+                connect_timeout: timers.connect_timeout(),
+                election_id_range: s.election_id_range,
                 resync: opts.resync,
                 tls: s.tls.clone(),
             };

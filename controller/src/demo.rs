@@ -18,6 +18,14 @@
 //! 5. stop the application on one server → its connections end normally, new ones go to the
 //!    others.
 //!
+//! `--failures` runs the failure-detection steps of issue 13 instead (see [`liveness`]):
+//! 7. freeze the primary (SIGSTOP 5 s) → takeover within `liveness_ms` + 200 ms, then thaw →
+//!    takeback after its tables are reconciled;
+//! 8. drop the controller's P4Runtime packets to the primary for 5 s, 5 times;
+//! 9. the same with the controller's socket reset (`ss -K`);
+//! 10. sw1 restarted without its server keep-alive (like simple_switch_grpc): after a path drop
+//!    with `ss -K` it refuses the controller's election id; the controller raises it.
+//!
 //! Per step it prints alive before/after, resets, the longest stall and the time to takeover;
 //! it exits non-zero when a step fails (unless the step is listed with `--xfail`, for steps
 //! known to fail because of a missing feature; the reason is printed). Everything it created
@@ -32,6 +40,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod liveness;
 
 const SIGTERM: i32 = 15;
 const SERVICE_PORT: u16 = 8080;
@@ -91,6 +101,17 @@ pub struct Args {
     /// Seconds of SYN flood in step 6.
     #[arg(long, default_value_t = 5.0)]
     pub flood_secs: f64,
+    /// Run the failure-detection steps (issue 13) instead: freeze the primary (7), drop its
+    /// P4Runtime path (8), the same with the controller's socket reset (9), the same against a
+    /// switch without server keep-alive (10: election id raised). Needs iptables and ss.
+    #[arg(long, conflicts_with = "full")]
+    pub failures: bool,
+    /// Path drops in a row in steps 8 and 9.
+    #[arg(long, default_value_t = 5)]
+    pub drop_cycles: u32,
+    /// How long step 7 keeps the primary frozen, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub freeze_secs: u64,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -104,6 +125,11 @@ pub fn run(args: Args) -> Result<()> {
     dvipa_testbed::signals::cleanup_on_signals()?;
     let t0 = Instant::now();
     let p = Progress { t0 };
+    if args.failures
+        && let Some(t) = liveness::tools_missing()
+    {
+        bail!("dvipa demo --failures needs `{t}` (scripts/install-test-deps.sh installs it)");
+    }
     let bins = Bins::find(&args, &p)?;
     let p4info = find_p4info(&args)?;
     p.say(&format!(
@@ -324,6 +350,8 @@ struct Scenario<'a> {
     p: &'a Progress,
     bins: &'a Bins,
     grpc: [u16; 2],
+    /// Start sw1 without its server keep-alive (step 10, like simple_switch_grpc).
+    switch_keepalive_off: bool,
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
     switches: [Option<NsChild>; 2],
@@ -388,8 +416,16 @@ impl Scenario<'_> {
                 .collect();
             format!("case \"$DVIPA_SWITCH\" in {} esac", arms.join(" "))
         };
-        let advertise = hook(&|i| tb.advertise_cmd(i, dvipa));
-        let withdraw = hook(&|i| tb.withdraw_cmd(i, dvipa));
+        // every hook run is logged (time, what, switch) to hooks.log, for the order checks
+        let hooks_log = dir.join("hooks.log");
+        let logged = |what: &str, cmd: String| {
+            format!(
+                "echo \"$(date +%s.%N) {what} $DVIPA_SWITCH\" >> {}; {cmd}",
+                hooks_log.display()
+            )
+        };
+        let advertise = logged("advertise", hook(&|i| tb.advertise_cmd(i, dvipa)));
+        let withdraw = logged("withdraw", hook(&|i| tb.withdraw_cmd(i, dvipa)));
         // The admin API on a Unix socket in the log directory (mode 0600: root, as the demo).
         let admin_sock = dir.join("admin.sock");
         let admin = format!("unix:{}", admin_sock.display());
@@ -422,6 +458,7 @@ impl Scenario<'_> {
             target: SocketAddr::new(dvipa.into(), SERVICE_PORT),
             dvipa,
             grpc,
+            switch_keepalive_off: false,
             switches: [None, None],
             echoes: Vec::new(),
             agents: Vec::new(),
@@ -439,9 +476,19 @@ impl Scenario<'_> {
 
     fn spawn_switch(&mut self, i: usize) -> Result<()> {
         let bin = self.bins.switch.display().to_string();
-        let child = self
+        let mut argv = self
             .tb
-            .spawn_switch(i, &bin, i as u64, self.grpc[i - 1], None)?;
+            .switch_argv(i, &bin, i as u64, self.grpc[i - 1], None);
+        // the switch's HTTP/2 keep-alive from the same timer as the controller's
+        // (`keepalive_ms` = liveness_ms / 3)
+        argv.insert(1, "--grpc-keepalive-ms".into());
+        let keepalive = if self.switch_keepalive_off {
+            0
+        } else {
+            (self.args.liveness_ms / 3).max(1)
+        };
+        argv.insert(2, keepalive.to_string());
+        let child = self.tb.spawn_switch_argv(i, &argv, self.grpc[i - 1])?;
         self.switches[i - 1] = Some(child);
         Ok(())
     }
@@ -660,14 +707,24 @@ impl Scenario<'_> {
         self.dump("vdpt");
         self.dump("vcrt");
         let mut figs = Vec::new();
-        let last = if self.args.full { 5 } else { 2 };
-        for step in (1..=last).filter(|s| !self.args.skip.contains(s)) {
+        let steps: Vec<u8> = if self.args.failures {
+            vec![7, 8, 9, 10]
+        } else if self.args.full {
+            (1..=5).collect()
+        } else {
+            vec![1, 2]
+        };
+        for step in steps.into_iter().filter(|s| !self.args.skip.contains(s)) {
             figs.push(match step {
                 1 => self.step_takeover(&run),
                 2 => self.step_takeback(&run),
                 3 => self.step_move(&run),
                 4 => self.step_controller_restart(&run),
-                _ => self.step_app_stop(&run),
+                5 => self.step_app_stop(&run),
+                7 => self.step_freeze(&run, 7),
+                8 => self.step_path_drop(&run, 8, false),
+                9 => self.step_path_drop(&run, 9, true),
+                _ => self.step_no_keepalive(&run, 10),
             });
         }
         if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {

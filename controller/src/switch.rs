@@ -12,6 +12,24 @@
 //! longer than `liveness_ms` is reported as `SwitchDown`. The switch is re-read periodically
 //! (and on `dvipa reconcile`), so entries changed behind the controller's back are repaired.
 //!
+//! Liveness the controller measures itself: every session runs a probe task that sends a
+//! P4Runtime `Capabilities` RPC every `probe_ms` (standard P4Runtime, so bmv2 and Stratum
+//! answer it too). When no probe was answered for `liveness_ms` (a frozen switch process, a
+//! path that silently drops packets), the session is dropped as if its stream had ended, and
+//! since primary was last known at the last answer, `SwitchDown` follows at once: the switch is
+//! down `liveness_ms` after it stopped answering. Every await of the session (pipeline set-up,
+//! reads, digest acks) is raced against the probe, so a call that hangs cannot hide a dead
+//! switch. The connection's HTTP/2 keep-alive and `TCP_USER_TIMEOUT` come from the same
+//! `[timers]`, so the socket of a dead peer fails fast as well.
+//!
+//! Election id after a half-open session: a switch that still holds a dead stream of this
+//! controller refuses the new one with "election id … is already used". The driver retries
+//! with its backoff and a rate-limited warning; when the refused id is the one its own
+//! previous session used (so the holder is that dead session) and the refusal has lasted one
+//! probe interval (a stream that is merely closing, e.g. a thawed switch that has not read the
+//! old connection's end yet, is gone by then), it moves to the next id of the switch's
+//! `election_id_range`, which makes the new session primary.
+//!
 //! Reconnection: when the stream ends the driver drops the session and connects a new one
 //! itself, first after [`RETRY_INITIAL`], then with the delay doubled per failed attempt up to
 //! [`retry_cap`] (half the detection time, 100 ms..1 s), so a switch that comes back is
@@ -35,6 +53,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod liveness;
+use liveness::{Probe, election_id_in_use};
+
+/// A repeated warning: logged at most once per [`p4rt::ratelimit::PERIOD`] per switch and
+/// message, with `suppressed` = the lines left out since (those go to the debug level).
+macro_rules! warn_limited {
+    ($sw:expr, $msg:literal, $($field:tt)*) => {
+        match p4rt::ratelimit::check(&format!("{} {}", $sw, $msg)) {
+            Some(suppressed) => tracing::warn!(switch = %$sw, suppressed, $($field)* $msg),
+            None => tracing::debug!(switch = %$sw, $($field)* $msg),
+        }
+    };
+}
+
 /// How long a digest list waits for the core's ack before it is forgotten.
 pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
 
@@ -48,7 +80,7 @@ pub fn retry_cap(liveness: Duration) -> Duration {
 
 /// While a switch stays unreachable, a warning is logged at most this often (every attempt
 /// is counted in `switch_connect_failed`).
-const UNREACHABLE_LOG_EVERY: Duration = Duration::from_secs(30);
+const UNREACHABLE_LOG_EVERY: Duration = p4rt::ratelimit::PERIOD;
 
 /// Stream messages (digest lists) buffered while the driver is busy: a burst of new
 /// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
@@ -106,8 +138,18 @@ pub struct DriverConfig {
     pub cookie: u64,
     /// Idle timeout programmed on CRT entries.
     pub idle_timeout_ns: i64,
-    /// Primary lost longer than this → `SwitchDown`.
+    /// Primary lost (or no probe answered) longer than this → `SwitchDown`.
     pub liveness: Duration,
+    /// Liveness probe interval.
+    pub probe: Duration,
+    /// HTTP/2 keep-alive interval (an unanswered ping closes the connection after `liveness`).
+    pub keepalive: Duration,
+    /// `TCP_USER_TIMEOUT` of the P4Runtime socket.
+    pub tcp_user_timeout: Duration,
+    /// Bound of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Election ids usable for this switch: `election_id .. election_id + election_id_range`.
+    pub election_id_range: u64,
     /// Periodic re-read of the switch.
     pub resync: Duration,
     /// P4Runtime over TLS (paths resolved); the files are read for every new connection.
@@ -138,6 +180,13 @@ struct Driver {
     /// Write batches in flight: task → (batch id, number of updates).
     writes: JoinSet<(u64, Vec<WriteOutcome>)>,
     write_ids: HashMap<tokio::task::Id, (u64, usize)>,
+    /// The election id sessions use now (raised within the range after a half-open session).
+    election_id: u64,
+    /// The election id of the last session that connected (a refusal of that id means a dead
+    /// session of ours holds it).
+    connected_id: Option<u64>,
+    /// Since when the switch refuses `election_id` as already used.
+    refused_since: Option<Instant>,
     /// Rate limit of the "table full" warning, shared by the write tasks.
     full_log: FullLog,
 }
@@ -181,6 +230,7 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<SwitchCmd>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cfg_election_id = cfg.election_id;
     let mut d = Driver {
         cfg,
         schema,
@@ -190,16 +240,23 @@ pub async fn run(
         lost_at: None,
         writes: JoinSet::new(),
         write_ids: HashMap::new(),
+        election_id: cfg_election_id,
+        connected_id: None,
+        refused_since: None,
         full_log: Arc::default(),
     };
     let cap = retry_cap(d.cfg.liveness);
     let mut backoff = RETRY_INITIAL;
     let mut failures = 0u64;
-    let mut warned: Option<Instant> = None;
+    let mut warn_unreachable = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
+    let mut warn_refused = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     loop {
         let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
-        cc.election_id = u128::from(d.cfg.election_id);
-        cc.connect_timeout = Duration::from_secs(3);
+        cc.election_id = u128::from(d.election_id);
+        cc.connect_timeout = d.cfg.connect_timeout;
+        cc.keepalive = Some(d.cfg.keepalive);
+        cc.keepalive_timeout = Some(d.cfg.liveness);
+        cc.tcp_user_timeout = Some(d.cfg.tcp_user_timeout);
         // The session's own stream reconnect (the driver replaces a session whose stream
         // ended, so this only bounds a reconnect racing that).
         cc.backoff_initial = RETRY_INITIAL;
@@ -250,10 +307,13 @@ pub async fn run(
         match connected {
             Ok((session, queues)) => {
                 if failures > 0 {
-                    tracing::info!(switch = %d.cfg.name, failed_attempts = failures, "P4Runtime connected");
+                    tracing::info!(switch = %d.cfg.name, failed_attempts = failures, election_id = d.election_id, "P4Runtime connected");
                 }
                 failures = 0;
-                warned = None;
+                warn_unreachable.reset();
+                warn_refused.reset();
+                d.connected_id = Some(d.election_id);
+                d.refused_since = None;
                 let ended = d
                     .session_loop(session, queues, &mut rx, &mut shutdown)
                     .await;
@@ -270,12 +330,17 @@ pub async fn run(
                     Ended::Lost { primary: false } => {}
                 }
             }
+            Err(e) if election_id_in_use(&e) => {
+                d.count("arbitration_refused");
+                failures += 1;
+                d.refused(&e, &mut warn_refused);
+            }
             Err(e) => {
                 d.count("connect_failed");
                 failures += 1;
-                if warned.is_none_or(|t| t.elapsed() >= UNREACHABLE_LOG_EVERY) {
-                    warned = Some(Instant::now());
-                    tracing::warn!(switch = %d.cfg.name, error = %e, failed_attempts = failures, retry_max = ?cap, "P4Runtime connect failed");
+                d.refused_since = None;
+                if let Some(suppressed) = warn_unreachable.check() {
+                    tracing::warn!(switch = %d.cfg.name, error = %e, failed_attempts = failures, suppressed, retry_max = ?cap, "P4Runtime connect failed");
                 } else {
                     tracing::debug!(switch = %d.cfg.name, error = %e, "P4Runtime connect failed");
                 }
@@ -353,6 +418,7 @@ impl Driver {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
         let session = Arc::new(session);
+        let mut probe = Probe::start(session.clone(), self.cfg.probe, self.cfg.liveness);
         // Writes of an earlier session are not answered any more (the core forgets them on
         // the next SwitchUp).
         self.writes = JoinSet::new();
@@ -368,6 +434,10 @@ impl Driver {
             let liveness_deadline = self.liveness_deadline();
             tokio::select! {
                 _ = shutdown.changed() => return Ended::Shutdown,
+                last_ok = &mut probe.0 => {
+                    let last_ok = last_ok.unwrap_or_else(|_| tokio::time::Instant::now());
+                    return self.unresponsive(last_ok, primary);
+                }
                 ch = mastership.changed() => {
                     if ch.is_err() {
                         // The session is gone: start over with a new one.
@@ -378,7 +448,11 @@ impl Driver {
                     }
                     let m = *mastership.borrow_and_update();
                     if m == Mastership::Primary && !primary {
-                        match self.setup(&session).await {
+                        let set_up = match probe.or_dead(self.setup(&session)).await {
+                            Ok(r) => r,
+                            Err(last_ok) => return self.unresponsive(last_ok, primary),
+                        };
+                        match set_up {
                             Ok(()) => {
                                 primary = true;
                                 self.lost_at = None;
@@ -390,7 +464,7 @@ impl Driver {
                             }
                             Err(e) => {
                                 self.count("setup_failed");
-                                tracing::error!(switch = %self.cfg.name, error = %e, "switch setup failed");
+                                warn_limited!(self.cfg.name, "switch setup failed", error = %e,);
                                 // Not usable without its pipeline and digest.
                                 self.lost_at = None;
                                 self.down();
@@ -423,13 +497,18 @@ impl Driver {
                 c = rx.recv() => {
                     let Some(c) = c else { return Ended::Shutdown };
                     if primary {
-                        self.command(&session, c).await;
+                        if let Err(last_ok) = probe.or_dead(self.command(&session, c)).await {
+                            return self.unresponsive(last_ok, primary);
+                        }
                     } else {
                         self.unreachable(c, "not primary");
                     }
                 }
                 d = q.digests.recv(), if primary => {
-                    if let Some(d) = d { self.digest(d).await } else { return Ended::Lost { primary } }
+                    let Some(d) = d else { return Ended::Lost { primary } };
+                    if let Err(last_ok) = probe.or_dead(self.digest(d)).await {
+                        return self.unresponsive(last_ok, primary);
+                    }
                 }
                 i = q.idle_timeouts.recv(), if primary => {
                     if let Some(i) = i { self.idle(i) } else { return Ended::Lost { primary } }
@@ -440,7 +519,9 @@ impl Driver {
                     }
                 }
                 _ = resync.tick(), if primary => {
-                    self.command(&session, SwitchCmd::Read).await;
+                    if let Err(last_ok) = probe.or_dead(self.command(&session, SwitchCmd::Read)).await {
+                        return self.unresponsive(last_ok, primary);
+                    }
                 }
             }
         }
@@ -549,7 +630,7 @@ impl Driver {
                     self.shared
                         .stats
                         .add("switch_entries_undecodable", bad.len() as u64);
-                    tracing::warn!(switch = %self.cfg.name, first = %bad[0], n = bad.len(), "entries not understood");
+                    warn_limited!(self.cfg.name, "entries not understood", first = %bad[0], n = bad.len(),);
                 }
                 self.count("reads");
                 self.shared.event(Event::SwitchRead {
@@ -559,7 +640,7 @@ impl Driver {
             }
             Err(e) => {
                 self.count("read_failed");
-                tracing::warn!(switch = %self.cfg.name, error = %e, "read failed");
+                warn_limited!(self.cfg.name, "read failed", error = %e,);
             }
         }
     }
@@ -590,7 +671,7 @@ impl Driver {
                 Some((_, d)) => {
                     if let Err(e) = d.ack().await {
                         self.count("digest_ack_failed");
-                        tracing::warn!(switch = %self.cfg.name, error = %e, "digest ack failed");
+                        warn_limited!(self.cfg.name, "digest ack failed", error = %e,);
                     } else {
                         self.count("digest_acked");
                     }
@@ -618,7 +699,7 @@ impl Driver {
             Ok(x) => x,
             Err(e) => {
                 self.count("digest_undecodable");
-                tracing::warn!(switch = %self.cfg.name, error = %e, "digest list not understood; acked and dropped");
+                warn_limited!(self.cfg.name, "digest list not understood; acked and dropped", error = %e,);
                 let _ = d.ack().await;
                 return;
             }
@@ -634,7 +715,7 @@ impl Driver {
                 Ok(i) => items.push(i),
                 Err(e) => {
                     self.count("digest_item_undecodable");
-                    tracing::warn!(switch = %self.cfg.name, error = %e, "digest item not understood");
+                    warn_limited!(self.cfg.name, "digest item not understood", error = %e,);
                 }
             }
         }
@@ -845,7 +926,7 @@ impl Writer {
                         }
                         (WriteOutcome::Other(m), _) => {
                             self.count("write_update_failed");
-                            tracing::warn!(switch = %self.name, update = ?u, error = %m, "update failed");
+                            warn_limited!(self.name, "update failed", update = ?u, error = %m,);
                         }
                         _ => {}
                     }
@@ -855,7 +936,7 @@ impl Writer {
             }
             Err(e) => {
                 self.count("write_rpc_failed");
-                tracing::warn!(switch = %self.name, error = %e, "write failed");
+                warn_limited!(self.name, "write failed", error = %e,);
                 for i in idx {
                     out[i] = WriteOutcome::Other(e.to_string());
                 }

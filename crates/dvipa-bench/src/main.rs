@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p dvipa-bench -- all [--size smoke|default|large] [--json out.json]
-//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd [--size ...]
+//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd|detect [--size ...]
 //! ```
 //!
 //! Every section prints rows of: value, baseline measured in the same run, ratio (improvement
@@ -10,6 +10,7 @@
 //! it is met. See the crate README for what each section measures.
 
 mod ctl;
+mod detect;
 mod embedded;
 mod failover;
 mod fwd;
@@ -74,17 +75,20 @@ enum Cmd {
     Failover,
     /// Embedded switch forwarding on veth pairs (runs dvipa-switch's fwd_bench example).
     Fwd,
+    /// Failure detection time: kill, freeze, path loss of a real dvipa-switch (issue 13).
+    Detect,
 }
 
 type Section = fn(Size) -> anyhow::Result<Vec<Figure>>;
 
-const SECTIONS: [(Cmd, &str, Section); 6] = [
+const SECTIONS: [(Cmd, &str, Section); 7] = [
     (Cmd::Slots, "slot_fill", slots::run),
     (Cmd::Memory, "memory", memory::run),
     (Cmd::Write, "p4rt_write", write::run),
     (Cmd::Pin, "pin", pin::run),
     (Cmd::Failover, "failover", failover::run),
     (Cmd::Fwd, "forwarding", fwd::run),
+    (Cmd::Detect, "detection", detect::run),
 ];
 
 /// Median wall time of one call of `f` over `iters` calls.

@@ -506,11 +506,113 @@ pub struct Timers {
     pub lease_ms: u64,
     /// CRT idle timeout programmed on the switch.
     pub idle_timeout_ms: u64,
-    /// Switch liveness detection time.
+    /// Switch liveness detection time: a switch that does not answer the controller's probe
+    /// for this long, or whose session ended and did not come back, is down.
     pub liveness_ms: u64,
     /// Every switch is re-read this often and differences repaired (`--resync-secs`
     /// overrides it).
     pub resync_ms: u64,
+    /// The liveness probe (a P4Runtime `Capabilities` RPC) is sent this often; at most
+    /// `liveness_ms` / 2 (default `liveness_ms` / 3).
+    pub probe_ms: Option<u64>,
+    /// HTTP/2 keep-alive ping interval of the P4Runtime connections; an unanswered ping
+    /// closes the connection after `liveness_ms`. At most `liveness_ms` (default
+    /// `liveness_ms` / 3). The embedded switch's server gets the same value
+    /// (`dvipa-switch --grpc-keepalive-ms`).
+    pub keepalive_ms: Option<u64>,
+    /// `TCP_USER_TIMEOUT` of the P4Runtime sockets: unacknowledged data aborts the connection
+    /// after this long. At least `liveness_ms` (default `liveness_ms`).
+    pub tcp_user_timeout_ms: Option<u64>,
+    /// Bound of one P4Runtime connection attempt (TCP connect, then the first arbitration
+    /// answer). Default `liveness_ms`, at least 200 ms and at most 3 s.
+    pub connect_timeout_ms: Option<u64>,
+}
+
+impl Timers {
+    fn ms(v: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(v.max(1))
+    }
+
+    /// Switch liveness detection time.
+    pub fn liveness(&self) -> std::time::Duration {
+        Self::ms(self.liveness_ms)
+    }
+
+    /// Interval of the liveness probe.
+    pub fn probe(&self) -> std::time::Duration {
+        Self::ms(self.probe_ms.unwrap_or(self.liveness_ms / 3))
+    }
+
+    /// HTTP/2 keep-alive interval.
+    pub fn keepalive(&self) -> std::time::Duration {
+        Self::ms(self.keepalive_ms.unwrap_or(self.liveness_ms / 3))
+    }
+
+    /// `TCP_USER_TIMEOUT` of the P4Runtime sockets.
+    pub fn tcp_user_timeout(&self) -> std::time::Duration {
+        Self::ms(self.tcp_user_timeout_ms.unwrap_or(self.liveness_ms))
+    }
+
+    /// Bound of one P4Runtime connection attempt.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        Self::ms(
+            self.connect_timeout_ms
+                .unwrap_or(self.liveness_ms.clamp(200, 3000)),
+        )
+    }
+
+    /// The `[timers]` fields that do not fit together: (field, message).
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let l = self.liveness_ms;
+        if l < 3 {
+            v.push((
+                "timers.liveness_ms",
+                format!("must be at least 3 (ms; {l} leaves no room for a probe)"),
+            ));
+            return v;
+        }
+        if let Some(p) = self.probe_ms
+            && (p == 0 || p.saturating_mul(2) > l)
+        {
+            v.push((
+                "timers.probe_ms",
+                format!(
+                    "must be > 0 and at most liveness_ms / 2 ({p} > {}): two probes must fit in \
+                     the detection time",
+                    l / 2
+                ),
+            ));
+        }
+        if let Some(k) = self.keepalive_ms
+            && (k == 0 || k > l)
+        {
+            v.push((
+                "timers.keepalive_ms",
+                format!("must be > 0 and at most liveness_ms ({k} > {l})"),
+            ));
+        }
+        if let Some(t) = self.tcp_user_timeout_ms
+            && t < l
+        {
+            v.push((
+                "timers.tcp_user_timeout_ms",
+                format!(
+                    "must be at least liveness_ms ({t} < {l}): a shorter one would drop \
+                     connections over losses the liveness check tolerates"
+                ),
+            ));
+        }
+        if let Some(c) = self.connect_timeout_ms
+            && !(1..=60_000).contains(&c)
+        {
+            v.push((
+                "timers.connect_timeout_ms",
+                format!("must be 1..=60000 ({c})"),
+            ));
+        }
+        v
+    }
 }
 
 impl Default for Timers {
@@ -521,6 +623,10 @@ impl Default for Timers {
             idle_timeout_ms: 300_000,
             liveness_ms: 500,
             resync_ms: 30_000,
+            probe_ms: None,
+            keepalive_ms: None,
+            tcp_user_timeout_ms: None,
+            connect_timeout_ms: None,
         }
     }
 }
@@ -538,6 +644,11 @@ pub struct SwitchCfg {
     /// Election id (this controller's, for mastership).
     #[serde(default = "one")]
     pub election_id: u64,
+    /// How many election ids, from `election_id` up, this controller may use for the switch:
+    /// when the switch refuses `election_id` as "already used" because a dead session of this
+    /// controller still holds it, the controller moves to the next id of the range (1 = never).
+    #[serde(default = "default_election_id_range")]
+    pub election_id_range: u64,
     /// The switch's profile file (relative to the TOML file's directory).
     pub profile: PathBuf,
     /// Outer source address for IPIP-encapsulated targets.
@@ -573,6 +684,10 @@ pub struct SwitchTlsCfg {
 
 fn one() -> u64 {
     1
+}
+
+fn default_election_id_range() -> u64 {
+    16
 }
 
 /// One `ipv4_route` entry.
@@ -904,6 +1019,19 @@ impl Config {
             ),
             ("timers.liveness_ms".into(), t.liveness_ms.to_string()),
             ("timers.resync_ms".into(), t.resync_ms.to_string()),
+            ("timers.probe_ms".into(), t.probe().as_millis().to_string()),
+            (
+                "timers.keepalive_ms".into(),
+                t.keepalive().as_millis().to_string(),
+            ),
+            (
+                "timers.tcp_user_timeout_ms".into(),
+                t.tcp_user_timeout().as_millis().to_string(),
+            ),
+            (
+                "timers.connect_timeout_ms".into(),
+                t.connect_timeout().as_millis().to_string(),
+            ),
         ]);
         v
     }
@@ -1033,6 +1161,17 @@ impl Config {
                     ),
                 );
             }
+            if s.election_id_range == 0 || s.election_id.checked_add(s.election_id_range).is_none()
+            {
+                e(
+                    format!("switch[{i}].election_id_range"),
+                    format!(
+                        "must be ≥ 1 and election_id + election_id_range must fit 64 bits \
+                         ({} + {})",
+                        s.election_id, s.election_id_range
+                    ),
+                );
+            }
             if s.election_id == 0 {
                 e(format!("switch[{i}].election_id"), "must be ≥ 1".into());
             }
@@ -1146,6 +1285,10 @@ impl Config {
                 "timers".into(),
                 "liveness_ms and idle_timeout_ms must be > 0".into(),
             );
+        } else {
+            for (f, m) in t.check() {
+                e(f.into(), m);
+            }
         }
         errs
     }
@@ -1676,6 +1819,59 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         assert_eq!(set["agent.insecure"], "true");
         assert_eq!(set["advertise.withdraw_cmd"], "wdr.sh");
         assert_eq!(set["timers.resync_ms"], "5000");
+    }
+
+    #[test]
+    fn liveness_timers_default_from_liveness_ms_and_are_checked_against_it() {
+        let c = Config::parse("t.toml", &format!("{MIN}\n[timers]\nliveness_ms = 300\n")).unwrap();
+        let t = c.timers;
+        assert_eq!(t.probe(), std::time::Duration::from_millis(100));
+        assert_eq!(t.keepalive(), std::time::Duration::from_millis(100));
+        assert_eq!(t.tcp_user_timeout(), std::time::Duration::from_millis(300));
+        assert_eq!(t.connect_timeout(), std::time::Duration::from_millis(300));
+        assert_eq!(c.switches[0].election_id_range, 16);
+        let set: BTreeMap<String, String> = c.settings().into_iter().collect();
+        assert_eq!(set["timers.probe_ms"], "100");
+        let ok = "liveness_ms = 300\nprobe_ms = 150\nkeepalive_ms = 300\n\
+                  tcp_user_timeout_ms = 1000\nconnect_timeout_ms = 500\n";
+        let t = Config::parse("t.toml", &format!("{MIN}\n[timers]\n{ok}"))
+            .unwrap()
+            .timers;
+        assert_eq!(t.probe(), std::time::Duration::from_millis(150));
+        assert_eq!(t.connect_timeout(), std::time::Duration::from_millis(500));
+        for (bad, field, why) in [
+            (
+                "probe_ms = 151",
+                "timers.probe_ms",
+                "at most liveness_ms / 2 (151 > 150)",
+            ),
+            ("probe_ms = 0", "timers.probe_ms", "must be > 0"),
+            (
+                "keepalive_ms = 301",
+                "timers.keepalive_ms",
+                "at most liveness_ms (301 > 300)",
+            ),
+            (
+                "tcp_user_timeout_ms = 299",
+                "timers.tcp_user_timeout_ms",
+                "at least liveness_ms (299 < 300)",
+            ),
+            (
+                "connect_timeout_ms = 0",
+                "timers.connect_timeout_ms",
+                "1..=60000",
+            ),
+        ] {
+            let e = err(&format!("{MIN}\n[timers]\nliveness_ms = 300\n{bad}\n"));
+            assert!(e.contains(field) && e.contains(why), "{bad}: {e}");
+        }
+        let e = err(&format!("{MIN}\n[timers]\nliveness_ms = 2\n"));
+        assert!(e.contains("timers.liveness_ms: must be at least 3"), "{e}");
+        let e = err(&MIN.replace("device_id = 1", "device_id = 1\nelection_id_range = 0"));
+        assert!(
+            e.contains("switch[0].election_id_range: must be ≥ 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,6 +69,13 @@ struct Cli {
     /// P4Runtime server address (also accepted after `--`).
     #[arg(long)]
     grpc_server_addr: Option<String>,
+    /// HTTP/2 keep-alive of the P4Runtime server: a ping every this many ms on every
+    /// connection; a connection whose ping stays unanswered for 3 intervals is closed (and its
+    /// StreamChannel with it, so a half-open controller session does not keep its election id
+    /// forever). `TCP_USER_TIMEOUT` is set to the same 3 intervals. 0 = off. The controller's
+    /// side uses `[timers] keepalive_ms` (default `liveness_ms` / 3): give both the same value.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    grpc_keepalive_ms: u64,
     /// bmv2 JSON (accepted for compatibility and ignored: the pipeline is built in).
     config: Option<PathBuf>,
     /// Target options after `--` (simple_switch_grpc form): --grpc-server-addr ADDR.
@@ -267,10 +274,13 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the P4Runtime server to {addr}"))?;
+        let keepalive = (cli.grpc_keepalive_ms > 0)
+            .then(|| std::time::Duration::from_millis(cli.grpc_keepalive_ms));
         info!(
             %addr,
             device_id = cli.device_id,
             flavor = cli.flavor.name(),
+            keepalive_ms = cli.grpc_keepalive_ms,
             tls = if tls.is_none() {
                 "off"
             } else if target.tls.client_auth {
@@ -281,17 +291,9 @@ fn main() -> anyhow::Result<()> {
             "P4Runtime server listening"
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(t) = tls {
-            builder = builder.tls_config(t).context("P4Runtime server TLS")?;
-        }
-        let serve = tokio::spawn(
-            builder
-                .add_service(server.service())
-                .serve_with_incoming_shutdown(SwitchServer::incoming(listener), async {
-                    let _ = stop_rx.await;
-                }),
-        );
+        let serve = tokio::spawn(server.clone().serve(listener, keepalive, tls, async {
+            let _ = stop_rx.await;
+        }));
         {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -1468,3 +1468,107 @@ async fn read_of_a_full_crt_with_maximal_metadata_comes_in_several_responses() {
     assert!(responses > 1, "{responses}");
     assert!(largest <= READ_RESPONSE_BYTES, "{largest}");
 }
+
+/// A TCP relay to `to` whose forwarding can be frozen: both directions stop for good and the
+/// sockets stay open, as with a controller that was frozen or cut off without a reset.
+async fn freezable_relay(
+    to: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    async fn pump(
+        mut r: tokio::net::tcp::OwnedReadHalf,
+        mut w: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.load(Relaxed) {
+                // hold both sockets, forward nothing
+                std::future::pending::<()>().await;
+            }
+            if w.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((a, _)) = l.accept().await {
+            let b = tokio::net::TcpStream::connect(to).await.unwrap();
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            tokio::spawn(pump(ar, bw, frozen.clone()));
+            tokio::spawn(pump(br, aw, frozen.clone()));
+        }
+    });
+    addr
+}
+
+/// Server keep-alive of the dead-stream test (`None`: off, to see the test fail).
+const KEEPALIVE: Option<Duration> = Some(Duration::from_millis(100));
+
+/// Issue 13: a controller whose session went half-open (it stopped answering, its connection
+/// stays open) used to keep its election id on the switch forever, so the controller's new
+/// session was refused with "election id … is already used". With the server's HTTP/2
+/// keep-alive (`SwitchServer::serve`, K = 100 ms) the dead stream is dropped after its pings go
+/// unanswered for 3 K, and a new session with the same id becomes primary. The refusal itself
+/// reaches the client as `ClientError::StreamRefused` at once, not as an arbitration timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_stops_answering_loses_its_stream_and_its_election_id() {
+    use p4rt::{ClientConfig, ClientError, Session};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = SwitchServer::new(0, Arc::new(Pipeline::new()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(server.serve(l, KEEPALIVE, None, std::future::pending()));
+    let frozen = Arc::new(AtomicBool::new(false));
+    let via = freezable_relay(addr, frozen.clone()).await;
+    let mut ca = ClientConfig::new(via.to_string(), 0);
+    ca.keepalive = None;
+    let (a, _qa) = Session::connect(ca).await.unwrap();
+    a.wait_primary(Duration::from_secs(5)).await.unwrap();
+
+    let mut cb = ClientConfig::new(addr.to_string(), 0);
+    cb.connect_timeout = Duration::from_secs(5);
+    let t = Instant::now();
+    let e = Session::connect(cb.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::StreamRefused { code: Some(tonic::Code::InvalidArgument), message }
+            if message.contains("already used")),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the refusal came after {:?} (the connect timeout is 5 s)",
+        t.elapsed()
+    );
+
+    frozen.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    let took = loop {
+        match Session::connect(cb.clone()).await {
+            Ok((b, _qb)) => {
+                b.wait_primary(Duration::from_secs(2)).await.unwrap();
+                break t.elapsed();
+            }
+            Err(ClientError::StreamRefused { .. }) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(3),
+                    "the switch still holds the stream of a controller that stopped answering \
+                     3 s ago"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    eprintln!("the dead stream was dropped and its election id reused after {took:?}");
+    drop(a);
+}

@@ -1019,8 +1019,14 @@ impl Testbed {
         thrift_port: Option<u16>,
     ) -> Result<NsChild> {
         let argv = self.switch_argv(i, binary, device_id, grpc_port, thrift_port);
+        self.spawn_switch_argv(i, &argv, grpc_port)
+    }
+
+    /// [`Testbed::spawn_switch`] with a given command line (e.g. [`Testbed::switch_argv`] plus
+    /// options): starts it in the root namespace and waits until `grpc_port` listens.
+    pub fn spawn_switch_argv(&self, i: usize, argv: &[String], grpc_port: u16) -> Result<NsChild> {
         let log = self.log_dir.join(format!("sw{i}.log"));
-        let mut child = spawn_root_logged(&argv, &log)?;
+        let mut child = spawn_root_logged(argv, &log)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if netns::wait_tcp_listen_here(grpc_port, Duration::from_millis(200)).is_ok() {

@@ -56,6 +56,16 @@ pub enum ClientError {
         /// Updates in the batch.
         total: usize,
     },
+    /// The device ended the stream before answering the first arbitration (e.g. INVALID_ARGUMENT
+    /// "election id … is already used by another controller": a dead session of ours may
+    /// still hold it).
+    #[error("stream refused by the device: {code:?}: {message}")]
+    StreamRefused {
+        /// gRPC code (`None`: the stream ended without a status).
+        code: Option<tonic::Code>,
+        /// Message.
+        message: String,
+    },
     /// No arbitration answer arrived in time.
     #[error("no arbitration response within {0:?}")]
     ArbitrationTimeout(Duration),
@@ -81,10 +91,11 @@ impl ClientError {
         }
     }
 
-    /// The gRPC code of a failed RPC, if this is one.
+    /// The gRPC code of a failed RPC (or of a refused stream), if this is one.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Rpc { code, .. } => Some(*code),
+            ClientError::StreamRefused { code, .. } => *code,
             _ => None,
         }
     }
@@ -166,6 +177,13 @@ pub struct ClientConfig {
     /// HTTP/2 keep-alive ping interval, so a device that vanishes without closing the
     /// connection is noticed (the stream fails and the session reconnects); `None` = off.
     pub keepalive: Option<Duration>,
+    /// How long an unanswered keep-alive ping may wait before the connection is closed
+    /// (`None`: the ping interval).
+    pub keepalive_timeout: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` of the connection's socket: data (or a FIN) unacknowledged for this
+    /// long aborts the connection, so a peer that vanished fails fast instead of after the
+    /// kernel's ~15 min of retransmissions; `None` = the kernel default.
+    pub tcp_user_timeout: Option<Duration>,
     /// Capacity of each stream dispatch queue.
     pub queue_capacity: usize,
     /// NOT_FOUND on DELETE counts as success when false (non-strict mode).
@@ -229,6 +247,8 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keepalive: Some(Duration::from_secs(10)),
+            keepalive_timeout: None,
+            tcp_user_timeout: None,
             queue_capacity: 1024,
             strict_delete: false,
             request_log: None,
@@ -358,6 +378,8 @@ struct Inner {
     events: broadcast::Sender<SessionEvent>,
     log: Option<RequestLog>,
     reconnects: AtomicU64,
+    /// Code and message of the last stream end (for [`ClientError::StreamRefused`]).
+    last_close: std::sync::Mutex<Option<(Option<tonic::Code>, String)>>,
 }
 
 impl Inner {
@@ -433,11 +455,14 @@ impl Session {
         if let Some(k) = cfg.keepalive {
             endpoint = endpoint
                 .http2_keep_alive_interval(k)
-                .keep_alive_timeout(k)
+                .keep_alive_timeout(cfg.keepalive_timeout.unwrap_or(k))
                 .keep_alive_while_idle(true);
         }
         let channel = endpoint
-            .connect()
+            .connect_with_connector(crate::connector::tcp(
+                cfg.connect_timeout,
+                cfg.tcp_user_timeout,
+            ))
             .await
             .map_err(|source| ClientError::Connect {
                 addr: cfg.addr.clone(),
@@ -465,6 +490,7 @@ impl Session {
             events,
             log,
             reconnects: AtomicU64::new(0),
+            last_close: std::sync::Mutex::new(None),
         });
         let (shutdown, srx) = watch::channel(false);
         let senders = Senders {
@@ -473,13 +499,45 @@ impl Session {
             packets: ptx,
             errors: etx,
         };
+        let mut ev = inner.events.subscribe();
         tokio::spawn(stream_task(inner.clone(), senders, srx));
         let timeout = inner.cfg.connect_timeout;
-        let waited =
-            tokio::time::timeout(timeout, mrx.wait_for(|m| *m != Mastership::Disconnected)).await;
-        if waited.is_err() {
-            let _ = shutdown.send(true);
-            return Err(ClientError::ArbitrationTimeout(timeout));
+        // The first arbitration answer, or the stream's end before it (a refusal is reported
+        // as such rather than retried by the stream task until the timeout).
+        let first = async {
+            loop {
+                tokio::select! {
+                    r = mrx.wait_for(|m| *m != Mastership::Disconnected) => {
+                        return r.map(|_| ()).map_err(|_| ClientError::NotConnected);
+                    }
+                    e = ev.recv() => match e {
+                        Ok(SessionEvent::StreamClosed { .. }) => {
+                            let (code, message) = inner
+                                .last_close
+                                .lock()
+                                .expect("last_close lock")
+                                .clone()
+                                .unwrap_or((None, "stream closed".into()));
+                            return Err(ClientError::StreamRefused { code, message });
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Err(ClientError::NotConnected);
+                        }
+                    },
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, first).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = shutdown.send(true);
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = shutdown.send(true);
+                return Err(ClientError::ArbitrationTimeout(timeout));
+            }
         }
         Ok((
             Session { inner, shutdown },
@@ -541,6 +599,34 @@ impl Session {
             .await
             .map_err(|s| ClientError::rpc("Capabilities", s))?;
         Ok(r.into_inner().p4runtime_api_version)
+    }
+
+    /// A liveness probe: one `Capabilities` RPC (standard P4Runtime, answered by every target
+    /// without touching the pipeline) with its own deadline. `Ok` when the device answered, even
+    /// with an error status (its server is alive); `Err` when no answer came (deadline, the
+    /// connection is broken or cannot be made).
+    pub async fn probe(&self, deadline: Duration) -> Result<(), ClientError> {
+        let mut req = self.inner.request(
+            "Capabilities",
+            "p4.v1.CapabilitiesRequest",
+            p4::CapabilitiesRequest {},
+        );
+        req.set_timeout(deadline);
+        match self.inner.client().capabilities(req).await {
+            Ok(_) => Ok(()),
+            Err(s)
+                if !matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Unknown
+                ) =>
+            {
+                Ok(())
+            }
+            Err(s) => Err(ClientError::rpc("Capabilities", s)),
+        }
     }
 
     /// The cookie of the installed pipeline (GetForwardingPipelineConfig COOKIE_ONLY);
@@ -980,16 +1066,24 @@ async fn stream_task(inner: Arc<Inner>, senders: Senders, mut shutdown: watch::R
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        let reason = tokio::select! {
+        let (code, reason) = tokio::select! {
             r = run_stream(&inner, &senders, &mut backoff) => r,
-            _ = shutdown.changed() => "session shut down".to_string(),
+            _ = shutdown.changed() => (None, "session shut down".to_string()),
         };
+        *inner.last_close.lock().expect("last_close lock") = Some((code, reason.clone()));
         *inner.stream_tx.lock().await = None;
         inner.mastership.send_replace(Mastership::Disconnected);
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;
         }
-        tracing::warn!(addr = %inner.cfg.addr, %reason, retry_in = ?backoff, "P4Runtime stream closed");
+        match crate::ratelimit::check(&format!("stream closed {}", inner.cfg.addr)) {
+            Some(suppressed) => {
+                tracing::warn!(addr = %inner.cfg.addr, %reason, retry_in = ?backoff, suppressed, "P4Runtime stream closed")
+            }
+            None => {
+                tracing::debug!(addr = %inner.cfg.addr, %reason, retry_in = ?backoff, "P4Runtime stream closed")
+            }
+        }
         let _ = inner.events.send(SessionEvent::StreamClosed {
             reason,
             retry_in: backoff,
@@ -1004,20 +1098,29 @@ async fn stream_task(inner: Arc<Inner>, senders: Senders, mut shutdown: watch::R
     inner.mastership.send_replace(Mastership::Disconnected);
 }
 
-/// Runs one StreamChannel until it ends; returns the reason.
-async fn run_stream(inner: &Arc<Inner>, s: &Senders, backoff: &mut Duration) -> String {
+/// Runs one StreamChannel until it ends; returns the gRPC code (if any) and the reason.
+async fn run_stream(
+    inner: &Arc<Inner>,
+    s: &Senders,
+    backoff: &mut Duration,
+) -> (Option<tonic::Code>, String) {
     let (tx, rx) = mpsc::channel(inner.cfg.queue_capacity.max(16));
     let arb = arbitration(&inner.cfg);
     if let Some(l) = &inner.log {
         l.log("StreamChannel", "p4.v1.StreamMessageRequest", &arb);
     }
     if tx.send(arb).await.is_err() {
-        return "stream sender closed".into();
+        return (None, "stream sender closed".into());
     }
     let mut client = inner.client();
     let mut resp = match client.stream_channel(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
-        Err(e) => return format!("StreamChannel: {:?}: {}", e.code(), e.message()),
+        Err(e) => {
+            return (
+                Some(e.code()),
+                format!("StreamChannel: {:?}: {}", e.code(), e.message()),
+            );
+        }
     };
     *inner.stream_tx.lock().await = Some(tx);
     let _ = inner.events.send(SessionEvent::StreamOpened);
@@ -1025,8 +1128,13 @@ async fn run_stream(inner: &Arc<Inner>, s: &Senders, backoff: &mut Duration) -> 
     loop {
         let msg = match resp.message().await {
             Ok(Some(m)) => m,
-            Ok(None) => return "stream ended by the device".into(),
-            Err(e) => return format!("stream error: {:?}: {}", e.code(), e.message()),
+            Ok(None) => return (None, "stream ended by the device".into()),
+            Err(e) => {
+                return (
+                    Some(e.code()),
+                    format!("stream error: {:?}: {}", e.code(), e.message()),
+                );
+            }
         };
         match msg.update {
             Some(U::Arbitration(a)) => {

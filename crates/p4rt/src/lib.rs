@@ -59,8 +59,10 @@
 //! ```
 pub mod client;
 pub mod codec;
+mod connector;
 pub mod entity;
 pub mod error;
+pub mod ratelimit;
 pub mod reqlog;
 pub mod schema;
 

@@ -167,6 +167,12 @@ struct Inner {
     opts: ServerOptions,
 }
 
+/// Write batches of at least this many updates are applied on a blocking thread.
+const BLOCKING_WRITE: usize = 256;
+
+/// Entities per `ReadResponse` of a Read.
+const READ_CHUNK: usize = 1024;
+
 /// The P4Runtime service of the embedded switch. Cheap to clone.
 #[derive(Clone)]
 pub struct SwitchServer {
@@ -260,12 +266,50 @@ impl SwitchServer {
     pub fn incoming(
         listener: tokio::net::TcpListener,
     ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        Self::incoming_with(listener, None)
+    }
+
+    /// [`SwitchServer::incoming`] with `TCP_USER_TIMEOUT` set on every connection: a
+    /// controller whose host vanished (its ACKs no longer come) is dropped after
+    /// `user_timeout` instead of the kernel's ~15 min of retransmissions, together with the
+    /// HTTP/2 keep-alive of the server (see `dvipa-switch --grpc-keepalive-ms`).
+    pub fn incoming_with(
+        listener: tokio::net::TcpListener,
+        user_timeout: Option<std::time::Duration>,
+    ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
         use tokio_stream::StreamExt;
-        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |s| {
             let s = s?;
             s.set_nodelay(true)?;
+            if let Some(t) = user_timeout {
+                socket2::SockRef::from(&s).set_tcp_user_timeout(Some(t))?;
+            }
             Ok(s)
         })
+    }
+
+    /// Serves P4Runtime on `listener` until `shutdown`, with Nagle off and, with `keepalive`
+    /// = K, an HTTP/2 PING on every connection every K: a connection whose ping stays
+    /// unanswered for 3 K is closed (its StreamChannel ends, a controller that vanished loses
+    /// its election id), and `TCP_USER_TIMEOUT` = 3 K on the sockets.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        keepalive: Option<std::time::Duration>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let timeout = keepalive.map(|k| k * 3);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = tls {
+            builder = builder.tls_config(t)?;
+        }
+        builder
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(timeout)
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(Self::incoming_with(listener, timeout), shutdown)
+            .await
     }
 
     /// The pipeline.
@@ -1156,7 +1200,11 @@ fn for_each_entry(t: &Tables, kind: TableKind, filter: Option<Key>, f: &mut Visi
 
 /// Splits a Read's entities into `ReadResponse`s of at most `limit` encoded bytes each (an
 /// entity larger than `limit` goes alone); at least one response, empty when nothing matched.
-fn split_read(entities: Vec<p4::Entity>, limit: usize) -> Vec<p4::ReadResponse> {
+fn split_read(
+    entities: Vec<p4::Entity>,
+    limit: usize,
+    max_entities: usize,
+) -> Vec<p4::ReadResponse> {
     let mut parts = Vec::new();
     let mut cur = Vec::new();
     let mut size = 0;
@@ -1164,7 +1212,7 @@ fn split_read(entities: Vec<p4::Entity>, limit: usize) -> Vec<p4::ReadResponse> 
         // Field 1, length-delimited: tag byte + length varint + the entity.
         let len = e.encoded_len();
         let one = 1 + prost::length_delimiter_len(len) + len;
-        if !cur.is_empty() && size + one > limit {
+        if !cur.is_empty() && (size + one > limit || cur.len() >= max_entities) {
             parts.push(p4::ReadResponse {
                 entities: std::mem::take(&mut cur),
             });
@@ -1210,11 +1258,25 @@ impl P4Runtime for SwitchServer {
             )));
         }
         let prog = self.program()?;
-        let results: Vec<Result<(), EntityError>> = req
-            .updates
-            .iter()
-            .map(|u| self.write_update(&prog, u))
-            .collect();
+        let n = req.updates.len();
+        let results: Vec<Result<(), EntityError>> = if n >= BLOCKING_WRITE {
+            // a big batch runs off the runtime's thread, so liveness probes (Capabilities)
+            // and keep-alive pings are answered meanwhile
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || {
+                req.updates
+                    .iter()
+                    .map(|u| this.write_update(&prog, u))
+                    .collect()
+            })
+            .await
+            .map_err(|e| Status::internal(format!("write task: {e}")))?
+        } else {
+            req.updates
+                .iter()
+                .map(|u| self.write_update(&prog, u))
+                .collect()
+        };
         let failed = results.iter().filter(|r| r.is_err()).count();
         if failed == 0 {
             return Ok(Response::new(p4::WriteResponse {}));
@@ -1222,7 +1284,7 @@ impl P4Runtime for SwitchServer {
         let flavor = self.inner.opts.flavor;
         let details: Vec<prost_types::Any> =
             results.iter().map(|r| flavor.update_error(r)).collect();
-        let message = format!("{failed} of {} updates failed", req.updates.len());
+        let message = format!("{failed} of {n} updates failed");
         debug!(%message, "write");
         let st = rpc::Status {
             code: tonic::Code::Unknown as i32,
@@ -1245,15 +1307,26 @@ impl P4Runtime for SwitchServer {
         let req = request.into_inner();
         self.check_device(req.device_id)?;
         let prog = self.program()?;
-        let mut out = Vec::new();
-        for e in &req.entities {
-            let ent = e
-                .entity
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("read of an empty entity"))?;
-            self.read_entity(&prog, ent, &mut out)?;
-        }
-        let parts = split_read(out, READ_RESPONSE_BYTES);
+        // off the runtime's thread (a wildcard read of a big CRT takes a while), so liveness
+        // probes and keep-alive pings are answered meanwhile
+        let this = self.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for e in &req.entities {
+                let ent = e
+                    .entity
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("read of an empty entity"))?;
+                this.read_entity(&prog, ent, &mut out)?;
+            }
+            Ok::<_, Status>(out)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("read task: {e}")))??;
+        // Streamed in parts of at most READ_RESPONSE_BYTES and READ_CHUNK entries: each message
+        // stays under any client's message limit, and each is encoded on its own, so a big table
+        // does not hold the runtime's thread (liveness probes, pings) for the whole encoding.
+        let parts = split_read(out, READ_RESPONSE_BYTES, READ_CHUNK);
         self.inner
             .stats
             .read_responses
