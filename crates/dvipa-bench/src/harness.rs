@@ -220,14 +220,24 @@ pub fn attach_agents(core: &mut Core, now: Time) {
     }
 }
 
-/// Digest items for connections `range`, targets round robin over the stacks.
+/// Digest items for connections `range`, targets round robin over the stacks: per connection its
+/// SYN and its handshake ACK (`NOT_SYN`), which pins it (`pin_on = "handshake"`, the default).
 pub fn digest_items(svc: u16, range: std::ops::Range<u32>) -> Vec<DigestItem> {
     range
-        .map(|i| DigestItem {
-            conn: conn(i),
-            service: svc,
-            target: 1 + (i % u32::from(STACKS)) as u16,
-            not_syn: false,
+        .flat_map(|i| {
+            let syn = DigestItem {
+                conn: conn(i),
+                service: svc,
+                target: 1 + (i % u32::from(STACKS)) as u16,
+                not_syn: false,
+            };
+            [
+                syn,
+                DigestItem {
+                    not_syn: true,
+                    ..syn
+                },
+            ]
         })
         .collect()
 }

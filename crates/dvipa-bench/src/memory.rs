@@ -1,5 +1,5 @@
 //! Controller memory per pinned connection (RSS delta / count at 1M and 10M connections, core
-//! fed SYN digests, null switch) and the time to rebuild the CRT from agent re-reports
+//! fed handshakes: SYN and ACK digests, null switch) and the time to rebuild the CRT from agent re-reports
 //! (entries/s through the core's agent-report path, writes answered by a null switch).
 //!
 //! Each measurement runs in a child process of this binary (`DVIPA_BENCH_PROBE=kind:n`) so
@@ -218,7 +218,7 @@ pub fn run(size: Size) -> anyhow::Result<Vec<Figure>> {
             .baseline(per_conn(&m), "bare HashMap<ConnKey, u16> (5-tuple → target), same count")
             .goal(100.0, "≤ 100 B")
             .note(format!(
-                "core fed {} SYN digests in lists of 1000, null switch (every write OK, {} CRT inserts written); RSS {:.0} → {:.0} MiB; pinning took {:.2} s ({:.0} pins/s in the core alone)",
+                "core fed {} handshakes (SYN + ACK digests) in lists of 1000, null switch (every write OK, {} CRT inserts written); RSS {:.0} → {:.0} MiB; pinning took {:.2} s ({:.0} pins/s in the core alone)",
                 count(n),
                 c.updates_written,
                 c.rss_before as f64 / 1048576.0,

@@ -49,6 +49,14 @@ pub fn syn_frame(i: u32) -> Vec<u8> {
     f
 }
 
+/// The handshake's ACK of connection `i` (what pins it: `pin_on = "handshake"`, the default).
+pub fn ack_frame(i: u32) -> Vec<u8> {
+    let mut f = syn_frame(i);
+    f[34 + 8..34 + 12].copy_from_slice(&1u32.to_be_bytes()); // ack number
+    f[34 + 13] = 0x10; // ACK
+    f
+}
+
 /// Outcome of one run.
 #[derive(Debug, Clone)]
 pub struct PinRun {
@@ -172,7 +180,9 @@ pub fn spawn_injector(
     injected: Arc<AtomicU64>,
     pending: Box<dyn Fn(usize) -> bool + Send>,
 ) -> std::thread::JoinHandle<u64> {
-    let frames: Vec<Vec<u8>> = (0..n).map(syn_frame).collect();
+    // A connection = its SYN and its handshake ACK, back to back (the controller pins a
+    // connection when its handshake completes).
+    let frames: Vec<[Vec<u8>; 2]> = (0..n).map(|i| [syn_frame(i), ack_frame(i)]).collect();
     std::thread::spawn(move || -> u64 {
         let t0 = Instant::now();
         for (i, f) in frames.iter().enumerate() {
@@ -192,7 +202,8 @@ pub fn spawn_injector(
                 std::thread::sleep(Duration::from_micros(100));
             }
             inject_ns[i].store(live.now_ns(), Ordering::Relaxed);
-            server.inject(1, f);
+            server.inject(1, &f[0]);
+            server.inject(1, &f[1]);
             injected.fetch_add(1, Ordering::Relaxed);
         }
         // Per connection: re-send 1, 3, 7, 15 ... s after the first SYN (TCP's backoff).
@@ -205,7 +216,8 @@ pub fn spawn_injector(
                 let first = inject_ns[i].load(Ordering::Relaxed);
                 let due = 1_000_000_000u64 * ((2u64 << tries[i].min(20)) - 1);
                 if now.saturating_sub(first) > due && pending(i) {
-                    server.inject(1, f);
+                    server.inject(1, &f[0]);
+                    server.inject(1, &f[1]);
                     tries[i] += 1;
                     resent += 1;
                 }
