@@ -101,6 +101,10 @@ pub struct Args {
     /// Seconds of SYN flood in step 6.
     #[arg(long, default_value_t = 5.0)]
     pub flood_secs: f64,
+    /// The controller's `pin_on`: `handshake` (default) or `syn` (pin at the SYN: the flood of
+    /// step 6 then fills the CRT; the bench's baseline).
+    #[arg(long, default_value = "handshake", value_parser = ["handshake", "syn"])]
+    pub pin_on: String,
     /// Run the failure-detection steps (issue 13) instead: freeze the primary (7), drop its
     /// P4Runtime path (8), the same with the controller's socket reset (9), the same against a
     /// switch without server keep-alive (10: election id raised). Needs iptables and ss.
@@ -404,6 +408,7 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
+        let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
         // the advertise hook: one command for every switch, dispatching on $DVIPA_SWITCH

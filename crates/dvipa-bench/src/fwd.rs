@@ -15,7 +15,8 @@ use std::process::Command;
 
 const BMV2_PPS: f64 = 17_500.0;
 
-fn is_root() -> bool {
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p dvipa-bench -- all [--size smoke|default|large] [--json out.json]
-//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd|detect [--size ...]
+//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd|detect|flood [--size ...]
 //! ```
 //!
 //! Every section prints rows of: value, baseline measured in the same run, ratio (improvement
@@ -13,6 +13,7 @@ mod ctl;
 mod detect;
 mod embedded;
 mod failover;
+mod flood;
 mod fwd;
 mod harness;
 mod memory;
@@ -77,11 +78,13 @@ enum Cmd {
     Fwd,
     /// Failure detection time: kill, freeze, path loss of a real dvipa-switch (issue 13).
     Detect,
+    /// SYN flood against the demo cluster: handshake pinning vs pinning at the SYN.
+    Flood,
 }
 
 type Section = fn(Size) -> anyhow::Result<Vec<Figure>>;
 
-const SECTIONS: [(Cmd, &str, Section); 7] = [
+const SECTIONS: [(Cmd, &str, Section); 8] = [
     (Cmd::Slots, "slot_fill", slots::run),
     (Cmd::Memory, "memory", memory::run),
     (Cmd::Write, "p4rt_write", write::run),
@@ -89,6 +92,7 @@ const SECTIONS: [(Cmd, &str, Section); 7] = [
     (Cmd::Failover, "failover", failover::run),
     (Cmd::Fwd, "forwarding", fwd::run),
     (Cmd::Detect, "detection", detect::run),
+    (Cmd::Flood, "flood", flood::run),
 ];
 
 /// Median wall time of one call of `f` over `iters` calls.
