@@ -393,6 +393,11 @@ pub async fn connect(common: &Common) -> Result<tonic::transport::Channel, CliEr
     })
 }
 
+/// Largest admin reply the CLI accepts. The controller is trusted here, and `netstat vcrt` of a
+/// large CRT is big (about 70 bytes a connection: 17.5 MB for 250,000); gRPC's default 4 MiB
+/// refused it above about 60,000 connections.
+pub const MAX_ADMIN_REPLY: usize = 512 << 20;
+
 /// What one command printed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -486,7 +491,7 @@ async fn probe(common: &Common) -> Option<String> {
 }
 
 async fn run_inner(common: &Common, cmd: &OpCmd) -> Result<Reply, CliError> {
-    let mut c = AdminClient::new(connect(common).await?);
+    let mut c = AdminClient::new(connect(common).await?).max_decoding_message_size(MAX_ADMIN_REPLY);
     Ok(match cmd {
         OpCmd::Netstat { report } => Reply::Table(
             c.netstat(pb::NetstatRequest {

@@ -22,6 +22,8 @@ struct Run {
     ctl_rss: (f64, f64),
     stall_ms: f64,
     resets: f64,
+    /// The demo printed the CRT after the flood (a failed `netstat vcrt` prints no count).
+    crt_seen: bool,
 }
 
 /// The first number after `key` in `line`.
@@ -46,6 +48,7 @@ fn parse(out: &str) -> Option<Run> {
             r.new_n = num_after(l, "/")?;
         } else if l.contains("] CRT after the flood:") {
             r.crt_flood = num_after(l, "entries,")?;
+            r.crt_seen = true;
         } else if l.contains("] controller RSS") {
             r.ctl_rss = (num_after(l, "RSS")?, num_after(l, "->")?);
         } else if l.contains("step 6: alive") {
@@ -53,7 +56,7 @@ fn parse(out: &str) -> Option<Run> {
             r.resets = num_after(l, "resets")?;
         }
     }
-    (r.new_n > 0.0).then_some(r)
+    (r.new_n > 0.0 && r.crt_seen).then_some(r)
 }
 
 fn demo(dir: &std::path::Path, rate: u64, secs: f64, pin_on: &str) -> anyhow::Result<Run> {
