@@ -1975,7 +1975,8 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         let e = err(&loopback);
         assert!(
             e.starts_with(
-                "t.toml: admin.listen: 127.0.0.1:7071: a TCP admin endpoint needs [admin.tls]"
+                "t.toml:13:10: admin.listen: 127.0.0.1:7071: a TCP admin endpoint needs \
+                 [admin.tls]"
             ) && e.contains("admin.insecure_tcp = true"),
             "{e}"
         );
@@ -2007,7 +2008,7 @@ admin = { listen = "0.0.0.0:7071", tls = { ca = "a.pem", cert = "c.pem", key = "
         );
         // No socket and no TCP: nobody could administer.
         let e = err(&format!("{MIN}\n[admin]\nsocket = \"\"\n"));
-        assert!(e.starts_with("t.toml: admin.socket: is empty"), "{e}");
+        assert!(e.starts_with("t.toml:13:10: admin.socket: is empty"), "{e}");
         let c = Config::parse(
             "t.toml",
             &format!("{MIN}\n[admin]\nsocket = \"a.sock\"\ngroup = \"dvipa\"\n"),
