@@ -272,19 +272,15 @@ pub async fn run(
                 Ok(c) => cc.tls = Some(c),
                 Err(e) => {
                     d.count("tls_files_failed");
-                    tracing::warn!(switch = %d.cfg.name, error = %e, "P4Runtime TLS files unusable; retrying");
+                    if let Some(suppressed) = warn_unreachable.check() {
+                        tracing::warn!(switch = %d.cfg.name, error = %e, suppressed, "P4Runtime TLS files unusable; retrying");
+                    }
                     let until = tokio::time::Instant::now() + cap;
-                    loop {
-                        let deadline = d.liveness_deadline();
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(until) => break,
-                            _ = shutdown.changed() => return,
-                            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => d.liveness_expired(),
-                            c = rx.recv() => match c {
-                                Some(c) => d.unreachable(c, "TLS files unusable"),
-                                None => return,
-                            },
-                        }
+                    if !d
+                        .wait_unconnected(until, &mut rx, &mut shutdown, "TLS files unusable")
+                        .await
+                    {
+                        return;
                     }
                     continue;
                 }
@@ -348,22 +344,39 @@ pub async fn run(
         }
         let until = tokio::time::Instant::now() + backoff;
         backoff = (backoff * 2).min(cap);
-        loop {
-            let deadline = d.liveness_deadline();
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                _ = shutdown.changed() => return,
-                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => d.liveness_expired(),
-                c = rx.recv() => match c {
-                    Some(c) => d.unreachable(c, "not connected"),
-                    None => return,
-                },
-            }
+        if !d
+            .wait_unconnected(until, &mut rx, &mut shutdown, "not connected")
+            .await
+        {
+            return;
         }
     }
 }
 
 impl Driver {
+    /// Waits until `until` without a session: commands are answered as unreachable (`why`) and
+    /// the liveness deadline still fires. False on shutdown or when the command channel closed.
+    async fn wait_unconnected(
+        &mut self,
+        until: tokio::time::Instant,
+        rx: &mut mpsc::UnboundedReceiver<SwitchCmd>,
+        shutdown: &mut watch::Receiver<bool>,
+        why: &str,
+    ) -> bool {
+        loop {
+            let deadline = self.liveness_deadline();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                _ = shutdown.changed() => return false,
+                _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => self.liveness_expired(),
+                c = rx.recv() => match c {
+                    Some(c) => self.unreachable(c, why),
+                    None => return false,
+                },
+            }
+        }
+    }
+
     fn count(&self, what: &str) {
         self.shared.stats.add(&format!("switch_{what}"), 1);
     }
