@@ -30,6 +30,8 @@
 //! it exits non-zero when a step fails (unless the step is listed with `--xfail`, for steps
 //! known to fail because of a missing feature; the reason is printed). Everything it created
 //! is removed at the end, also on Ctrl-C.
+//!
+//! Over the project's ~800-line guide on purpose for now: the scenario runner and its steps share the cluster state; moving `demo` out of the production binary and its steps into modules is part of issue 15.
 
 use anyhow::{Context, Result, anyhow, bail};
 use dvipa_testbed::conns::{ConnsConfig, ConnsRun, Snapshot};

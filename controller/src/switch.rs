@@ -37,6 +37,8 @@
 //! second (each refused at once, or bounded by the connect timeout). The delay starts over
 //! after a session that was primary. A switch that never comes up is not reported down by the
 //! driver: the core treats it as down after its start-up hold (`lease_ms` + `liveness_ms`).
+//!
+//! Over the project's ~800-line guide on purpose for now: the driver's session loop, writer and table rendering; the rendering and the writer move out in issue 15.
 
 use crate::p4names as n;
 use crate::shared::Shared;

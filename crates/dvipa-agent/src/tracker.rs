@@ -12,6 +12,8 @@
 //!   explicitly distributed one. The classification is kept for the connection's lifetime.
 //! - When a DVIPA leaves the VIPA list its listeners and connections are forgotten silently:
 //!   the controller has already dropped them.
+//!
+//! Over the project's ~800-line guide on purpose for now: the differ and its tests (about half of the file) are one state machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

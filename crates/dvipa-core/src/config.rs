@@ -47,6 +47,8 @@
 //! ports = { MVS1 = 2, MVS5 = 2 } # ... through this port of each switch
 //! # encap = "ipip"               # or: IP-in-IP to `underlay`
 //! ```
+//!
+//! Over the project's ~800-line guide on purpose for now: value types, TOML schema, owners file, overrides and cluster building; split by job in issue 15.
 
 use crate::profile::{self, DestIp, DistMethod, Loc, Profile, StandbyRole, VipaRange};
 use crate::validate::{mac_problem, name_problem, p4runtime_problem, unicast_problem};

@@ -17,6 +17,8 @@
 //!
 //! CRT work is a queue per switch: a key is marked dirty when its pin changes and is diffed
 //! (desired vs installed) when the queue reaches it, so a flush costs O(batch), not O(dirty).
+//!
+//! Over the project's ~800-line guide on purpose for now: the whole controller state machine; split into core/ (api, timers, services, crt, switch_sync, ownership, agents) in issue 15.
 
 use crate::config::{Cluster, EffectiveVipa, Encap, Timers};
 use crate::entries::{

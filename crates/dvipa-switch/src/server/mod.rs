@@ -10,6 +10,8 @@
 //!   an idle-timeout task notifying the primaries of idle `crt` entries (repeating about once a
 //!   second while they stay idle, as bmv2 does). Without role configs every role has full
 //!   pipeline access, so each role's primary receives them.
+//!
+//! Over the project's ~800-line guide on purpose for now: arbitration, writes, reads, stream and the service; split into server/ submodules in issue 15.
 
 pub mod flavor;
 pub mod program;
