@@ -201,10 +201,19 @@ async fn controller_runs_from_the_toml_alone_with_admin_mtls_hooks_and_insecure_
         .unwrap()
         .write_files(dir.path(), "intruder")
         .unwrap();
-    let (admin_port, metrics_port) = (free_port(), free_port());
+    // Two distinct free ports, and the agent listener on another loopback address, so that the
+    // port the agent gets from the kernel can never be the admin or metrics port picked here.
+    let (admin_port, metrics_port) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let m = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            m.local_addr().unwrap().port(),
+        )
+    };
     let adv_file = dir.path().join("advertised");
     let top = format!(
-        r#"agent = {{ listen = "127.0.0.1:0", insecure = true }}
+        r#"agent = {{ listen = "127.0.0.2:0", insecure = true }}
 metrics = {{ listen = "127.0.0.1:{metrics_port}" }}
 advertise = {{ advertise_cmd = "echo \"$DVIPA_SWITCH $DVIPA_ADDR/$DVIPA_PREFIX_LEN\" >> {}" }}
 "#,
@@ -280,10 +289,11 @@ tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem", allow = ["ops
                 break;
             }
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "controller never answered / saw the switch up: {err}"
-        );
+        if t0.elapsed() >= Duration::from_secs(20) {
+            let _ = child.start_kill();
+            let log = log.await.unwrap_or_default();
+            panic!("controller never answered / saw the switch up: {err}\ncontroller log:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
