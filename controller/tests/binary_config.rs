@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 mod common;
 
-use common::{PROFILE, dvipa, free_port};
+use common::{PROFILE, dvipa};
 
 /// `dvipa.toml` + profile in `dir`; `top` goes before the tables, `rest` after `[[stack]]`.
 fn write_config(dir: &Path, p4rt: &str, top: &str, rest: &str) -> PathBuf {
