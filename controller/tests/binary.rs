@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{PROFILE, dvipa, free_port};
+use common::{PROFILE, dvipa};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_binary_cli_metrics_and_sigterm() {
@@ -15,7 +15,16 @@ async fn controller_binary_cli_metrics_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     common::ca_with_server_cert("ca", dir.path());
     common::write_inputs(dir.path(), &[("sw1.profile", PROFILE)]);
-    let (admin_port, metrics_port) = (free_port(), free_port());
+    // Picked together (two distinct ports); the agent listens on another loopback address, so
+    // the port the kernel gives it cannot be one of these.
+    let (admin_port, metrics_port) = {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let m = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            a.local_addr().unwrap().port(),
+            m.local_addr().unwrap().port(),
+        )
+    };
     let p4info = common::P4INFO;
     let cfg = common::write_toml(
         dir.path(),
@@ -23,7 +32,7 @@ async fn controller_binary_cli_metrics_and_sigterm() {
             r#"
 p4info = "{p4info}"
 device_config = "device.json"
-agent = {{ listen = "127.0.0.1:0" }}
+agent = {{ listen = "127.0.0.2:0" }}
 metrics = {{ listen = "127.0.0.1:{metrics_port}" }}
 tls = {{ ca = "ctl-ca.pem", cert = "ctl.pem", key = "ctl-key.pem" }}
 
