@@ -31,6 +31,10 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        // The switch's log is kept only when the test failed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.log", self.name)));
+        }
     }
 }
 
