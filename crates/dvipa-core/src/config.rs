@@ -217,6 +217,9 @@ pub struct Config {
     /// Timers.
     #[serde(default)]
     pub timers: Timers,
+    /// `[liveness]`: the optional data-plane probe (`[liveness.dataplane]`).
+    #[serde(default)]
+    pub liveness: crate::dataplane_cfg::LivenessCfg,
     /// Routing switches.
     #[serde(rename = "switch", default)]
     pub switches: Vec<SwitchCfg>,
@@ -1290,6 +1293,12 @@ impl Config {
         } else {
             for (f, m) in t.check() {
                 e(f.into(), m);
+            }
+        }
+        if let Some(d) = &self.liveness.dataplane {
+            let names: Vec<&str> = self.switches.iter().map(|s| s.name.as_str()).collect();
+            for (f, m) in d.check(&names, self.distribute_udp) {
+                e(f, m);
             }
         }
         errs
