@@ -518,6 +518,16 @@ impl Controller {
         metrics_export::security(insecure, admin_sec.tls.is_some());
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
+        // the data-plane probe's sockets are opened now: a path that cannot be used is a
+        // start-up error
+        let dataplane = match &cluster.config.liveness.dataplane {
+            Some(d) => {
+                let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
+                crate::dataplane_probe::check_dvipa(d, &dvipas).map_err(StartError::Text)?;
+                Some(crate::dataplane_probe::Prober::new(d.clone()).map_err(StartError::Text)?)
+            }
+            None => None,
+        };
         let mut core = Core::new(cluster, CoreOptions::default())?;
         let store = state_dir.map(|d| Arc::new(OwnerStore::new(&d)));
         if let Some(st) = &store {
@@ -592,6 +602,12 @@ impl Controller {
                         _ = sd.changed() => {}
                     }
                 }),
+            ));
+        }
+        if let Some(prober) = dataplane {
+            tasks.push((
+                "data-plane probe",
+                tokio::spawn(prober.run(shared.clone(), shut_rx.clone())),
             ));
         }
         if let Some(st) = &store {

@@ -92,6 +92,9 @@ pub struct Shared {
     maintenance: Mutex<BTreeSet<String>>,
     timer: Notify,
     controller_id: String,
+    /// The data-plane mark of each switch combined with its driver's up/down (locked before
+    /// `core`; see [`crate::dataplane_probe`]).
+    gate: Mutex<crate::dataplane_probe::Gate>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -120,6 +123,7 @@ impl Shared {
             maintenance: Mutex::new(BTreeSet::new()),
             timer: Notify::new(),
             controller_id,
+            gate: Mutex::new(Default::default()),
         }
     }
 
@@ -130,11 +134,42 @@ impl Shared {
 
     /// Feeds one event to the core and carries out its actions.
     pub fn event(&self, ev: Event) {
+        // The gate stays locked while the core handles the event, so a driver's and the
+        // data-plane probe's view of a switch reach the core in the order they were decided.
+        let mut gate = self.gate.lock();
+        if let Some(sw) = gate.observe(&ev) {
+            self.stats.add(&format!("dataplane.{sw}.probation"), 1);
+            tracing::warn!(switch = %sw, "new P4Runtime session of a switch marked down by the \
+                data-plane probe: released on probation (watched again once it routes a DVIPA)");
+        }
         let mut core = self.core.lock();
         core.handle(self.now(), ev);
         self.drain(&mut core);
         drop(core);
+        drop(gate);
         self.timer.notify_one();
+    }
+
+    /// Marks a switch down (or up again) for its data path. True when the mark changed; the
+    /// core sees `SwitchDown`/`SwitchUp` when the switch's session is up.
+    pub fn dataplane_mark(&self, switch: &str, down: bool) -> bool {
+        let mut gate = self.gate.lock();
+        let before = gate.dp_down(switch);
+        let ev = gate.mark(switch, down);
+        if let Some(ev) = ev {
+            let mut core = self.core.lock();
+            core.handle(self.now(), ev);
+            self.drain(&mut core);
+        }
+        drop(gate);
+        self.timer.notify_one();
+        before != down
+    }
+
+    /// (marked down by the data-plane probe, session up) of a switch.
+    pub fn dataplane_state(&self, switch: &str) -> (bool, bool) {
+        let g = self.gate.lock();
+        (g.dp_down(switch), g.ctl_up(switch))
     }
 
     /// Read access to the core (admin queries, metrics).
