@@ -12,9 +12,11 @@
 //! `dvipa_agent::echo`: 24 bytes, "DVPL", version 1, kind, path, flow, sequence, nonce).
 //!
 //! Rules:
-//! - **Down**: while a switch routes the DVIPA (the core's advertised switch) and is up, no
-//!   echo through it for `down_after_ms` (counted from the later of the last echo and the moment
-//!   it started routing the DVIPA) ⇒ `SwitchDown` (the core takes over as for any lost switch).
+//! - **Down**: while a switch routes the DVIPA (the core's advertised switch), is up, and the
+//!   probed UDP service has a target in its slots (without one the switch is right to drop the
+//!   probes), no echo through it for `down_after_ms` (counted from the later of the last echo
+//!   and the moment these conditions began) ⇒ `SwitchDown` (the core takes over as for any
+//!   lost switch).
 //!   A backup is probed too (counted) but not marked down: a cold backup holds no entries for
 //!   the DVIPA, so its silence means nothing.
 //! - **Up**: a switch marked down keeps the tables it had (the controller does not write to a
@@ -301,7 +303,13 @@ impl Prober {
                     let now = Instant::now();
                     let stalled = now.duration_since(last_check) > probe.max(check_every * 2);
                     last_check = now;
-                    let routing = shared.with_core(|c| c.advertised(cfg.dvipa).map(str::to_owned));
+                    let (routing, has_target) = shared.with_core(|c| {
+                        let has_target = c
+                            .service_of(cfg.dvipa, cfg.port, dvipa_core::entries::UDP)
+                            .and_then(|id| c.services().get(usize::from(id)))
+                            .is_some_and(|s| s.active && s.fill.iter().any(Option::is_some));
+                        (c.advertised(cfg.dvipa).map(str::to_owned), has_target)
+                    });
                     for ps in &mut paths {
                         let (dp_down, ctl_up) = shared.dataplane_state(&ps.switch);
                         if dp_down {
@@ -315,7 +323,7 @@ impl Prober {
                             }
                             continue;
                         }
-                        if !ctl_up || routing.as_deref() != Some(ps.switch.as_str()) {
+                        if !ctl_up || !has_target || routing.as_deref() != Some(ps.switch.as_str()) {
                             ps.armed_since = None;
                             continue;
                         }

@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod dataplane;
 mod liveness;
 
 const SIGTERM: i32 = 15;
@@ -118,6 +119,14 @@ pub struct Args {
     /// How long step 7 keeps the primary frozen, in seconds.
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
+    /// Run the data-plane liveness probe (`[liveness.dataplane]`: probe sources per switch,
+    /// agents with `--dataplane-echo`) and, with `--failures`, step 11: sw1's data path broken
+    /// while its P4Runtime answers (`--drop-cycles` times).
+    #[arg(long)]
+    pub dataplane: bool,
+    /// `[liveness.dataplane] down_after_ms` of `--dataplane` (probe_ms = a third of it).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=60_000))]
+    pub dataplane_ms: u64,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -361,6 +370,8 @@ struct Scenario<'a> {
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
     switches: [Option<NsChild>; 2],
+    /// The probe sources' policy rules (`--dataplane`), removed before the testbed.
+    _probe_routes: Option<dataplane::ProbeRoutes>,
     echoes: Vec<Option<NsChild>>,
     agents: Vec<NsChild>,
     dvipa: Ipv4Addr,
@@ -410,7 +421,16 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
-        let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
+        let mut toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
+        let probe_routes = if args.dataplane {
+            toml = format!(
+                "distribute_udp = true\n{toml}{}",
+                dataplane::toml_section(&tb, dvipa, SERVICE_PORT, args.dataplane_ms)
+            );
+            Some(dataplane::probe_routes(&tb, dvipa)?)
+        } else {
+            None
+        };
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
         // the advertise hook: one command for every switch, dispatching on $DVIPA_SWITCH
@@ -467,6 +487,7 @@ impl Scenario<'_> {
             grpc,
             switch_keepalive_off: false,
             switches: [None, None],
+            _probe_routes: probe_routes,
             echoes: Vec::new(),
             agents: Vec::new(),
             ctl,
@@ -533,7 +554,15 @@ impl Scenario<'_> {
         p.say(&format!("controller up (admin {})", self.ctl.admin));
         let agent_bin = self.bins.agent.display().to_string();
         for k in 1..=SERVERS {
-            let a = self.tb.spawn_agent(k, &agent_bin, agent_port)?;
+            let a = if self.args.dataplane {
+                let mut argv = self.tb.agent_argv(k, &agent_bin, agent_port);
+                argv.extend(["--dataplane-echo".into(), SERVICE_PORT.to_string()]);
+                let s = self.tb.server(k);
+                let log = self.tb.log_dir.join(format!("{}-agent.log", s.name));
+                netns::spawn_in_logged(&s.ns, &argv, &log)?
+            } else {
+                self.tb.spawn_agent(k, &agent_bin, agent_port)?
+            };
             self.agents.push(a);
         }
         let took = wait_for(Duration::from_secs(30), || {
@@ -715,7 +744,11 @@ impl Scenario<'_> {
         self.dump("vcrt");
         let mut figs = Vec::new();
         let steps: Vec<u8> = if self.args.failures {
-            vec![7, 8, 9, 10]
+            let mut v = vec![7, 8, 9, 10];
+            if self.args.dataplane {
+                v.push(11);
+            }
+            v
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -731,7 +764,8 @@ impl Scenario<'_> {
                 7 => self.step_freeze(&run, 7),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
-                _ => self.step_no_keepalive(&run, 10),
+                10 => self.step_no_keepalive(&run, 10),
+                _ => self.step_dataplane(&run, 11),
             });
         }
         if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {
