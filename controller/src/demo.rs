@@ -566,7 +566,9 @@ impl Scenario<'_> {
             self.agents.push(a);
         }
         let took = wait_for(Duration::from_secs(30), || {
-            Ok(self.ready_targets()? == SERVERS && self.route()? == Some(1))
+            // with --dataplane the DVIPA's port is distributed for UDP too (the probes' service)
+            let services = if self.args.dataplane { 2 } else { 1 };
+            Ok(self.ready_targets()? == SERVERS * services && self.route()? == Some(1))
         })
         .with_context(|| {
             format!(
