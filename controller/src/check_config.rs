@@ -61,6 +61,11 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    if let Some(d) = &cluster.config.liveness.dataplane {
+        let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
+        dvipa::dataplane_probe::check_dvipa(d, &dvipas, &toml_name, &src)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let mut warnings = Vec::new();
     let cfg = &cluster.config;
     let mut files = vec![

@@ -197,6 +197,10 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
             &format!("size of {} in {}", p4names::T_DVIPA, p4info_path.display()),
         )?;
     }
+    if let Some(d) = &cluster.config.liveness.dataplane {
+        let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
+        crate::dataplane_probe::check_dvipa(d, &dvipas, &file, &src).map_err(StartError::Text)?;
+    }
     Ok(Loaded {
         cluster,
         schema,
@@ -522,8 +526,6 @@ impl Controller {
         // start-up error
         let dataplane = match &cluster.config.liveness.dataplane {
             Some(d) => {
-                let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
-                crate::dataplane_probe::check_dvipa(d, &dvipas).map_err(StartError::Text)?;
                 Some(crate::dataplane_probe::Prober::new(d.clone()).map_err(StartError::Text)?)
             }
             None => None,

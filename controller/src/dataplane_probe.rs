@@ -348,21 +348,30 @@ impl Prober {
     }
 }
 
-/// The DVIPA of `[liveness.dataplane]` must be one the cluster routes.
-pub fn check_dvipa(cfg: &DataplaneCfg, dvipas: &[Ipv4Addr]) -> Result<(), String> {
+/// The DVIPA of `[liveness.dataplane]` must be one the cluster routes (`file:line:col:
+/// liveness.dataplane.dvipa: …` otherwise; `src` is the TOML text).
+pub fn check_dvipa(
+    cfg: &DataplaneCfg,
+    dvipas: &[Ipv4Addr],
+    file: &str,
+    src: &str,
+) -> Result<(), String> {
     if dvipas.contains(&cfg.dvipa) {
-        Ok(())
-    } else {
-        Err(format!(
-            "liveness.dataplane.dvipa: {} is not a DVIPA of the profiles ({} configured)",
-            cfg.dvipa,
-            dvipas
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        return Ok(());
     }
+    let field = "liveness.dataplane.dvipa";
+    let at = dvipa_core::validate::field_pos(src, field)
+        .map(|(l, c)| format!("{file}:{l}:{c}: "))
+        .unwrap_or_else(|| format!("{file}: "));
+    Err(format!(
+        "{at}{field}: {} is not a DVIPA of the profiles (they define {})",
+        cfg.dvipa,
+        dvipas
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 #[cfg(test)]
