@@ -314,12 +314,12 @@ impl Prober {
                         let (dp_down, ctl_up) = shared.dataplane_state(&ps.switch);
                         if dp_down {
                             ps.armed_since = None;
-                            if ps.ok_in_row >= cfg.up_after {
-                                if shared.dataplane_mark(&ps.switch, false) {
-                                    count(&ps.switch, "marked_up", 1);
-                                    tracing::warn!(switch = %ps.switch, rounds = ps.ok_in_row,
-                                        "data path answers the probe again: switch no longer marked down");
-                                }
+                            if ps.ok_in_row >= cfg.up_after
+                                && shared.dataplane_mark(&ps.switch, false)
+                            {
+                                count(&ps.switch, "marked_up", 1);
+                                tracing::warn!(switch = %ps.switch, rounds = ps.ok_in_row,
+                                    "data path answers the probe again: switch no longer marked down");
                             }
                             continue;
                         }

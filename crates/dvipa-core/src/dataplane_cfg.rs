@@ -193,10 +193,9 @@ impl DataplaneCfg {
             if !seen_route.insert((p.source, p.mark, p.device.clone())) {
                 v.push((
                     f(&format!("path[{i}].source")),
-                    format!(
-                        "the same source, mark and device as an earlier path: the probes could \
-                         not take different switches"
-                    ),
+                    "the same source, mark and device as an earlier path: the probes could not \
+                     take different switches"
+                        .into(),
                 ));
             }
         }
