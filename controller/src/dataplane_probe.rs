@@ -131,6 +131,97 @@ struct PathState {
     ok_in_row: u32,
 }
 
+/// What the check decided for a path.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Nothing,
+    /// Mark down: no echo for this long.
+    Down(Duration),
+    /// Mark up: this many answered rounds in a row.
+    Up(u32),
+}
+
+impl PathState {
+    fn new(switch: &str, keep: usize) -> PathState {
+        PathState {
+            switch: switch.to_string(),
+            rounds: VecDeque::with_capacity(keep),
+            last_echo: None,
+            armed_since: None,
+            ok_in_row: 0,
+        }
+    }
+
+    /// A new round `seq` is sent: the previous one is complete (it had a probe interval to be
+    /// answered). Returns the probes of the round that fell off the record unanswered.
+    fn round(&mut self, seq: u64, flows: u8, keep: usize) -> u64 {
+        let prev_ok = self.rounds.back().is_some_and(|r| r.answers > 0);
+        self.ok_in_row = if prev_ok {
+            self.ok_in_row.saturating_add(1)
+        } else {
+            0
+        };
+        let mut lost = 0;
+        while self.rounds.len() >= keep {
+            if let Some(old) = self.rounds.pop_front() {
+                lost += u64::from(flows.saturating_sub(old.answers));
+            }
+        }
+        self.rounds.push_back(Round { seq, answers: 0 });
+        lost
+    }
+
+    /// An echo of round `seq`: counted when the round is on record and not yet fully answered.
+    fn echo(&mut self, seq: u64, flows: u8, now: Instant) -> bool {
+        match self.rounds.iter_mut().find(|r| r.seq == seq) {
+            Some(r) if r.answers < flows => {
+                r.answers += 1;
+                self.last_echo = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The check: `watched` = the switch routes the DVIPA, its session is up and the service
+    /// has a target; `dp_down` = it is marked down; `stalled` = this process did not run for
+    /// longer than a probe interval.
+    fn verdict(
+        &mut self,
+        now: Instant,
+        dp_down: bool,
+        watched: bool,
+        stalled: bool,
+        down_after: Duration,
+        up_after: u32,
+    ) -> Verdict {
+        if dp_down {
+            self.armed_since = None;
+            return if self.ok_in_row >= up_after {
+                Verdict::Up(self.ok_in_row)
+            } else {
+                Verdict::Nothing
+            };
+        }
+        if !watched {
+            self.armed_since = None;
+            return Verdict::Nothing;
+        }
+        let armed = self.armed_since.get_or_insert(now);
+        if stalled {
+            *armed = now;
+        }
+        let since = self.last_echo.map_or(*armed, |l| l.max(*armed));
+        let silent = now.duration_since(since);
+        if silent >= down_after {
+            self.ok_in_row = 0;
+            Verdict::Down(silent)
+        } else {
+            Verdict::Nothing
+        }
+    }
+}
+
 /// The probe's sockets and state (built at start-up so that a bad path is a start error).
 pub struct Prober {
     cfg: DataplaneCfg,
@@ -238,13 +329,7 @@ impl Prober {
         let mut paths: Vec<PathState> = cfg
             .paths
             .iter()
-            .map(|p| PathState {
-                switch: p.switch.clone(),
-                rounds: VecDeque::with_capacity(keep),
-                last_echo: None,
-                armed_since: None,
-                ok_in_row: 0,
-            })
+            .map(|p| PathState::new(&p.switch, keep))
             .collect();
         let count = |sw: &str, what: &'static str, n: u64| {
             if n > 0 {
@@ -269,15 +354,8 @@ impl Prober {
                 _ = send_tick.tick() => {
                     seq += 1;
                     for ps in &mut paths {
-                        // the round before this one is complete (a probe interval to answer)
-                        let prev_ok = ps.rounds.back().is_some_and(|r| r.answers > 0);
-                        ps.ok_in_row = if prev_ok { ps.ok_in_row.saturating_add(1) } else { 0 };
-                        if ps.rounds.len() >= keep
-                            && let Some(old) = ps.rounds.pop_front()
-                        {
-                            count(&ps.switch, "lost", u64::from(cfg.flows.saturating_sub(old.answers)));
-                        }
-                        ps.rounds.push_back(Round { seq, answers: 0 });
+                        let lost = ps.round(seq, cfg.flows, keep);
+                        count(&ps.switch, "lost", lost);
                     }
                     for (i, f, s) in &send {
                         let b = probe_bytes(*i as u8, *f, seq, nonce);
@@ -291,11 +369,7 @@ impl Prober {
                 e = rx.recv() => {
                     let Some((p, _f, s)) = e else { return };
                     let Some(ps) = paths.get_mut(usize::from(p)) else { continue };
-                    if let Some(r) = ps.rounds.iter_mut().find(|r| r.seq == s)
-                        && r.answers < cfg.flows
-                    {
-                        r.answers += 1;
-                        ps.last_echo = Some(Instant::now());
+                    if ps.echo(s, cfg.flows, Instant::now()) {
                         count(&ps.switch, "answered", 1);
                     }
                 }
@@ -312,34 +386,26 @@ impl Prober {
                     });
                     for ps in &mut paths {
                         let (dp_down, ctl_up) = shared.dataplane_state(&ps.switch);
-                        if dp_down {
-                            ps.armed_since = None;
-                            if ps.ok_in_row >= cfg.up_after
-                                && shared.dataplane_mark(&ps.switch, false)
-                            {
-                                count(&ps.switch, "marked_up", 1);
-                                tracing::warn!(switch = %ps.switch, rounds = ps.ok_in_row,
-                                    "data path answers the probe again: switch no longer marked down");
+                        let watched = ctl_up
+                            && has_target
+                            && routing.as_deref() == Some(ps.switch.as_str());
+                        match ps.verdict(now, dp_down, watched, stalled, down_after, cfg.up_after) {
+                            Verdict::Nothing => {}
+                            Verdict::Up(rounds) => {
+                                if shared.dataplane_mark(&ps.switch, false) {
+                                    count(&ps.switch, "marked_up", 1);
+                                    tracing::warn!(switch = %ps.switch, rounds,
+                                        "data path answers the probe again: switch no longer marked down");
+                                }
                             }
-                            continue;
-                        }
-                        if !ctl_up || !has_target || routing.as_deref() != Some(ps.switch.as_str()) {
-                            ps.armed_since = None;
-                            continue;
-                        }
-                        let armed = ps.armed_since.get_or_insert(now);
-                        if stalled {
-                            *armed = now;
-                        }
-                        let since = ps.last_echo.map_or(*armed, |l| l.max(*armed));
-                        if now.duration_since(since) >= down_after
-                            && shared.dataplane_mark(&ps.switch, true)
-                        {
-                            count(&ps.switch, "marked_down", 1);
-                            ps.ok_in_row = 0;
-                            tracing::warn!(switch = %ps.switch, dvipa = %cfg.dvipa,
-                                silent_ms = now.duration_since(since).as_millis() as u64,
-                                "data path not answering the probe: switch marked down");
+                            Verdict::Down(silent) => {
+                                if shared.dataplane_mark(&ps.switch, true) {
+                                    count(&ps.switch, "marked_down", 1);
+                                    tracing::warn!(switch = %ps.switch, dvipa = %cfg.dvipa,
+                                        silent_ms = silent.as_millis() as u64,
+                                        "data path not answering the probe: switch marked down");
+                                }
+                            }
                         }
                     }
                 }
@@ -387,6 +453,94 @@ mod tests {
         assert_eq!(parse_echo(&p, 7), Some((1, 2, 99)));
         assert!(parse_echo(&p, 8).is_none(), "another prober's nonce");
         assert!(parse_echo(&p[..23], 7).is_none());
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_watched_path_without_echoes_is_down_after_down_after_and_up_after_answered_rounds() {
+        let t0 = Instant::now();
+        let (flows, keep, down_after) = (4, 4, MS(300));
+        let mut p = PathState::new("sw1", keep);
+        // echoes keep it alive
+        for seq in 1..=5 {
+            p.round(seq, flows, keep);
+            assert!(p.echo(seq, flows, t0 + MS(seq * 100)));
+        }
+        let at = |ms| t0 + MS(ms);
+        assert_eq!(
+            p.verdict(at(500), false, true, false, down_after, 3),
+            Verdict::Nothing
+        );
+        // silence: not down before down_after since the last echo (at 500 ms)
+        for seq in 6..=8 {
+            p.round(seq, flows, keep);
+        }
+        assert_eq!(
+            p.verdict(at(799), false, true, false, down_after, 3),
+            Verdict::Nothing
+        );
+        assert_eq!(
+            p.verdict(at(800), false, true, false, down_after, 3),
+            Verdict::Down(MS(300))
+        );
+        // marked down: up only after 3 answered rounds in a row
+        for seq in 9..=11 {
+            // rounds 5..=7 leave the record: 3 (one echo of 4) and 4 probes unanswered
+            let lost = p.round(seq, flows, keep);
+            assert_eq!(lost, if seq == 9 { 3 } else { 4 }, "round {seq}");
+            p.echo(seq, flows, at(seq * 100));
+        }
+        assert_eq!(
+            p.verdict(at(1100), true, false, false, down_after, 3),
+            Verdict::Nothing
+        );
+        p.round(12, flows, keep);
+        assert_eq!(
+            p.verdict(at(1200), true, false, false, down_after, 3),
+            Verdict::Up(3)
+        );
+    }
+
+    #[test]
+    fn an_unwatched_path_is_never_down_and_a_stall_restarts_the_grace() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + MS(ms);
+        let mut p = PathState::new("sw2", 4);
+        // a backup (or no target in the slots): silent for ever, never down
+        for ms in [0, 1000, 5000] {
+            assert_eq!(
+                p.verdict(at(ms), false, false, false, MS(300), 3),
+                Verdict::Nothing
+            );
+        }
+        // it starts routing the DVIPA at 5 s: the grace counts from then
+        assert_eq!(
+            p.verdict(at(5000), false, true, false, MS(300), 3),
+            Verdict::Nothing
+        );
+        assert_eq!(
+            p.verdict(at(5299), false, true, false, MS(300), 3),
+            Verdict::Nothing
+        );
+        // this process stalled: the echoes may be waiting unread, the grace starts over
+        assert_eq!(
+            p.verdict(at(5299), false, true, true, MS(300), 3),
+            Verdict::Nothing
+        );
+        assert_eq!(
+            p.verdict(at(5500), false, true, false, MS(300), 3),
+            Verdict::Nothing
+        );
+        assert_eq!(
+            p.verdict(at(5599), false, true, false, MS(300), 3),
+            Verdict::Down(MS(300))
+        );
+        // an echo of a round not on record, or beyond `flows`, does not count
+        assert!(!p.echo(77, 4, at(5600)));
+        p.round(1, 1, 4);
+        assert!(p.echo(1, 1, at(5600)));
+        assert!(!p.echo(1, 1, at(5600)), "a duplicate");
     }
 
     #[test]
