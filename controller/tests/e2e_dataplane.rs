@@ -7,6 +7,9 @@
 //! - no takeback while the path is broken; after it heals the takeback comes only after the
 //!   controller logged that sw1's data path answers again (within 3 s);
 //! - the hook log per cycle is "advertise sw2, withdraw sw1, advertise sw1, withdraw sw2";
+//! - then sw1 is restarted (empty tables) while marked down and still cut off: its new session
+//!   releases the mark (probation), it is taken back, marked down again, and taken back for
+//!   good once the path heals (hooks in that order);
 //! - 0 resets, 200 of 200 connections alive.
 //!
 //! The demo prints the detection, takeover and takeback times (median, min, max of the 5 cycles)
@@ -80,8 +83,19 @@ fn a_switch_that_forwards_nothing_is_taken_over_and_back_only_after_its_data_pat
         let at = line.find(name)? + name.len();
         line[at..].split(';').next()?.trim().parse().ok()
     };
-    assert_eq!(counter("dataplane.sw1.marked_down"), Some(5), "marks down");
-    assert_eq!(counter("dataplane.sw1.marked_up"), Some(5), "marks up");
+    // 5 cycles, then the probation part: marked down, restarted and released, marked down
+    // again, healed
+    assert_eq!(counter("dataplane.sw1.marked_down"), Some(7), "marks down");
+    assert_eq!(counter("dataplane.sw1.marked_up"), Some(6), "marks up");
+    assert_eq!(
+        counter("dataplane.sw1.probation"),
+        Some(1),
+        "releases on probation"
+    );
+    assert!(
+        stdout.contains("probation: sw1 restarted "),
+        "no probation figures"
+    );
     assert!(counter("dataplane.sw1.answered").unwrap_or(0) > 0);
     assert!(
         stdout.contains("cluster removed; PASS"),

@@ -12,7 +12,10 @@
 //! 300 ms of the fault; no takeback while the path is broken (2 s); after the rule is removed,
 //! the takeback comes only after the controller logged that sw1's data path answers again, and
 //! within 3 s; the hook log is "advertise sw2, withdraw sw1, advertise sw1, withdraw sw2"; at
-//! the end 0 resets and every connection alive. The detection time (fault → the controller's
+//! the end 0 resets and every connection alive. Then probation: the path is broken again, sw1
+//! is marked down and restarted (empty tables, so no probe could pass): its new session
+//! releases the mark, it is taken back, marked down again, and taken back once the path heals
+//! (hook log in that order). The detection time (fault → the controller's
 //! "data path not answering") is printed per cycle with min/median/max.
 
 use super::{Scenario, StepFig, wait_for};
@@ -143,6 +146,22 @@ impl Drop for ForwardDrop {
     }
 }
 
+/// Times (ms after `since`) of the controller log lines with `what` about sw1.
+fn log_times(log: &std::path::Path, what: &str, since: SystemTime) -> Vec<u64> {
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what) && l.contains("switch=sw1"))
+        .filter_map(|l| super::liveness::parse_ts(l.split_whitespace().next()?))
+        .filter(|&t| t >= since)
+        .map(|t| ((t - since) * 1000.0).round() as u64)
+        .collect()
+}
+
 fn spread(v: &[u64]) -> String {
     if v.is_empty() {
         return "-".into();
@@ -159,6 +178,74 @@ fn spread(v: &[u64]) -> String {
 }
 
 impl Scenario<'_> {
+    /// sw1 restarted (empty tables) while marked down: its new session releases the mark
+    /// (probation), it is taken back, its data path is still broken, so it is marked down
+    /// again; once the path heals it comes back for good.
+    fn probation(&mut self, fig: &mut StepFig) {
+        let wall = SystemTime::now();
+        let t = Instant::now();
+        let rule = match ForwardDrop::insert(&self.tb, 1) {
+            Ok(r) => r,
+            Err(e) => return fig.fail(format!("probation: cannot break sw1's data path: {e:#}")),
+        };
+        self.wait_route(fig, 2, t, "probation: takeover");
+        if let Some(mut c) = self.switches[0].take() {
+            c.kill();
+        }
+        let restart = Instant::now();
+        if let Err(e) = self.spawn_switch(1) {
+            return fig.fail(format!("probation: restart sw1: {e:#}"));
+        }
+        self.p
+            .say("probation: sw1 restarted (empty tables) while marked down, path still broken");
+        let want = [
+            "advertise sw2",
+            "withdraw sw1",
+            "advertise sw1",
+            "withdraw sw2",
+            "advertise sw2",
+            "withdraw sw1",
+        ];
+        let seen = wait_for(Duration::from_secs(15), || {
+            Ok(self.hooks_since(wall).len() >= want.len())
+        });
+        let downs = log_times(&self.ctl.log, "data path not answering the probe", wall);
+        let released = log_times(&self.ctl.log, "released on probation", wall);
+        if seen.is_err() || downs.len() < 2 || released.is_empty() {
+            fig.fail(format!(
+                "probation: expected a release, a takeback and a second mark down; hooks {:?}, \
+                 marked down at {downs:?} ms, released at {released:?} ms",
+                self.hooks_since(wall)
+            ));
+        } else {
+            fig.extra.push(format!(
+                "probation: sw1 restarted {} ms after the fault, released on probation at {} ms, \
+                 marked down again at {} ms (after the fault)",
+                restart.duration_since(t).as_millis(),
+                released[0],
+                downs[1]
+            ));
+        }
+        let heal_wall = SystemTime::now();
+        let heal = Instant::now();
+        drop(rule);
+        match wait_for(Duration::from_secs(10), || Ok(self.route()? == Some(1))) {
+            Ok(_) => {
+                let polled = Some(heal.elapsed().as_millis() as u64);
+                let b = self.advert_ms(fig, heal_wall, "advertise sw1", polled);
+                fig.extra.push(format!(
+                    "probation: takeback {} ms after the path healed",
+                    super::ms(b)
+                ));
+            }
+            Err(_) => fig.fail("probation: sw1 not taken back within 10 s of healing".into()),
+        }
+        let mut all = want.to_vec();
+        all.extend(["advertise sw1", "withdraw sw2"]);
+        self.check_hooks(fig, wall, &all);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     /// Step 11: sw1's data path broken (router → sw1 dropped) while its P4Runtime answers.
     pub(super) fn step_dataplane(&mut self, run: &ConnsRun, step: u8) -> StepFig {
         let (mut fig, before) = self.begin(
@@ -240,6 +327,7 @@ impl Scenario<'_> {
             self.wait_progress(run, &mut fig, heal);
             std::thread::sleep(Duration::from_millis(500));
         }
+        self.probation(&mut fig);
         fig.extra.push(format!(
             "detection (router -> sw1 dropped -> controller's \"data path not answering\"): {}; \
              dataplane down_after_ms {}",

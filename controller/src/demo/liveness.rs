@@ -79,7 +79,7 @@ pub(super) fn tools_missing() -> Option<&'static str> {
 }
 
 /// Seconds since the Unix epoch of a `2026-12-04T21:50:00.123456Z` log timestamp.
-fn parse_ts(s: &str) -> Option<f64> {
+pub(super) fn parse_ts(s: &str) -> Option<f64> {
     let (date, time) = s.trim_end_matches('Z').split_once('T')?;
     let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
     let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
