@@ -34,7 +34,8 @@
 //! echoes queued at most [`ECHO_QUEUE`]. Counters (shell stats, `dvipa counters`):
 //! `dataplane.<sw>.sent`, `.answered`, `.lost` (no echo within `down_after_ms`), `.marked_down`,
 //! `.marked_up`, `.probation`; `dataplane.echo_malformed`, `dataplane.echo_dropped`; metric
-//! `dvipa_dataplane_probes_total{switch, result}`.
+//! `dvipa_dataplane_probes_total{switch, result}`, gauge `dvipa_dataplane_down{switch}` (1 while
+//! marked down).
 
 use crate::shared::Shared;
 use dvipa_core::dataplane_cfg::DataplaneCfg;
@@ -309,6 +310,8 @@ impl Prober {
                 let mut buf = [0u8; PROBE_LEN + 1];
                 loop {
                     let Ok((n, _)) = s.recv_from(&mut buf).await else {
+                        // e.g. a queued ICMP error: never a busy loop
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
                     match parse_echo(&buf[..n], nonce) {
@@ -394,6 +397,7 @@ impl Prober {
                             Verdict::Up(rounds) => {
                                 if shared.dataplane_mark(&ps.switch, false) {
                                     count(&ps.switch, "marked_up", 1);
+                                    metrics::gauge!("dvipa_dataplane_down", "switch" => ps.switch.clone()).set(0.0);
                                     tracing::warn!(switch = %ps.switch, rounds,
                                         "data path answers the probe again: switch no longer marked down");
                                 }
@@ -401,6 +405,7 @@ impl Prober {
                             Verdict::Down(silent) => {
                                 if shared.dataplane_mark(&ps.switch, true) {
                                     count(&ps.switch, "marked_down", 1);
+                                    metrics::gauge!("dvipa_dataplane_down", "switch" => ps.switch.clone()).set(1.0);
                                     tracing::warn!(switch = %ps.switch, dvipa = %cfg.dvipa,
                                         silent_ms = silent.as_millis() as u64,
                                         "data path not answering the probe: switch marked down");

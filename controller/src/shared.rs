@@ -139,6 +139,7 @@ impl Shared {
         let mut gate = self.gate.lock();
         if let Some(sw) = gate.observe(&ev) {
             self.stats.add(&format!("dataplane.{sw}.probation"), 1);
+            metrics::gauge!("dvipa_dataplane_down", "switch" => sw.clone()).set(0.0);
             tracing::warn!(switch = %sw, "new P4Runtime session of a switch marked down by the \
                 data-plane probe: released on probation (watched again once it routes a DVIPA)");
         }
