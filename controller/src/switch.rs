@@ -710,7 +710,7 @@ impl Driver {
         metrics::counter!("dvipa_digests_received_total", "switch" => self.cfg.name.clone())
             .increment(1);
         self.count("digest_lists");
-        let (name, recs) = match self.schema.decode_digest_list(&d.list) {
+        let (_name, recs) = match self.schema.decode_digest_list(&d.list) {
             Ok(x) => x,
             Err(e) => {
                 self.count("digest_undecodable");
@@ -719,7 +719,14 @@ impl Driver {
                 return;
             }
         };
-        if name != n::D_LEARN {
+        // By id, not by name: TNA names the digest after its instance (docs/tofino.md).
+        if self
+            .schema
+            .digest(n::D_LEARN)
+            .map(|x| x.preamble.as_ref().map(|p| p.id))
+            .ok()
+            != Some(Some(d.list.digest_id))
+        {
             self.count("digest_unknown");
             let _ = d.ack().await;
             return;
