@@ -36,6 +36,7 @@ pub mod error;
 pub mod killable;
 pub mod metrics_export;
 pub mod p4names;
+pub mod pipeline_cmd;
 pub mod shared;
 pub mod switch;
 pub mod translate;
