@@ -39,5 +39,6 @@ pub mod p4names;
 pub mod pipeline_cmd;
 pub mod shared;
 pub mod switch;
+pub mod target;
 pub mod translate;
 pub mod transport_errors;

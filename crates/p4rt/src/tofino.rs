@@ -393,3 +393,54 @@ fn json_object(bytes: &[u8], what: &str) -> Result<serde_json::Value, TofinoErro
     }
     Ok(v)
 }
+
+/// Writes a **stand-in** Tofino compiler output into `dir` for tests and for the embedded
+/// switch's `stratum-bfrt` flavour: `p4info.txtpb` (the given text), a `bfrt.json` listing the
+/// P4Info's tables, `manifest.json` naming `program`, `pipe/context.json` and a `pipe/tofino.bin`
+/// that is a marker, not a loadable binary. Real devices need the real compiler's output.
+pub fn write_stand_in_output(
+    dir: &Path,
+    p4info_text: &str,
+    program: &str,
+) -> Result<(), TofinoError> {
+    let schema = crate::Schema::from_text(p4info_text)
+        .map_err(|e| TofinoError::Invalid(format!("stand-in P4Info: {e}")))?;
+    let tables: Vec<serde_json::Value> = schema
+        .names_of(crate::error::ObjectKind::Table)
+        .into_iter()
+        .map(|n| serde_json::json!({ "name": n }))
+        .collect();
+    let bfrt = serde_json::json!({ "schema_version": "1.0.0", "tables": tables });
+    let context = serde_json::json!({ "program_name": program, "stand_in": true, "tables": [] });
+    let manifest = serde_json::json!({ "programs": [{ "program_name": format!("{program}.p4") }] });
+    let files: [(&str, Vec<u8>); 5] = [
+        ("p4info.txtpb", p4info_text.as_bytes().to_vec()),
+        (
+            "bfrt.json",
+            serde_json::to_vec_pretty(&bfrt).unwrap_or_default(),
+        ),
+        (
+            "manifest.json",
+            serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+        ),
+        (
+            "pipe/context.json",
+            serde_json::to_vec_pretty(&context).unwrap_or_default(),
+        ),
+        (
+            "pipe/tofino.bin",
+            b"dvipa stand-in tofino.bin: not a Tofino binary\n".to_vec(),
+        ),
+    ];
+    for (name, data) in files {
+        let path = dir.join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|source| TofinoError::Io {
+                path: p.into(),
+                source,
+            })?;
+        }
+        std::fs::write(&path, data).map_err(|source| TofinoError::Io { path, source })?;
+    }
+    Ok(())
+}
