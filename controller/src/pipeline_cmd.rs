@@ -38,6 +38,16 @@ pub enum PipelineCmd {
         #[arg(short = 'o', long = "output")]
         out: PathBuf,
     },
+    /// Write a stand-in compiler output for a P4Info (bfrt.json listing its tables, a marker
+    /// binary): for the embedded switch's `--flavor stratum-bfrt` only, never for hardware.
+    StandIn {
+        /// The P4Info (text format), e.g. p4src/tna/dvipa.p4info.txtpb.
+        #[arg(long)]
+        p4info: PathBuf,
+        /// Output directory (created).
+        #[arg(short = 'o', long = "output")]
+        out: PathBuf,
+    },
     /// Unpack a device config (either format) into the compiler layout.
     Unpack {
         /// The device config file.
@@ -97,6 +107,17 @@ pub fn run(cmd: PipelineCmd) -> anyhow::Result<()> {
                     ))
                     .collect::<Vec<_>>()
                     .join(", ")
+            );
+            Ok(())
+        }
+        PipelineCmd::StandIn { p4info, out } => {
+            let text = std::fs::read_to_string(&p4info)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p4info.display()))?;
+            p4rt::tofino::write_stand_in_output(&out, &text, "dvipa")?;
+            println!(
+                "{}: stand-in Tofino output for {}",
+                out.display(),
+                p4info.display()
             );
             Ok(())
         }
