@@ -68,6 +68,9 @@ if [ -x scripts/e2e-test.sh ]; then
   step "end-to-end scenario tests in network namespaces"
   scripts/e2e-test.sh
   record e2e ok
+  step "end-to-end scenario against the Stratum-bfrt flavour (target = tofino, cold backup, ~30 s)"
+  timeout 300 scripts/e2e-test.sh --only cold --switch-flavor stratum-bfrt
+  record "e2e stratum-bfrt" ok
 fi
 
 step "summary"

@@ -21,6 +21,21 @@ pub const T_ROUTE: &str = "IngressImpl.ipv4_route";
 /// The five tables, in contract order.
 pub const TABLES: [&str; 5] = [T_DVIPA, T_CRT, T_DPT, T_TARGET, T_ROUTE];
 
+/// The contract name of a table read back from a switch: the P4Info name itself, or, when a
+/// pipeline prefix precedes a contract name (TNA's `pipe.IngressImpl.crt`), that contract name.
+/// Resolution towards the switch is [`p4rt::Schema`]'s (suffix); this is its inverse.
+pub fn contract_table(full: &str) -> &str {
+    TABLES
+        .iter()
+        .find(|t| {
+            full.len() > t.len()
+                && full.ends_with(*t)
+                && full[..full.len() - t.len()].ends_with('.')
+        })
+        .copied()
+        .unwrap_or(full)
+}
+
 /// Match fields.
 pub const F_DST: &str = "hdr.ipv4.dstAddr";
 /// Match field.
@@ -278,6 +293,9 @@ mod tests {
         let d = tna.digest_layout(D_LEARN).unwrap();
         assert_eq!(d.name, "pipe.IngressDeparser.learn_digest");
         assert_eq!(tna.table(T_CRT).unwrap().size, 262144);
+        assert_eq!(contract_table("pipe.IngressImpl.crt"), T_CRT);
+        assert_eq!(contract_table(T_CRT), T_CRT);
+        assert_eq!(contract_table("xIngressImpl.crt"), "xIngressImpl.crt");
         let mut stripped = tna.p4info().clone();
         for t in &mut stripped.tables {
             let p = t.preamble.as_mut().unwrap();
