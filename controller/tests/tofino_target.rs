@@ -118,9 +118,10 @@ ports = {{ SW1 = 2 }}
     let mut removed_after = None;
     while t0.elapsed() < Duration::from_secs(8) {
         sw.inject(1, &tcp_frame(41001, 0x10));
-        let t = sw.pipeline().tables();
-        let ports: Vec<u16> = t.crt.iter().map(|(k, _)| k.sport).collect();
-        drop(t);
+        let ports: Vec<u16> = {
+            let t = sw.pipeline().tables();
+            t.crt.iter().map(|(k, _)| k.sport).collect()
+        };
         assert!(
             ports.contains(&41001),
             "the busy connection was aged out: {ports:?}"
