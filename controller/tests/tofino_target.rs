@@ -141,6 +141,16 @@ ports = {{ SW1 = 2 }}
         "{removed_after:?}"
     );
     assert_eq!(sw.stats().idle_notifications.load(Ordering::Relaxed), 0);
+    // netstat vipadyn shows the target and what the controller works around.
+    let c = dvipa::cli::Common::plaintext(format!("http://{}", ctl.admin_addr()));
+    let cmd = dvipa::cli::OpCmd::Netstat {
+        report: dvipa::cli::Report::Vipadyn,
+    };
+    let Ok(dvipa::cli::Reply::Table(t)) = dvipa::cli::run(&c, &cmd).await else {
+        panic!("no vipadyn table");
+    };
+    let col = t.columns.iter().position(|c| c == "TARGET").unwrap();
+    assert_eq!(t.rows[0].cells[col], "tofino -acks -idle");
     hb.abort();
     ctl.shutdown().await;
 }
