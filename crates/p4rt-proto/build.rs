@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "google/rpc/status.proto",
     "google/rpc/code.proto",
     "tofino/bf_pipeline_config.proto",
+    "tofino/barefoot_p4info.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,6 +22,11 @@ pub mod p4 {
     }
 }
 
+/// The Tofino compiler's P4Info extern payloads (`proto/tofino/barefoot_p4info.proto`).
+pub mod barefoot {
+    tonic::include_proto!("barefoot");
+}
+
 /// Stratum's Tofino device config (`proto/tofino/bf_pipeline_config.proto`).
 pub mod stratum {
     pub mod hal {
