@@ -44,6 +44,8 @@ pub struct Loaded {
     pub state_dir: Option<PathBuf>,
     /// The admin endpoint's TLS material and allow-list (`[admin]`).
     pub admin: admin::AdminSecurity,
+    /// Per switch name: its own pipeline (`target = "tofino"`); absent = the top-level one.
+    pub pipelines: HashMap<String, crate::target::SwitchPipeline>,
 }
 
 fn rel(base: &Path, p: &Path) -> PathBuf {
@@ -190,6 +192,13 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     let admin = admin::AdminSecurity::load(&config.admin, &base)?;
     let state_dir =
         (!config.state_dir.as_os_str().is_empty()).then(|| rel(&base, &config.state_dir));
+    let mut pipelines = HashMap::new();
+    for (i, sw) in config.switches.iter().enumerate() {
+        if let Some(p) = crate::target::load(&base, sw, i)? {
+            tracing::info!(switch = %sw.name, "{}", p.summary);
+            pipelines.insert(sw.name.clone(), p);
+        }
+    }
     let cluster = Cluster::from_config(&file, config, &profiles)?;
     if let Some(size) = dvipa_table_size(&schema) {
         cluster.check_dvipa_table(
@@ -208,6 +217,7 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
         tls,
         state_dir,
         admin,
+        pipelines,
     })
 }
 
@@ -500,6 +510,7 @@ impl Controller {
             tls,
             state_dir,
             admin: admin_sec,
+            pipelines,
         } = loaded;
         if let Some(l) = &admin_listener {
             admin::check_exposure(l, &admin_sec)?;
@@ -564,14 +575,29 @@ impl Controller {
             ));
         }
         for (s, rx) in rxs {
+            let own = pipelines.get(&s.name);
+            let (sw_schema, sw_p4info, sw_dc, sw_cookie) = match own {
+                Some(p) => {
+                    let info = p.schema.p4info().clone();
+                    let c = switch::cookie(&info, &p.device_config);
+                    (p.schema.clone(), info, p.device_config.clone(), c)
+                }
+                None => (
+                    schema.clone(),
+                    p4info.clone(),
+                    device_config.clone(),
+                    cookie,
+                ),
+            };
             let dc = DriverConfig {
+                capabilities: s.capabilities(),
                 name: s.name.clone(),
                 addr: s.p4runtime.clone(),
                 device_id: s.device_id,
                 election_id: s.election_id,
-                p4info: p4info.clone(),
-                device_config: device_config.clone(),
-                cookie,
+                p4info: sw_p4info,
+                device_config: sw_dc,
+                cookie: sw_cookie,
                 idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
                 liveness: timers.liveness(),
                 probe: timers.probe(),
@@ -586,7 +612,7 @@ impl Controller {
                 "switch driver",
                 tokio::spawn(switch::run(
                     dc,
-                    schema.clone(),
+                    sw_schema,
                     shared.clone(),
                     rx,
                     shut_rx.clone(),

@@ -127,6 +127,12 @@ pub struct Args {
     /// `[liveness.dataplane] down_after_ms` of `--dataplane` (probe_ms = a third of it).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=60_000))]
     pub dataplane_ms: u64,
+    /// Run the switches as `dvipa-switch --flavor stratum-bfrt` (Stratum on a Tofino, issue 16)
+    /// with the controller configured `target = "tofino"`: the TNA P4Info
+    /// (p4src/tna/dvipa.p4info.txtpb) and a BfPipelineConfig packed from a stand-in compiler
+    /// output; the server acks digests itself and sends no idle notifications.
+    #[arg(long, value_parser = ["standard", "bmv2", "stratum-bfrt"])]
+    pub switch_flavor: Option<String>,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -421,6 +427,26 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
+        if args.switch_flavor.as_deref() == Some("stratum-bfrt") {
+            // p4info = <tree>/p4src/p4c-out/bmv2/dvipa.p4info.txtpb -> <tree>/p4src/tna/
+            let tna = p4info
+                .ancestors()
+                .nth(3)
+                .map(|p4src| p4src.join("tna/dvipa.p4info.txtpb"))
+                .filter(|p| p.is_file())
+                .ok_or_else(|| anyhow::anyhow!("p4src/tna/dvipa.p4info.txtpb not found"))?;
+            let text = std::fs::read_to_string(&tna)?;
+            p4rt::tofino::write_stand_in_output(&dir.join("tofino-out"), &text, "dvipa")?;
+            let mut out = String::new();
+            for line in toml.lines() {
+                out.push_str(line);
+                out.push('\n');
+                if line.starts_with("p4runtime = ") {
+                    out.push_str("target = \"tofino\"\npipeline_dir = \"tofino-out\"\n");
+                }
+            }
+            toml = out;
+        }
         let mut toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let probe_routes = if args.dataplane {
             toml = format!(
@@ -516,6 +542,10 @@ impl Scenario<'_> {
             (self.args.liveness_ms / 3).max(1)
         };
         argv.insert(2, keepalive.to_string());
+        if let Some(f) = &self.args.switch_flavor {
+            argv.insert(3, "--flavor".into());
+            argv.insert(4, f.clone());
+        }
         let child = self.tb.spawn_switch_argv(i, &argv, self.grpc[i - 1])?;
         self.switches[i - 1] = Some(child);
         Ok(())
