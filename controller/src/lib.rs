@@ -18,6 +18,7 @@
 //! - [`admin_local`]: the admin Unix socket (mode 0600/0660, peer uid logged) and the audit
 //!   line + counter of every mutating admin command.
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
+//! - [`bgp`]: `[advertise] mode = "bgp"`: DVIPAs announced through GoBGP's gRPC API, reconciled.
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod admin_local;
 pub mod advertise;
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod controller;
 pub mod demo;
