@@ -187,18 +187,39 @@ impl BgpAdvertiser {
             pre_announce: cfg.backups,
             med_step: cfg.med_step,
         };
+        Ok(Self::with_plan(
+            ch,
+            plan,
+            Duration::from_millis(cfg.reconcile_ms.max(1)),
+        ))
+    }
+
+    /// An advertiser for gobgpd at `gobgp` (`host:port`) with an explicit plan (tests, tools).
+    pub fn connect_lazy(
+        gobgp: &str,
+        plan: Plan,
+        reconcile_every: Duration,
+    ) -> anyhow::Result<BgpAdvertiser> {
+        let ch = Endpoint::from_shared(format!("http://{gobgp}"))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect_lazy();
+        Ok(Self::with_plan(ch, plan, reconcile_every))
+    }
+
+    fn with_plan(ch: Channel, plan: Plan, reconcile_every: Duration) -> BgpAdvertiser {
         let status = Arc::new(BgpStatus::default());
         *status.plan.lock() = Some(plan.clone());
-        Ok(BgpAdvertiser {
+        BgpAdvertiser {
             inner: Arc::new(Inner {
                 client: GobgpApiClient::new(ch),
                 plan,
                 intent: Default::default(),
                 lock: tokio::sync::Mutex::new(()),
                 status,
-                reconcile_every: Duration::from_millis(cfg.reconcile_ms.max(1)),
+                reconcile_every,
             }),
-        })
+        }
     }
 
     /// The BGP view for the admin API.
