@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod bgp;
 mod liveness;
 
 const SIGTERM: i32 = 15;
@@ -118,6 +119,10 @@ pub struct Args {
     /// How long step 7 keeps the primary frozen, in seconds.
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
+    /// How R learns where the DVIPA is: `bgp` (gobgpd driven by the controller, BIRD in R),
+    /// `hooks` (`ip route` commands), `auto` (BGP when gobgpd and bird are installed).
+    #[arg(long, value_enum, default_value_t = bgp::Advertise::Auto)]
+    pub advertise: bgp::Advertise,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -365,6 +370,8 @@ struct Scenario<'a> {
     agents: Vec<NsChild>,
     dvipa: Ipv4Addr,
     target: SocketAddr,
+    /// BIRD in R and gobgpd (BGP runs): stopped after the controller, before the testbed.
+    bgp: Option<dvipa_testbed::bgp::BgpRouter>,
     /// Last: dropped after the processes above (the controller's hooks use its namespaces).
     tb: Testbed,
 }
@@ -410,6 +417,19 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
+        let bgp_router = if bgp::wanted(args.advertise, args.failures)? {
+            let r = tb.start_bgp(false)?;
+            p.say(&format!(
+                "BGP: BIRD in R (AS {}) established with gobgpd (API {}); the controller \
+                 announces the DVIPA with next hop = the switch, backups with MED 100",
+                r.router_as, r.api
+            ));
+            toml.push_str(&bgp::toml(&tb, &r));
+            Some(r)
+        } else {
+            p.say("advertising with ip route hooks in R");
+            None
+        };
         let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
@@ -470,6 +490,7 @@ impl Scenario<'_> {
             echoes: Vec::new(),
             agents: Vec::new(),
             ctl,
+            bgp: bgp_router,
             tb,
         };
         p.say(&format!(
@@ -552,6 +573,12 @@ impl Scenario<'_> {
             took.as_millis()
         ));
         Ok(())
+    }
+
+    fn bird_table(&self, when: &str) {
+        if let Some(r) = &self.bgp {
+            bgp::show(r, when);
+        }
     }
 
     fn route(&self) -> Result<Option<usize>> {
@@ -686,6 +713,7 @@ impl Scenario<'_> {
         p.say("netstat vdpt / vipadyn before traffic:");
         self.dump("vdpt");
         self.dump("vipadyn");
+        self.bird_table("before the takeover");
         p.say(&format!(
             "opening {n} long-lived streaming connections to {} from the client",
             self.target
@@ -742,6 +770,7 @@ impl Scenario<'_> {
         if let Some(mut c) = self.ctl.child.take() {
             c.stop(Duration::from_secs(1));
         }
+        self.bgp = None;
         p.say(&format!(
             "final: {} established, {} reset, {} closed normally, {} errors, {} corrupt, longest \
              stall over the whole run {} ms",
@@ -986,6 +1015,7 @@ impl Scenario<'_> {
         self.p
             .say("netstat vipadyn / vdpt / vcrt after the takeover:");
         self.dump("vipadyn");
+        self.bird_table("after the takeover");
         self.dump("vdpt");
         self.dump("vcrt");
         self.end(run, &mut fig, &before, before.alive);
@@ -1006,6 +1036,7 @@ impl Scenario<'_> {
         self.check_new_conns(&mut fig, None);
         self.p.say("netstat vipadyn / vcrt after the takeback:");
         self.dump("vipadyn");
+        self.bird_table("after the takeback");
         self.dump("vcrt");
         self.end(run, &mut fig, &before, before.alive);
         fig

@@ -1,0 +1,55 @@
+//! The demo over BGP (`--advertise bgp`, or `auto` when gobgpd and bird are installed): BIRD 2
+//! in the router namespace peers with a gobgpd the demo starts, the controller runs with
+//! `[advertise] mode = "bgp"` and drives gobgpd, and R's kernel routes come from BIRD. The
+//! router's BGP table (`birdc show route`) is printed before and after the takeover.
+
+use anyhow::{Result, bail};
+use dvipa_testbed::bgp::{self, BgpRouter};
+use dvipa_testbed::topo::Testbed;
+
+/// How the demo advertises the DVIPA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Advertise {
+    /// BGP when gobgpd and bird are installed (and not `--failures`, whose checks read the
+    /// hooks' log), the hooks otherwise.
+    Auto,
+    /// GoBGP + BIRD (fails when they are not installed).
+    Bgp,
+    /// `ip route` hooks in the router namespace.
+    Hooks,
+}
+
+/// Whether this run uses BGP.
+pub fn wanted(a: Advertise, failures: bool) -> Result<bool> {
+    match a {
+        Advertise::Hooks => Ok(false),
+        Advertise::Auto => Ok(bgp::available() && !failures),
+        Advertise::Bgp if !bgp::available() => {
+            bail!("--advertise bgp needs gobgpd and bird (scripts/install-test-deps.sh)")
+        }
+        Advertise::Bgp => Ok(true),
+    }
+}
+
+/// The `[advertise]` tables of the controller's TOML for this testbed and speaker.
+pub fn toml(tb: &Testbed, r: &BgpRouter) -> String {
+    let hops: Vec<String> = tb
+        .switches
+        .iter()
+        .map(|s| format!("{} = \"{}\"", s.name, s.next_hop))
+        .collect();
+    format!(
+        "\n[advertise]\nmode = \"bgp\"\n\n[advertise.bgp]\ngobgp = \"{}\"\nbackups = true\n\
+         med_step = 100\nreconcile_ms = 500\nnext_hop = {{ {} }}\n",
+        r.api,
+        hops.join(", ")
+    )
+}
+
+/// Prints R's BGP table, indented.
+pub fn show(r: &BgpRouter, when: &str) {
+    println!("    birdc show route (router R, {when}):");
+    for l in r.show_route().lines() {
+        println!("      {l}");
+    }
+}
