@@ -62,8 +62,12 @@ fn run(ibgp: bool) {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _g = rt.enter();
-    let adv = BgpAdvertiser::connect_lazy(&bgp.api.to_string(), plan, Duration::from_millis(200))
-        .unwrap();
+    let adv = BgpAdvertiser::connect_lazy(
+        &bgp.api.to_string(),
+        plan.clone(),
+        Duration::from_millis(200),
+    )
+    .unwrap();
     let st = adv.status();
 
     // 1. announce via sw1: R routes to sw1; sw2 sits in GoBGP's RIB with MED 100, not sent.
@@ -107,6 +111,16 @@ fn run(ibgp: bool) {
         moved.as_millis(),
         back.as_millis()
     );
+
+    // A controller that restarts reconciles before its core has decided: the routes stay.
+    let fresh =
+        BgpAdvertiser::connect_lazy(&bgp.api.to_string(), plan.clone(), Duration::from_secs(1))
+            .unwrap();
+    rt.block_on(fresh.reconcile()).unwrap();
+    assert_eq!(fresh.status().state_of((d, 32), "sw1"), "SENT");
+    assert_eq!(fresh.status().state_of((d, 32), "sw2"), "RIB med=100");
+    assert_eq!(fresh.status().counters().get("repairs"), None);
+    assert_eq!(tb.dvipa_route(d).unwrap(), Some(1));
 
     // 3. gobgpd dies: BIRD drops the route; a new gobgpd is empty until the reconciler runs.
     bgp.kill_gobgpd();

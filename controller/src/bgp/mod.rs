@@ -8,6 +8,8 @@
 //!   peers, so a takeover is the primary's path leaving and a dead controller leaves the routes.
 //! - A move is: add the new primary's path (MED 0), then delete the paths that are no longer
 //!   wanted (the old primary); the core's following withdraw of the old switch finds nothing left.
+//! - A DVIPA the core has not advertised or withdrawn since the controller started is left
+//!   alone (a restarted controller does not withdraw live routes before its core decides).
 //! - A reconcile task ([`BgpAdvertiser::reconcile`], every `reconcile_ms`) lists GoBGP's paths of
 //!   the DVIPAs and its peers, re-adds what is missing (a gobgpd that restarted), deletes local
 //!   paths nobody wants (a previous run), and keeps the BGP view ([`BgpStatus`]) that
@@ -124,8 +126,10 @@ pub struct BgpAdvertiser {
 struct Inner {
     client: GobgpApiClient<Channel>,
     plan: Plan,
-    /// DVIPA → the switch that routes it (the core's last advertise).
-    intent: parking_lot::Mutex<BTreeMap<Prefix, String>>,
+    /// DVIPA → the switch that routes it (the core's last advertise; `None` after its
+    /// withdraw). A DVIPA the core has not spoken about yet (a controller that just restarted)
+    /// is absent: its paths in GoBGP are left as they are, so a restart does not withdraw them.
+    intent: parking_lot::Mutex<BTreeMap<Prefix, Option<String>>>,
     /// One change at a time (apply and reconcile).
     lock: tokio::sync::Mutex<()>,
     status: Arc<BgpStatus>,
@@ -380,7 +384,9 @@ impl BgpAdvertiser {
         prefix: Prefix,
         held: &BTreeMap<u32, (Ipv4Addr, u32)>,
     ) -> Result<u64, AdvertiseError> {
-        let primary = self.inner.intent.lock().get(&prefix).cloned();
+        let Some(primary) = self.inner.intent.lock().get(&prefix).cloned() else {
+            return Ok(0);
+        };
         let want = self.inner.plan.desired(prefix, primary.as_deref());
         let mut changes = 0;
         // New primary first (MED 0), then the rest: traffic never lacks a route.
@@ -495,10 +501,11 @@ impl BgpAdvertiser {
         let _g = self.inner.lock.lock().await;
         {
             let mut intent = self.inner.intent.lock();
+            let current = intent.get(&prefix).cloned().flatten();
             if c.advertise {
-                intent.insert(prefix, c.switch.clone());
-            } else if intent.get(&prefix) == Some(&c.switch) {
-                intent.remove(&prefix);
+                intent.insert(prefix, Some(c.switch.clone()));
+            } else if current.is_none() || current.as_deref() == Some(c.switch.as_str()) {
+                intent.insert(prefix, None);
             } else {
                 // The withdraw that follows a move: the move already deleted that path.
                 return Ok(());
