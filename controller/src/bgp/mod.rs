@@ -134,6 +134,8 @@ struct Inner {
     lock: tokio::sync::Mutex<()>,
     status: Arc<BgpStatus>,
     reconcile_every: Duration,
+    /// Wakes the reconciler after a change, so the view follows within milliseconds.
+    kick: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for BgpAdvertiser {
@@ -222,6 +224,7 @@ impl BgpAdvertiser {
                 lock: tokio::sync::Mutex::new(()),
                 status,
                 reconcile_every,
+                kick: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -238,7 +241,10 @@ impl BgpAdvertiser {
             let mut t = tokio::time::interval(me.inner.reconcile_every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                t.tick().await;
+                tokio::select! {
+                    _ = t.tick() => {}
+                    _ = me.inner.kick.notified() => {}
+                }
                 if let Err(e) = me.reconcile().await {
                     tracing::warn!(error = %e, "BGP reconcile failed");
                 }
@@ -514,6 +520,7 @@ impl BgpAdvertiser {
         let held = self.list_local(&[prefix]).await?;
         self.converge(prefix, held.get(&prefix).unwrap_or(&BTreeMap::new()))
             .await?;
+        self.inner.kick.notify_one();
         Ok(())
     }
 }
