@@ -1107,6 +1107,19 @@ impl Config {
                 opt(&self.advertise.withdraw_cmd),
             ),
             (
+                "advertise.mode".into(),
+                match self.advertise.mode {
+                    AdvertiseMode::Command => "command".into(),
+                    AdvertiseMode::Bgp => format!(
+                        "bgp (gobgp {})",
+                        self.advertise
+                            .bgp
+                            .as_ref()
+                            .map_or("-", |b| b.gobgp.as_str())
+                    ),
+                },
+            ),
+            (
                 "metrics.listen".into(),
                 self.metrics
                     .as_ref()
