@@ -578,6 +578,7 @@ impl Scenario<'_> {
     fn bird_table(&self, when: &str) {
         if let Some(r) = &self.bgp {
             bgp::show(r, when);
+            bgp::counters(&self.ctl.op(&["counters"]).unwrap_or_default());
         }
     }
 

@@ -77,5 +77,16 @@ fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
             .any(|l| l.contains(" sw2 ") && l.contains("RIB med=100")),
         "sw2 not pre-announced with MED 100"
     );
+    // dvipa counters, layer bgp: the session up, paths added and deleted by the moves
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("bgp peer_10.77.") && l.contains("_established 1")),
+        "no established peer in dvipa counters"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "bgp gobgp_reachable 1"),
+        "gobgpd not reachable in dvipa counters"
+    );
     assert!(stdout.contains("cluster removed; PASS"), "no PASS line");
 }

@@ -53,3 +53,18 @@ pub fn show(r: &BgpRouter, when: &str) {
         println!("      {l}");
     }
 }
+
+/// Prints the `bgp` rows of `dvipa counters` (the controller's view of the speaker).
+pub fn counters(table: &str) {
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("bgp"))
+        .collect();
+    println!("    dvipa counters, layer bgp:");
+    for l in rows {
+        println!(
+            "      {}",
+            l.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+}
