@@ -4,8 +4,9 @@
 //! and the test watches R's kernel routing table (BIRD installs what it learns there).
 //!
 //! For eBGP and iBGP: announce via sw1 (sw2 pre-announced with MED 100, not sent), move to sw2
-//! (R's FIB follows, time printed), gobgpd killed and restarted empty (the reconciler announces
-//! everything again), withdraw (R's route goes).
+//! (R's FIB follows, time printed), a restarted controller's reconcile keeps the routes, gobgpd
+//! killed and restarted empty (the reconciler announces everything again), a move while gobgpd
+//! is down (fails, then the reconciler announces the new owner), withdraw (R's route goes).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -158,8 +159,26 @@ fn run(ibgp: bool) {
     );
     assert_eq!(tb.dvipa_route(d).unwrap(), Some(1));
 
-    // 4. withdraw on the routing switch: everything goes.
+    // A move while gobgpd is down fails (counted by the caller), loses nothing: the
+    // reconciler announces the new owner once gobgpd is back.
+    bgp.kill_gobgpd();
+    wait_route(&tb, d, None, Instant::now());
+    let e = rt.block_on(adv.apply(&cmd(true, "sw2", d))).unwrap_err();
+    eprintln!("{kind}: move with gobgpd down: {e}");
+    assert!(
+        e.to_string().contains("gobgpd ListPath") && e.to_string().contains("not reachable"),
+        "{e}"
+    );
     rt.block_on(adv.apply(&cmd(false, "sw1", d))).unwrap();
+    bgp.restart_gobgpd().unwrap();
+    bgp.wait_established(Duration::from_secs(15)).unwrap();
+    wait_route(&tb, d, Some(2), Instant::now());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(st.state_of((d, 32), "sw2"), "SENT");
+    assert_eq!(st.state_of((d, 32), "sw1"), "-");
+
+    // 4. withdraw on the routing switch: everything goes.
+    rt.block_on(adv.apply(&cmd(false, "sw2", d))).unwrap();
     wait_route(&tb, d, None, Instant::now());
     rt.block_on(adv.reconcile()).unwrap();
     assert_eq!(st.state_of((d, 32), "sw2"), "-");

@@ -125,6 +125,8 @@ pub struct BgpAdvertiser {
 
 struct Inner {
     client: GobgpApiClient<Channel>,
+    /// gobgpd's API address (for messages).
+    addr: String,
     plan: Plan,
     /// DVIPA → the switch that routes it (the core's last advertise; `None` after its
     /// withdraw). A DVIPA the core has not spoken about yet (a controller that just restarted)
@@ -145,11 +147,15 @@ impl std::fmt::Debug for BgpAdvertiser {
 }
 
 /// gobgpd refused or did not answer.
-fn grpc_err(what: &str, e: impl std::fmt::Display) -> AdvertiseError {
-    AdvertiseError::Failed {
-        cmd: format!("gobgp {what}"),
-        status: "error".into(),
-        stderr: e.to_string(),
+fn grpc_err(call: &'static str, e: impl std::fmt::Display) -> AdvertiseError {
+    let msg = match e.to_string() {
+        m if m.contains("tcp connect error") => "not reachable (connection refused)".into(),
+        m => m,
+    };
+    AdvertiseError::Bgp {
+        call,
+        addr: String::new(),
+        msg,
     }
 }
 
@@ -195,6 +201,7 @@ impl BgpAdvertiser {
         };
         Ok(Self::with_plan(
             ch,
+            &cfg.gobgp,
             plan,
             Duration::from_millis(cfg.reconcile_ms.max(1)),
         ))
@@ -210,15 +217,16 @@ impl BgpAdvertiser {
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
-        Ok(Self::with_plan(ch, plan, reconcile_every))
+        Ok(Self::with_plan(ch, gobgp, plan, reconcile_every))
     }
 
-    fn with_plan(ch: Channel, plan: Plan, reconcile_every: Duration) -> BgpAdvertiser {
+    fn with_plan(ch: Channel, addr: &str, plan: Plan, reconcile_every: Duration) -> BgpAdvertiser {
         let status = Arc::new(BgpStatus::default());
         *status.plan.lock() = Some(plan.clone());
         BgpAdvertiser {
             inner: Arc::new(Inner {
                 client: GobgpApiClient::new(ch),
+                addr: addr.to_string(),
                 plan,
                 intent: Default::default(),
                 lock: tokio::sync::Mutex::new(()),
@@ -227,6 +235,14 @@ impl BgpAdvertiser {
                 kick: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// `e` with gobgpd's address filled in.
+    fn named(&self, mut e: AdvertiseError) -> AdvertiseError {
+        if let AdvertiseError::Bgp { addr, .. } = &mut e {
+            addr.clone_from(&self.inner.addr);
+        }
+        e
     }
 
     /// The BGP view for the admin API.
@@ -424,7 +440,7 @@ impl BgpAdvertiser {
         let _g = self.inner.lock.lock().await;
         let st = &self.inner.status;
         st.counters.add("reconciles", 1);
-        let r = self.reconcile_locked().await;
+        let r = self.reconcile_locked().await.map_err(|e| self.named(e));
         let mut v = st.view.lock();
         match &r {
             Ok(()) => {
@@ -529,7 +545,7 @@ impl Advertiser for BgpAdvertiser {
     fn apply(&self, c: &AdvCmd) -> BoxFuture<'static, Result<(), AdvertiseError>> {
         let me = self.clone();
         let c = c.clone();
-        Box::pin(async move { me.apply_one(&c).await })
+        Box::pin(async move { me.apply_one(&c).await.map_err(|e| me.named(e)) })
     }
 }
 
