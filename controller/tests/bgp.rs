@@ -81,7 +81,7 @@ fn run(ibgp: bool) {
     assert_eq!(v.peers.len(), 1, "{v:?}");
     assert_eq!(v.peers[0].state, "ESTABLISHED");
     assert_eq!(st.state_of((d, 32), "sw1"), "SENT");
-    assert_eq!(st.state_of((d, 32), "sw2"), "RIB med=100");
+    assert_eq!(st.state_of((d, 32), "sw2"), "SENT med=100");
     let table = bgp.show_route();
     eprintln!("{kind}: birdc show route with sw1 primary:\n{table}");
     assert!(
@@ -119,9 +119,26 @@ fn run(ibgp: bool) {
             .unwrap();
     rt.block_on(fresh.reconcile()).unwrap();
     assert_eq!(fresh.status().state_of((d, 32), "sw1"), "SENT");
-    assert_eq!(fresh.status().state_of((d, 32), "sw2"), "RIB med=100");
+    assert_eq!(fresh.status().state_of((d, 32), "sw2"), "SENT med=100");
     assert_eq!(fresh.status().counters().get("repairs"), None);
     assert_eq!(tb.dvipa_route(d).unwrap(), Some(1));
+
+    // The controller and the primary die together: nobody withdraws sw1's path, but R has
+    // sw2's path too (ADD-PATH) and drops sw1's when its next hop becomes unreachable (the
+    // primary's link to R goes down with the switch box).
+    let up1 = tb.switch(1).uplink_if.clone();
+    let t = Instant::now();
+    dvipa_testbed::netns::ip(&["link", "set", &up1, "down"]).unwrap();
+    let dead = wait_route(&tb, d, Some(2), t);
+    let t = Instant::now();
+    dvipa_testbed::netns::ip(&["link", "set", &up1, "up"]).unwrap();
+    let alive = wait_route(&tb, d, Some(1), t);
+    eprintln!(
+        "{kind}: controller gone + sw1's link down → R via the pre-announced sw2 in {} ms; \
+         link up → back to sw1 in {} ms",
+        dead.as_millis(),
+        alive.as_millis()
+    );
 
     // 3. gobgpd dies: BIRD drops the route; a new gobgpd is empty until the reconciler runs.
     bgp.kill_gobgpd();
@@ -152,7 +169,7 @@ fn run(ibgp: bool) {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         st.state_of((d, 32), "sw2"),
-        "RIB med=100",
+        "SENT med=100",
         "{:?}\n{}",
         st.view(),
         bgp.show_route()

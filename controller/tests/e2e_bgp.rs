@@ -74,7 +74,7 @@ fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
     assert!(
         stdout
             .lines()
-            .any(|l| l.contains(" sw2 ") && l.contains("RIB med=100")),
+            .any(|l| l.contains(" sw2 ") && l.contains("SENT med=100")),
         "sw2 not pre-announced with MED 100"
     );
     // dvipa counters, layer bgp: the session up, paths added and deleted by the moves

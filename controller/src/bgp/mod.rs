@@ -82,7 +82,9 @@ impl BgpStatus {
         self.view.lock().clone()
     }
     /// `ADVERTISED` of `switch` for `prefix` from BGP's view: `SENT` (GoBGP sent this switch's
-    /// next hop to a peer), `RIB med=N` (in GoBGP's RIB, not sent: a backup or no session), `-`.
+    /// path, MED 0, to an established peer), `SENT med=N` (a backup's path sent too: a peer with
+    /// ADD-PATH receives every path), `RIB med=N` (in GoBGP's RIB, not sent: a backup without
+    /// ADD-PATH, or no session), `-` (not in GoBGP's RIB).
     pub fn state_of(&self, prefix: Prefix, switch: &str) -> String {
         let v = self.view.lock();
         let plan = self.plan.lock();
@@ -90,14 +92,13 @@ impl BgpStatus {
             .as_ref()
             .and_then(|p| p.switches.get(switch))
             .map(|x| x.1);
-        if let Some(nh) = nh
-            && v.sent.get(&prefix).is_some_and(|s| s.contains(&nh))
-        {
-            return "SENT".into();
-        }
-        match v.rib.get(&prefix).and_then(|m| m.get(switch)) {
-            Some(med) => format!("RIB med={med}"),
-            None => "-".into(),
+        let sent = nh.is_some_and(|nh| v.sent.get(&prefix).is_some_and(|s| s.contains(&nh)));
+        match (v.rib.get(&prefix).and_then(|m| m.get(switch)), sent) {
+            (Some(0), true) => "SENT".into(),
+            (Some(med), true) => format!("SENT med={med}"),
+            (None, true) => "SENT (not in RIB?)".into(),
+            (Some(med), false) => format!("RIB med={med}"),
+            (None, false) => "-".into(),
         }
     }
     /// Counters (`bgp` layer of `dvipa counters`): paths added/deleted, reconciles, repairs,

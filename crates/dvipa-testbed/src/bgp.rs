@@ -204,8 +204,9 @@ pub fn bird_conf(router_ip: Ipv4Addr, speaker_ip: Ipv4Addr, router_as: u32) -> S
 router id {router_ip};
 log stderr all;
 protocol device {{ scan time 10; }}
-# connected networks: the IGP table the BGP next hops (the switches' addresses) resolve in
-protocol direct {{ ipv4; }}
+# connected networks: the IGP table the BGP next hops (the switches' addresses) resolve in;
+# a link that goes down takes its network (and the paths via that switch) with it
+protocol direct {{ ipv4; check link yes; }}
 protocol kernel {{
   ipv4 {{ import none; export where source = RTS_BGP; }};
 }}
@@ -220,6 +221,8 @@ protocol bgp dvipa {{
     import all;
     export none;
     gateway recursive;
+    # every path gobgpd has (the backups' too): a dead primary's next hop is skipped at once
+    add paths rx;
   }};
 }}
 "#
@@ -249,6 +252,8 @@ pub fn gobgpd_conf(speaker_ip: Ipv4Addr, router_ip: Ipv4Addr, router_as: u32) ->
   [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
+    [neighbors.afi-safis.add-paths.config]
+      send-max = 8
 "#
     )
 }
