@@ -6,6 +6,8 @@
 //!          from the ctl leg 10.77.L.254  ──BGP──►  R: BIRD (10.77.L.1, AS 65001 eBGP / 65000 iBGP)
 //! R: BIRD imports the DVIPA /32s (next hop = 10.77.(100+i).2, switch i's address on R's
 //!    up_i leg) and exports them into R's kernel table, where they replace the hooks' routes.
+//!    gobgpd sends every path (ADD-PATH), so BIRD holds the backups' paths too and skips one
+//!    whose switch link is down (`check link`).
 //! ```
 //!
 //! Timers for sub-second moves: keepalive 1 s, hold 3 s, connect retry 1 s on both sides; GoBGP
