@@ -4,8 +4,9 @@
 //! - Each DVIPA is one prefix in GoBGP's local RIB per announcing switch (path identifier = the
 //!   switch's place in `[[switch]]`, NEXT_HOP = `advertise.bgp.next_hop.<switch>`): the routing
 //!   switch with MED 0 and, with `backups = true`, every other VIPABACKUP switch with MED
-//!   `med_step × place` ([`paths::Plan::desired`]). GoBGP sends its best path (lowest MED) to its
-//!   peers, so a takeover is the primary's path leaving and a dead controller leaves the routes.
+//!   `med_step × place` ([`paths::Plan::desired`]). GoBGP sends its best path (lowest MED), or
+//!   every path to a peer with ADD-PATH, so a takeover is the primary's path leaving and a dead
+//!   controller leaves the routes.
 //! - A move is: add the new primary's path (MED 0), then delete the paths that are no longer
 //!   wanted (the old primary); the core's following withdraw of the old switch finds nothing left.
 //! - A DVIPA the core has not advertised or withdrawn since the controller started is left
@@ -14,7 +15,7 @@
 //!   the DVIPAs and its peers, re-adds what is missing (a gobgpd that restarted), deletes local
 //!   paths nobody wants (a previous run), and keeps the BGP view ([`BgpStatus`]) that
 //!   `dvipa netstat vipadyn`, `dvipa counters` and the metrics show: per peer its session state,
-//!   per DVIPA the next hop GoBGP has sent (its ADJ-RIB-OUT toward established peers).
+//!   per DVIPA the next hops GoBGP has sent (its ADJ-RIB-OUT toward established peers).
 
 pub mod paths;
 
