@@ -584,3 +584,57 @@ pub fn attach(shared: &crate::shared::Shared, b: &BgpAdvertiser) -> Attached {
     *shared.bgp.lock() = Some(b.status());
     Attached(b.spawn_reconciler())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bgp_column_says_what_gobgpd_holds_and_sent() {
+        let nh = |i| Ipv4Addr::new(10, 0, i, 2);
+        let d = (Ipv4Addr::new(10, 9, 9, 9), 32);
+        let st = BgpStatus::default();
+        *st.plan.lock() = Some(Plan {
+            switches: [("A", 1, nh(1)), ("B", 2, nh(2)), ("C", 3, nh(3))]
+                .into_iter()
+                .map(|(n, id, h)| (n.to_string(), (id, h)))
+                .collect(),
+            backups: BTreeMap::new(),
+            pre_announce: true,
+            med_step: 100,
+        });
+        {
+            let mut v = st.view.lock();
+            v.reachable = true;
+            v.rib.insert(
+                d,
+                [
+                    ("A".to_string(), 0),
+                    ("B".to_string(), 100),
+                    ("C".to_string(), 200),
+                ]
+                .into_iter()
+                .collect(),
+            );
+            v.sent.insert(d, [nh(1), nh(2)].into_iter().collect());
+            v.peers.push(PeerView {
+                address: "10.0.0.1".into(),
+                asn: 65001,
+                state: "ESTABLISHED".into(),
+                flops: 2,
+            });
+        }
+        assert_eq!(st.state_of(d, "A"), "SENT");
+        assert_eq!(st.state_of(d, "B"), "SENT med=100");
+        assert_eq!(st.state_of(d, "C"), "RIB med=200");
+        assert_eq!(st.state_of((Ipv4Addr::new(10, 9, 9, 8), 32), "A"), "-");
+        let c = st.counters();
+        assert_eq!(c["peer_10.0.0.1_established"], 1);
+        assert_eq!(c["peer_10.0.0.1_flops"], 2);
+        assert_eq!(c["gobgp_reachable"], 1);
+        assert_eq!(
+            title_suffix(&st.view()),
+            " (BGP: gobgpd up; peers: 10.0.0.1 AS65001 ESTABLISHED)"
+        );
+    }
+}
