@@ -123,6 +123,10 @@ pub struct Args {
     /// `hooks` (`ip route` commands), `auto` (BGP when gobgpd and bird are installed).
     #[arg(long, value_enum, default_value_t = bgp::Advertise::Auto)]
     pub advertise: bgp::Advertise,
+    /// Last step 11: the controller and the primary die together (needs `--advertise bgp` and
+    /// `--hot-standby`): R moves to the pre-announced backup on its own.
+    #[arg(long, requires = "hot_standby")]
+    pub kill_controller_with_primary: bool,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -765,6 +769,9 @@ impl Scenario<'_> {
         }
         if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {
             figs.push(self.step_syn_flood(&run));
+        }
+        if self.args.kill_controller_with_primary {
+            figs.push(bgp::step_controller_with_primary(self, &run));
         }
         let report = run.stop()?;
         // the controller first: its hooks and writes need the switches and namespaces

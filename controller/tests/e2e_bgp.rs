@@ -2,8 +2,11 @@
 //! scripts/install-test-deps.sh installs): the router namespace runs BIRD 2 peering with a
 //! gobgpd the controller drives; 100 streaming connections; the primary switch is killed
 //! (takeover = sw1's path withdrawn, the pre-announced sw2 path becomes best) and restarted
-//! (takeback), every connection intact. The demo prints the time from the event to R's kernel
-//! route pointing at the new switch ("advert ms") and R's BGP table before and after.
+//! (takeback), every connection intact; hot standby. Last, step 11: the controller and the
+//! primary die together (and the primary's link): nobody withdraws, R moves to the
+//! pre-announced backup (ADD-PATH) on its own, every connection intact. The demo prints the time
+//! from the event to R's kernel route pointing at the new switch ("advert ms") and R's BGP table
+//! before and after.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,13 +34,14 @@ fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
     }
     let out = Command::new(exe)
         .args(["demo", "--no-build", "--conns", "100", "--advertise", "bgp"])
+        .args(["--hot-standby", "--kill-controller-with-primary"])
         .output()
         .expect("run dvipa demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     assert!(out.status.success(), "dvipa demo failed: {stderr}");
-    for step in 1..=2 {
+    for step in [1, 2, 11] {
         let want = format!("step {step}: alive 100 -> 100, resets 0,");
         assert!(
             stdout
@@ -47,16 +51,18 @@ fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
         );
     }
     assert!(stdout.contains("established with gobgpd"), "{stdout}");
-    // R's BGP table: via sw1 (10.77.101.2) before, via sw2 (10.77.102.2) after the takeover
+    // R's best BGP route: via sw1 (10.77.101.2) before, via sw2 (10.77.102.2) after the takeover
     let table = |when: &str| {
         let start = stdout
             .find(&format!("birdc show route (router R, {when})"))
             .unwrap_or_else(|| panic!("no BGP table {when}"));
+        // BIRD lists the best route (`*`) first: its first `via` line is R's choice
         stdout[start..]
             .lines()
-            .take(5)
-            .collect::<Vec<_>>()
-            .join("\n")
+            .take(8)
+            .find(|l| l.trim_start().starts_with("via "))
+            .unwrap_or_default()
+            .to_string()
     };
     assert!(
         table("before the takeover").contains("via 10.77.101.2 on up1"),
@@ -69,6 +75,11 @@ fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
         table("after the takeover")
     );
     assert!(table("after the takeback").contains("via 10.77.101.2 on up1"));
+    assert!(
+        table("after the controller and sw1 died").contains("via 10.77.102.2 on up2"),
+        "{}",
+        table("after the controller and sw1 died")
+    );
     // netstat vipadyn shows BGP's view: the routing switch SENT, the backup in GoBGP's RIB
     assert!(stdout.contains("ESTABLISHED)"), "no peer state in vipadyn");
     assert!(

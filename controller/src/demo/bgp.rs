@@ -68,3 +68,44 @@ pub fn counters(table: &str) {
         );
     }
 }
+
+/// Step 11 (`--kill-controller-with-primary`, BGP and hot standby): the controller and the
+/// primary switch die together (both SIGKILLed, the primary's link to R goes down with it).
+/// Nobody withdraws sw1's path; R, which has sw2's pre-announced path (ADD-PATH), drops sw1's
+/// when its next hop becomes unreachable, and sw2 (programmed by hot standby before the
+/// controller died) carries every connection. Figures: event → R's route via sw2, event →
+/// every connection moving data again. The controller stays down: this is the last step.
+pub(super) fn step_controller_with_primary(
+    sc: &mut super::Scenario<'_>,
+    run: &dvipa_testbed::conns::ConnsRun,
+) -> super::StepFig {
+    let (mut fig, before) = sc.begin(
+        run,
+        11,
+        "controller and primary sw1 die together (BGP backups)",
+    );
+    if sc.bgp.is_none() || !sc.args.hot_standby {
+        fig.fail("needs --advertise bgp and --hot-standby".into());
+        sc.end(run, &mut fig, &before, before.alive);
+        return fig;
+    }
+    let uplink = sc.tb.switch(1).uplink_if.clone();
+    let t = std::time::Instant::now();
+    if let Some(mut c) = sc.ctl.child.take() {
+        c.kill();
+    }
+    if let Some(mut sw) = sc.switches[0].take() {
+        sw.kill();
+    }
+    if let Err(e) = dvipa_testbed::netns::ip(&["link", "set", &uplink, "down"]) {
+        fig.fail(format!("link down {uplink}: {e:#}"));
+    }
+    sc.p.say("controller and sw1 killed (SIGKILL), sw1's uplink down");
+    sc.wait_route(&mut fig, 2, t, "controller + primary dead");
+    sc.wait_progress(run, &mut fig, t);
+    if let Some(r) = &sc.bgp {
+        show(r, "after the controller and sw1 died");
+    }
+    sc.end(run, &mut fig, &before, before.alive);
+    fig
+}
