@@ -107,6 +107,11 @@ async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if bgp.is_some()
+        && (cfg.advertise.advertise_cmd.is_some() || cfg.advertise.withdraw_cmd.is_some())
+    {
+        tracing::warn!("advertise.mode = \"bgp\": the advertise/withdraw commands are not run");
+    }
     let adv: Arc<dyn dvipa::advertise::Advertiser> = match &bgp {
         Some(b) => Arc::new(b.clone()),
         None => Arc::new(dvipa::advertise::CommandAdvertiser::from_config(
