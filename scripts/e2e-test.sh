@@ -14,6 +14,9 @@
 #   scripts/e2e-test.sh --release --conns 10000 --interval-ms 1000
 #   scripts/e2e-test.sh --only cold|hot          one mode only
 # Every other option goes to `dvipa demo --full` (see `dvipa demo --help`).
+# R learns the DVIPA over BGP (gobgpd driven by the controller, BIRD 2 in R; docs/bgp.md) when
+# gobgpd and bird are installed (scripts/install-test-deps.sh), from `ip route` hooks otherwise;
+# `--advertise hooks|bgp` forces one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

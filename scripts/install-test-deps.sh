@@ -12,10 +12,18 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # Mininet for the topology smoke test (no OVS needed: hosts + the P4 switch class only).
 /usr/bin/python3 -c 'import mininet.net' 2>/dev/null || need_apt+=(mininet)
+# BGP advertisement (issue 18): GoBGP (the speaker the controller drives over gRPC) and BIRD 2
+# (the router in the testbed's router namespace). The packages enable systemd units; the tests
+# start their own daemons with temporary configs, so stop any the packages started.
+command -v gobgpd >/dev/null || need_apt+=(gobgpd)
+command -v bird >/dev/null || need_apt+=(bird2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}"
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now gobgpd bird 2>/dev/null || true
+  fi
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 if [ -f requirements-test.txt ]; then

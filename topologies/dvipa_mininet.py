@@ -281,6 +281,7 @@ class DvipaTopology:
 
     def stop(self):
         self.stop_controller()
+        self.stop_bgp()
         if self.net is not None:
             self.net.stop()
             self.net = None
@@ -412,14 +413,124 @@ class DvipaTopology:
             ports = ", ".join('%s = %d' % (sw, c.get("stack_port", 2)) for sw, _ in p4)
             lines += ['', '[[stack]]', 'name = "%s"' % name, 'underlay = "%s"' % ip,
                       'mac = "%s"' % mac, 'ports = { %s }' % ports]
+        if self.bgp_wanted():
+            hops = ", ".join('%s = "%s"' % (sw, nh["via"])
+                             for sw, nh in self.spec["dvipa"]["next_hops"].items())
+            lines += ['', '[advertise]', 'mode = "bgp"', '', '[advertise.bgp]',
+                      'gobgp = "127.0.0.1:%d"' % self.gobgp_api_port(), 'reconcile_ms = 500',
+                      'next_hop = { %s }' % hops]
         path = os.path.join(self.log_dir, "dvipa.toml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         return path
 
+    # -- BGP: BIRD 2 in the router, gobgpd in the root namespace (docs/bgp.md) ----------------
+
+    def bgp_wanted(self):
+        """DVIPA_ADVERTISE=bgp|hooks|auto (default auto: BGP when gobgpd and bird exist)."""
+        mode = os.environ.get("DVIPA_ADVERTISE", "auto")
+        have = all(shutil.which(b) or os.path.exists("/usr/sbin/" + b)
+                   for b in ("gobgpd", "bird", "birdc"))
+        if mode == "bgp" and not have:
+            raise RuntimeError("DVIPA_ADVERTISE=bgp needs gobgpd and bird installed")
+        return mode == "bgp" or (mode == "auto" and have)
+
+    def gobgp_api_port(self):
+        """A free loopback port for gobgpd's gRPC API, picked once."""
+        if getattr(self, "_gobgp_port", None) is None:
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                self._gobgp_port = so.getsockname()[1]
+        return self._gobgp_port
+
+    def start_bgp(self):
+        """BIRD in the router (AS 65001, ADD-PATH receive, routes into its kernel table) and a
+        gobgpd (AS 65000, no listener, ADD-PATH send) peering from the LAN bridge's address."""
+        r = self.router()
+        speaker = self.bridge_ip()
+        h = self.spec["hosts"][self.spec["dvipa"]["router"]]
+        ips = [h.get("ip", "")] + [i.get("ip", "") for i in h.get("intfs", {}).values()]
+        # the router's address on the bridge's /24 (the LAN the root namespace is on)
+        router_ip = [a.split("/")[0] for a in ips
+                     if a and a.split("/")[0].rsplit(".", 1)[0] == speaker.rsplit(".", 1)[0]][0]
+        d = os.path.join(self.log_dir, "bgp")
+        os.makedirs(d, exist_ok=True)
+        self.bird_sock = os.path.join(d, "bird.ctl")
+        with open(os.path.join(d, "bird.conf"), "w") as f:
+            f.write("""router id %s;
+log stderr all;
+protocol device { scan time 10; }
+protocol direct { ipv4; check link yes; }
+protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }
+protocol bgp dvipa {
+  local %s as 65001;
+  neighbor %s as 65000;
+  passive on;
+  hold time 3; keepalive time 1; connect retry time 1;
+  ipv4 { import all; export none; gateway recursive; add paths rx; };
+}
+""" % (router_ip, router_ip, speaker))
+        with open(os.path.join(d, "gobgpd.toml"), "w") as f:
+            f.write("""[global.config]
+  as = 65000
+  router-id = "%s"
+  port = -1
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "%s"
+    peer-as = 65001
+  [neighbors.transport.config]
+    local-address = "%s"
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = 3
+    keepalive-interval = 1
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+    [neighbors.afi-safis.add-paths.config]
+      send-max = 8
+""" % (speaker, router_ip, speaker))
+        blog = open(os.path.join(self.log_dir, "bird.log"), "a")
+        self.bird = r.popen(["bird", "-f", "-c", os.path.join(d, "bird.conf"),
+                             "-s", self.bird_sock], stdout=blog, stderr=subprocess.STDOUT)
+        blog.close()
+        glog = open(os.path.join(self.log_dir, "gobgpd.log"), "a")
+        self.gobgpd = subprocess.Popen(
+            ["gobgpd", "-f", os.path.join(d, "gobgpd.toml"), "-p", "-l", "info",
+             "--api-hosts", "127.0.0.1:%d" % self.gobgp_api_port(), "--pprof-disable"],
+            stdout=glog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        glog.close()
+        for _ in range(300):
+            out = subprocess.run(["birdc", "-s", self.bird_sock, "show", "protocols", "dvipa"],
+                                 capture_output=True, text=True).stdout
+            if "Established" in out:
+                info("*** BGP: BIRD in %s established with gobgpd (%s)\n" % (r.name, speaker))
+                return
+            time.sleep(0.05)
+        raise RuntimeError("BGP session gobgpd <-> BIRD not established within 15 s")
+
+    def bird_routes(self):
+        return subprocess.run(["birdc", "-s", self.bird_sock, "show", "route"],
+                              capture_output=True, text=True).stdout
+
+    def stop_bgp(self):
+        for p in (getattr(self, "gobgpd", None), getattr(self, "bird", None)):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.gobgpd = self.bird = None
+
     def start_controller(self, bin_dir):
         """Start `dvipa controller` in the root namespace and an agent on every stack."""
         c = self.controller_section()
+        if self.bgp_wanted() and getattr(self, "gobgpd", None) is None:
+            self.start_bgp()
         cfg = self.controller_toml()
         # fresh switches: no DVIPA owner persisted by an earlier run of this topology
         shutil.rmtree(os.path.join(self.log_dir, "state"), ignore_errors=True)

@@ -8,7 +8,9 @@
 #     ready target (netstat vdpt) and the primary holds the controller's entries (dvipa diff),
 #     30 streams start and must survive killing the primary switch (takeover to sw2) and
 #     restarting it (takeback), with streams on every server.
-# Exits non-zero on any failure.
+# Exits non-zero on any failure. In the controller run the router learns the DVIPA over BGP (BIRD 2
+# in the router host, a gobgpd the controller drives; docs/bgp.md) when gobgpd and bird are
+# installed, from the `ip route` hooks otherwise; DVIPA_ADVERTISE=bgp|hooks forces one.
 #
 #   topologies/smoke.sh [--no-build] [--target embedded|bmv2] [--no-controller]
 #

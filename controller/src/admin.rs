@@ -476,6 +476,7 @@ pub fn vipadcfg(core: &Core) -> pb::AdminTable {
 /// `netstat vipadyn`: which switch routes / backs up each DVIPA, and its state.
 pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
     let c = core.cluster();
+    let bgp = shared.bgp.lock().clone();
     let mut rows = Vec::new();
     for v in &c.vipas {
         let owner = core.owner(v.addr).unwrap_or("?").to_string();
@@ -516,24 +517,31 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
                     .map(target_cell)
                     .unwrap_or_default(),
             ]);
+            if let Some(b) = &bgp {
+                let r = rows.last_mut().expect("just pushed");
+                r.push(b.state_of((v.addr, v.prefix_len), &sw));
+            }
         }
     }
-    table(
-        "Dynamic VIPA Information",
-        &[
-            "DVIPA",
-            "SWITCH",
-            "STATUS",
-            "RANK",
-            "SWITCHSTATE",
-            "ADVERTISED",
-            "MAINT",
-            "LASTCHANGE",
-            "UNPINNED",
-            "TARGET",
-        ],
-        rows,
-    )
+    let mut cols = vec![
+        "DVIPA",
+        "SWITCH",
+        "STATUS",
+        "RANK",
+        "SWITCHSTATE",
+        "ADVERTISED",
+        "MAINT",
+        "LASTCHANGE",
+        "UNPINNED",
+        "TARGET",
+    ];
+    let mut title = "Dynamic VIPA Information".to_string();
+    if let Some(b) = &bgp {
+        // BGP: what GoBGP holds/sent (SENT, RIB med=N, -), not the controller's intent.
+        cols.push("BGP");
+        title.push_str(&crate::bgp::title_suffix(&b.view()));
+    }
+    table(&title, &cols, rows)
 }
 
 /// The TARGET cell of vipadyn (issue 16): `bmv2`, or `tofino` with the capabilities the
@@ -576,6 +584,11 @@ pub fn counters(core: &Core, shared: &Shared) -> pb::AdminTable {
         ("refused_other", t.refused_other),
     ] {
         rows.push(vec!["tls".into(), k.into(), v.to_string()]);
+    }
+    if let Some(b) = shared.bgp.lock().clone() {
+        for (k, v) in b.counters() {
+            rows.push(vec!["bgp".into(), k, v.to_string()]);
+        }
     }
     table("Counters", &["LAYER", "NAME", "VALUE"], rows)
 }

@@ -47,6 +47,16 @@ pub enum AdvertiseError {
     /// The command ran too long.
     #[error("`{0}` did not finish within 30 s")]
     Timeout(String),
+    /// gobgpd refused a call or did not answer (`[advertise] mode = "bgp"`).
+    #[error("gobgpd {call} ({addr}): {msg}")]
+    Bgp {
+        /// The API call (`AddPath`, ...).
+        call: &'static str,
+        /// gobgpd's API address.
+        addr: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// Makes a switch attract (or stop attracting) a DVIPA's traffic: a routing hook, BGP …

@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod bgp;
 mod dataplane;
 mod liveness;
 
@@ -133,6 +134,14 @@ pub struct Args {
     /// output; the server acks digests itself and sends no idle notifications.
     #[arg(long, value_parser = ["standard", "bmv2", "stratum-bfrt"])]
     pub switch_flavor: Option<String>,
+    /// How R learns where the DVIPA is: `bgp` (gobgpd driven by the controller, BIRD in R),
+    /// `hooks` (`ip route` commands), `auto` (BGP when gobgpd and bird are installed).
+    #[arg(long, value_enum, default_value_t = bgp::Advertise::Auto)]
+    pub advertise: bgp::Advertise,
+    /// Last step 12: the controller and the primary die together (needs `--advertise bgp` and
+    /// `--hot-standby`): R moves to the pre-announced backup on its own.
+    #[arg(long, requires = "hot_standby")]
+    pub kill_controller_with_primary: bool,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -382,6 +391,8 @@ struct Scenario<'a> {
     agents: Vec<NsChild>,
     dvipa: Ipv4Addr,
     target: SocketAddr,
+    /// BIRD in R and gobgpd (BGP runs): stopped after the controller, before the testbed.
+    bgp: Option<dvipa_testbed::bgp::BgpRouter>,
     /// Last: dropped after the processes above (the controller's hooks use its namespaces).
     tb: Testbed,
 }
@@ -447,6 +458,19 @@ impl Scenario<'_> {
             }
             toml = out;
         }
+        let bgp_router = if bgp::wanted(args.advertise, args.failures)? {
+            let r = tb.start_bgp(false)?;
+            p.say(&format!(
+                "BGP: BIRD in R (AS {}) established with gobgpd (API {}); the controller \
+                 announces the DVIPA with next hop = the switch, backups with MED 100",
+                r.router_as, r.api
+            ));
+            toml.push_str(&bgp::toml(&tb, &r));
+            Some(r)
+        } else {
+            p.say("advertising with ip route hooks in R");
+            None
+        };
         let mut toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let probe_routes = if args.dataplane {
             toml = format!(
@@ -517,6 +541,7 @@ impl Scenario<'_> {
             echoes: Vec::new(),
             agents: Vec::new(),
             ctl,
+            bgp: bgp_router,
             tb,
         };
         p.say(&format!(
@@ -613,6 +638,13 @@ impl Scenario<'_> {
             took.as_millis()
         ));
         Ok(())
+    }
+
+    fn bird_table(&self, when: &str) {
+        if let Some(r) = &self.bgp {
+            bgp::show(r, when);
+            bgp::counters(&self.ctl.op(&["counters"]).unwrap_or_default());
+        }
     }
 
     fn route(&self) -> Result<Option<usize>> {
@@ -747,6 +779,7 @@ impl Scenario<'_> {
         p.say("netstat vdpt / vipadyn before traffic:");
         self.dump("vdpt");
         self.dump("vipadyn");
+        self.bird_table("before the takeover");
         p.say(&format!(
             "opening {n} long-lived streaming connections to {} from the client",
             self.target
@@ -803,11 +836,15 @@ impl Scenario<'_> {
         if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {
             figs.push(self.step_syn_flood(&run));
         }
+        if self.args.kill_controller_with_primary {
+            figs.push(bgp::step_controller_with_primary(self, &run));
+        }
         let report = run.stop()?;
         // the controller first: its hooks and writes need the switches and namespaces
         if let Some(mut c) = self.ctl.child.take() {
             c.stop(Duration::from_secs(1));
         }
+        self.bgp = None;
         p.say(&format!(
             "final: {} established, {} reset, {} closed normally, {} errors, {} corrupt, longest \
              stall over the whole run {} ms",
@@ -1052,6 +1089,7 @@ impl Scenario<'_> {
         self.p
             .say("netstat vipadyn / vdpt / vcrt after the takeover:");
         self.dump("vipadyn");
+        self.bird_table("after the takeover");
         self.dump("vdpt");
         self.dump("vcrt");
         self.end(run, &mut fig, &before, before.alive);
@@ -1072,6 +1110,7 @@ impl Scenario<'_> {
         self.check_new_conns(&mut fig, None);
         self.p.say("netstat vipadyn / vcrt after the takeback:");
         self.dump("vipadyn");
+        self.bird_table("after the takeback");
         self.dump("vcrt");
         self.end(run, &mut fig, &before, before.alive);
         fig

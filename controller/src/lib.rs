@@ -20,6 +20,7 @@
 //! - [`dataplane_probe`]: the optional data-plane liveness probe (`[liveness.dataplane]`) and
 //!   the gate that combines its mark with the drivers' switch up/down.
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
+//! - [`bgp`]: `[advertise] mode = "bgp"`: DVIPAs announced through GoBGP's gRPC API, reconciled.
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod admin_local;
 pub mod advertise;
 pub mod agent;
+pub mod bgp;
 pub mod cli;
 pub mod controller;
 pub mod dataplane_probe;

@@ -107,9 +107,23 @@ async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
         resync: Duration::from_millis(cfg.timers.resync_ms.max(1)),
         metrics: true,
     };
-    let adv = Arc::new(dvipa::advertise::CommandAdvertiser::from_config(
-        &cfg.advertise,
-    ));
+    let bgp = match (cfg.advertise.mode, &cfg.advertise.bgp) {
+        (dvipa_core::config::AdvertiseMode::Bgp, Some(b)) => {
+            Some(dvipa::bgp::BgpAdvertiser::new(&loaded.cluster, b)?)
+        }
+        _ => None,
+    };
+    if bgp.is_some()
+        && (cfg.advertise.advertise_cmd.is_some() || cfg.advertise.withdraw_cmd.is_some())
+    {
+        tracing::warn!("advertise.mode = \"bgp\": the advertise/withdraw commands are not run");
+    }
+    let adv: Arc<dyn dvipa::advertise::Advertiser> = match &bgp {
+        Some(b) => Arc::new(b.clone()),
+        None => Arc::new(dvipa::advertise::CommandAdvertiser::from_config(
+            &cfg.advertise,
+        )),
+    };
     let ctl = Controller::start(loaded, opts, agent, admin, adv)
         .await
         .map_err(|e| match e {
@@ -118,6 +132,7 @@ async fn run_controller(a: ControllerArgs) -> anyhow::Result<()> {
             }
             e => e.into(),
         })?;
+    let _bgp = bgp.as_ref().map(|b| dvipa::bgp::attach(ctl.shared(), b));
     shutdown_signal().await;
     tracing::info!("shutting down");
     ctl.shutdown().await;

@@ -90,6 +90,8 @@ pub struct Shared {
     /// TLS handshake counters of the agent endpoint.
     pub tls: Arc<dvipa_tls::TlsStats>,
     maintenance: Mutex<BTreeSet<String>>,
+    /// The BGP view when DVIPAs are advertised by BGP (`[advertise] mode = "bgp"`).
+    pub bgp: Mutex<Option<Arc<crate::bgp::BgpStatus>>>,
     timer: Notify,
     controller_id: String,
     /// The data-plane mark of each switch combined with its driver's up/down (locked before
@@ -121,6 +123,7 @@ impl Shared {
             stats: Stats::default(),
             tls: Arc::new(dvipa_tls::TlsStats::default()),
             maintenance: Mutex::new(BTreeSet::new()),
+            bgp: Mutex::new(None),
             timer: Notify::new(),
             controller_id,
             gate: Mutex::new(Default::default()),

@@ -1,7 +1,7 @@
 //! `dvipa demo` end to end (root only): the namespace cluster, two embedded switches, the
 //! controller process, agents, echo servers and 100 streaming connections; the primary switch is
 //! killed (takeover) and restarted (takeback) with every connection intact, and everything is
-//! removed afterwards. The five-step scenario of issue 8 runs from `scripts/e2e-test.sh`.
+//! removed afterwards (R routed by the `ip route` hooks; `e2e_bgp.rs` runs it over BGP). The five-step scenario of issue 8 runs from `scripts/e2e-test.sh`.
 //!
 //! Skips with a message without root or without the sibling binaries (dvipa-switch,
 //! dvipa-agent, dvipa-echo, dvipa-conns: `cargo build -p dvipa-switch -p dvipa-agent -p
@@ -28,7 +28,14 @@ fn demo_takeover_and_takeback_keep_every_connection() {
         }
     }
     let out = Command::new(exe)
-        .args(["demo", "--no-build", "--conns", "100"])
+        .args([
+            "demo",
+            "--no-build",
+            "--conns",
+            "100",
+            "--advertise",
+            "hooks",
+        ])
         .output()
         .expect("run dvipa demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p dvipa-bench -- all [--size smoke|default|large] [--json out.json]
-//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd|detect|flood [--size ...]
+//! cargo run --release -p dvipa-bench -- slots|memory|write|pin|failover|fwd|detect|flood|bgp [--size ...]
 //! ```
 //!
 //! Every section prints rows of: value, baseline measured in the same run, ratio (improvement
 //! factor over the baseline, > 1 = better) and, where the project set one, the goal and whether
 //! it is met. See the crate README for what each section measures.
 
+mod bgp;
 mod ctl;
 mod detect;
 mod embedded;
@@ -80,11 +81,13 @@ enum Cmd {
     Detect,
     /// SYN flood against the demo cluster: handshake pinning vs pinning at the SYN.
     Flood,
+    /// Takeover/takeback event → router FIB over BGP (gobgpd + BIRD) vs the hooks (issue 18).
+    Bgp,
 }
 
 type Section = fn(Size) -> anyhow::Result<Vec<Figure>>;
 
-const SECTIONS: [(Cmd, &str, Section); 8] = [
+const SECTIONS: [(Cmd, &str, Section); 9] = [
     (Cmd::Slots, "slot_fill", slots::run),
     (Cmd::Memory, "memory", memory::run),
     (Cmd::Write, "p4rt_write", write::run),
@@ -93,6 +96,7 @@ const SECTIONS: [(Cmd, &str, Section); 8] = [
     (Cmd::Fwd, "forwarding", fwd::run),
     (Cmd::Detect, "detection", detect::run),
     (Cmd::Flood, "flood", flood::run),
+    (Cmd::Bgp, "bgp", bgp::run),
 ];
 
 /// Median wall time of one call of `f` over `iters` calls.

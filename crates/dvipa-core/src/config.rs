@@ -478,6 +478,109 @@ pub struct AdvertiseCfg {
     /// Command for withdraw.
     #[serde(default)]
     pub withdraw_cmd: Option<String>,
+    /// `command` (the hooks above, default) or `bgp` (a GoBGP speaker, `[advertise.bgp]`).
+    #[serde(default)]
+    pub mode: AdvertiseMode,
+    /// `[advertise.bgp]`: the GoBGP speaker driven when `mode = "bgp"`.
+    #[serde(default)]
+    pub bgp: Option<BgpCfg>,
+}
+
+/// How DVIPAs are advertised.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvertiseMode {
+    /// Run `advertise_cmd` / `withdraw_cmd`.
+    #[default]
+    Command,
+    /// Announce `DVIPA/len` through a GoBGP speaker over its gRPC API.
+    Bgp,
+}
+
+/// `[advertise.bgp]`: the GoBGP speaker (`gobgpd`, configured with its own peers) the controller
+/// drives over gRPC. Each DVIPA is announced with NEXT_HOP = `next_hop.<switch>` of the routing
+/// switch; backups are pre-announced with a worse MED (see docs/bgp.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BgpCfg {
+    /// gobgpd's gRPC API, `host:port` (gobgpd's default is 127.0.0.1:50051).
+    #[serde(default = "default_gobgp")]
+    pub gobgp: String,
+    /// Switch name → its address toward the router (the NEXT_HOP announced for it).
+    pub next_hop: BTreeMap<String, Ipv4Addr>,
+    /// Pre-announce every VIPABACKUP switch with MED = `med_step` × its place in the backup
+    /// list (1 = highest rank), so a withdrawal of the primary alone moves traffic.
+    #[serde(default = "yes")]
+    pub backups: bool,
+    /// MED distance between the primary (MED 0) and each backup place.
+    #[serde(default = "default_med_step")]
+    pub med_step: u32,
+    /// How often the controller compares gobgpd's RIB and peers with its intent (ms); a
+    /// gobgpd that restarted gets every announcement again within this time.
+    #[serde(default = "default_bgp_reconcile_ms")]
+    pub reconcile_ms: u64,
+}
+
+fn default_gobgp() -> String {
+    "127.0.0.1:50051".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_med_step() -> u32 {
+    100
+}
+fn default_bgp_reconcile_ms() -> u64 {
+    1000
+}
+
+impl AdvertiseCfg {
+    /// The `[advertise]` fields that do not fit the switches: (field, message).
+    pub fn check(&self, switches: &[SwitchCfg]) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let Some(b) = self
+            .bgp
+            .as_ref()
+            .filter(|_| self.mode == AdvertiseMode::Bgp)
+        else {
+            if self.mode == AdvertiseMode::Bgp {
+                v.push((
+                    "advertise.bgp".into(),
+                    "mode = \"bgp\" needs an [advertise.bgp] table (gobgp, next_hop)".into(),
+                ));
+            }
+            return v;
+        };
+        for s in switches {
+            if !b.next_hop.contains_key(&s.name) {
+                v.push((
+                    format!("advertise.bgp.next_hop.{}", s.name),
+                    format!(
+                        "switch {} has no next hop for its BGP announcements",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        for n in b.next_hop.keys() {
+            if !switches.iter().any(|s| &s.name == n) {
+                v.push((
+                    format!("advertise.bgp.next_hop.{n}"),
+                    format!("{n} is not a [[switch]] name"),
+                ));
+            }
+        }
+        if b.gobgp.parse::<SocketAddr>().is_err() && !b.gobgp.contains(':') {
+            v.push((
+                "advertise.bgp.gobgp".into(),
+                format!("{:?} is not host:port", b.gobgp),
+            ));
+        }
+        if b.reconcile_ms == 0 {
+            v.push(("advertise.bgp.reconcile_ms".into(), "must be > 0".into()));
+        }
+        v
+    }
 }
 
 /// `[tls]`: PEM paths.
@@ -1078,6 +1181,19 @@ impl Config {
                 opt(&self.advertise.withdraw_cmd),
             ),
             (
+                "advertise.mode".into(),
+                match self.advertise.mode {
+                    AdvertiseMode::Command => "command".into(),
+                    AdvertiseMode::Bgp => format!(
+                        "bgp (gobgp {})",
+                        self.advertise
+                            .bgp
+                            .as_ref()
+                            .map_or("-", |b| b.gobgp.as_str())
+                    ),
+                },
+            ),
+            (
                 "metrics.listen".into(),
                 self.metrics
                     .as_ref()
@@ -1384,6 +1500,9 @@ impl Config {
             for (f, m) in d.check(&names, self.distribute_udp) {
                 e(f, m);
             }
+        }
+        for (f, m) in self.advertise.check(&self.switches) {
+            e(f, m);
         }
         errs
     }
@@ -1882,6 +2001,33 @@ profile = "sw1.profile"
 
     fn err(src: &str) -> String {
         Config::parse("t.toml", src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bgp_mode_parses_and_names_a_switch_without_next_hop() {
+        let src = format!(
+            "{MIN}\n[advertise]\nmode = \"bgp\"\n[advertise.bgp]\ngobgp = \"127.0.0.1:50051\"\n\
+             next_hop = {{ SW1 = \"10.0.1.2\" }}\n"
+        );
+        let c = Config::parse("t.toml", &src).unwrap();
+        assert_eq!(c.advertise.mode, AdvertiseMode::Bgp);
+        let b = c.advertise.bgp.unwrap();
+        assert_eq!(b.next_hop["SW1"], Ipv4Addr::new(10, 0, 1, 2));
+        assert!(b.backups);
+        assert_eq!((b.med_step, b.reconcile_ms), (100, 1000));
+        let e = err(&src.replace("SW1 = ", "SW9 = "));
+        assert!(
+            e.contains("advertise.bgp.next_hop.SW1") && e.contains("no next hop"),
+            "{e}"
+        );
+        assert!(e.contains("SW9 is not a [[switch]] name"), "{e}");
+        let e = err(&format!("{MIN}\n[advertise]\nmode = \"bgp\"\n"));
+        assert!(
+            e.contains("advertise.bgp") && e.contains("needs an [advertise.bgp]"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}\n[advertise]\nmode = \"ospf\"\n"));
+        assert!(e.contains("ospf"), "{e}");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //!   for TCP ports.
 //! - [`echo`]: the `dvipa-echo` server (greeting with its name, echo, graceful stop).
 //! - [`conns`]: the `dvipa-conns` client (N long-lived streaming connections, figures).
+//! - [`bgp`]: BIRD 2 in the router namespace peering with a GoBGP speaker (`Testbed::start_bgp`).
 //! - [`signals`]: tear everything down on Ctrl-C / SIGTERM (for the demo).
 
+pub mod bgp;
 pub mod conns;
 pub mod echo;
 pub mod netns;
