@@ -17,7 +17,7 @@ use crate::error::{ApiError, StartError};
 use crate::shared::Shared;
 use crate::switch::SwitchCmd;
 use crate::translate::{key_text, value_text};
-use dvipa_core::core::{Core, Event, Origin, SwitchLiveness};
+use dvipa_core::core::{Core, MoveError, Origin, SwitchLiveness};
 use dvipa_core::entries::{Key, TCP, UDP};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::admin_server::{Admin, AdminServer};
@@ -715,43 +715,27 @@ impl AdminService {
     fn move_one(&self, r: pb::MoveRequest) -> Result<Response<pb::AdminReply>, Status> {
         let dvipa = Ipv4Addr::from(r.dvipa);
         self.known_switch(&r.to)?;
-        let before = self
-            .shared
-            .with_core(|c| c.cluster().vipa(dvipa).map(|_| c.counters().clone()));
-        let Some(before) = before else {
-            return Err(ApiError::UnknownDvipa(dvipa).into());
-        };
-        self.shared.event(Event::AdminMove {
-            dvipa,
-            to: r.to.clone(),
-        });
+        let moved = self.shared.admin_move(dvipa, &r.to);
         if let Some(st) = &self.owners {
             st.persist(&self.shared);
         }
-        let (owner, after) = self
-            .shared
-            .with_core(|c| (c.owner(dvipa).map(str::to_string), c.counters().clone()));
-        if owner.as_deref() == Some(r.to.as_str()) {
-            return Ok(Response::new(pb::AdminReply {
+        match moved {
+            Ok(()) => Ok(Response::new(pb::AdminReply {
                 message: format!("{dvipa} is routed by {}", r.to),
-            }));
+            })),
+            Err(MoveError::UnknownDvipa(_)) => Err(ApiError::UnknownDvipa(dvipa).into()),
+            Err(e) => {
+                let owner = self
+                    .shared
+                    .with_core(|c| c.owner(dvipa).map(str::to_string));
+                Err(ApiError::Refused(format!(
+                    "{dvipa} was not moved to {} ({e}); it is routed by {}",
+                    r.to,
+                    owner.unwrap_or_else(|| "?".into())
+                ))
+                .into())
+            }
         }
-        let why: Vec<String> = after
-            .iter()
-            .filter(|(k, v)| k.starts_with("admin_move") && before.get(*k) != Some(v))
-            .map(|(k, _)| k.to_string())
-            .collect();
-        Err(ApiError::Refused(format!(
-            "{dvipa} was not moved to {} ({}); it is routed by {}",
-            r.to,
-            if why.is_empty() {
-                "no reason recorded".into()
-            } else {
-                why.join(", ")
-            },
-            owner.unwrap_or_else(|| "?".into())
-        ))
-        .into())
     }
 
     fn counters_table(&self) -> pb::AdminTable {

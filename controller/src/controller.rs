@@ -6,8 +6,9 @@
 //!
 //! Ownership persistence: the routing switch of each DVIPA is kept in
 //! `<state_dir>/owners.toml` ([`OwnerStore`]): rewritten atomically whenever it changes (an
-//! operator move is written before `dvipa move` returns, every other change within
-//! [`PERSIST_INTERVAL`], and once more at shutdown) and restored into the core at start-up,
+//! operator move is written before `dvipa move` returns, every other change as soon as the core
+//! reports it ([`dvipa_core::core::Action::OwnersChanged`]; a failed write is retried every
+//! [`PERSIST_RETRY`]), and once more at shutdown) and restored into the core at start-up,
 //! before any switch is contacted, so a restart keeps an operator's move.
 
 use crate::advertise::{self, Advertiser};
@@ -207,8 +208,8 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     })
 }
 
-/// How often ownership changes other than operator moves are looked for and persisted.
-pub const PERSIST_INTERVAL: Duration = Duration::from_millis(50);
+/// How soon a failed write of the owners file is retried (until it succeeds).
+pub const PERSIST_RETRY: Duration = Duration::from_millis(500);
 
 /// `<state_dir>/owners.toml`: the routing switch of each DVIPA, written atomically (temporary
 /// file, fsync, rename, fsync of the directory) when it differs from what was last written.
@@ -255,16 +256,17 @@ impl OwnerStore {
         Ok(true)
     }
 
-    /// Persists the core's current ownership (failures are logged and counted, and retried on
-    /// the next call).
-    pub fn persist(&self, shared: &Shared) {
+    /// Persists the core's current ownership; false when the write failed (logged and
+    /// counted; the caller retries).
+    pub fn persist(&self, shared: &Shared) -> bool {
         let own = shared.with_core(|c| c.ownership());
         match self.save(own.clone()) {
             Ok(true) => {
                 shared.stats.add("owner_state_written", 1);
                 tracing::info!(path = %self.path.display(), owners = ?own, "DVIPA owners persisted");
+                true
             }
-            Ok(false) => {}
+            Ok(false) => true,
             Err(e) => {
                 shared.stats.add("owner_state_write_failed", 1);
                 // retried on every change: one line per 30 s (all counted)
@@ -276,6 +278,7 @@ impl OwnerStore {
                         tracing::debug!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners")
                     }
                 }
+                false
             }
         }
     }
@@ -600,13 +603,16 @@ impl Controller {
             tasks.push((
                 "owner persistence",
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(PERSIST_INTERVAL);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    // Once at start, then on every change the core reports; a failed write is
+                    // retried every PERSIST_RETRY until it succeeds.
+                    let mut ok = st.persist(&s);
                     loop {
                         tokio::select! {
-                            _ = tick.tick() => st.persist(&s),
+                            _ = s.owners_changed() => {}
+                            _ = tokio::time::sleep(PERSIST_RETRY), if !ok => {}
                             _ = sd.changed() => return,
                         }
+                        ok = st.persist(&s);
                     }
                 }),
             ));

@@ -8,10 +8,11 @@
 
 use crate::advertise::AdvCmd;
 use crate::switch::SwitchCmd;
-use dvipa_core::core::{Action, Core, Event, Time};
+use dvipa_core::core::{Action, Core, Event, MoveError, Time};
 use dvipa_proto::v1 as pb;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
@@ -91,6 +92,8 @@ pub struct Shared {
     pub tls: Arc<dvipa_tls::TlsStats>,
     maintenance: Mutex<BTreeSet<String>>,
     timer: Notify,
+    /// Signalled on [`Action::OwnersChanged`] (the owner-persistence task waits on it).
+    owners_changed: Notify,
     controller_id: String,
 }
 
@@ -119,6 +122,7 @@ impl Shared {
             tls: Arc::new(dvipa_tls::TlsStats::default()),
             maintenance: Mutex::new(BTreeSet::new()),
             timer: Notify::new(),
+            owners_changed: Notify::new(),
             controller_id,
         }
     }
@@ -135,6 +139,16 @@ impl Shared {
         self.drain(&mut core);
         drop(core);
         self.timer.notify_one();
+    }
+
+    /// Operator move of a DVIPA (its outcome, not a counter to diff).
+    pub fn admin_move(&self, dvipa: Ipv4Addr, to: &str) -> Result<(), MoveError> {
+        let mut core = self.core.lock();
+        let r = core.admin_move(self.now(), dvipa, to);
+        self.drain(&mut core);
+        drop(core);
+        self.timer.notify_one();
+        r
     }
 
     /// Read access to the core (admin queries, metrics).
@@ -232,6 +246,12 @@ impl Shared {
     /// Whether a switch is marked down for maintenance.
     pub fn in_maintenance(&self, switch: &str) -> bool {
         self.maintenance.lock().contains(switch)
+    }
+
+    /// Waits until the core reports an ownership change ([`Action::OwnersChanged`]); a change
+    /// while nobody waits is kept (one permit), so none is missed.
+    pub async fn owners_changed(&self) {
+        self.owners_changed.notified().await
     }
 
     /// Runs the core's lease timers until the process ends.
@@ -388,11 +408,7 @@ impl Shared {
                         prefix_len,
                     });
                 }
-                #[allow(unreachable_patterns)]
-                other => {
-                    self.stats.add("core_action_unhandled", 1);
-                    tracing::warn!(action = ?other, "core action not handled by this shell");
-                }
+                Action::OwnersChanged => self.owners_changed.notify_one(),
             }
         }
     }

@@ -448,6 +448,10 @@ pub enum Action {
         /// Prefix length.
         prefix_len: u8,
     },
+    /// The routing switch (or operator pin) of a DVIPA changed, or a DVIPA was added: persist
+    /// [`Core::ownership`] now (queued at the end of a [`Core::handle`] /
+    /// [`Core::handle_timeout`] / [`Core::admin_move`] call that changed it).
+    OwnersChanged,
 }
 
 /// Errors building a [`Core`].
@@ -467,6 +471,32 @@ pub enum CoreError {
         /// What is wrong.
         why: String,
     },
+}
+
+/// Why an operator move ([`Core::admin_move`]) was refused. Each refusal also counts
+/// `admin_move_<reason>` (or `unknown_switch`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    /// Not a configured (or activated VIPARANGE) DVIPA.
+    #[error("{0} is not a DVIPA")]
+    UnknownDvipa(Ipv4Addr),
+    /// No switch of that name.
+    #[error("no switch named `{0}`")]
+    UnknownSwitch(String),
+    /// The switch is not up and synced, or is in maintenance.
+    #[error("switch `{0}` is not up (or is in maintenance)")]
+    TargetNotUp(String),
+}
+
+impl MoveError {
+    /// The counter the refusal increments.
+    pub fn counter(&self) -> &'static str {
+        match self {
+            MoveError::UnknownDvipa(_) => "admin_move_unknown_dvipa",
+            MoveError::UnknownSwitch(_) => "unknown_switch",
+            MoveError::TargetNotUp(_) => "admin_move_target_not_up",
+        }
+    }
 }
 
 /// Tunables of the core.

@@ -26,7 +26,7 @@
 //! - `services.rs`: which services an owner distributes, target readiness, slot fill;
 //! - `crt.rs`: pins, unpins, SYN digests, idle timeouts;
 //! - `switch_sync.rs`: the per-switch write pipeline (installed vs desired, batches by phase);
-//! - `ownership.rs`: election, operator moves, maintenance, advertisement, restore;
+//! - `ownership.rs`: election, operator moves ([`MoveError`]), maintenance, advertisement, restore;
 //! - `agents.rs`: sessions, leases, report batches (SRVSTAT, NEWCONN, TERMCONN, sync rounds),
 //!   VIPA lists.
 
@@ -81,6 +81,10 @@ pub struct Core {
     switch_hold_until: Option<Time>,
     switch_hold_done: bool,
     range_vipas: BTreeSet<usize>,
+    /// Bumped on every ownership change (owner, operator pin, new DVIPA).
+    owners_gen: u64,
+    /// `owners_gen` when [`Action::OwnersChanged`] was last queued.
+    owners_reported: u64,
 }
 
 impl Core {
@@ -234,6 +238,8 @@ impl Core {
             switch_hold_until: None,
             switch_hold_done: false,
             range_vipas: BTreeSet::new(),
+            owners_gen: 0,
+            owners_reported: 0,
         };
         for vi in 0..core.vipas.len() {
             core.activate_services(vi);
@@ -277,7 +283,11 @@ impl Core {
                     self.stacks[t as usize - 1].session = None;
                 }
             }
-            Event::AdminMove { dvipa, to } => self.on_admin_move(dvipa, &to),
+            Event::AdminMove { dvipa, to } => {
+                if let Err(e) = self.try_admin_move(dvipa, &to) {
+                    self.count(e.counter());
+                }
+            }
             Event::AdminMaintenance { switch, on } => {
                 if let Some(&si) = self.sw_index.get(&switch) {
                     self.switches[si].maintenance = on;
@@ -288,6 +298,7 @@ impl Core {
             }
         }
         self.flush_all();
+        self.note_owners();
     }
 
     /// Counters (name → value): rejected items by reason, digests, writes, failovers …

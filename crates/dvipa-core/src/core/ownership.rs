@@ -123,7 +123,7 @@ impl Core {
                     );
                     if n == primary {
                         // Back on its primary: an operator's pin to the lost switch is over.
-                        self.vipas[vi].admin_pinned = false;
+                        self.set_admin_pinned(vi, false);
                     }
                     self.count("takeover");
                 }
@@ -146,6 +146,7 @@ impl Core {
         }
         self.vipas[vi].retiring.retain(|s| *s != to);
         self.vipas[vi].owner = to;
+        self.owners_gen += 1;
         let now = self.now;
         let what = format!(
             "{why}: {} -> {}",
@@ -215,6 +216,7 @@ impl Core {
         });
         let vi = self.cluster.vipas.len() - 1;
         let owner = self.sw_index[&sw];
+        self.owners_gen += 1;
         self.vipas.push(VipaState {
             owner,
             retiring: Vec::new(),
@@ -272,7 +274,7 @@ impl Core {
             });
             if let Some(h) = holder {
                 self.vipas[vi].restored = true;
-                self.vipas[vi].admin_pinned = h != chain[0];
+                self.set_admin_pinned(vi, h != chain[0]);
                 self.change_owner(vi, h, "found on the switch after a controller restart");
                 self.count("owner_inferred_from_switch");
             }
@@ -318,6 +320,7 @@ impl Core {
         v.restored = true;
         v.admin_pinned = admin_pinned;
         v.owner = si;
+        self.owners_gen += 1;
         v.transitions.push(Transition {
             at: self.now,
             what: format!("restored owner {switch}"),
@@ -327,22 +330,51 @@ impl Core {
         Ok(())
     }
 
-    pub(super) fn on_admin_move(&mut self, dvipa: Ipv4Addr, to: &str) {
-        let Some(vi) = self.vipa_index(dvipa) else {
-            self.count("admin_move_unknown_dvipa");
-            return;
-        };
-        let Some(&si) = self.sw_index.get(to) else {
-            self.count("unknown_switch");
-            return;
-        };
+    /// Operator: move a DVIPA to a switch (non-disruptively: connections stay pinned, the
+    /// old owner keeps forwarding until the new one is programmed). Refused when the switch is
+    /// not up or in maintenance; moving to the current owner is a no-op that succeeds.
+    pub fn admin_move(&mut self, now: Time, dvipa: Ipv4Addr, to: &str) -> Result<(), MoveError> {
+        self.handle_timeout(now);
+        let r = self.try_admin_move(dvipa, to);
+        if let Err(e) = &r {
+            self.count(e.counter());
+        }
+        self.flush_all();
+        self.note_owners();
+        r
+    }
+
+    pub(super) fn try_admin_move(&mut self, dvipa: Ipv4Addr, to: &str) -> Result<(), MoveError> {
+        let vi = self
+            .vipa_index(dvipa)
+            .ok_or(MoveError::UnknownDvipa(dvipa))?;
+        let si = *self
+            .sw_index
+            .get(to)
+            .ok_or_else(|| MoveError::UnknownSwitch(to.to_string()))?;
         if !self.eligible(si) {
-            self.count("admin_move_target_not_up");
-            return;
+            return Err(MoveError::TargetNotUp(to.to_string()));
         }
         let primary = self.chain(vi)[0];
-        self.vipas[vi].admin_pinned = si != primary;
+        self.set_admin_pinned(vi, si != primary);
         self.change_owner(vi, si, "admin move");
         self.count("admin_move");
+        Ok(())
+    }
+
+    /// Sets a DVIPA's operator pin (marks the ownership changed when it does).
+    pub(super) fn set_admin_pinned(&mut self, vi: usize, pinned: bool) {
+        if self.vipas[vi].admin_pinned != pinned {
+            self.vipas[vi].admin_pinned = pinned;
+            self.owners_gen += 1;
+        }
+    }
+
+    /// Queues [`Action::OwnersChanged`] when ownership changed since it was last queued.
+    pub(super) fn note_owners(&mut self) {
+        if self.owners_gen != self.owners_reported {
+            self.owners_reported = self.owners_gen;
+            self.actions.push_back(Action::OwnersChanged);
+        }
     }
 }

@@ -64,6 +64,7 @@ impl Core {
             }
         }
         self.flush_all();
+        self.note_owners();
     }
 
     pub(super) fn in_hold(&self) -> bool {
