@@ -15,7 +15,6 @@ pub(super) struct StackState {
     pub(super) name: String,
     pub(super) underlay: Ipv4Addr,
     pub(super) session: Option<u64>,
-    pub(super) lease_until: Option<Time>,
     pub(super) alive: bool,
     pub(super) attached_ever: bool,
     pub(super) lease_expired_at: Option<Time>,
@@ -28,8 +27,8 @@ impl Core {
     pub(super) fn renew(&mut self, t: u16) {
         let lease = self.timers.lease_ms;
         let now = self.now;
+        self.timer_table.set(Timer::Lease(t), now.plus(lease));
         let st = &mut self.stacks[t as usize - 1];
-        st.lease_until = Some(now.plus(lease));
         if !st.alive {
             st.alive = true;
             self.structural_change();

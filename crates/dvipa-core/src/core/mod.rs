@@ -52,6 +52,7 @@ pub use api::*;
 use ownership::*;
 use services::*;
 use switch_sync::*;
+use timers::*;
 
 /// The controller core.
 #[derive(Debug)]
@@ -74,12 +75,8 @@ pub struct Core {
     next_batch: u64,
     list_version: u64,
     now: Time,
-    hold_until: Option<Time>,
-    hold_done: bool,
-    /// End of the switches' start-up hold (`lease_ms` + `liveness_ms` after the first call):
-    /// a switch not heard of by then is treated as down.
-    switch_hold_until: Option<Time>,
-    switch_hold_done: bool,
+    /// The start-up holds and the stacks' leases.
+    timer_table: TimerTable,
     range_vipas: BTreeSet<usize>,
     /// Bumped on every ownership change (owner, operator pin, new DVIPA).
     owners_gen: u64,
@@ -103,7 +100,6 @@ impl Core {
                 name: s.name.clone(),
                 underlay: s.underlay,
                 session: None,
-                lease_until: None,
                 alive: false,
                 attached_ever: false,
                 lease_expired_at: None,
@@ -233,10 +229,7 @@ impl Core {
             next_batch: 1,
             list_version: 0,
             now: Time(0),
-            hold_until: None,
-            hold_done: false,
-            switch_hold_until: None,
-            switch_hold_done: false,
+            timer_table: TimerTable::default(),
             range_vipas: BTreeSet::new(),
             owners_gen: 0,
             owners_reported: 0,
