@@ -604,7 +604,7 @@ impl Admin for AdminService {
             let (d, a) = (desired.get(k), actual.get(k));
             if d != a {
                 rows.push(vec![
-                    k.table().into(),
+                    dvipa_contract::table_name(k).into(),
                     key_text(k),
                     d.map(value_text).unwrap_or_else(|| "-".into()),
                     a.map(value_text).unwrap_or_else(|| "-".into()),

@@ -15,7 +15,7 @@ use crate::advertise::{self, Advertiser};
 use crate::error::StartError;
 use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
-use crate::{admin, agent, metrics_export, p4names};
+use crate::{admin, agent, metrics_export};
 use dvipa_core::config::{Cluster, Config, OWNERS_FILE, Overrides, OwnerState};
 use dvipa_core::core::{Core, CoreOptions};
 use dvipa_proto::v1::server_stack_server::ServerStackServer;
@@ -131,7 +131,7 @@ pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartEr
         path: path.to_owned(),
         msg: e.to_string(),
     })?;
-    p4names::check(&schema).map_err(|e| StartError::P4Info {
+    dvipa_contract::check(&schema).map_err(|e| StartError::P4Info {
         at,
         path: path.to_owned(),
         msg: format!("not dvipa's P4Info: {e}"),
@@ -142,7 +142,7 @@ pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartEr
 /// The size of the `dvipa` table in the P4Info (what bounds the DVIPA services), if given.
 pub fn dvipa_table_size(schema: &Schema) -> Option<usize> {
     schema
-        .table(p4names::T_DVIPA)
+        .table(dvipa_contract::dvipa::NAME)
         .ok()
         .map(|t| t.size)
         .filter(|s| *s > 0)
@@ -195,7 +195,11 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     if let Some(size) = dvipa_table_size(&schema) {
         cluster.check_dvipa_table(
             size,
-            &format!("size of {} in {}", p4names::T_DVIPA, p4info_path.display()),
+            &format!(
+                "size of {} in {}",
+                dvipa_contract::dvipa::NAME,
+                p4info_path.display()
+            ),
         )?;
     }
     Ok(Loaded {

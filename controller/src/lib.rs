@@ -1,10 +1,9 @@
 //! `dvipa`: the controller's I/O shell around the sans-IO `dvipa-core`, and the operator CLI.
 //!
 //! Layout:
-//! - [`p4names`]: every table, match field, action, param, digest and counter name of the
-//!   pipeline contract, checked against the P4Info at start-up ([`p4names::check`]).
-//! - [`translate`]: the core's typed entries ↔ P4Runtime entities; digests and idle-timeout
-//!   notifications → core inputs.
+//! - P4 names, shapes and encodings: the [`dvipa_contract`] crate (checked against the P4Info at
+//!   start-up with [`dvipa_contract::check`]); [`translate`] re-exports its encodings and adds
+//!   write outcomes (full tables) and the admin text of entries.
 //! - [`shared`]: the core behind a mutex; every input is an event whose actions are dispatched
 //!   at once to switch drivers, agent sessions and the advertiser; the lease timer.
 //! - [`switch`]: one driver task per switch (P4Runtime session, pipeline, digest config,
@@ -35,7 +34,6 @@ pub mod demo;
 pub mod error;
 pub mod killable;
 pub mod metrics_export;
-pub mod p4names;
 pub mod shared;
 pub mod switch;
 pub mod translate;

@@ -40,9 +40,9 @@
 //!
 //! Over the project's ~800-line guide on purpose for now: the driver's session loop, writer and table rendering; the rendering and the writer move out in issue 15.
 
-use crate::p4names as n;
 use crate::shared::Shared;
 use crate::translate;
+use dvipa_contract::{self as contract, learn};
 use dvipa_core::core::{Event, WriteOutcome};
 use dvipa_core::entries::{Key, Tables, Update, Value};
 use dvipa_proto::v1 as pb;
@@ -212,7 +212,7 @@ pub const TABLE_FULL_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// The contract's short name of a key's table (`crt`, `dpt`, …), for counters and labels.
 fn table_short(k: &Key) -> &'static str {
-    let t = k.table();
+    let t = contract::table_name(k);
     t.rsplit('.').next().unwrap_or(t)
 }
 
@@ -554,7 +554,12 @@ impl Driver {
         self.count(&format!("pipeline_{out:?}").to_lowercase());
         let de = self
             .schema
-            .digest_entry(n::D_LEARN, 1_000_000, 100, 1_000_000_000)
+            .digest_entry(
+                learn::NAME,
+                learn::MAX_TIMEOUT_NS,
+                learn::MAX_LIST_SIZE,
+                learn::ACK_TIMEOUT_NS,
+            )
             .map_err(|e| e.to_string())?;
         let r = s
             .write_detailed(vec![p4rt::insert(de)])
@@ -573,7 +578,7 @@ impl Driver {
 
     async fn read_tables(&self, s: &Session) -> Result<(Vec<(Key, Value)>, Vec<String>), String> {
         let mut ents = Vec::new();
-        for t in n::TABLES {
+        for t in contract::TABLE_NAMES {
             let w = self.schema.table_wildcard(t).map_err(|e| e.to_string())?;
             ents.push(p4rt::IntoEntity::into_entity(w));
         }
@@ -719,7 +724,7 @@ impl Driver {
                 return;
             }
         };
-        if name != n::D_LEARN {
+        if contract::resolve_name(&name, &[learn::NAME]).is_none() {
             self.count("digest_unknown");
             let _ = d.ack().await;
             return;
