@@ -200,7 +200,7 @@ pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AdminService {
     shared: Arc<Shared>,
-    owners: Option<Arc<crate::controller::OwnerStore>>,
+    owners: Option<Arc<crate::owners::OwnerStore>>,
     admin_tls: Option<Arc<dvipa_tls::TlsStats>>,
 }
 
@@ -215,7 +215,7 @@ impl AdminService {
     }
 
     /// Persist ownership to `store` after an operator move, before the reply.
-    pub fn with_owner_store(mut self, store: Option<Arc<crate::controller::OwnerStore>>) -> Self {
+    pub fn with_owner_store(mut self, store: Option<Arc<crate::owners::OwnerStore>>) -> Self {
         self.owners = store;
         self
     }
@@ -628,10 +628,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SwitchRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let sw = req.into_inner().switch;
         let r = self.reconcile_one(&sw);
-        crate::admin_local::audit(
+        crate::audit::audit(
             &self.shared,
             &who,
             "reconcile",
@@ -645,11 +645,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MaintenanceRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("switch {} {}", if r.down { "down" } else { "up" }, r.switch);
         let res = self.maintenance_one(r);
-        crate::admin_local::audit(&self.shared, &who, "maintenance", &what, &res);
+        crate::audit::audit(&self.shared, &who, "maintenance", &what, &res);
         res
     }
 
@@ -657,11 +657,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MoveRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("move {} --to {}", Ipv4Addr::from(r.dvipa), r.to);
         let res = self.move_one(r);
-        crate::admin_local::audit(&self.shared, &who, "move", &what, &res);
+        crate::audit::audit(&self.shared, &who, "move", &what, &res);
         res
     }
 

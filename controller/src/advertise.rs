@@ -5,23 +5,11 @@
 //! `--withdraw-cmd` override ([`CommandAdvertiser::from_config`]).
 
 use futures::future::BoxFuture;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// One advertise/withdraw request of the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdvCmd {
-    /// true = advertise, false = withdraw.
-    pub advertise: bool,
-    /// Switch that (stops to) attract the DVIPA's traffic.
-    pub switch: String,
-    /// DVIPA.
-    pub dvipa: Ipv4Addr,
-    /// Prefix length.
-    pub prefix_len: u8,
-}
+pub use crate::cmd::AdvCmd;
 
 /// A hook failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +149,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[tokio::test]
     async fn command_gets_the_dvipa_in_its_environment_and_failures_are_errors() {

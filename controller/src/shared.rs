@@ -6,8 +6,8 @@
 //! (so the lock is never held across an await). A timer task calls
 //! [`Core::handle_timeout`] when [`Core::poll_timeout`] says so.
 
-use crate::advertise::AdvCmd;
-use crate::switch::SwitchCmd;
+use crate::agent_pb;
+use crate::cmd::{AdvCmd, SwitchCmd};
 use dvipa_core::core::{Action, Core, Event, MoveError, Time};
 use dvipa_proto::v1 as pb;
 use parking_lot::Mutex;
@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
-/// Outbound half of an agent's stream: bounded by [`AGENT_QUEUE`].
-pub type AgentTx = mpsc::Sender<Result<pb::ControllerMessage, tonic::Status>>;
+pub use crate::cmd::AgentTx;
 
 /// Messages queued for one agent at the most (Acks, VIPA lists). An agent that lets its queue
 /// fill (it does not read its stream) is disconnected and counted (`agent_disconnected_slow`,
@@ -338,22 +337,14 @@ impl Shared {
                     lease_ms,
                 } => self.to_agent(
                     &stack,
-                    Ok(pb::ControllerMessage {
-                        msg: Some(pb::controller_message::Msg::Welcome(pb::Welcome {
-                            controller_id: self.controller_id.clone(),
-                            heartbeat_interval_ms: heartbeat_ms.min(u32::MAX as u64) as u32,
-                            lease_ms: lease_ms.min(u32::MAX as u64) as u32,
-                        })),
-                    }),
+                    Ok(agent_pb::welcome(
+                        &self.controller_id,
+                        heartbeat_ms,
+                        lease_ms,
+                    )),
                 ),
                 Action::SendVipaList { stack, list } => {
-                    let vl = crate::agent::vipa_list_pb(&list);
-                    self.to_agent(
-                        &stack,
-                        Ok(pb::ControllerMessage {
-                            msg: Some(pb::controller_message::Msg::VipaList(vl)),
-                        }),
-                    )
+                    self.to_agent(&stack, Ok(agent_pb::vipa_list_msg(&list)))
                 }
                 Action::AgentAck { stack, seq, errors } => {
                     for e in &errors {
@@ -362,23 +353,7 @@ impl Shared {
                         metrics::counter!("dvipa_rejected_messages_total", "reason" => e.reason)
                             .increment(1);
                     }
-                    self.to_agent(
-                        &stack,
-                        Ok(pb::ControllerMessage {
-                            msg: Some(pb::controller_message::Msg::Ack(pb::Ack {
-                                seq,
-                                errors: errors
-                                    .into_iter()
-                                    .map(|e| pb::ItemError {
-                                        list: e.list.into(),
-                                        index: e.index,
-                                        reason: e.reason.into(),
-                                        detail: e.detail,
-                                    })
-                                    .collect(),
-                            })),
-                        }),
-                    )
+                    self.to_agent(&stack, Ok(agent_pb::ack(seq, errors)))
                 }
                 Action::AgentRejected { stack, reason } => {
                     self.stats.reject("refused_by_core");

@@ -44,7 +44,7 @@ use crate::shared::Shared;
 use crate::translate;
 use dvipa_contract::{self as contract, learn};
 use dvipa_core::core::{Event, WriteOutcome};
-use dvipa_core::entries::{Key, Tables, Update, Value};
+use dvipa_core::entries::{Key, Update, Value};
 use dvipa_proto::v1 as pb;
 use p4rt::proto::p4::config::v1 as cfg;
 use p4rt::proto::p4::v1 as p4;
@@ -52,7 +52,7 @@ use p4rt::{ClientConfig, Mastership, Schema, Session, StreamQueues};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 mod liveness;
@@ -88,38 +88,7 @@ const UNREACHABLE_LOG_EVERY: Duration = p4rt::ratelimit::PERIOD;
 /// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
 const STREAM_QUEUE: usize = 16384;
 
-/// Commands to a driver (from the core's actions and from admin requests).
-#[derive(Debug)]
-pub enum SwitchCmd {
-    /// Write a batch and report [`Event::WriteResult`].
-    Write {
-        /// Batch id.
-        batch: u64,
-        /// Updates.
-        updates: Vec<Update>,
-    },
-    /// Read the five tables and report [`Event::SwitchRead`].
-    Read,
-    /// Ack a digest list.
-    Ack {
-        /// List id.
-        list_id: u64,
-    },
-    /// Read one table for `table dump`.
-    Dump {
-        /// Table name (as resolved by the schema).
-        table: String,
-        /// Answer.
-        reply: oneshot::Sender<Result<pb::AdminTable, String>>,
-    },
-    /// Read the five tables as typed entries (for `diff`); undecodable entries are listed.
-    Snapshot {
-        /// Answer.
-        reply: oneshot::Sender<Result<(Tables, Vec<String>), String>>,
-    },
-    /// Re-read the switch and let the core reconcile it now.
-    Resync,
-}
+pub use crate::cmd::SwitchCmd;
 
 /// Static settings of one driver.
 #[derive(Debug, Clone)]
