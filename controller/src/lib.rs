@@ -21,7 +21,9 @@
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
 //!   controller flags that override the TOML ([`cli::ConfigFlags`]).
-//! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
+//! - `demo` (cargo feature `demo`, on by default): `dvipa demo` and the end-to-end failover
+//!   scenario in network namespaces; `--no-default-features` builds the controller without it
+//!   (and without the testbed crate).
 //! - [`killable`]: agent connections the controller can cut (a peer that does not read).
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;
@@ -33,6 +35,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod controller;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod killable;
