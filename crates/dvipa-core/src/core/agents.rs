@@ -28,7 +28,7 @@ impl Core {
         let lease = self.timers.lease_ms;
         let now = self.now;
         self.timer_table.set(Timer::Lease(t), now.plus(lease));
-        let st = &mut self.stacks[t as usize - 1];
+        let st = &mut self.stacks[TargetId(t)];
         if !st.alive {
             st.alive = true;
             self.structural_change();
@@ -44,7 +44,7 @@ impl Core {
             });
             return;
         };
-        let configured = self.stacks[t as usize - 1].underlay;
+        let configured = self.stacks[TargetId(t)].underlay;
         if configured != underlay {
             self.count("agent_rejected_underlay_mismatch");
             self.actions.push_back(Action::AgentRejected {
@@ -55,7 +55,7 @@ impl Core {
             });
             return;
         }
-        let st = &mut self.stacks[t as usize - 1];
+        let st = &mut self.stacks[TargetId(t)];
         st.attached_ever = true;
         st.session = Some(epoch);
         st.sync = None;
@@ -73,7 +73,7 @@ impl Core {
         let Some(t) = self.session_stack(stack) else {
             return;
         };
-        let st = &mut self.stacks[t as usize - 1];
+        let st = &mut self.stacks[TargetId(t)];
         if st.wlm_weight != weight {
             st.wlm_weight = weight;
             self.structural_change();
@@ -83,7 +83,7 @@ impl Core {
 
     pub(super) fn session_stack(&mut self, stack: &str) -> Option<u16> {
         match self.stack_id(stack) {
-            Some(t) if self.stacks[t as usize - 1].session.is_some() => Some(t),
+            Some(t) if self.stacks[TargetId(t)].session.is_some() => Some(t),
             _ => {
                 self.count("agent_message_without_hello");
                 None
@@ -117,8 +117,8 @@ impl Core {
             self.ensure_range_vipa(a);
         }
         let mut errors = Vec::new();
-        if r.full_sync && self.stacks[t as usize - 1].sync.is_none() {
-            self.stacks[t as usize - 1].sync = Some(SyncRound {
+        if r.full_sync && self.stacks[TargetId(t)].sync.is_none() {
+            self.stacks[TargetId(t)].sync = Some(SyncRound {
                 started: self.now,
                 listeners: HashSet::new(),
                 conns: HashSet::new(),
@@ -184,7 +184,7 @@ impl Core {
                 d.not_ready = None;
             }
             structural = true;
-            if let Some(sync) = &mut self.stacks[t as usize - 1].sync {
+            if let Some(sync) = &mut self.stacks[TargetId(t)].sync {
                 sync.listeners.insert((svc, t));
             }
             if s.listening
@@ -236,7 +236,7 @@ impl Core {
                         });
                         continue;
                     }
-                    if let Some(sync) = &mut self.stacks[t as usize - 1].sync {
+                    if let Some(sync) = &mut self.stacks[TargetId(t)].sync {
                         sync.conns.insert(k);
                     }
                     let flags = F_CONFIRMED
@@ -263,7 +263,7 @@ impl Core {
                             }
                         }
                         Some(e) => {
-                            let other_alive = self.stacks[e.target as usize - 1].alive;
+                            let other_alive = self.stacks[TargetId(e.target)].alive;
                             if e.confirmed() && other_alive {
                                 errors.push(ItemError {
                                     list: "newconn",
@@ -271,7 +271,7 @@ impl Core {
                                     reason: "conflict",
                                     detail: format!(
                                         "{k} is pinned to `{}`, which reported it too",
-                                        self.stacks[e.target as usize - 1].name
+                                        self.stacks[TargetId(e.target)].name
                                     ),
                                 });
                             } else {
@@ -333,7 +333,7 @@ impl Core {
                         reason: "not_owner",
                         detail: format!(
                             "{k} is pinned to `{}`, not `{stack}`",
-                            self.stacks[e.target as usize - 1].name
+                            self.stacks[TargetId(e.target)].name
                         ),
                     }),
                     Some(_) => {
@@ -344,7 +344,7 @@ impl Core {
             }
         }
         if r.sync_done {
-            if let Some(sync) = self.stacks[t as usize - 1].sync.take() {
+            if let Some(sync) = self.stacks[TargetId(t)].sync.take() {
                 for s in &mut self.services {
                     if let Some(d) = s.dpt.get_mut(&t)
                         && d.listening
@@ -437,7 +437,7 @@ impl Core {
     }
 
     pub(super) fn push_vipa_lists(&mut self) {
-        for i in 0..self.stacks.len() {
+        for i in self.stacks.ids() {
             if self.stacks[i].session.is_none() {
                 continue;
             }

@@ -167,7 +167,7 @@ impl Core {
         }
         for c in conns {
             match self.crt.get(&c) {
-                Some(e) if e.confirmed() && self.stacks[e.target as usize - 1].alive => {
+                Some(e) if e.confirmed() && self.stacks[TargetId(e.target)].alive => {
                     self.count("idle_kept_alive");
                 }
                 Some(_) => {

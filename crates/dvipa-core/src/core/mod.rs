@@ -54,6 +54,47 @@ use services::*;
 use switch_sync::*;
 use timers::*;
 
+/// A target id: `1 + index` of `[[stack]]`, the switch's `target_id` (0 = no target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub u16);
+
+/// The stacks, indexed by [`TargetId`] (no `id - 1` arithmetic at the call sites).
+#[derive(Debug)]
+struct Stacks(Vec<StackState>);
+
+impl Stacks {
+    /// Every target id, in `[[stack]]` order.
+    fn ids(&self) -> impl Iterator<Item = TargetId> + use<> {
+        (1..=self.0.len() as u16).map(TargetId)
+    }
+}
+
+impl std::ops::Index<TargetId> for Stacks {
+    type Output = StackState;
+    fn index(&self, t: TargetId) -> &StackState {
+        &self.0[usize::from(t.0) - 1]
+    }
+}
+
+impl std::ops::IndexMut<TargetId> for Stacks {
+    fn index_mut(&mut self, t: TargetId) -> &mut StackState {
+        &mut self.0[usize::from(t.0) - 1]
+    }
+}
+
+impl std::ops::Deref for Stacks {
+    type Target = Vec<StackState>;
+    fn deref(&self) -> &Vec<StackState> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Stacks {
+    fn deref_mut(&mut self) -> &mut Vec<StackState> {
+        &mut self.0
+    }
+}
+
 /// The controller core.
 #[derive(Debug)]
 pub struct Core {
@@ -62,7 +103,7 @@ pub struct Core {
     opts: CoreOptions,
     services: Vec<Service>,
     svc_index: HashMap<(u32, Option<u16>, Proto), u16>,
-    stacks: Vec<StackState>,
+    stacks: Stacks,
     stack_index: HashMap<String, u16>,
     vipas: Vec<VipaState>,
     crt: HashMap<ConnKey, CrtEntry>,
@@ -217,7 +258,7 @@ impl Core {
             opts,
             services,
             svc_index,
-            stacks,
+            stacks: Stacks(stacks),
             stack_index,
             vipas,
             crt: HashMap::new(),
@@ -273,7 +314,7 @@ impl Core {
             Event::AgentHeartbeat { stack, weight } => self.on_heartbeat(&stack, weight),
             Event::AgentGone { stack } => {
                 if let Some(t) = self.stack_id(&stack) {
-                    self.stacks[t as usize - 1].session = None;
+                    self.stacks[TargetId(t)].session = None;
                 }
             }
             Event::AdminMove { dvipa, to } => {
@@ -370,7 +411,7 @@ impl Core {
     pub fn stale_reason(&self, conn: &ConnKey) -> Option<(Time, &'static str)> {
         let e = self.crt.get(conn)?;
         let svc = &self.services[e.service as usize];
-        let st = &self.stacks[e.target as usize - 1];
+        let st = &self.stacks[TargetId(e.target)];
         if !st.alive {
             return st
                 .lease_expired_at

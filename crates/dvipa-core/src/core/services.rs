@@ -12,7 +12,7 @@ pub(super) fn method_code(m: DistMethod) -> u8 {
 
 impl Core {
     pub(super) fn ready(&self, target: u16, d: &DptEntry) -> bool {
-        let st = &self.stacks[target as usize - 1];
+        let st = &self.stacks[TargetId(target)];
         d.listening
             && !d.draining
             && (st.alive || (d.adopted && !st.attached_ever && self.in_hold()))
@@ -99,7 +99,7 @@ impl Core {
                             DistMethod::WeightedActive => *w,
                             DistMethod::ServerWlm => {
                                 let d = s.dpt[t];
-                                let st = &self.stacks[*t as usize - 1];
+                                let st = &self.stacks[TargetId(*t)];
                                 if d.reported_weight > 0 {
                                     d.reported_weight
                                 } else if st.wlm_weight > 0 {
@@ -121,7 +121,7 @@ impl Core {
     pub(super) fn note_not_ready_for_dead_stacks(&mut self, now: Time) {
         for s in &mut self.services {
             for (t, d) in s.dpt.iter_mut() {
-                if !self.stacks[*t as usize - 1].alive && d.listening && d.not_ready.is_none() {
+                if !self.stacks[TargetId(*t)].alive && d.listening && d.not_ready.is_none() {
                     d.not_ready = Some((now, "lease_expired"));
                 }
             }

@@ -330,7 +330,7 @@ impl Core {
                 continue;
             }
             self.services[svc].hint[slot] = Some(t);
-            if !self.stacks[t as usize - 1].attached_ever {
+            if !self.stacks[TargetId(t)].attached_ever {
                 let d = self.services[svc].dpt.entry(t).or_default();
                 if !d.listening {
                     d.listening = true;

@@ -95,7 +95,7 @@ impl Core {
                     }
                 }
                 Timer::Lease(target) => {
-                    let s = &mut self.stacks[target as usize - 1];
+                    let s = &mut self.stacks[TargetId(target)];
                     s.alive = false;
                     s.lease_expired_at = Some(now);
                     changed = true;
