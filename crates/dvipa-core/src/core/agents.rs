@@ -124,8 +124,36 @@ impl Core {
                 conns: HashSet::new(),
             });
         }
+        let mut structural = self.srvstat(t, stack, &r.srvstat, &mut errors);
+        self.newconn(t, stack, &r.newconn, r.full_sync, &mut errors);
+        self.termconn(t, stack, &r.termconn, &mut errors);
+        if r.sync_done {
+            structural |= self.end_sync(t, &mut errors);
+        }
+        for e in &errors {
+            *self.counters.entry(e.reason).or_default() += 1;
+        }
+        self.count("agent_reports");
+        if structural {
+            self.structural_change();
+        }
+        self.actions.push_back(Action::AgentAck {
+            stack: stack.into(),
+            seq: r.seq,
+            errors,
+        });
+    }
+
+    /// SRVSTAT items: listeners and weights of stack `t`; true when the DPT changed.
+    fn srvstat(
+        &mut self,
+        t: u16,
+        stack: &str,
+        list: &[SrvStat],
+        errors: &mut Vec<ItemError>,
+    ) -> bool {
         let mut structural = false;
-        for (i, s) in r.srvstat.iter().enumerate() {
+        for (i, s) in list.iter().enumerate() {
             let mut err = |reason: &'static str, detail: String| {
                 errors.push(ItemError {
                     list: "srvstat",
@@ -214,8 +242,19 @@ impl Core {
                 }
             }
         }
-        let full = r.full_sync;
-        for (i, c) in r.newconn.iter().enumerate() {
+        structural
+    }
+
+    /// NEWCONN items (or the connections of a full re-report): pin them to stack `t`.
+    fn newconn(
+        &mut self,
+        t: u16,
+        stack: &str,
+        list: &[ConnReport],
+        full: bool,
+        errors: &mut Vec<ItemError>,
+    ) {
+        for (i, c) in list.iter().enumerate() {
             match self.conn_key(c) {
                 Err((reason, detail)) => errors.push(ItemError {
                     list: "newconn",
@@ -312,7 +351,11 @@ impl Core {
                 }
             }
         }
-        for (i, c) in r.termconn.iter().enumerate() {
+    }
+
+    /// TERMCONN items: unpin connections of stack `t`.
+    fn termconn(&mut self, t: u16, stack: &str, list: &[ConnReport], errors: &mut Vec<ItemError>) {
+        for (i, c) in list.iter().enumerate() {
             match self.conn_key(c) {
                 Err((reason, detail)) => errors.push(ItemError {
                     list: "termconn",
@@ -343,52 +386,43 @@ impl Core {
                 },
             }
         }
-        if r.sync_done {
-            if let Some(sync) = self.stacks[TargetId(t)].sync.take() {
-                for s in &mut self.services {
-                    if let Some(d) = s.dpt.get_mut(&t)
-                        && d.listening
-                        && !sync.listeners.contains(&(s.id, t))
-                    {
-                        d.listening = false;
-                        d.not_ready = Some((sync.started, "not_rereported"));
-                        structural = true;
-                    }
+    }
+
+    /// End of a full re-report: what stack `t` did not re-report is gone; true when the DPT
+    /// changed.
+    fn end_sync(&mut self, t: u16, errors: &mut Vec<ItemError>) -> bool {
+        let mut structural = false;
+        if let Some(sync) = self.stacks[TargetId(t)].sync.take() {
+            for s in &mut self.services {
+                if let Some(d) = s.dpt.get_mut(&t)
+                    && d.listening
+                    && !sync.listeners.contains(&(s.id, t))
+                {
+                    d.listening = false;
+                    d.not_ready = Some((sync.started, "not_rereported"));
+                    structural = true;
                 }
-                let start_s = (sync.started.0 / 1000) as u32;
-                let gone: Vec<ConnKey> = self
-                    .crt
-                    .iter()
-                    .filter(|(k, e)| {
-                        e.target == t && e.pinned_s < start_s && !sync.conns.contains(k)
-                    })
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in gone {
-                    self.unpin(&k);
-                    self.count("crt_removed_not_rereported");
-                }
-            } else {
-                errors.push(ItemError {
-                    list: "report",
-                    index: 0,
-                    reason: "sync_done_without_full_sync",
-                    detail: "sync_done set on a batch without a full re-report".into(),
-                });
             }
+            let start_s = (sync.started.0 / 1000) as u32;
+            let gone: Vec<ConnKey> = self
+                .crt
+                .iter()
+                .filter(|(k, e)| e.target == t && e.pinned_s < start_s && !sync.conns.contains(k))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in gone {
+                self.unpin(&k);
+                self.count("crt_removed_not_rereported");
+            }
+        } else {
+            errors.push(ItemError {
+                list: "report",
+                index: 0,
+                reason: "sync_done_without_full_sync",
+                detail: "sync_done set on a batch without a full re-report".into(),
+            });
         }
-        for e in &errors {
-            *self.counters.entry(e.reason).or_default() += 1;
-        }
-        self.count("agent_reports");
-        if structural {
-            self.structural_change();
-        }
-        self.actions.push_back(Action::AgentAck {
-            stack: stack.into(),
-            seq: r.seq,
-            errors,
-        });
+        structural
     }
 
     pub(super) fn conn_key(
