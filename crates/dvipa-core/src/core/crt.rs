@@ -12,7 +12,7 @@ impl Core {
         }
     }
 
-    pub(super) fn mark_vipa_conns_dirty(&mut self, vi: usize, si: usize) {
+    pub(super) fn mark_vipa_conns_dirty(&mut self, vi: usize, si: SwitchIdx) {
         let keys: Vec<ConnKey> = self
             .crt
             .iter()

@@ -95,6 +95,49 @@ impl std::ops::DerefMut for Stacks {
     }
 }
 
+/// A switch: its index in `[[switch]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SwitchIdx(usize);
+
+/// The switches, indexed by [`SwitchIdx`].
+#[derive(Debug)]
+struct Switches(Vec<SwitchState>);
+
+impl Switches {
+    /// Every switch, in `[[switch]]` order.
+    fn ids(&self) -> impl Iterator<Item = SwitchIdx> + use<> {
+        (0..self.0.len()).map(SwitchIdx)
+    }
+}
+
+impl std::ops::Index<SwitchIdx> for Switches {
+    type Output = SwitchState;
+    fn index(&self, s: SwitchIdx) -> &SwitchState {
+        &self.0[s.0]
+    }
+}
+
+impl std::ops::IndexMut<SwitchIdx> for Switches {
+    fn index_mut(&mut self, s: SwitchIdx) -> &mut SwitchState {
+        &mut self.0[s.0]
+    }
+}
+
+impl std::ops::Deref for Switches {
+    type Target = Vec<SwitchState>;
+    fn deref(&self) -> &Vec<SwitchState> {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Switches {
+    type Item = &'a mut SwitchState;
+    type IntoIter = std::slice::IterMut<'a, SwitchState>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
 /// The controller core.
 #[derive(Debug)]
 pub struct Core {
@@ -109,8 +152,8 @@ pub struct Core {
     crt: HashMap<ConnKey, CrtEntry>,
     /// SYNs reported and not pinned yet (`pin_on = "handshake"`).
     syn_seen: crate::syn_seen::SynSeen,
-    switches: Vec<SwitchState>,
-    sw_index: HashMap<String, usize>,
+    switches: Switches,
+    sw_index: HashMap<String, SwitchIdx>,
     actions: VecDeque<Action>,
     counters: BTreeMap<&'static str, u64>,
     next_batch: u64,
@@ -179,10 +222,10 @@ impl Core {
                 syncing_digests: Vec::new(),
             })
             .collect();
-        let sw_index: HashMap<String, usize> = switches
+        let sw_index: HashMap<String, SwitchIdx> = switches
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
+            .map(|(i, s)| (s.name.clone(), SwitchIdx(i)))
             .collect();
         let protos: Vec<Proto> = if cluster.config.distribute_udp {
             vec![TCP, UDP]
@@ -263,7 +306,7 @@ impl Core {
             vipas,
             crt: HashMap::new(),
             syn_seen: Default::default(),
-            switches,
+            switches: Switches(switches),
             sw_index,
             actions: VecDeque::new(),
             counters: BTreeMap::new(),

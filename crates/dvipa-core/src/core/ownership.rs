@@ -5,9 +5,9 @@ use super::*;
 
 #[derive(Debug)]
 pub(super) struct VipaState {
-    pub(super) owner: usize,
-    pub(super) retiring: Vec<usize>,
-    pub(super) advertised: Option<usize>,
+    pub(super) owner: SwitchIdx,
+    pub(super) retiring: Vec<SwitchIdx>,
+    pub(super) advertised: Option<SwitchIdx>,
     pub(super) admin_pinned: bool,
     pub(super) restored: bool,
     pub(super) transitions: Vec<Transition>,
@@ -15,7 +15,7 @@ pub(super) struct VipaState {
 
 impl Core {
     /// Primary + backups by rank, as switch indexes.
-    pub(super) fn chain(&self, vi: usize) -> Vec<usize> {
+    pub(super) fn chain(&self, vi: usize) -> Vec<SwitchIdx> {
         let v: &EffectiveVipa = &self.cluster.vipas[vi];
         std::iter::once(&v.owner)
             .chain(v.backups.iter().map(|b| &b.switch))
@@ -26,7 +26,7 @@ impl Core {
     /// Everything `si` must hold for DVIPA `vi` is written: no batch in flight, no
     /// dvipa/dpt/target/route work left, no CRT entry of that DVIPA waiting (entries of other
     /// DVIPAs do not hold the advertisement back).
-    pub(super) fn converged(&self, si: usize, vi: usize) -> bool {
+    pub(super) fn converged(&self, si: SwitchIdx, vi: usize) -> bool {
         let sw = &self.switches[si];
         sw.live == SwitchLiveness::Up
             && sw.in_flight.is_empty()
@@ -86,13 +86,13 @@ impl Core {
             }
         }
         if again {
-            for si in 0..self.switches.len() {
+            for si in self.switches.ids() {
                 self.flush(si);
             }
         }
     }
 
-    pub(super) fn eligible(&self, si: usize) -> bool {
+    pub(super) fn eligible(&self, si: SwitchIdx) -> bool {
         let sw = &self.switches[si];
         sw.live == SwitchLiveness::Up && !sw.maintenance
     }
@@ -134,7 +134,7 @@ impl Core {
         }
     }
 
-    pub(super) fn change_owner(&mut self, vi: usize, to: usize, why: &str) {
+    pub(super) fn change_owner(&mut self, vi: usize, to: SwitchIdx, why: &str) {
         let from = self.vipas[vi].owner;
         if from == to {
             return;

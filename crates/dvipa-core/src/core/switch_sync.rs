@@ -96,7 +96,7 @@ pub(super) fn desired_crt_of(
 }
 
 impl Core {
-    pub(super) fn programmed_vipas(&self, si: usize) -> BTreeSet<usize> {
+    pub(super) fn programmed_vipas(&self, si: SwitchIdx) -> BTreeSet<usize> {
         let sw = &self.switches[si];
         let mut out = BTreeSet::new();
         for (vi, vs) in self.vipas.iter().enumerate() {
@@ -110,9 +110,9 @@ impl Core {
         out
     }
 
-    pub(super) fn desired_noncrt(&self, si: usize) -> Tables {
+    pub(super) fn desired_noncrt(&self, si: SwitchIdx) -> Tables {
         let cfg = &self.cluster.config;
-        let swc = &cfg.switches[si];
+        let swc = &cfg.switches[si.0];
         let mut t = Tables::new();
         for r in &swc.routes {
             t.insert(
@@ -176,7 +176,7 @@ impl Core {
         t
     }
 
-    pub(super) fn switch_idx(&mut self, name: &str) -> Option<usize> {
+    pub(super) fn switch_idx(&mut self, name: &str) -> Option<SwitchIdx> {
         let r = self.sw_index.get(name).copied();
         if r.is_none() {
             self.count("unknown_switch");
@@ -216,7 +216,7 @@ impl Core {
     }
 
     /// `si` is lost (or never came up): forget what it holds, and elect new owners.
-    pub(super) fn mark_down(&mut self, si: usize) {
+    pub(super) fn mark_down(&mut self, si: SwitchIdx) {
         let sw = &mut self.switches[si];
         sw.live = SwitchLiveness::Down;
         sw.forget_in_flight();
@@ -493,14 +493,14 @@ impl Core {
     }
 
     pub(super) fn flush_all(&mut self) {
-        for si in 0..self.switches.len() {
+        for si in self.switches.ids() {
             self.flush(si);
         }
         self.advertise_converged();
         self.push_vipa_lists();
     }
 
-    pub(super) fn flush(&mut self, si: usize) {
+    pub(super) fn flush(&mut self, si: SwitchIdx) {
         if self.switches[si].live != SwitchLiveness::Up {
             return;
         }
@@ -509,7 +509,7 @@ impl Core {
     }
 
     /// Non-CRT updates by phase (all empty when nothing structural changed).
-    pub(super) fn structural_phases(&mut self, si: usize) -> Vec<Vec<Update>> {
+    pub(super) fn structural_phases(&mut self, si: SwitchIdx) -> Vec<Vec<Update>> {
         let mut phases: Vec<Vec<Update>> = vec![Vec::new(); PHASES];
         if !self.switches[si].structural_dirty {
             return phases;
@@ -528,7 +528,7 @@ impl Core {
 
     /// Sends the next batch to switch `si` if the phase order and the window allow one.
     /// Returns true when it sent one (or queued work again and should be asked once more).
-    pub(super) fn send_next(&mut self, si: usize) -> bool {
+    pub(super) fn send_next(&mut self, si: SwitchIdx) -> bool {
         let window = self.opts.max_in_flight.max(1);
         let sw = &self.switches[si];
         if sw.in_flight.len() >= window {
@@ -599,7 +599,7 @@ impl Core {
     /// diff to a delete are set aside for phase 6, keys in sync are dropped). A backlog smaller
     /// than a full batch per free window slot is spread over the free slots (batches of at
     /// least [`MIN_SPREAD_BATCH`]), so it is written by concurrent Writes, not one long one.
-    pub(super) fn take_crt_upserts(&mut self, si: usize) -> Vec<Update> {
+    pub(super) fn take_crt_upserts(&mut self, si: SwitchIdx) -> Vec<Update> {
         let programmed = self.programmed_vipas(si);
         let free = self
             .opts
@@ -652,7 +652,7 @@ impl Core {
 
     /// Up to `max_batch` CRT deletes set aside earlier, diffed again; keys that now need an
     /// insert go back to the queue (the second value says whether any did).
-    pub(super) fn take_crt_deletes(&mut self, si: usize) -> (Vec<Update>, bool) {
+    pub(super) fn take_crt_deletes(&mut self, si: SwitchIdx) -> (Vec<Update>, bool) {
         let programmed = self.programmed_vipas(si);
         let max = self.opts.max_batch.max(1);
         let (crt, services) = (&self.crt, &self.services);
@@ -687,7 +687,7 @@ impl Core {
         (out, requeued)
     }
 
-    pub(super) fn send(&mut self, si: usize, phase: usize, mut updates: Vec<Update>) {
+    pub(super) fn send(&mut self, si: SwitchIdx, phase: usize, mut updates: Vec<Update>) {
         updates.sort_unstable_by_key(|u| u.key);
         let sw = &mut self.switches[si];
         for u in &updates {
@@ -713,7 +713,7 @@ impl Core {
     }
 
     /// Acks the digest lists whose connections are all settled on switch `si`.
-    pub(super) fn ack_settled(&mut self, si: usize) {
+    pub(super) fn ack_settled(&mut self, si: SwitchIdx) {
         let SwitchState {
             name,
             pending_digests,

@@ -111,7 +111,9 @@ impl Core {
         if fired.iter().any(|(t, _)| *t == Timer::SwitchHold) {
             // One never heard of is down (the shell only reports a switch down after it was
             // up), so its DVIPAs go to their live backups.
-            let never: Vec<usize> = (0..self.switches.len())
+            let never: Vec<SwitchIdx> = self
+                .switches
+                .ids()
                 .filter(|&si| self.switches[si].live == SwitchLiveness::Unknown)
                 .collect();
             for si in never {
