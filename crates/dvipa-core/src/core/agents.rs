@@ -217,7 +217,9 @@ impl Core {
             }
             if s.listening
                 && !s.draining
-                && self.range_vipas.contains(&self.services[svc as usize].vipa)
+                && self
+                    .range_vipas
+                    .contains(&VipaIdx(self.services[svc as usize].vipa))
             {
                 // Moveable VIPA: the stack that bound last gets the new connections; the
                 // earlier ones keep theirs (pinned) and stay next in line.

@@ -12,11 +12,11 @@ impl Core {
         }
     }
 
-    pub(super) fn mark_vipa_conns_dirty(&mut self, vi: usize, si: SwitchIdx) {
+    pub(super) fn mark_vipa_conns_dirty(&mut self, vi: VipaIdx, si: SwitchIdx) {
         let keys: Vec<ConnKey> = self
             .crt
             .iter()
-            .filter(|(_, e)| self.services[e.service as usize].vipa == vi)
+            .filter(|(_, e)| self.services[e.service as usize].vipa == vi.0)
             .map(|(k, _)| *k)
             .collect();
         let sw = &mut self.switches[si];

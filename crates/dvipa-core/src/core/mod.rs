@@ -95,6 +95,48 @@ impl std::ops::DerefMut for Stacks {
     }
 }
 
+/// A DVIPA: its index in [`Cluster::vipas`] (the effective VIPA list; VIPARANGE DVIPAs are
+/// appended when they become active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct VipaIdx(usize);
+
+/// The DVIPAs' ownership state, indexed by [`VipaIdx`].
+#[derive(Debug)]
+struct Vipas(Vec<VipaState>);
+
+impl Vipas {
+    /// Every DVIPA, in [`Cluster::vipas`] order.
+    fn ids(&self) -> impl Iterator<Item = VipaIdx> + use<> {
+        (0..self.0.len()).map(VipaIdx)
+    }
+}
+
+impl std::ops::Index<VipaIdx> for Vipas {
+    type Output = VipaState;
+    fn index(&self, v: VipaIdx) -> &VipaState {
+        &self.0[v.0]
+    }
+}
+
+impl std::ops::IndexMut<VipaIdx> for Vipas {
+    fn index_mut(&mut self, v: VipaIdx) -> &mut VipaState {
+        &mut self.0[v.0]
+    }
+}
+
+impl std::ops::Deref for Vipas {
+    type Target = Vec<VipaState>;
+    fn deref(&self) -> &Vec<VipaState> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Vipas {
+    fn deref_mut(&mut self) -> &mut Vec<VipaState> {
+        &mut self.0
+    }
+}
+
 /// A switch: its index in `[[switch]]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct SwitchIdx(usize);
@@ -148,7 +190,7 @@ pub struct Core {
     svc_index: HashMap<(u32, Option<u16>, Proto), u16>,
     stacks: Stacks,
     stack_index: HashMap<String, u16>,
-    vipas: Vec<VipaState>,
+    vipas: Vipas,
     crt: HashMap<ConnKey, CrtEntry>,
     /// SYNs reported and not pinned yet (`pin_on = "handshake"`).
     syn_seen: crate::syn_seen::SynSeen,
@@ -161,7 +203,7 @@ pub struct Core {
     now: Time,
     /// The start-up holds and the stacks' leases.
     timer_table: TimerTable,
-    range_vipas: BTreeSet<usize>,
+    range_vipas: BTreeSet<VipaIdx>,
     /// Bumped on every ownership change (owner, operator pin, new DVIPA).
     owners_gen: u64,
     /// `owners_gen` when [`Action::OwnersChanged`] was last queued.
@@ -303,7 +345,7 @@ impl Core {
             svc_index,
             stacks: Stacks(stacks),
             stack_index,
-            vipas,
+            vipas: Vipas(vipas),
             crt: HashMap::new(),
             syn_seen: Default::default(),
             switches: Switches(switches),
@@ -318,7 +360,7 @@ impl Core {
             owners_gen: 0,
             owners_reported: 0,
         };
-        for vi in 0..core.vipas.len() {
+        for vi in core.vipas.ids() {
             core.activate_services(vi);
         }
         core.refill_all();
@@ -516,7 +558,7 @@ impl Core {
         let mut t = self.desired_noncrt(si);
         let programmed = self.programmed_vipas(si);
         for (k, e) in &self.crt {
-            if programmed.contains(&self.services[e.service as usize].vipa)
+            if programmed.contains(&VipaIdx(self.services[e.service as usize].vipa))
                 && !self.switches[si].overflow.contains_key(k)
             {
                 t.insert(Key::Crt(*k), Value::ToTarget { target: e.target });
@@ -531,7 +573,8 @@ impl Core {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (vi, v) in self.cluster.vipas.iter().enumerate() {
+        for vi in self.vipas.ids() {
+            let v = &self.cluster.vipas[vi.0];
             let vs = &self.vipas[vi];
             let owner = &self.switches[vs.owner].name;
             let named = std::iter::once(&v.dist)
@@ -579,7 +622,11 @@ impl Core {
         *self.counters.entry(what).or_default() += n;
     }
 
-    fn vipa_index(&self, a: Ipv4Addr) -> Option<usize> {
-        self.cluster.vipas.iter().position(|v| v.addr == a)
+    fn vipa_index(&self, a: Ipv4Addr) -> Option<VipaIdx> {
+        self.cluster
+            .vipas
+            .iter()
+            .position(|v| v.addr == a)
+            .map(VipaIdx)
     }
 }

@@ -15,8 +15,8 @@ pub(super) struct VipaState {
 
 impl Core {
     /// Primary + backups by rank, as switch indexes.
-    pub(super) fn chain(&self, vi: usize) -> Vec<SwitchIdx> {
-        let v: &EffectiveVipa = &self.cluster.vipas[vi];
+    pub(super) fn chain(&self, vi: VipaIdx) -> Vec<SwitchIdx> {
+        let v: &EffectiveVipa = &self.cluster.vipas[vi.0];
         std::iter::once(&v.owner)
             .chain(v.backups.iter().map(|b| &b.switch))
             .map(|n| self.sw_index[n])
@@ -26,7 +26,7 @@ impl Core {
     /// Everything `si` must hold for DVIPA `vi` is written: no batch in flight, no
     /// dvipa/dpt/target/route work left, no CRT entry of that DVIPA waiting (entries of other
     /// DVIPAs do not hold the advertisement back).
-    pub(super) fn converged(&self, si: SwitchIdx, vi: usize) -> bool {
+    pub(super) fn converged(&self, si: SwitchIdx, vi: VipaIdx) -> bool {
         let sw = &self.switches[si];
         sw.live == SwitchLiveness::Up
             && sw.in_flight.is_empty()
@@ -34,13 +34,13 @@ impl Core {
             && sw.crt_dirty.iter().all(|k| {
                 self.crt
                     .get(k)
-                    .is_none_or(|e| self.services[e.service as usize].vipa != vi)
+                    .is_none_or(|e| self.services[e.service as usize].vipa != vi.0)
             })
     }
 
     pub(super) fn advertise_converged(&mut self) {
         let mut again = false;
-        for vi in 0..self.vipas.len() {
+        for vi in self.vipas.ids() {
             let vs = &self.vipas[vi];
             if vs.advertised == Some(vs.owner) || !self.converged(vs.owner, vi) {
                 continue;
@@ -54,7 +54,7 @@ impl Core {
                 // Restart: a connected switch that may hold this DVIPA is not read yet.
                 continue;
             }
-            let v = &self.cluster.vipas[vi];
+            let v = &self.cluster.vipas[vi.0];
             let (dvipa, prefix_len) = (v.addr, v.prefix_len);
             let owner = vs.owner;
             let old = vs.advertised;
@@ -100,7 +100,7 @@ impl Core {
     /// Decide every DVIPA's routing switch: takeover when the owner is lost (or in
     /// maintenance), takeback when the primary is back (unless an operator moved it).
     pub(super) fn elect(&mut self) {
-        for vi in 0..self.vipas.len() {
+        for vi in self.vipas.ids() {
             let chain = self.chain(vi);
             let vs = &self.vipas[vi];
             let owner = vs.owner;
@@ -134,7 +134,7 @@ impl Core {
         }
     }
 
-    pub(super) fn change_owner(&mut self, vi: usize, to: SwitchIdx, why: &str) {
+    pub(super) fn change_owner(&mut self, vi: VipaIdx, to: SwitchIdx, why: &str) {
         let from = self.vipas[vi].owner;
         if from == to {
             return;
@@ -214,7 +214,7 @@ impl Core {
                 candidates,
             }],
         });
-        let vi = self.cluster.vipas.len() - 1;
+        let vi = VipaIdx(self.cluster.vipas.len() - 1);
         let owner = self.sw_index[&sw];
         self.owners_gen += 1;
         self.vipas.push(VipaState {
@@ -238,7 +238,7 @@ impl Core {
             self.svc_index.insert((u32::from(a), None, pr), id);
             self.services.push(Service {
                 id,
-                vipa: vi,
+                vipa: vi.0,
                 dvipa: a,
                 port: None,
                 proto: pr,
@@ -260,7 +260,7 @@ impl Core {
     /// and holds none of it while another switch of its chain does, that switch is routing it
     /// (an operator move or a takeover before the restart): keep it there.
     pub(super) fn infer_owners(&mut self) {
-        for vi in 0..self.vipas.len() {
+        for vi in self.vipas.ids() {
             let o = self.vipas[vi].owner;
             if self.vipas[vi].restored
                 || !self.switches[o].read_once
@@ -363,7 +363,7 @@ impl Core {
     }
 
     /// Sets a DVIPA's operator pin (marks the ownership changed when it does).
-    pub(super) fn set_admin_pinned(&mut self, vi: usize, pinned: bool) {
+    pub(super) fn set_admin_pinned(&mut self, vi: VipaIdx, pinned: bool) {
         if self.vipas[vi].admin_pinned != pinned {
             self.vipas[vi].admin_pinned = pinned;
             self.owners_gen += 1;

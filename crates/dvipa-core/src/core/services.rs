@@ -18,12 +18,12 @@ impl Core {
             && (st.alive || (d.adopted && !st.attached_ever && self.in_hold()))
     }
 
-    pub(super) fn activate_services(&mut self, vi: usize) {
-        let v = &self.cluster.vipas[vi];
+    pub(super) fn activate_services(&mut self, vi: VipaIdx) {
+        let v = &self.cluster.vipas[vi.0];
         let owner = &self.switches[self.vipas[vi].owner].name;
         let dists = v.dist_for(owner).to_vec();
         let keep_roles = self.range_vipas.contains(&vi);
-        for s in self.services.iter_mut().filter(|s| s.vipa == vi) {
+        for s in self.services.iter_mut().filter(|s| s.vipa == vi.0) {
             let old_roles: HashMap<u16, Option<StandbyRole>> =
                 s.candidates.iter().map(|c| (c.0, c.2)).collect();
             s.active = false;

@@ -11,7 +11,7 @@ pub(super) struct SwitchState {
     pub(super) seen_up: bool,
     pub(super) maintenance: bool,
     pub(super) read_once: bool,
-    pub(super) held_at_start: BTreeSet<usize>,
+    pub(super) held_at_start: BTreeSet<VipaIdx>,
     pub(super) installed: Tables,
     pub(super) installed_crt: HashMap<ConnKey, u16>,
     /// CRT keys not known to be in sync (not yet diffed, or diffed to a delete that waits for
@@ -83,7 +83,7 @@ pub(super) fn desired_crt_of(
     crt: &HashMap<ConnKey, CrtEntry>,
     services: &[Service],
     overflow: &HashMap<ConnKey, &'static str>,
-    programmed: &BTreeSet<usize>,
+    programmed: &BTreeSet<VipaIdx>,
     k: &ConnKey,
 ) -> Option<Value> {
     let e = crt.get(k)?;
@@ -91,15 +91,16 @@ pub(super) fn desired_crt_of(
         return None;
     }
     programmed
-        .contains(&services[e.service as usize].vipa)
+        .contains(&VipaIdx(services[e.service as usize].vipa))
         .then_some(Value::ToTarget { target: e.target })
 }
 
 impl Core {
-    pub(super) fn programmed_vipas(&self, si: SwitchIdx) -> BTreeSet<usize> {
+    pub(super) fn programmed_vipas(&self, si: SwitchIdx) -> BTreeSet<VipaIdx> {
         let sw = &self.switches[si];
         let mut out = BTreeSet::new();
-        for (vi, vs) in self.vipas.iter().enumerate() {
+        for vi in self.vipas.ids() {
+            let vs = &self.vipas[vi];
             let hot_backup = self.cluster.config.hot_standby
                 && sw.live == SwitchLiveness::Up
                 && self.chain(vi).contains(&si);
@@ -147,7 +148,7 @@ impl Core {
         }
         let programmed = self.programmed_vipas(si);
         for s in &self.services {
-            if !s.active || !programmed.contains(&s.vipa) {
+            if !s.active || !programmed.contains(&VipaIdx(s.vipa)) {
                 continue;
             }
             t.insert(
@@ -229,7 +230,7 @@ impl Core {
         sw.crt_deferred.clear();
         sw.overflow.clear();
         sw.failed.clear();
-        for vs in &mut self.vipas {
+        for vs in self.vipas.iter_mut() {
             vs.retiring.retain(|s| *s != si);
         }
         self.elect();
@@ -267,10 +268,11 @@ impl Core {
         // Controller restart: DVIPAs this switch holds stay on it (as if retiring) until their
         // owner is programmed and advertised, and its connections are adopted.
         let restart = first_read && self.in_hold();
-        let held: BTreeSet<usize> = if restart {
-            (0..self.cluster.vipas.len())
+        let held: BTreeSet<VipaIdx> = if restart {
+            self.vipas
+                .ids()
                 .filter(|vi| {
-                    let a = self.cluster.vipas[*vi].addr;
+                    let a = self.cluster.vipas[vi.0].addr;
                     self.chain(*vi).contains(&si)
                         && installed
                             .keys()
@@ -286,12 +288,10 @@ impl Core {
             }
         }
         self.switches[si].held_at_start = held.clone();
-        let owned: BTreeSet<usize> = self
+        let owned: BTreeSet<VipaIdx> = self
             .vipas
-            .iter()
-            .enumerate()
-            .filter(|(vi, v)| first_read && (v.owner == si || held.contains(vi)))
-            .map(|(i, _)| i)
+            .ids()
+            .filter(|&vi| first_read && (self.vipas[vi].owner == si || held.contains(&vi)))
             .collect();
         let mut adopt = Vec::new();
         for (c, t) in &installed_crt {
@@ -301,7 +301,7 @@ impl Core {
             let Some(svc) = self.service_of(c.dvipa(), c.dport, c.proto) else {
                 continue;
             };
-            if owned.contains(&self.services[svc as usize].vipa)
+            if owned.contains(&VipaIdx(self.services[svc as usize].vipa))
                 && (*t as usize) >= 1
                 && (*t as usize) <= self.stacks.len()
             {
@@ -323,7 +323,7 @@ impl Core {
                 || slot >= N_SLOTS
                 || t == 0
                 || t as usize > self.stacks.len()
-                || !owned.contains(&self.services[svc].vipa)
+                || !owned.contains(&VipaIdx(self.services[svc].vipa))
                 || self.services[svc].hint.iter().any(|x| x.is_some())
                     && self.services[svc].hint[slot].is_some()
             {
