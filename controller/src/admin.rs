@@ -474,7 +474,7 @@ pub fn vipadcfg(core: &Core) -> pb::AdminTable {
 }
 
 /// `netstat vipadyn`: which switch routes / backs up each DVIPA, and its state.
-pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
+pub fn vipadyn(core: &Core) -> pb::AdminTable {
     let c = core.cluster();
     let mut rows = Vec::new();
     for v in &c.vipas {
@@ -503,7 +503,7 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
                     "N"
                 }
                 .into(),
-                if shared.in_maintenance(&sw) { "Y" } else { "N" }.into(),
+                if core.in_maintenance(&sw) { "Y" } else { "N" }.into(),
                 core.transitions(v.addr)
                     .last()
                     .map(|t| t.what.clone())
@@ -566,7 +566,7 @@ impl Admin for AdminService {
             "vdpt" => Ok(vdpt(c)),
             "vcrt" => Ok(vcrt(c)),
             "vipadcfg" => Ok(vipadcfg(c)),
-            "vipadyn" => Ok(vipadyn(c, &self.shared)),
+            "vipadyn" => Ok(vipadyn(c)),
             other => Err(ApiError::BadRequest(format!(
                 "unknown report `{other}` (vdpt, vcrt, vipadcfg, vipadyn)"
             ))),

@@ -124,23 +124,19 @@ impl Advertiser for RecordingAdvertiser {
 pub async fn run(
     adv: Arc<dyn Advertiser>,
     mut rx: mpsc::UnboundedReceiver<AdvCmd>,
-    shared: std::sync::Weak<crate::shared::Shared>,
+    stats: Arc<crate::stats::Stats>,
 ) {
     while let Some(c) = rx.recv().await {
         let what = if c.advertise { "advertise" } else { "withdraw" };
         match adv.apply(&c).await {
             Ok(()) => {
                 tracing::info!(switch = %c.switch, dvipa = %c.dvipa, "{what} done");
-                if let Some(s) = shared.upgrade() {
-                    s.stats.add(&format!("{what}_ok"), 1);
-                }
+                stats.add(&format!("{what}_ok"), 1);
             }
             Err(e) => {
                 tracing::error!(switch = %c.switch, dvipa = %c.dvipa, error = %e, "{what} failed");
                 metrics::counter!("dvipa_advertise_failures_total", "action" => what).increment(1);
-                if let Some(s) = shared.upgrade() {
-                    s.stats.add(&format!("{what}_failed"), 1);
-                }
+                stats.add(&format!("{what}_failed"), 1);
             }
         }
     }

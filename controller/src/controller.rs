@@ -453,7 +453,7 @@ impl Controller {
         let mut tasks = Vec::new();
         {
             let mut sd = shut_rx.clone();
-            let run = advertise::run(advertiser, adv_rx, Arc::downgrade(&shared));
+            let run = advertise::run(advertiser, adv_rx, shared.stats.clone());
             tasks.push((
                 "advertiser",
                 tokio::spawn(async move {

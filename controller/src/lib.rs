@@ -42,6 +42,7 @@ pub mod killable;
 pub mod metrics_export;
 pub mod owners;
 pub mod shared;
+pub mod stats;
 pub mod switch;
 pub mod translate;
 pub mod transport_errors;

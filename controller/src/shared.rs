@@ -11,7 +11,7 @@ use crate::cmd::{AdvCmd, SwitchCmd};
 use dvipa_core::core::{Action, Core, Event, MoveError, Time};
 use dvipa_proto::v1 as pb;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,32 +29,7 @@ pub const AGENT_QUEUE: usize = 1024;
 /// Metric of agents disconnected because they did not read their stream.
 pub const SLOW_AGENT_METRIC: &str = "dvipa_agent_slow_disconnects_total";
 
-/// Counters of the shell (the core has its own): name → value, also exported as metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    map: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Stats {
-    /// Adds `n` to counter `name`.
-    pub fn add(&self, name: &str, n: u64) {
-        *self.map.lock().entry(name.to_string()).or_default() += n;
-    }
-    /// Counts a refused agent message or session by reason (metric
-    /// `dvipa_rejected_messages_total{reason}`).
-    pub fn reject(&self, reason: &'static str) {
-        self.add(&format!("rejected_{reason}"), 1);
-        metrics::counter!("dvipa_rejected_messages_total", "reason" => reason).increment(1);
-    }
-    /// A counter's value.
-    pub fn get(&self, name: &str) -> u64 {
-        self.map.lock().get(name).copied().unwrap_or(0)
-    }
-    /// All counters.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.map.lock().clone()
-    }
-}
+pub use crate::stats::Stats;
 
 struct AgentSession {
     id: u64,
@@ -86,10 +61,9 @@ pub struct Shared {
     cut: Mutex<BTreeSet<(String, u64)>>,
     adv: mpsc::UnboundedSender<AdvCmd>,
     /// Shell counters.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// TLS handshake counters of the agent endpoint.
     pub tls: Arc<dvipa_tls::TlsStats>,
-    maintenance: Mutex<BTreeSet<String>>,
     timer: Notify,
     /// Signalled on [`Action::OwnersChanged`] (the owner-persistence task waits on it).
     owners_changed: Notify,
@@ -117,9 +91,8 @@ impl Shared {
             agents: Mutex::new(HashMap::new()),
             cut: Mutex::new(BTreeSet::new()),
             adv,
-            stats: Stats::default(),
+            stats: Arc::default(),
             tls: Arc::new(dvipa_tls::TlsStats::default()),
-            maintenance: Mutex::new(BTreeSet::new()),
             timer: Notify::new(),
             owners_changed: Notify::new(),
             controller_id,
@@ -226,25 +199,17 @@ impl Shared {
         v
     }
 
-    /// Sets or clears the maintenance mark of a switch.
+    /// Sets or clears the maintenance mark of a switch (kept by the core only).
     pub fn set_maintenance(&self, switch: &str, on: bool) {
-        {
-            let mut m = self.maintenance.lock();
-            if on {
-                m.insert(switch.to_string());
-            } else {
-                m.remove(switch);
-            }
-        }
         self.event(Event::AdminMaintenance {
             switch: switch.to_string(),
             on,
         });
     }
 
-    /// Whether a switch is marked down for maintenance.
+    /// Whether a switch is marked down for maintenance (the core's mark).
     pub fn in_maintenance(&self, switch: &str) -> bool {
-        self.maintenance.lock().contains(switch)
+        self.core.lock().in_maintenance(switch)
     }
 
     /// Waits until the core reports an ownership change ([`Action::OwnersChanged`]); a change

@@ -335,6 +335,7 @@ fn maintenance_moves_dvipas_gracefully() {
         switch: "MVS1".into(),
         on: true,
     });
+    assert!(s.core.in_maintenance("MVS1") && !s.core.in_maintenance("MVS5"));
     assert_eq!(s.core.advertised(DVA1), Some("MVS5"));
     assert_eq!(crt_of(&s.switches["MVS5"].tables, DVA1), before);
     assert!(
@@ -351,6 +352,7 @@ fn maintenance_moves_dvipas_gracefully() {
         switch: "MVS1".into(),
         on: false,
     });
+    assert!(!s.core.in_maintenance("MVS1"));
     assert_eq!(s.core.advertised(DVA1), Some("MVS1"));
 }
 

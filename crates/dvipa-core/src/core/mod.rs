@@ -420,6 +420,13 @@ impl Core {
         self.note_owners();
     }
 
+    /// Whether `switch` is marked down for maintenance ([`Event::AdminMaintenance`]).
+    pub fn in_maintenance(&self, switch: &str) -> bool {
+        self.sw_index
+            .get(switch)
+            .is_some_and(|&si| self.switches[si].maintenance)
+    }
+
     /// Counters (name → value): rejected items by reason, digests, writes, failovers …
     pub fn counters(&self) -> &BTreeMap<&'static str, u64> {
         &self.counters
