@@ -42,6 +42,7 @@ use std::net::Ipv4Addr;
 mod agents;
 mod api;
 mod crt;
+mod idx;
 mod ownership;
 mod services;
 mod switch_sync;
@@ -49,136 +50,12 @@ mod timers;
 
 use agents::*;
 pub use api::*;
+pub use idx::TargetId;
+use idx::{IdVec, SwitchIdx, VipaIdx};
 use ownership::*;
 use services::*;
 use switch_sync::*;
 use timers::*;
-
-/// A target id: `1 + index` of `[[stack]]`, the switch's `target_id` (0 = no target).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetId(pub u16);
-
-/// The stacks, indexed by [`TargetId`] (no `id - 1` arithmetic at the call sites).
-#[derive(Debug)]
-struct Stacks(Vec<StackState>);
-
-impl Stacks {
-    /// Every target id, in `[[stack]]` order.
-    fn ids(&self) -> impl Iterator<Item = TargetId> + use<> {
-        (1..=self.0.len() as u16).map(TargetId)
-    }
-}
-
-impl std::ops::Index<TargetId> for Stacks {
-    type Output = StackState;
-    fn index(&self, t: TargetId) -> &StackState {
-        &self.0[usize::from(t.0) - 1]
-    }
-}
-
-impl std::ops::IndexMut<TargetId> for Stacks {
-    fn index_mut(&mut self, t: TargetId) -> &mut StackState {
-        &mut self.0[usize::from(t.0) - 1]
-    }
-}
-
-impl std::ops::Deref for Stacks {
-    type Target = Vec<StackState>;
-    fn deref(&self) -> &Vec<StackState> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Stacks {
-    fn deref_mut(&mut self) -> &mut Vec<StackState> {
-        &mut self.0
-    }
-}
-
-/// A DVIPA: its index in [`Cluster::vipas`] (the effective VIPA list; VIPARANGE DVIPAs are
-/// appended when they become active).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct VipaIdx(usize);
-
-/// The DVIPAs' ownership state, indexed by [`VipaIdx`].
-#[derive(Debug)]
-struct Vipas(Vec<VipaState>);
-
-impl Vipas {
-    /// Every DVIPA, in [`Cluster::vipas`] order.
-    fn ids(&self) -> impl Iterator<Item = VipaIdx> + use<> {
-        (0..self.0.len()).map(VipaIdx)
-    }
-}
-
-impl std::ops::Index<VipaIdx> for Vipas {
-    type Output = VipaState;
-    fn index(&self, v: VipaIdx) -> &VipaState {
-        &self.0[v.0]
-    }
-}
-
-impl std::ops::IndexMut<VipaIdx> for Vipas {
-    fn index_mut(&mut self, v: VipaIdx) -> &mut VipaState {
-        &mut self.0[v.0]
-    }
-}
-
-impl std::ops::Deref for Vipas {
-    type Target = Vec<VipaState>;
-    fn deref(&self) -> &Vec<VipaState> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Vipas {
-    fn deref_mut(&mut self) -> &mut Vec<VipaState> {
-        &mut self.0
-    }
-}
-
-/// A switch: its index in `[[switch]]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct SwitchIdx(usize);
-
-/// The switches, indexed by [`SwitchIdx`].
-#[derive(Debug)]
-struct Switches(Vec<SwitchState>);
-
-impl Switches {
-    /// Every switch, in `[[switch]]` order.
-    fn ids(&self) -> impl Iterator<Item = SwitchIdx> + use<> {
-        (0..self.0.len()).map(SwitchIdx)
-    }
-}
-
-impl std::ops::Index<SwitchIdx> for Switches {
-    type Output = SwitchState;
-    fn index(&self, s: SwitchIdx) -> &SwitchState {
-        &self.0[s.0]
-    }
-}
-
-impl std::ops::IndexMut<SwitchIdx> for Switches {
-    fn index_mut(&mut self, s: SwitchIdx) -> &mut SwitchState {
-        &mut self.0[s.0]
-    }
-}
-
-impl std::ops::Deref for Switches {
-    type Target = Vec<SwitchState>;
-    fn deref(&self) -> &Vec<SwitchState> {
-        &self.0
-    }
-}
-
-impl<'a> IntoIterator for &'a mut Switches {
-    type Item = &'a mut SwitchState;
-    type IntoIter = std::slice::IterMut<'a, SwitchState>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter_mut()
-    }
-}
 
 /// The controller core.
 #[derive(Debug)]
@@ -188,13 +65,13 @@ pub struct Core {
     opts: CoreOptions,
     services: Vec<Service>,
     svc_index: HashMap<(u32, Option<u16>, Proto), u16>,
-    stacks: Stacks,
+    stacks: IdVec<TargetId, StackState>,
     stack_index: HashMap<String, u16>,
-    vipas: Vipas,
+    vipas: IdVec<VipaIdx, VipaState>,
     crt: HashMap<ConnKey, CrtEntry>,
     /// SYNs reported and not pinned yet (`pin_on = "handshake"`).
     syn_seen: crate::syn_seen::SynSeen,
-    switches: Switches,
+    switches: IdVec<SwitchIdx, SwitchState>,
     sw_index: HashMap<String, SwitchIdx>,
     actions: VecDeque<Action>,
     counters: BTreeMap<&'static str, u64>,
@@ -343,12 +220,12 @@ impl Core {
             opts,
             services,
             svc_index,
-            stacks: Stacks(stacks),
+            stacks: IdVec::new(stacks),
             stack_index,
-            vipas: Vipas(vipas),
+            vipas: IdVec::new(vipas),
             crt: HashMap::new(),
             syn_seen: Default::default(),
-            switches: Switches(switches),
+            switches: IdVec::new(switches),
             sw_index,
             actions: VecDeque::new(),
             counters: BTreeMap::new(),
