@@ -21,7 +21,8 @@
 //!   `switch_sync.rs` (per-switch installed view and write batches, digest acks),
 //!   `ownership.rs` (takeover, takeback, admin move, maintenance, hot standby, restart
 //!   adoption; [`core::Action::OwnersChanged`]), `agents.rs` (sessions, leases, reports, VIPA
-//!   lists). P4 names are not the core's: they live in the `dvipa-contract` crate.
+//!   lists), `idx.rs` (typed indexes: `TargetId`, `SwitchIdx`, `VipaIdx`). P4 names are not
+//!   the core's: they live in the `dvipa-contract` crate.
 //! - [`sim`]: in-memory switches around a `Core` for tests (no I/O either).
 //!
 //! # Driving the core

@@ -28,7 +28,9 @@
 //! - `switch_sync.rs`: the per-switch write pipeline (installed vs desired, batches by phase);
 //! - `ownership.rs`: election, operator moves ([`MoveError`]), maintenance, advertisement, restore;
 //! - `agents.rs`: sessions, leases, report batches (SRVSTAT, NEWCONN, TERMCONN, sync rounds),
-//!   VIPA lists.
+//!   VIPA lists;
+//! - `idx.rs`: [`TargetId`], `SwitchIdx`, `VipaIdx` and the `IdVec` each indexes (stacks,
+//!   switches, DVIPAs are never indexed by a raw `usize`).
 
 use crate::config::{Cluster, EffectiveVipa, Encap, Timers};
 use crate::entries::{
