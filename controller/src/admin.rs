@@ -17,7 +17,7 @@ use crate::error::{ApiError, StartError};
 use crate::shared::Shared;
 use crate::switch::SwitchCmd;
 use crate::translate::{key_text, value_text};
-use dvipa_core::core::{Core, Event, Origin, SwitchLiveness};
+use dvipa_core::core::{Core, MoveError, Origin, SwitchLiveness};
 use dvipa_core::entries::{Key, TCP, UDP};
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::admin_server::{Admin, AdminServer};
@@ -200,7 +200,7 @@ pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AdminService {
     shared: Arc<Shared>,
-    owners: Option<Arc<crate::controller::OwnerStore>>,
+    owners: Option<Arc<crate::owners::OwnerStore>>,
     admin_tls: Option<Arc<dvipa_tls::TlsStats>>,
 }
 
@@ -215,7 +215,7 @@ impl AdminService {
     }
 
     /// Persist ownership to `store` after an operator move, before the reply.
-    pub fn with_owner_store(mut self, store: Option<Arc<crate::controller::OwnerStore>>) -> Self {
+    pub fn with_owner_store(mut self, store: Option<Arc<crate::owners::OwnerStore>>) -> Self {
         self.owners = store;
         self
     }
@@ -504,7 +504,7 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
                     "N"
                 }
                 .into(),
-                if shared.in_maintenance(&sw) { "Y" } else { "N" }.into(),
+                if core.in_maintenance(&sw) { "Y" } else { "N" }.into(),
                 core.transitions(v.addr)
                     .last()
                     .map(|t| t.what.clone())
@@ -642,7 +642,7 @@ impl Admin for AdminService {
             let (d, a) = (desired.get(k), actual.get(k));
             if d != a {
                 rows.push(vec![
-                    k.table().into(),
+                    dvipa_contract::table_name(k).into(),
                     key_text(k),
                     d.map(value_text).unwrap_or_else(|| "-".into()),
                     a.map(value_text).unwrap_or_else(|| "-".into()),
@@ -666,10 +666,10 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::SwitchRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let sw = req.into_inner().switch;
         let r = self.reconcile_one(&sw);
-        crate::admin_local::audit(
+        crate::audit::audit(
             &self.shared,
             &who,
             "reconcile",
@@ -683,11 +683,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MaintenanceRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("switch {} {}", if r.down { "down" } else { "up" }, r.switch);
         let res = self.maintenance_one(r);
-        crate::admin_local::audit(&self.shared, &who, "maintenance", &what, &res);
+        crate::audit::audit(&self.shared, &who, "maintenance", &what, &res);
         res
     }
 
@@ -695,11 +695,11 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::MoveRequest>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        let who = crate::admin_local::who(&req);
+        let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("move {} --to {}", Ipv4Addr::from(r.dvipa), r.to);
         let res = self.move_one(r);
-        crate::admin_local::audit(&self.shared, &who, "move", &what, &res);
+        crate::audit::audit(&self.shared, &who, "move", &what, &res);
         res
     }
 
@@ -753,43 +753,27 @@ impl AdminService {
     fn move_one(&self, r: pb::MoveRequest) -> Result<Response<pb::AdminReply>, Status> {
         let dvipa = Ipv4Addr::from(r.dvipa);
         self.known_switch(&r.to)?;
-        let before = self
-            .shared
-            .with_core(|c| c.cluster().vipa(dvipa).map(|_| c.counters().clone()));
-        let Some(before) = before else {
-            return Err(ApiError::UnknownDvipa(dvipa).into());
-        };
-        self.shared.event(Event::AdminMove {
-            dvipa,
-            to: r.to.clone(),
-        });
+        let moved = self.shared.admin_move(dvipa, &r.to);
         if let Some(st) = &self.owners {
             st.persist(&self.shared);
         }
-        let (owner, after) = self
-            .shared
-            .with_core(|c| (c.owner(dvipa).map(str::to_string), c.counters().clone()));
-        if owner.as_deref() == Some(r.to.as_str()) {
-            return Ok(Response::new(pb::AdminReply {
+        match moved {
+            Ok(()) => Ok(Response::new(pb::AdminReply {
                 message: format!("{dvipa} is routed by {}", r.to),
-            }));
+            })),
+            Err(MoveError::UnknownDvipa(_)) => Err(ApiError::UnknownDvipa(dvipa).into()),
+            Err(e) => {
+                let owner = self
+                    .shared
+                    .with_core(|c| c.owner(dvipa).map(str::to_string));
+                Err(ApiError::Refused(format!(
+                    "{dvipa} was not moved to {} ({e}); it is routed by {}",
+                    r.to,
+                    owner.unwrap_or_else(|| "?".into())
+                ))
+                .into())
+            }
         }
-        let why: Vec<String> = after
-            .iter()
-            .filter(|(k, v)| k.starts_with("admin_move") && before.get(*k) != Some(v))
-            .map(|(k, _)| k.to_string())
-            .collect();
-        Err(ApiError::Refused(format!(
-            "{dvipa} was not moved to {} ({}); it is routed by {}",
-            r.to,
-            if why.is_empty() {
-                "no reason recorded".into()
-            } else {
-                why.join(", ")
-            },
-            owner.unwrap_or_else(|| "?".into())
-        ))
-        .into())
     }
 
     fn counters_table(&self) -> pb::AdminTable {

@@ -5,23 +5,11 @@
 //! `--withdraw-cmd` override ([`CommandAdvertiser::from_config`]).
 
 use futures::future::BoxFuture;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// One advertise/withdraw request of the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdvCmd {
-    /// true = advertise, false = withdraw.
-    pub advertise: bool,
-    /// Switch that (stops to) attract the DVIPA's traffic.
-    pub switch: String,
-    /// DVIPA.
-    pub dvipa: Ipv4Addr,
-    /// Prefix length.
-    pub prefix_len: u8,
-}
+pub use crate::cmd::AdvCmd;
 
 /// A hook failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,23 +134,19 @@ impl Advertiser for RecordingAdvertiser {
 pub async fn run(
     adv: Arc<dyn Advertiser>,
     mut rx: mpsc::UnboundedReceiver<AdvCmd>,
-    shared: std::sync::Weak<crate::shared::Shared>,
+    stats: Arc<crate::stats::Stats>,
 ) {
     while let Some(c) = rx.recv().await {
         let what = if c.advertise { "advertise" } else { "withdraw" };
         match adv.apply(&c).await {
             Ok(()) => {
                 tracing::info!(switch = %c.switch, dvipa = %c.dvipa, "{what} done");
-                if let Some(s) = shared.upgrade() {
-                    s.stats.add(&format!("{what}_ok"), 1);
-                }
+                stats.add(&format!("{what}_ok"), 1);
             }
             Err(e) => {
                 tracing::error!(switch = %c.switch, dvipa = %c.dvipa, error = %e, "{what} failed");
                 metrics::counter!("dvipa_advertise_failures_total", "action" => what).increment(1);
-                if let Some(s) = shared.upgrade() {
-                    s.stats.add(&format!("{what}_failed"), 1);
-                }
+                stats.add(&format!("{what}_failed"), 1);
             }
         }
     }
@@ -171,6 +155,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[tokio::test]
     async fn command_gets_the_dvipa_in_its_environment_and_failures_are_errors() {

@@ -11,7 +11,7 @@
 
 use crate::error::ApiError;
 use crate::shared::Shared;
-use dvipa_core::core::{ConnReport, Event, Report, SrvStat, VipaList};
+use dvipa_core::core::Event;
 use dvipa_proto::v1 as pb;
 use dvipa_proto::v1::server_stack_server::ServerStack;
 use std::net::Ipv4Addr;
@@ -73,60 +73,7 @@ impl AgentService {
     }
 }
 
-/// The core's VIPA list in protobuf form.
-pub fn vipa_list_pb(l: &VipaList) -> pb::VipaList {
-    pb::VipaList {
-        version: l.version,
-        vipas: l
-            .vipas
-            .iter()
-            .map(|v| pb::Vipa {
-                dvipa: u32::from(v.dvipa),
-                prefix_len: u32::from(v.prefix_len),
-                ports: v.ports.iter().map(|p| u32::from(*p)).collect(),
-                candidates: v.candidates.clone(),
-                all_stacks: v.all_stacks,
-                owner: v.owner.clone(),
-                backups: v.backups.clone(),
-                distmethod: v.distmethod.as_str().into(),
-            })
-            .collect(),
-    }
-}
-
-fn conn(c: &pb::Conn) -> ConnReport {
-    ConnReport {
-        client: Ipv4Addr::from(c.client_addr),
-        client_port: c.client_port,
-        dvipa: Ipv4Addr::from(c.dvipa),
-        dvipa_port: c.dvipa_port,
-        protocol: c.protocol,
-        server_originated: c.server_originated,
-    }
-}
-
-/// A protobuf Report as the core's.
-pub fn report(seq: u64, r: &pb::Report) -> Report {
-    Report {
-        seq,
-        srvstat: r
-            .srvstat
-            .iter()
-            .map(|s| SrvStat {
-                dvipa: Ipv4Addr::from(s.dvipa),
-                port: s.port,
-                protocol: s.protocol,
-                listening: s.listening,
-                weight: s.weight,
-                draining: s.draining,
-            })
-            .collect(),
-        newconn: r.newconn.iter().map(conn).collect(),
-        termconn: r.termconn.iter().map(conn).collect(),
-        full_sync: r.full_sync,
-        sync_done: r.sync_done,
-    }
-}
+pub use crate::agent_pb::{report, vipa_list_pb};
 
 type AttachStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ControllerMessage, Status>> + Send>>;

@@ -6,21 +6,22 @@
 //!
 //! Ownership persistence: the routing switch of each DVIPA is kept in
 //! `<state_dir>/owners.toml` ([`OwnerStore`]): rewritten atomically whenever it changes (an
-//! operator move is written before `dvipa move` returns, every other change within
-//! [`PERSIST_INTERVAL`], and once more at shutdown) and restored into the core at start-up,
+//! operator move is written before `dvipa move` returns, every other change as soon as the core
+//! reports it ([`dvipa_core::core::Action::OwnersChanged`]; a failed write is retried every
+//! [`PERSIST_RETRY`]), and once more at shutdown) and restored into the core at start-up,
 //! before any switch is contacted, so a restart keeps an operator's move.
 
 use crate::advertise::{self, Advertiser};
 use crate::error::StartError;
 use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
-use crate::{admin, agent, metrics_export, p4names};
-use dvipa_core::config::{Cluster, Config, OWNERS_FILE, Overrides, OwnerState};
+use crate::{admin, agent, metrics_export};
+use dvipa_core::config::{Cluster, Config, Overrides};
 use dvipa_core::core::{Core, CoreOptions};
 use dvipa_proto::v1::server_stack_server::ServerStackServer;
 use p4rt::Schema;
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +133,7 @@ pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartEr
         path: path.to_owned(),
         msg: e.to_string(),
     })?;
-    p4names::check(&schema).map_err(|e| StartError::P4Info {
+    dvipa_contract::check(&schema).map_err(|e| StartError::P4Info {
         at,
         path: path.to_owned(),
         msg: format!("not dvipa's P4Info: {e}"),
@@ -143,7 +144,7 @@ pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartEr
 /// The size of the `dvipa` table in the P4Info (what bounds the DVIPA services), if given.
 pub fn dvipa_table_size(schema: &Schema) -> Option<usize> {
     schema
-        .table(p4names::T_DVIPA)
+        .table(dvipa_contract::dvipa::NAME)
         .ok()
         .map(|t| t.size)
         .filter(|s| *s > 0)
@@ -203,7 +204,11 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     if let Some(size) = dvipa_table_size(&schema) {
         cluster.check_dvipa_table(
             size,
-            &format!("size of {} in {}", p4names::T_DVIPA, p4info_path.display()),
+            &format!(
+                "size of {} in {}",
+                dvipa_contract::dvipa::NAME,
+                p4info_path.display()
+            ),
         )?;
     }
     if let Some(d) = &cluster.config.liveness.dataplane {
@@ -221,99 +226,7 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     })
 }
 
-/// How often ownership changes other than operator moves are looked for and persisted.
-pub const PERSIST_INTERVAL: Duration = Duration::from_millis(50);
-
-/// `<state_dir>/owners.toml`: the routing switch of each DVIPA, written atomically (temporary
-/// file, fsync, rename, fsync of the directory) when it differs from what was last written.
-#[derive(Debug)]
-pub struct OwnerStore {
-    path: PathBuf,
-    last: parking_lot::Mutex<Option<Vec<(Ipv4Addr, String, bool)>>>,
-}
-
-impl OwnerStore {
-    /// The store in `dir` (created on the first write).
-    pub fn new(dir: &Path) -> OwnerStore {
-        OwnerStore {
-            path: dir.join(OWNERS_FILE),
-            last: parking_lot::Mutex::new(None),
-        }
-    }
-
-    /// The state file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The persisted state; `Ok(None)` when there is no file yet.
-    pub fn load(&self) -> Result<Option<OwnerState>, String> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => OwnerState::parse(&self.path.display().to_string(), &text)
-                .map(Some)
-                .map_err(|e| e.to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", self.path.display())),
-        }
-    }
-
-    /// Writes `ownership` unless it is what was last written; true when written.
-    pub fn save(&self, ownership: Vec<(Ipv4Addr, String, bool)>) -> std::io::Result<bool> {
-        let mut last = self.last.lock();
-        if last.as_ref() == Some(&ownership) {
-            return Ok(false);
-        }
-        let text = OwnerState::from_ownership(&ownership).to_toml();
-        write_atomic(&self.path, text.as_bytes())?;
-        *last = Some(ownership);
-        Ok(true)
-    }
-
-    /// Persists the core's current ownership (failures are logged and counted, and retried on
-    /// the next call).
-    pub fn persist(&self, shared: &Shared) {
-        let own = shared.with_core(|c| c.ownership());
-        match self.save(own.clone()) {
-            Ok(true) => {
-                shared.stats.add("owner_state_written", 1);
-                tracing::info!(path = %self.path.display(), owners = ?own, "DVIPA owners persisted");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                shared.stats.add("owner_state_write_failed", 1);
-                // retried on every change: one line per 30 s (all counted)
-                match p4rt::ratelimit::check("cannot persist the DVIPA owners") {
-                    Some(suppressed) => {
-                        tracing::warn!(path = %self.path.display(), error = %e, suppressed, "cannot persist the DVIPA owners")
-                    }
-                    None => {
-                        tracing::debug!(path = %self.path.display(), error = %e, "cannot persist the DVIPA owners")
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(name);
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
+pub use crate::owners::{OwnerStore, PERSIST_RETRY};
 
 /// Whether a switch's P4Runtime address accepts TCP within `timeout`.
 async fn reachable(addr: &str, timeout: Duration) -> bool {
@@ -563,7 +476,7 @@ impl Controller {
         let mut tasks = Vec::new();
         {
             let mut sd = shut_rx.clone();
-            let run = advertise::run(advertiser, adv_rx, Arc::downgrade(&shared));
+            let run = advertise::run(advertiser, adv_rx, shared.stats.clone());
             tasks.push((
                 "advertiser",
                 tokio::spawn(async move {
@@ -644,13 +557,16 @@ impl Controller {
             tasks.push((
                 "owner persistence",
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(PERSIST_INTERVAL);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    // Once at start, then on every change the core reports; a failed write is
+                    // retried every PERSIST_RETRY until it succeeds.
+                    let mut ok = st.persist(&s);
                     loop {
                         tokio::select! {
-                            _ = tick.tick() => st.persist(&s),
+                            _ = s.owners_changed() => {}
+                            _ = tokio::time::sleep(PERSIST_RETRY), if !ok => {}
                             _ = sd.changed() => return,
                         }
+                        ok = st.persist(&s);
                     }
                 }),
             ));

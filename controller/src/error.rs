@@ -35,7 +35,7 @@ pub enum StartError {
     },
     /// The P4Info lacks names of the contract.
     #[error("{0}")]
-    Names(#[from] crate::p4names::MissingNames),
+    Names(#[from] dvipa_contract::Mismatches),
     /// TLS material.
     #[error("TLS: {0}")]
     Tls(#[from] dvipa_tls::TlsError),

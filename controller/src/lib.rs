@@ -1,10 +1,9 @@
 //! `dvipa`: the controller's I/O shell around the sans-IO `dvipa-core`, and the operator CLI.
 //!
 //! Layout:
-//! - [`p4names`]: every table, match field, action, param, digest and counter name of the
-//!   pipeline contract, checked against the P4Info at start-up ([`p4names::check`]).
-//! - [`translate`]: the core's typed entries ↔ P4Runtime entities; digests and idle-timeout
-//!   notifications → core inputs.
+//! - P4 names, shapes and encodings: the [`dvipa_contract`] crate (checked against the P4Info at
+//!   start-up with [`dvipa_contract::check`]); [`translate`] re-exports its encodings and adds
+//!   write outcomes (full tables) and the admin text of entries.
 //! - [`shared`]: the core behind a mutex; every input is an event whose actions are dispatched
 //!   at once to switch drivers, agent sessions and the advertiser; the lease timer.
 //! - [`switch`]: one driver task per switch (P4Runtime session, pipeline, digest config,
@@ -25,24 +24,31 @@
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
 //!   controller flags that override the TOML ([`cli::ConfigFlags`]).
-//! - [`demo`]: `dvipa demo` and the end-to-end failover scenario in network namespaces.
+//! - `demo` (cargo feature `demo`, on by default): `dvipa demo` and the end-to-end failover
+//!   scenario in network namespaces; `--no-default-features` builds the controller without it
+//!   (and without the testbed crate).
 //! - [`killable`]: agent connections the controller can cut (a peer that does not read).
 //! - [`error`]: error enums per layer and their mapping to `tonic::Status`.
 pub mod admin;
 pub mod admin_local;
 pub mod advertise;
 pub mod agent;
+pub mod agent_pb;
+pub mod audit;
 pub mod bgp;
 pub mod cli;
+pub mod cmd;
 pub mod controller;
 pub mod dataplane_probe;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod killable;
 pub mod metrics_export;
-pub mod p4names;
+pub mod owners;
 pub mod pipeline_cmd;
 pub mod shared;
+pub mod stats;
 pub mod switch;
 pub mod target;
 pub mod translate;

@@ -32,6 +32,7 @@ enum Cmd {
     /// default), `dvipa check-config` with the same flags prints the effective values.
     Controller(ControllerArgs),
     /// Run the demo cluster on the embedded switch.
+    #[cfg(feature = "demo")]
     Demo(dvipa::demo::Args),
     /// Validate the TOML configuration and the switches' profiles; print the effective VIPA list.
     CheckConfig(check_config::Args),
@@ -64,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
+        #[cfg(feature = "demo")]
         Cmd::Demo(a) => dvipa::demo::run(a),
         Cmd::CheckConfig(args) => {
             let format = match cli.common.output {

@@ -24,7 +24,6 @@
 
 use crate::error::StartError;
 use crate::shared::Shared;
-use dvipa_core::entries::Key;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,12 +72,12 @@ pub fn update(shared: &Shared, tables: bool) {
         }
         for sw in &core.cluster().config.switches {
             let mut per: BTreeMap<&'static str, usize> = BTreeMap::new();
-            for t in crate::p4names::TABLES {
+            for t in dvipa_contract::TABLE_NAMES {
                 per.insert(t, 0);
             }
             if let Some(tables) = core.installed(&sw.name) {
                 for k in tables.keys() {
-                    *per.entry(Key::table(k)).or_default() += 1;
+                    *per.entry(dvipa_contract::table_name(k)).or_default() += 1;
                 }
             }
             for (t, n) in per {

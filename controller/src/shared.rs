@@ -6,18 +6,18 @@
 //! (so the lock is never held across an await). A timer task calls
 //! [`Core::handle_timeout`] when [`Core::poll_timeout`] says so.
 
-use crate::advertise::AdvCmd;
-use crate::switch::SwitchCmd;
-use dvipa_core::core::{Action, Core, Event, Time};
+use crate::agent_pb;
+use crate::cmd::{AdvCmd, SwitchCmd};
+use dvipa_core::core::{Action, Core, Event, MoveError, Time};
 use dvipa_proto::v1 as pb;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
-/// Outbound half of an agent's stream: bounded by [`AGENT_QUEUE`].
-pub type AgentTx = mpsc::Sender<Result<pb::ControllerMessage, tonic::Status>>;
+pub use crate::cmd::AgentTx;
 
 /// Messages queued for one agent at the most (Acks, VIPA lists). An agent that lets its queue
 /// fill (it does not read its stream) is disconnected and counted (`agent_disconnected_slow`,
@@ -29,32 +29,7 @@ pub const AGENT_QUEUE: usize = 1024;
 /// Metric of agents disconnected because they did not read their stream.
 pub const SLOW_AGENT_METRIC: &str = "dvipa_agent_slow_disconnects_total";
 
-/// Counters of the shell (the core has its own): name → value, also exported as metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    map: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Stats {
-    /// Adds `n` to counter `name`.
-    pub fn add(&self, name: &str, n: u64) {
-        *self.map.lock().entry(name.to_string()).or_default() += n;
-    }
-    /// Counts a refused agent message or session by reason (metric
-    /// `dvipa_rejected_messages_total{reason}`).
-    pub fn reject(&self, reason: &'static str) {
-        self.add(&format!("rejected_{reason}"), 1);
-        metrics::counter!("dvipa_rejected_messages_total", "reason" => reason).increment(1);
-    }
-    /// A counter's value.
-    pub fn get(&self, name: &str) -> u64 {
-        self.map.lock().get(name).copied().unwrap_or(0)
-    }
-    /// All counters.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.map.lock().clone()
-    }
-}
+pub use crate::stats::Stats;
 
 struct AgentSession {
     id: u64,
@@ -86,13 +61,14 @@ pub struct Shared {
     cut: Mutex<BTreeSet<(String, u64)>>,
     adv: mpsc::UnboundedSender<AdvCmd>,
     /// Shell counters.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     /// TLS handshake counters of the agent endpoint.
     pub tls: Arc<dvipa_tls::TlsStats>,
-    maintenance: Mutex<BTreeSet<String>>,
     /// The BGP view when DVIPAs are advertised by BGP (`[advertise] mode = "bgp"`).
     pub bgp: Mutex<Option<Arc<crate::bgp::BgpStatus>>>,
     timer: Notify,
+    /// Signalled on [`Action::OwnersChanged`] (the owner-persistence task waits on it).
+    owners_changed: Notify,
     controller_id: String,
     /// The data-plane mark of each switch combined with its driver's up/down (locked before
     /// `core`; see [`crate::dataplane_probe`]).
@@ -120,11 +96,11 @@ impl Shared {
             agents: Mutex::new(HashMap::new()),
             cut: Mutex::new(BTreeSet::new()),
             adv,
-            stats: Stats::default(),
+            stats: Arc::default(),
             tls: Arc::new(dvipa_tls::TlsStats::default()),
-            maintenance: Mutex::new(BTreeSet::new()),
             bgp: Mutex::new(None),
             timer: Notify::new(),
+            owners_changed: Notify::new(),
             controller_id,
             gate: Mutex::new(Default::default()),
         }
@@ -174,6 +150,16 @@ impl Shared {
     pub fn dataplane_state(&self, switch: &str) -> (bool, bool) {
         let g = self.gate.lock();
         (g.dp_down(switch), g.ctl_up(switch))
+    }
+
+    /// Operator move of a DVIPA (its outcome, not a counter to diff).
+    pub fn admin_move(&self, dvipa: Ipv4Addr, to: &str) -> Result<(), MoveError> {
+        let mut core = self.core.lock();
+        let r = core.admin_move(self.now(), dvipa, to);
+        self.drain(&mut core);
+        drop(core);
+        self.timer.notify_one();
+        r
     }
 
     /// Read access to the core (admin queries, metrics).
@@ -252,25 +238,23 @@ impl Shared {
         v
     }
 
-    /// Sets or clears the maintenance mark of a switch.
+    /// Sets or clears the maintenance mark of a switch (kept by the core only).
     pub fn set_maintenance(&self, switch: &str, on: bool) {
-        {
-            let mut m = self.maintenance.lock();
-            if on {
-                m.insert(switch.to_string());
-            } else {
-                m.remove(switch);
-            }
-        }
         self.event(Event::AdminMaintenance {
             switch: switch.to_string(),
             on,
         });
     }
 
-    /// Whether a switch is marked down for maintenance.
+    /// Whether a switch is marked down for maintenance (the core's mark).
     pub fn in_maintenance(&self, switch: &str) -> bool {
-        self.maintenance.lock().contains(switch)
+        self.core.lock().in_maintenance(switch)
+    }
+
+    /// Waits until the core reports an ownership change ([`Action::OwnersChanged`]); a change
+    /// while nobody waits is kept (one permit), so none is missed.
+    pub async fn owners_changed(&self) {
+        self.owners_changed.notified().await
     }
 
     /// Runs the core's lease timers until the process ends.
@@ -357,22 +341,14 @@ impl Shared {
                     lease_ms,
                 } => self.to_agent(
                     &stack,
-                    Ok(pb::ControllerMessage {
-                        msg: Some(pb::controller_message::Msg::Welcome(pb::Welcome {
-                            controller_id: self.controller_id.clone(),
-                            heartbeat_interval_ms: heartbeat_ms.min(u32::MAX as u64) as u32,
-                            lease_ms: lease_ms.min(u32::MAX as u64) as u32,
-                        })),
-                    }),
+                    Ok(agent_pb::welcome(
+                        &self.controller_id,
+                        heartbeat_ms,
+                        lease_ms,
+                    )),
                 ),
                 Action::SendVipaList { stack, list } => {
-                    let vl = crate::agent::vipa_list_pb(&list);
-                    self.to_agent(
-                        &stack,
-                        Ok(pb::ControllerMessage {
-                            msg: Some(pb::controller_message::Msg::VipaList(vl)),
-                        }),
-                    )
+                    self.to_agent(&stack, Ok(agent_pb::vipa_list_msg(&list)))
                 }
                 Action::AgentAck { stack, seq, errors } => {
                     for e in &errors {
@@ -381,23 +357,7 @@ impl Shared {
                         metrics::counter!("dvipa_rejected_messages_total", "reason" => e.reason)
                             .increment(1);
                     }
-                    self.to_agent(
-                        &stack,
-                        Ok(pb::ControllerMessage {
-                            msg: Some(pb::controller_message::Msg::Ack(pb::Ack {
-                                seq,
-                                errors: errors
-                                    .into_iter()
-                                    .map(|e| pb::ItemError {
-                                        list: e.list.into(),
-                                        index: e.index,
-                                        reason: e.reason.into(),
-                                        detail: e.detail,
-                                    })
-                                    .collect(),
-                            })),
-                        }),
-                    )
+                    self.to_agent(&stack, Ok(agent_pb::ack(seq, errors)))
                 }
                 Action::AgentRejected { stack, reason } => {
                     self.stats.reject("refused_by_core");
@@ -427,11 +387,7 @@ impl Shared {
                         prefix_len,
                     });
                 }
-                #[allow(unreachable_patterns)]
-                other => {
-                    self.stats.add("core_action_unhandled", 1);
-                    tracing::warn!(action = ?other, "core action not handled by this shell");
-                }
+                Action::OwnersChanged => self.owners_changed.notify_one(),
             }
         }
     }

@@ -38,13 +38,15 @@
 //! after a session that was primary. A switch that never comes up is not reported down by the
 //! driver: the core treats it as down after its start-up hold (`lease_ms` + `liveness_ms`).
 //!
-//! Over the project's ~800-line guide on purpose for now: the driver's session loop, writer and table rendering; the rendering and the writer move out in issue 15.
+//! Layout: this file is the driver (session loop, setup, reads, commands, digests, idle
+//! notifications); `writer.rs` the write path, `render.rs` the text of `table dump`,
+//! `liveness.rs` the probes.
 
-use crate::p4names as n;
 use crate::shared::Shared;
 use crate::translate;
+use dvipa_contract::{self as contract, learn};
 use dvipa_core::core::{Event, WriteOutcome};
-use dvipa_core::entries::{Key, Tables, Update, Value};
+use dvipa_core::entries::{Key, Update, Value};
 use dvipa_proto::v1 as pb;
 use p4rt::proto::p4::config::v1 as cfg;
 use p4rt::proto::p4::v1 as p4;
@@ -52,7 +54,7 @@ use p4rt::{ClientConfig, Mastership, Schema, Session, StreamQueues};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 mod ageing;
@@ -69,6 +71,10 @@ macro_rules! warn_limited {
         }
     };
 }
+
+// after the macro: the modules below use it
+mod render;
+mod writer;
 
 /// How long a digest list waits for the core's ack before it is forgotten.
 pub const PENDING_DIGEST_TTL: Duration = Duration::from_secs(30);
@@ -89,38 +95,7 @@ const UNREACHABLE_LOG_EVERY: Duration = p4rt::ratelimit::PERIOD;
 /// connections must not overflow it (a dropped list is only re-sent after the ack timeout).
 const STREAM_QUEUE: usize = 16384;
 
-/// Commands to a driver (from the core's actions and from admin requests).
-#[derive(Debug)]
-pub enum SwitchCmd {
-    /// Write a batch and report [`Event::WriteResult`].
-    Write {
-        /// Batch id.
-        batch: u64,
-        /// Updates.
-        updates: Vec<Update>,
-    },
-    /// Read the five tables and report [`Event::SwitchRead`].
-    Read,
-    /// Ack a digest list.
-    Ack {
-        /// List id.
-        list_id: u64,
-    },
-    /// Read one table for `table dump`.
-    Dump {
-        /// Table name (as resolved by the schema).
-        table: String,
-        /// Answer.
-        reply: oneshot::Sender<Result<pb::AdminTable, String>>,
-    },
-    /// Read the five tables as typed entries (for `diff`); undecodable entries are listed.
-    Snapshot {
-        /// Answer.
-        reply: oneshot::Sender<Result<(Tables, Vec<String>), String>>,
-    },
-    /// Re-read the switch and let the core reconcile it now.
-    Resync,
-}
+pub use crate::cmd::SwitchCmd;
 
 /// Static settings of one driver.
 #[derive(Debug, Clone)]
@@ -198,26 +173,12 @@ struct Driver {
     ageing: ageing::CounterAgeing,
 }
 
-/// What a write task needs (owned, so writes run concurrently with the driver loop).
-#[derive(Clone)]
-struct Writer {
-    name: String,
-    schema: Arc<Schema>,
-    shared: Arc<Shared>,
-    idle_timeout_ns: i64,
-    /// Per table: when "table full" was last logged, and updates since then.
-    full_log: FullLog,
-}
-
-/// Per table: when "table full" was last logged, and the updates counted since.
-type FullLog = Arc<parking_lot::Mutex<HashMap<&'static str, (Option<Instant>, u64)>>>;
-
-/// A full table is logged at most this often per switch and table (every update is counted).
-pub const TABLE_FULL_LOG_EVERY: Duration = Duration::from_secs(30);
+pub use writer::TABLE_FULL_LOG_EVERY;
+use writer::{FullLog, Writer};
 
 /// The contract's short name of a key's table (`crt`, `dpt`, …), for counters and labels.
 fn table_short(k: &Key) -> &'static str {
-    let t = k.table();
+    let t = contract::table_name(k);
     t.rsplit('.').next().unwrap_or(t)
 }
 
@@ -570,7 +531,12 @@ impl Driver {
         self.count(&format!("pipeline_{out:?}").to_lowercase());
         let de = self
             .schema
-            .digest_entry(n::D_LEARN, 1_000_000, 100, 1_000_000_000)
+            .digest_entry(
+                learn::NAME,
+                learn::MAX_TIMEOUT_NS,
+                learn::MAX_LIST_SIZE,
+                learn::ACK_TIMEOUT_NS,
+            )
             .map_err(|e| e.to_string())?;
         let r = s
             .write_detailed(vec![p4rt::insert(de)])
@@ -589,7 +555,7 @@ impl Driver {
 
     async fn read_tables(&self, s: &Session) -> Result<(Vec<(Key, Value)>, Vec<String>), String> {
         let mut ents = Vec::new();
-        for t in n::TABLES {
+        for t in contract::TABLE_NAMES {
             let w = self.schema.table_wildcard(t).map_err(|e| e.to_string())?;
             ents.push(p4rt::IntoEntity::into_entity(w));
         }
@@ -742,7 +708,7 @@ impl Driver {
         // By id, not by name: TNA names the digest after its instance (docs/tofino.md).
         if self
             .schema
-            .digest(n::D_LEARN)
+            .digest(learn::NAME)
             .map(|x| x.preamble.as_ref().map(|p| p.id))
             .ok()
             != Some(Some(d.list.digest_id))
@@ -810,7 +776,7 @@ impl Driver {
     /// One CRT read with direct counters for ageing ([`ageing`]); idle connections go to the
     /// core as an idle timeout.
     async fn age(&mut self, s: &Session, idle: Duration) {
-        let mut w = match self.schema.table_wildcard(n::T_CRT) {
+        let mut w = match self.schema.table_wildcard(contract::crt::NAME) {
             Ok(w) => w,
             Err(e) => {
                 warn_limited!(self.cfg.name, "CRT ageing read not built", error = %e,);
@@ -872,47 +838,7 @@ impl Driver {
             .read_all(vec![p4rt::IntoEntity::into_entity(w)])
             .await
             .map_err(|e| e.to_string())?;
-        let mut rows = Vec::new();
-        for e in got {
-            let Some(p4::entity::Entity::TableEntry(te)) = e.entity else {
-                continue;
-            };
-            let d = self
-                .schema
-                .decode_table_entry(&te)
-                .map_err(|e| e.to_string())?;
-            let m: Vec<String> = d
-                .matches
-                .iter()
-                .map(|(f, w, v)| format!("{f}={}", match_text(v, *w)))
-                .collect();
-            let a = d
-                .action
-                .as_ref()
-                .map(|a| {
-                    let ps: Vec<String> = a
-                        .params
-                        .iter()
-                        .map(|(p, w, v)| format!("{p}={}", value_str(v, *w)))
-                        .collect();
-                    format!("{}({})", a.name, ps.join(", "))
-                })
-                .unwrap_or_default();
-            rows.push(pb::AdminRow {
-                cells: vec![
-                    if d.is_default_action {
-                        "(default)".into()
-                    } else if m.is_empty() {
-                        "*".into()
-                    } else {
-                        m.join(" ")
-                    },
-                    a,
-                    d.priority.to_string(),
-                    d.idle_timeout_ns.to_string(),
-                ],
-            });
-        }
+        let mut rows = render::rows(&self.schema, got)?;
         rows.sort_by(|a, b| a.cells.cmp(&b.cells));
         Ok(pb::AdminTable {
             title: format!("{tname} on {} ({} entries)", self.cfg.name, rows.len()),
@@ -924,143 +850,5 @@ impl Driver {
             ],
             rows,
         })
-    }
-}
-
-impl Writer {
-    fn count(&self, what: &str) {
-        self.shared.stats.add(&format!("switch_{what}"), 1);
-    }
-
-    /// Counts updates of one Write that found their table full: in total
-    /// (`switch_write_resource_exhausted`, bmv2's answer also as `switch_table_full_bmv2_answer`),
-    /// per switch and table (`table_full[SWITCH/table]`, `dvipa_table_full_total{switch,table}`),
-    /// and logs it at most once per [`TABLE_FULL_LOG_EVERY`] per switch and table, with the
-    /// number of updates since the last line.
-    fn table_full(&self, full: &[(&'static str, translate::FullAnswer)]) {
-        if full.is_empty() {
-            return;
-        }
-        let mut per_table: Vec<(&'static str, u64)> = Vec::new();
-        for (t, how) in full {
-            if *how == translate::FullAnswer::Bmv2 {
-                self.count("table_full_bmv2_answer");
-            }
-            match per_table.iter_mut().find(|(x, _)| x == t) {
-                Some((_, n)) => *n += 1,
-                None => per_table.push((t, 1)),
-            }
-        }
-        self.shared
-            .stats
-            .add("switch_write_resource_exhausted", full.len() as u64);
-        for (t, n) in per_table {
-            self.shared
-                .stats
-                .add(&format!("table_full[{}/{t}]", self.name), n);
-            metrics::counter!("dvipa_table_full_total", "switch" => self.name.clone(), "table" => t)
-                .increment(n);
-            let mut logs = self.full_log.lock();
-            let e = logs.entry(t).or_insert((None, 0));
-            e.1 += n;
-            if e.0
-                .is_none_or(|at: Instant| at.elapsed() >= TABLE_FULL_LOG_EVERY)
-            {
-                tracing::warn!(
-                    switch = %self.name,
-                    table = t,
-                    updates = e.1,
-                    every = ?TABLE_FULL_LOG_EVERY,
-                    "table full: entries not installed (their connections stay on the slot path; \
-                     retried when deletes free room)"
-                );
-                *e = (Some(Instant::now()), 0);
-            }
-        }
-    }
-
-    async fn write(&self, s: &Session, updates: &[Update]) -> Vec<WriteOutcome> {
-        let mut out = vec![WriteOutcome::Ok; updates.len()];
-        let mut p4u = Vec::with_capacity(updates.len());
-        let mut idx = Vec::with_capacity(updates.len());
-        for (i, u) in updates.iter().enumerate() {
-            match translate::to_p4_update(&self.schema, u, self.idle_timeout_ns) {
-                Ok(x) => {
-                    p4u.push(x);
-                    idx.push(i);
-                }
-                Err(e) => {
-                    self.count("update_untranslatable");
-                    out[i] = WriteOutcome::Other(e.to_string());
-                }
-            }
-        }
-        if p4u.is_empty() {
-            return out;
-        }
-        let t0 = Instant::now();
-        let r = s.write_detailed(p4u).await;
-        metrics::histogram!("dvipa_write_latency_seconds", "switch" => self.name.clone())
-            .record(t0.elapsed().as_secs_f64());
-        match r {
-            Ok(rs) => {
-                let mut full: Vec<(&'static str, translate::FullAnswer)> = Vec::new();
-                for (j, r) in rs.iter().enumerate() {
-                    let u = &updates[idx[j]];
-                    let o = translate::outcome(u.kind, r);
-                    match (&o, r) {
-                        (WriteOutcome::ResourceExhausted, Err(e)) => {
-                            if let Some(how) = translate::full_answer(u.kind, e) {
-                                full.push((table_short(&u.key), how));
-                            }
-                        }
-                        (WriteOutcome::Other(m), _) => {
-                            self.count("write_update_failed");
-                            warn_limited!(self.name, "update failed", update = ?u, error = %m,);
-                        }
-                        _ => {}
-                    }
-                    out[idx[j]] = o;
-                }
-                self.table_full(&full);
-            }
-            Err(e) => {
-                self.count("write_rpc_failed");
-                warn_limited!(self.name, "write failed", error = %e,);
-                for i in idx {
-                    out[i] = WriteOutcome::Other(e.to_string());
-                }
-            }
-        }
-        self.shared
-            .stats
-            .add("switch_updates_written", updates.len() as u64);
-        out
-    }
-}
-
-fn value_str(v: &[u8], w: u32) -> String {
-    match w {
-        32 => p4rt::codec::decode_ipv4(v, w)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| p4rt::codec::hex(v)),
-        48 => p4rt::codec::decode_mac(v, w)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| p4rt::codec::hex(v)),
-        _ => p4rt::codec::decode_u128(v, w)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| p4rt::codec::hex(v)),
-    }
-}
-
-fn match_text(v: &p4rt::MatchValue, w: u32) -> String {
-    use p4rt::MatchValue as M;
-    match v {
-        M::Exact(x) | M::Optional(x) => value_str(x, w),
-        M::Ternary { value, mask } => {
-            format!("{}&&&{}", value_str(value, w), p4rt::codec::hex(mask))
-        }
-        M::Lpm { value, prefix_len } => format!("{}/{prefix_len}", value_str(value, w)),
-        M::Range { low, high } => format!("{}..{}", value_str(low, w), value_str(high, w)),
     }
 }

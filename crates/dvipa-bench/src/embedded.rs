@@ -9,12 +9,12 @@
 use crate::harness;
 use anyhow::{Context, anyhow};
 use dvipa_core::core::{Action, Core, DigestItem, Event, Time, WriteOutcome};
-use dvipa_core::entries::{ConnKey, Key, Tables, Update, UpdateKind, Value};
+use dvipa_core::entries::{ConnKey, Key, Tables, Update, UpdateKind};
 use dvipa_switch::Pipeline;
 use dvipa_switch::server::SwitchServer;
 use dvipa_switch::tables::{ExactTable, SelectAction};
 use p4rt::proto::p4::v1 as p4;
-use p4rt::{ClientConfig, DigestDelivery, Schema, Session, delete, insert, modify};
+use p4rt::{ClientConfig, DigestDelivery, Schema, Session, insert};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,100 +131,16 @@ pub async fn connect(
         .push_pipeline(schema.p4info().clone(), b"{}".to_vec(), 0xD1BA)
         .await?;
     session
-        .write(vec![insert(schema.digest_entry(
-            "learn_t",
-            1_000_000,
-            100,
-            1_000_000_000,
-        )?)])
+        .write(vec![insert(dvipa_contract::learn::digest_entry(schema)?)])
         .await?;
     Ok((Arc::new(session), queues))
 }
 
-/// The P4Runtime table entry of a typed key and value.
-pub fn table_entry(s: &Schema, key: &Key, value: &Value) -> anyhow::Result<p4::TableEntry> {
-    let mut b = s.table_entry(key.table());
-    b = match key {
-        Key::Dvipa { addr, proto, port } => {
-            let b = b
-                .exact("hdr.ipv4.dstAddr", *addr)
-                .exact("hdr.ipv4.protocol", *proto);
-            match port {
-                Some(p) => b.ternary("meta.l4_dport", *p, 0xffffu16),
-                None => b,
-            }
-            .priority(key.priority())
-        }
-        Key::Dpt { service, slot } => b
-            .exact("meta.service_id", *service)
-            .exact("meta.slot", *slot),
-        Key::Target { target } => b.exact("meta.target_id", *target),
-        Key::Route { prefix } => b.lpm("meta.route_dst", prefix.addr, u32::from(prefix.len)),
-        Key::Crt(c) => {
-            let (src, dst, proto, sport, dport) = (c.src, c.dst, c.proto, c.sport, c.dport);
-            b.exact("hdr.ipv4.srcAddr", src)
-                .exact("hdr.ipv4.dstAddr", dst)
-                .exact("hdr.ipv4.protocol", proto)
-                .exact("meta.l4_sport", sport)
-                .exact("meta.l4_dport", dport)
-        }
-    };
-    b = match value {
-        Value::Distribute { service, method } => b
-            .action("IngressImpl.distribute")
-            .param("service_id", *service)
-            .param("method", *method),
-        Value::ToTarget { target } => b
-            .action("IngressImpl.to_target")
-            .param("target_id", *target),
-        Value::ForwardL2 { dmac, port } => b
-            .action("IngressImpl.forward_l2")
-            .param("dmac", p4rt::MacAddr(dmac.0))
-            .param("port", *port),
-        Value::EncapIpip {
-            outer_src,
-            outer_dst,
-        } => b
-            .action("IngressImpl.encap_ipip")
-            .param("outer_src", *outer_src)
-            .param("outer_dst", *outer_dst),
-        Value::SetNexthop { dmac, smac, port } => b
-            .action("IngressImpl.set_nexthop")
-            .param("dmac", p4rt::MacAddr(dmac.0))
-            .param("smac", p4rt::MacAddr(smac.0))
-            .param("port", *port),
-    };
-    Ok(b.build()?)
-}
-
-/// A core update as a P4Runtime update.
-pub fn p4_update(s: &Schema, u: &Update) -> anyhow::Result<p4::Update> {
-    let e = table_entry(s, &u.key, &u.value)?;
-    Ok(match u.kind {
-        UpdateKind::Insert => insert(e),
-        UpdateKind::Modify => modify(e),
-        UpdateKind::Delete => delete(e),
-    })
-}
-
-/// A decoded `learn_t` digest list as core digest items.
-pub fn digest_items(s: &Schema, list: &p4::DigestList) -> anyhow::Result<Vec<DigestItem>> {
+/// `learn_t` digest lists as core digest items (the contract's decoding, as the controller).
+fn digest_items(s: &Schema, list: &p4::DigestList) -> anyhow::Result<Vec<DigestItem>> {
     let (_, recs) = s.decode_digest_list(list)?;
     recs.iter()
-        .map(|r| {
-            Ok(DigestItem {
-                conn: ConnKey::new(
-                    r.ipv4("src_addr")?,
-                    r.u128("src_port")? as u16,
-                    r.ipv4("dst_addr")?,
-                    r.u128("dst_port")? as u16,
-                    r.u128("protocol")? as u8,
-                ),
-                service: r.u128("service_id")? as u16,
-                target: r.u128("target_id")? as u16,
-                not_syn: r.u128("flags")? & 1 != 0,
-            })
-        })
+        .map(|r| Ok(dvipa_contract::digest_item(r)?))
         .collect()
 }
 
@@ -595,8 +511,8 @@ async fn write(
 ) -> anyhow::Result<Vec<WriteOutcome>> {
     let ups = updates
         .iter()
-        .map(|u| p4_update(schema, u))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|u| dvipa_contract::to_p4_update(schema, u, 0))
+        .collect::<Result<Vec<_>, _>>()?;
     let res = session.write_detailed(ups).await?;
     Ok(res
         .into_iter()

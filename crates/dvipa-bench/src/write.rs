@@ -19,12 +19,13 @@ use std::time::Instant;
 fn crt_updates(schema: &Schema, range: std::ops::Range<u32>) -> anyhow::Result<Vec<p4::Update>> {
     range
         .map(|i| {
-            let e = embedded::table_entry(
+            let e = dvipa_contract::table_entry(
                 schema,
                 &Key::Crt(harness::conn(i)),
                 &Value::ToTarget {
                     target: 1 + (i % 4) as u16,
                 },
+                0,
             )?;
             Ok(insert(e))
         })
@@ -116,7 +117,13 @@ async fn run_async(size: Size) -> anyhow::Result<Vec<Figure>> {
     let init: Vec<p4::Update> = f0
         .iter()
         .enumerate()
-        .map(|(s, t)| embedded::p4_update(&schema, &dpt(s, t.expect("filled"))))
+        .map(|(s, t)| {
+            Ok(dvipa_contract::to_p4_update(
+                &schema,
+                &dpt(s, t.expect("filled")),
+                0,
+            )?)
+        })
         .collect::<anyhow::Result<_>>()?;
     session.write(init).await?;
     let mut join = ts.clone();
@@ -139,7 +146,7 @@ async fn run_async(size: Size) -> anyhow::Result<Vec<Figure>> {
             .map(|s| {
                 let mut u = dpt(s, f1[s].expect("filled"));
                 u.kind = UpdateKind::Modify;
-                embedded::p4_update(&schema, &u)
+                Ok(dvipa_contract::to_p4_update(&schema, &u, 0)?)
             })
             .collect::<anyhow::Result<_>>()?;
         moved = ups.len();

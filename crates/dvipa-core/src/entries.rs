@@ -117,17 +117,9 @@ pub enum Key {
     Crt(ConnKey),
 }
 
+// The P4 names of these tables are the contract's (`dvipa_contract::table_name`), not the
+// core's.
 impl Key {
-    /// P4Info table name.
-    pub fn table(&self) -> &'static str {
-        match self {
-            Key::Dvipa { .. } => "IngressImpl.dvipa",
-            Key::Dpt { .. } => "IngressImpl.dpt",
-            Key::Target { .. } => "IngressImpl.target",
-            Key::Route { .. } => "IngressImpl.ipv4_route",
-            Key::Crt(_) => "IngressImpl.crt",
-        }
-    }
     /// Ternary priority for `dvipa` entries: a specific port beats the all-ports entry.
     pub fn priority(&self) -> i32 {
         match self {

@@ -15,10 +15,14 @@
 //!   slot of its exact share; minimal slot movement on join/leave/weight change).
 //! - [`entries`]: typed entries of the five switch tables (independent of P4Runtime encoding)
 //!   and the reconciler (desired vs actual → minimal updates in a safe phase order).
-//! - [`core`]: the state machine ([`core::Core`]): services, targets, DPT, CRT, agent
-//!   sessions and leases, per-switch installed view and write batches, digest acks, VIPA lists,
-//!   ownership/failover decisions (takeover, takeback, admin move, maintenance, hot standby,
-//!   controller-restart adoption).
+//! - [`core`]: the state machine ([`core::Core`]), one job a file under `core/`: `api.rs`
+//!   (events, actions, reports, [`core::MoveError`]), `timers.rs` (one timer table: start-up
+//!   holds, leases), `services.rs` (services, DPT, slot fill), `crt.rs` (pins, digests, idle),
+//!   `switch_sync.rs` (per-switch installed view and write batches, digest acks),
+//!   `ownership.rs` (takeover, takeback, admin move, maintenance, hot standby, restart
+//!   adoption; [`core::Action::OwnersChanged`]), `agents.rs` (sessions, leases, reports, VIPA
+//!   lists), `idx.rs` (typed indexes: `TargetId`, `SwitchIdx`, `VipaIdx`). P4 names are not
+//!   the core's: they live in the `dvipa-contract` crate.
 //! - [`sim`]: in-memory switches around a `Core` for tests (no I/O either).
 //!
 //! # Driving the core

@@ -4,7 +4,7 @@
 //! entries naming missing targets.
 mod common;
 use common::*;
-use dvipa_core::core::{Action, Core, CoreOptions, DigestItem, Event, Report};
+use dvipa_core::core::{Action, Core, CoreOptions, DigestItem, Event, MoveError, Report};
 use dvipa_core::entries::{ConnKey, Key, TCP, UpdateKind};
 use dvipa_core::sim::Sim;
 use std::net::Ipv4Addr;
@@ -279,6 +279,54 @@ fn fig11_12_moveable_admin_move_keeps_connections() {
     assert_eq!(s.core.counters()["admin_move_target_not_up"], 1);
 }
 
+/// `Core::admin_move` says what happened (the admin API no longer diffs counters), and every
+/// ownership change is announced once with `Action::OwnersChanged` (the controller persists on
+/// it instead of polling).
+#[test]
+fn admin_move_returns_its_outcome_and_ownership_changes_are_announced() {
+    let mut s = running(false);
+    let announced = |s: &Sim| {
+        s.out
+            .iter()
+            .filter(|a| matches!(a, Action::OwnersChanged))
+            .count()
+    };
+    s.out.clear();
+    s.out_at.clear();
+    let now = s.now;
+    assert_eq!(s.core.admin_move(now, DVB1, "MVS1"), Ok(()));
+    s.run();
+    assert_eq!(s.core.owner(DVB1), Some("MVS1"));
+    assert_eq!(announced(&s), 1);
+    // Moving it where it is: accepted, nothing changes, nothing announced.
+    assert_eq!(s.core.admin_move(now, DVB1, "MVS1"), Ok(()));
+    s.run();
+    assert_eq!(announced(&s), 1);
+    let other = Ipv4Addr::new(198, 51, 100, 99);
+    assert_eq!(
+        s.core.admin_move(now, other, "MVS1"),
+        Err(MoveError::UnknownDvipa(other))
+    );
+    assert_eq!(
+        s.core.admin_move(now, DVB1, "MVS9"),
+        Err(MoveError::UnknownSwitch("MVS9".into()))
+    );
+    // A takeover is announced too; a move to the switch that is down is refused and counted.
+    s.switch_down("MVS1");
+    assert_ne!(s.core.owner(DVB1), Some("MVS1"));
+    assert_eq!(announced(&s), 2);
+    let err = s.core.admin_move(now, DVB1, "MVS1").unwrap_err();
+    assert_eq!(err, MoveError::TargetNotUp("MVS1".into()));
+    assert_eq!(
+        err.to_string(),
+        "switch `MVS1` is not up (or is in maintenance)"
+    );
+    s.run();
+    assert_eq!(announced(&s), 2);
+    assert_eq!(s.core.counters()["admin_move_target_not_up"], 1);
+    assert_eq!(s.core.counters()["admin_move_unknown_dvipa"], 1);
+}
+
 #[test]
 fn maintenance_moves_dvipas_gracefully() {
     let mut s = running(false);
@@ -287,6 +335,7 @@ fn maintenance_moves_dvipas_gracefully() {
         switch: "MVS1".into(),
         on: true,
     });
+    assert!(s.core.in_maintenance("MVS1") && !s.core.in_maintenance("MVS5"));
     assert_eq!(s.core.advertised(DVA1), Some("MVS5"));
     assert_eq!(crt_of(&s.switches["MVS5"].tables, DVA1), before);
     assert!(
@@ -303,6 +352,7 @@ fn maintenance_moves_dvipas_gracefully() {
         switch: "MVS1".into(),
         on: false,
     });
+    assert!(!s.core.in_maintenance("MVS1"));
     assert_eq!(s.core.advertised(DVA1), Some("MVS1"));
 }
 

@@ -407,7 +407,7 @@ impl Default for DvipaTable {
 
 impl DvipaTable {
     /// Table name for errors.
-    pub const NAME: &'static str = "IngressImpl.dvipa";
+    pub const NAME: &'static str = dvipa_contract::dvipa::NAME;
 
     /// Number of entries.
     pub fn len(&self) -> usize {
@@ -544,7 +544,7 @@ impl Default for RouteTable {
 
 impl RouteTable {
     /// Table name for errors.
-    pub const NAME: &'static str = "IngressImpl.ipv4_route";
+    pub const NAME: &'static str = dvipa_contract::route::NAME;
 
     /// Number of entries.
     pub fn len(&self) -> usize {
@@ -679,9 +679,13 @@ impl Default for Tables {
     fn default() -> Self {
         Tables {
             dvipa: DvipaTable::default(),
-            crt: ExactTable::presized("IngressImpl.crt", CRT_SIZE, SelectAction::NoAction),
-            dpt: ExactTable::new("IngressImpl.dpt", DPT_SIZE, SelectAction::NoAction),
-            target: ExactTable::new("IngressImpl.target", TARGET_SIZE, TargetAction::Drop),
+            crt: ExactTable::presized(dvipa_contract::crt::NAME, CRT_SIZE, SelectAction::NoAction),
+            dpt: ExactTable::new(dvipa_contract::dpt::NAME, DPT_SIZE, SelectAction::NoAction),
+            target: ExactTable::new(
+                dvipa_contract::target::NAME,
+                TARGET_SIZE,
+                TargetAction::Drop,
+            ),
             route: RouteTable::default(),
         }
     }

@@ -736,14 +736,21 @@ async fn pipeline_config_resolution_and_cookie() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    // Another program (no crt table) is rejected with a clear message.
+    // Another program (no crt table, no digest) is rejected with a message naming every
+    // mismatch at once (the contract's check, as the controller's).
     let mut other = p4info();
     other
         .tables
         .retain(|t| t.preamble.as_ref().unwrap().name != "IngressImpl.crt");
+    other.digests.clear();
     let e = a.set_pipeline(other, 1).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("IngressImpl.crt"), "{}", e.message());
+    assert!(
+        e.message().contains("table `IngressImpl.crt`"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("digest `learn_t`"), "{}", e.message());
     // Different numeric ids than the committed P4Info still resolve by name.
     let mut renumbered = p4info();
     for t in &mut renumbered.tables {

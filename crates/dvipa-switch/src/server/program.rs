@@ -1,6 +1,7 @@
 //! The dvipa program as seen through a P4Info: every object of the contract resolved by name to
 //! the ids this P4Info uses, and conversion between P4Runtime entities and the typed tables.
 
+use dvipa_contract::{self as contract, TableSpec, actions};
 use p4rt::Schema;
 use p4rt::codec::{decode_u128, encode_u128};
 use p4rt::proto::p4::config::v1 as cfg;
@@ -195,12 +196,9 @@ const MAX_FIELDS: usize = 8;
 /// Most parameters of a contract action.
 const MAX_PARAMS: usize = 4;
 
-fn resolve_table(
-    s: &Schema,
-    name: &'static str,
-    fields: &[(&'static str, cfg::match_field::MatchType, u32)],
-    direct_counter: Option<&str>,
-) -> Result<TableIds, String> {
+/// The ids of a contract table (its shape was checked by [`dvipa_contract::check`]).
+fn resolve_table(s: &Schema, spec: &TableSpec) -> Result<TableIds, String> {
+    let (name, fields, direct_counter) = (spec.name, spec.fields, spec.direct_counter);
     let t = s
         .table(name)
         .map_err(|e| format!("{NOT_DVIPA}: table {name}: {e}"))?;
@@ -220,7 +218,7 @@ fn resolve_table(
         let f = s
             .match_field(t, fname)
             .map_err(|e| format!("{NOT_DVIPA}: {e}"))?;
-        if match_type(f) != Some(*kind) || f.bitwidth as u32 != *bits {
+        if match_type(f) != Some(*kind) || f.bitwidth != *bits {
             return Err(format!(
                 "{NOT_DVIPA}: table {name} field {fname} must be {kind:?} bit<{bits}>, P4Info has {:?} bit<{}>",
                 match_type(f),
@@ -230,7 +228,7 @@ fn resolve_table(
         out.push(Field {
             id: f.id,
             name: fname,
-            bits: *bits,
+            bits: *bits as u32,
         });
     }
     let dc = match direct_counter {
@@ -265,7 +263,12 @@ fn resolve_table(
     })
 }
 
-fn resolve_action(s: &Schema, name: &str, params: &[(&str, u32)]) -> Result<ActionIds, String> {
+/// The ids of a contract action.
+fn resolve_action(s: &Schema, name: &str) -> Result<ActionIds, String> {
+    let params = actions::SPECS
+        .iter()
+        .find(|a| a.0 == name)
+        .map_or(&[][..], |a| a.1);
     let a = s
         .action(name)
         .map_err(|e| format!("{NOT_DVIPA}: action {name}: {e}"))?;
@@ -285,13 +288,13 @@ fn resolve_action(s: &Schema, name: &str, params: &[(&str, u32)]) -> Result<Acti
         let p = s
             .action_param(a, pn)
             .map_err(|e| format!("{NOT_DVIPA}: {e}"))?;
-        if p.bitwidth as u32 != *bits {
+        if p.bitwidth != *bits {
             return Err(format!(
                 "{NOT_DVIPA}: action {name} param {pn} must be bit<{bits}>, P4Info has bit<{}>",
                 p.bitwidth
             ));
         }
-        out.push((p.id, *bits));
+        out.push((p.id, *bits as u32));
     }
     Ok(ActionIds {
         id: id_of(&a.preamble),
@@ -302,106 +305,39 @@ fn resolve_action(s: &Schema, name: &str, params: &[(&str, u32)]) -> Result<Acti
 impl Program {
     /// Resolves the contract against a P4Info; any missing or different object is an error naming it.
     pub fn resolve(info: cfg::P4Info) -> Result<Self, String> {
-        use cfg::match_field::MatchType::{Exact, Lpm, Ternary};
         let s = Schema::from_p4info(info).map_err(|e| format!("invalid P4Info: {e}"))?;
-        let dvipa = resolve_table(
-            &s,
-            "IngressImpl.dvipa",
-            &[
-                ("hdr.ipv4.dstAddr", Exact, 32),
-                ("hdr.ipv4.protocol", Exact, 8),
-                ("meta.l4_dport", Ternary, 16),
-            ],
-            None,
-        )?;
-        let crt = resolve_table(
-            &s,
-            "IngressImpl.crt",
-            &[
-                ("hdr.ipv4.srcAddr", Exact, 32),
-                ("hdr.ipv4.dstAddr", Exact, 32),
-                ("hdr.ipv4.protocol", Exact, 8),
-                ("meta.l4_sport", Exact, 16),
-                ("meta.l4_dport", Exact, 16),
-            ],
-            Some("IngressImpl.crt_counter"),
-        )?;
-        let dpt = resolve_table(
-            &s,
-            "IngressImpl.dpt",
-            &[("meta.service_id", Exact, 16), ("meta.slot", Exact, 16)],
-            None,
-        )?;
-        let target = resolve_table(
-            &s,
-            "IngressImpl.target",
-            &[("meta.target_id", Exact, 16)],
-            Some("IngressImpl.target_counter"),
-        )?;
-        let route = resolve_table(
-            &s,
-            "IngressImpl.ipv4_route",
-            &[("meta.route_dst", Lpm, 32)],
-            None,
-        )?;
-        let distribute = resolve_action(
-            &s,
-            "IngressImpl.distribute",
-            &[("service_id", 16), ("method", 8)],
-        )?;
-        let to_target = resolve_action(&s, "IngressImpl.to_target", &[("target_id", 16)])?;
-        let forward_l2 =
-            resolve_action(&s, "IngressImpl.forward_l2", &[("dmac", 48), ("port", 9)])?;
-        let encap_ipip = resolve_action(
-            &s,
-            "IngressImpl.encap_ipip",
-            &[("outer_src", 32), ("outer_dst", 32)],
-        )?;
-        let set_nexthop = resolve_action(
-            &s,
-            "IngressImpl.set_nexthop",
-            &[("dmac", 48), ("smac", 48), ("port", 9)],
-        )?;
-        let drop = resolve_action(&s, "IngressImpl.drop", &[])?.id;
-        let no_action = resolve_action(&s, "NoAction", &[])?.id;
+        // Every mismatch at once (the same check the controller runs at start-up).
+        dvipa_contract::check(&s).map_err(|e| format!("{NOT_DVIPA}: {e}"))?;
+        let dvipa = resolve_table(&s, &contract::dvipa::SPEC)?;
+        let crt = resolve_table(&s, &contract::crt::SPEC)?;
+        let dpt = resolve_table(&s, &contract::dpt::SPEC)?;
+        let target = resolve_table(&s, &contract::target::SPEC)?;
+        let route = resolve_table(&s, &contract::route::SPEC)?;
+        let distribute = resolve_action(&s, actions::DISTRIBUTE)?;
+        let to_target = resolve_action(&s, actions::TO_TARGET)?;
+        let forward_l2 = resolve_action(&s, actions::FORWARD_L2)?;
+        let encap_ipip = resolve_action(&s, actions::ENCAP_IPIP)?;
+        let set_nexthop = resolve_action(&s, actions::SET_NEXTHOP)?;
+        let drop = resolve_action(&s, actions::DROP)?.id;
+        let no_action = resolve_action(&s, actions::NO_ACTION)?.id;
         let service_counter = id_of(
-            &s.counter("IngressImpl.service_counter")
+            &s.counter(contract::counters::SERVICE)
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
         let rr_state = id_of(
-            &s.register("IngressImpl.rr_state")
+            &s.register(contract::counters::RR_STATE)
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
         let syn_pending = id_of(
-            &s.register("IngressImpl.syn_pending")
+            &s.register(contract::counters::SYN_PENDING)
                 .map_err(|e| format!("{NOT_DVIPA}: {e}"))?
                 .preamble,
         );
         let layout = s
-            .digest_layout("learn_t")
+            .digest_layout(contract::learn::NAME)
             .map_err(|e| format!("{NOT_DVIPA}: {e}"))?;
-        let want = [
-            ("src_addr", 32),
-            ("dst_addr", 32),
-            ("protocol", 8),
-            ("src_port", 16),
-            ("dst_port", 16),
-            ("service_id", 16),
-            ("target_id", 16),
-            ("flags", 8),
-        ];
-        let got: Vec<(&str, u32)> = layout
-            .members
-            .iter()
-            .map(|(n, b)| (n.as_str(), *b))
-            .collect();
-        if got != want {
-            return Err(format!(
-                "{NOT_DVIPA}: digest learn_t members are {got:?}, the contract has {want:?}"
-            ));
-        }
         let learn = layout.id;
         Ok(Program {
             schema: s,
