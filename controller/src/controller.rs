@@ -469,6 +469,13 @@ pub async fn bind_admin(
     Ok(AdminListeners { unix, tcp })
 }
 
+/// The admin address a follower tells operators (`[ha] advertise_admin` overrides it).
+fn admin_addr_hint(l: &Option<TcpListener>) -> Option<String> {
+    l.as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+}
+
 /// Binds a listener.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
@@ -518,8 +525,12 @@ impl Controller {
         metrics_export::security(insecure, admin_sec.tls.is_some());
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
+        let ha_cfg = cluster.config.ha.clone();
         let mut core = Core::new(cluster, CoreOptions::default())?;
-        let store = state_dir.map(|d| Arc::new(OwnerStore::new(&d)));
+        // With [ha] the owners live in etcd (crate::ha::store), not in <state_dir>.
+        let store = state_dir
+            .filter(|_| ha_cfg.is_none())
+            .map(|d| Arc::new(OwnerStore::new(&d)));
         if let Some(st) = &store {
             let probe = Duration::from_millis(timers.liveness_ms.clamp(200, 2000));
             restore_owners(&mut core, st, &switch_cfgs, probe).await;
@@ -538,6 +549,16 @@ impl Controller {
         let (adv_tx, adv_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(core, txs, adv_tx));
         let mut tasks = Vec::new();
+        if let Some(h) = ha_cfg {
+            crate::ha::start(
+                h,
+                admin_addr_hint(&admin_listener),
+                &shared,
+                &shut_rx,
+                &mut tasks,
+            )
+            .await?;
+        }
         {
             let mut sd = shut_rx.clone();
             let run = advertise::run(advertiser, adv_rx, Arc::downgrade(&shared));

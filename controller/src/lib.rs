@@ -33,6 +33,7 @@ pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod error;
+pub mod ha;
 pub mod killable;
 pub mod metrics_export;
 pub mod p4names;

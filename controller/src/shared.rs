@@ -92,6 +92,10 @@ pub struct Shared {
     maintenance: Mutex<BTreeSet<String>>,
     timer: Notify,
     controller_id: String,
+    /// `[ha]`: the election's gate and the etcd store (unset without HA).
+    ha: std::sync::OnceLock<crate::ha::HaHandle>,
+    /// [`Shared::now`] of the last input (the age of this replica's view).
+    last_event: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -120,6 +124,8 @@ impl Shared {
             maintenance: Mutex::new(BTreeSet::new()),
             timer: Notify::new(),
             controller_id,
+            ha: std::sync::OnceLock::new(),
+            last_event: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -131,6 +137,8 @@ impl Shared {
     /// Feeds one event to the core and carries out its actions.
     pub fn event(&self, ev: Event) {
         let mut core = self.core.lock();
+        self.last_event
+            .store(self.now().0, std::sync::atomic::Ordering::Relaxed);
         core.handle(self.now(), ev);
         self.drain(&mut core);
         drop(core);
@@ -197,6 +205,32 @@ impl Shared {
     /// Whether session `id` is the current one of `stack`.
     pub fn agent_current(&self, stack: &str, id: u64) -> bool {
         self.agents.lock().get(stack).is_some_and(|s| s.id == id)
+    }
+
+    /// Turns HA on (once, at start-up).
+    pub fn set_ha(&self, h: crate::ha::HaHandle) {
+        let _ = self.ha.set(h);
+    }
+
+    /// The HA machinery, when `[ha]` is set.
+    pub fn ha(&self) -> Option<&crate::ha::HaHandle> {
+        self.ha.get()
+    }
+
+    /// The gate channel (drivers connect only while it says leader).
+    pub fn ha_rx(&self) -> Option<tokio::sync::watch::Receiver<crate::ha::HaState>> {
+        self.ha.get().map(|h| h.state.clone())
+    }
+
+    /// How long ago the core last handled an input (agent report, switch read, ...).
+    pub fn view_age(&self) -> Duration {
+        let last = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.now().0.saturating_sub(last))
+    }
+
+    /// Whether this replica may change anything (always without HA).
+    pub fn may_write(&self) -> bool {
+        self.ha.get().is_none_or(|h| h.state.borrow().is_leader())
     }
 
     /// Sends a command to a switch driver.
@@ -363,6 +397,10 @@ impl Shared {
                 Action::AgentRejected { stack, reason } => {
                     self.stats.reject("refused_by_core");
                     self.to_agent(&stack, Err(tonic::Status::permission_denied(reason)));
+                }
+                Action::Advertise { .. } | Action::Withdraw { .. } if !self.may_write() => {
+                    // HA: a follower (or a deposed leader) never moves routes.
+                    self.stats.add("ha_follower_advertise_dropped", 1);
                 }
                 Action::Advertise {
                     switch,
