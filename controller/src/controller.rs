@@ -789,6 +789,14 @@ impl Controller {
         &self.shared
     }
 
+    /// Ends every task at once without any goodbye, as SIGKILL would: no resignation from the
+    /// HA election (its lease runs out), no last persistence, connections just close (HA tests).
+    pub fn kill(self) {
+        for (_, t) in &self.tasks {
+            t.abort();
+        }
+    }
+
     /// Stops every task and waits for them (at most 5 s).
     pub async fn shutdown(self) {
         self.shared.close_agents("controller shutting down");

@@ -145,6 +145,17 @@ impl Shared {
         self.timer.notify_one();
     }
 
+    /// Changes the core directly (HA: a new leader restores the stored owners); its actions
+    /// are carried out as after an event.
+    pub fn with_core_mut<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let mut core = self.core.lock();
+        let r = f(&mut core);
+        self.drain(&mut core);
+        drop(core);
+        self.timer.notify_one();
+        r
+    }
+
     /// Read access to the core (admin queries, metrics).
     pub fn with_core<R>(&self, f: impl FnOnce(&Core) -> R) -> R {
         f(&self.core.lock())

@@ -78,6 +78,10 @@ pub async fn start(
     tasks: &mut Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 ) -> Result<(), crate::error::StartError> {
     let lease = Duration::from_millis(cfg.lease_ms);
+    let settle_within = shared.with_core(|c| {
+        let t = c.cluster().config.timers;
+        Duration::from_millis(t.liveness_ms.saturating_mul(2) + t.lease_ms + 2000)
+    });
     // Lazy: connecting does not need etcd up (the campaign retries until it is).
     let client = election::connect(&cfg).await.map_err(|e| {
         crate::error::StartError::Ha(format!("etcd client for {:?}: {e}", cfg.etcd))
@@ -102,7 +106,7 @@ pub async fn start(
         "ha gate",
         tokio::spawn(async move {
             tokio::select! {
-                _ = gate(raw_rx, gate_tx, st, sh, lease / 4) => {}
+                _ = gate(raw_rx, gate_tx, st, sh, lease / 4, settle_within) => {}
                 _ = sd.changed() => {}
             }
         }),
@@ -137,18 +141,20 @@ pub async fn gate(
     store: Arc<store::EtcdStore>,
     shared: Arc<Shared>,
     timeout: Duration,
+    settle_within: Duration,
 ) {
     loop {
         let st = raw.borrow_and_update().clone();
         let promoted =
             st.is_leader() && !(gate.borrow().is_leader() && gate.borrow().term == st.term);
+        let mut restored = Vec::new();
         if promoted {
             store.forget();
             let t0 = Instant::now();
             match tokio::time::timeout(timeout, store.load()).await {
                 Ok(Ok(stored)) => {
-                    let n = store::apply(&shared, &stored);
-                    tracing::info!(term = st.term, applied = n, took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
+                    restored = store::apply(&shared, &stored);
+                    tracing::info!(term = st.term, restored = restored.len(), took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
                 }
                 Ok(Err(e)) => {
                     shared.stats.add("ha_state_load_failed", 1);
@@ -163,6 +169,10 @@ pub async fn gate(
             }
         }
         gate.send_replace(st);
+        if !restored.is_empty() {
+            let sh = shared.clone();
+            tokio::spawn(async move { store::settle(&sh, restored, settle_within).await });
+        }
         if raw.changed().await.is_err() {
             return;
         }

@@ -168,33 +168,59 @@ impl EtcdStore {
     }
 }
 
-/// Applies the stored state to a replica that just became leader: maintenance marks, then
-/// every DVIPA an operator placed goes (back) to that switch. Other owners follow from the
-/// switches' liveness as the new leader's drivers connect.
-pub fn apply(shared: &Shared, st: &Stored) -> usize {
-    let mut n = 0;
+/// Applies the stored state to a replica that just became leader, before its drivers
+/// connect: maintenance marks, then every DVIPA an operator placed is restored to that switch
+/// (`Core::restore_owner`). Returns the DVIPAs restored (for [`settle`]).
+pub fn apply(shared: &Shared, st: &Stored) -> Vec<(Ipv4Addr, String)> {
     for sw in shared.switch_names() {
         let on = st.maintenance.contains(&sw);
         if shared.in_maintenance(&sw) != on {
             shared.set_maintenance(&sw, on);
-            n += 1;
         }
     }
+    let mut pinned = Vec::new();
     if let Some(o) = &st.owners {
         for d in o.dvipas.iter().filter(|d| d.admin_pinned) {
-            let now = shared.with_core(|c| c.ownership());
-            let same = now
-                .iter()
-                .any(|(a, owner, pinned)| *a == d.addr && *owner == d.owner && *pinned);
-            if !same {
-                tracing::info!(dvipa = %d.addr, owner = %d.owner, "operator move from etcd applied");
-                shared.event(Event::AdminMove {
-                    dvipa: d.addr,
-                    to: d.owner.clone(),
-                });
-                n += 1;
+            match shared.with_core_mut(|c| c.restore_owner(d.addr, &d.owner, true)) {
+                Ok(()) => {
+                    tracing::info!(dvipa = %d.addr, owner = %d.owner, "operator move from etcd restored");
+                    pinned.push((d.addr, d.owner.clone()));
+                }
+                Err(e) => {
+                    shared.stats.add("ha_owner_not_restored", 1);
+                    tracing::warn!(error = %e, "operator move from etcd not restored");
+                }
             }
         }
     }
-    n
+    pinned
+}
+
+/// After the drivers connected: a restored DVIPA that the core moved elsewhere meanwhile
+/// (its switch came up after another one of its chain) is moved back by an operator move as
+/// soon as its switch is up; gives up after `within`.
+pub async fn settle(shared: &Shared, pinned: Vec<(Ipv4Addr, String)>, within: Duration) {
+    use dvipa_core::core::SwitchLiveness;
+    let t0 = std::time::Instant::now();
+    let mut left = pinned;
+    while !left.is_empty() && t0.elapsed() < within {
+        left.retain(|(dvipa, owner)| {
+            let (now, live) = shared.with_core(|c| {
+                (c.owner(*dvipa).map(str::to_string), c.liveness(owner))
+            });
+            if now.as_deref() == Some(owner.as_str()) {
+                return false;
+            }
+            if live == Some(SwitchLiveness::Up) {
+                tracing::info!(dvipa = %dvipa, owner = %owner, "operator move from etcd applied again");
+                shared.stats.add("ha_owner_moved_back", 1);
+                shared.event(Event::AdminMove {
+                    dvipa: *dvipa,
+                    to: owner.clone(),
+                });
+            }
+            true
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
