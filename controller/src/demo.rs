@@ -43,6 +43,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub mod etcd;
+mod ha;
 mod liveness;
 
 const SIGTERM: i32 = 15;
@@ -118,6 +120,11 @@ pub struct Args {
     /// How long step 7 keeps the primary frozen, in seconds.
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
+    /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
+    /// loopback (Debian's etcd-server), an agent per server and replica; step 11 SIGKILLs the
+    /// leader, then step 1 kills the primary switch. Needs `etcd`.
+    #[arg(long, conflicts_with_all = ["full", "failures"])]
+    pub ha: bool,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -360,6 +367,8 @@ struct Scenario<'a> {
     switch_keepalive_off: bool,
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
+    /// `--ha`: etcd, the other replicas and their agents.
+    ha: Option<ha::Ha>,
     switches: [Option<NsChild>; 2],
     echoes: Vec<Option<NsChild>>,
     agents: Vec<NsChild>,
@@ -410,6 +419,14 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
+        let etcd = if args.ha {
+            Some(ha::start_etcd(&dir, p)?)
+        } else {
+            None
+        };
+        if let Some(e) = &etcd {
+            toml.push_str(&ha::section(e, ha::REPLICAS[0]));
+        }
         let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
@@ -458,7 +475,25 @@ impl Scenario<'_> {
             log: dir.join("controller.log"),
             child: None,
         };
+        let ha = match etcd {
+            Some(etcd) => {
+                let mut h = ha::Ha {
+                    _etcd: etcd,
+                    others: Vec::new(),
+                    agents: Vec::new(),
+                    agent_ports: Vec::new(),
+                };
+                for i in 1..ha::REPLICAS.len() {
+                    let (c, port) = ha::replica(&ctl, &toml, agent_port, i, &dir)?;
+                    h.others.push(c);
+                    h.agent_ports.push(port);
+                }
+                Some(h)
+            }
+            None => None,
+        };
         let mut sc = Scenario {
+            ha,
             args,
             p,
             bins,
@@ -478,6 +513,9 @@ impl Scenario<'_> {
             cfg_path.display()
         ));
         sc.start(agent_port)?;
+        if sc.ha.is_some() {
+            sc.start_ha_followers()?;
+        }
         sc.steps()
     }
 
@@ -716,6 +754,8 @@ impl Scenario<'_> {
         let mut figs = Vec::new();
         let steps: Vec<u8> = if self.args.failures {
             vec![7, 8, 9, 10]
+        } else if self.args.ha {
+            vec![11, 1]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -729,6 +769,7 @@ impl Scenario<'_> {
                 4 => self.step_controller_restart(&run),
                 5 => self.step_app_stop(&run),
                 7 => self.step_freeze(&run, 7),
+                11 => self.step_kill_leader(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
                 _ => self.step_no_keepalive(&run, 10),
@@ -741,6 +782,11 @@ impl Scenario<'_> {
         // the controller first: its hooks and writes need the switches and namespaces
         if let Some(mut c) = self.ctl.child.take() {
             c.stop(Duration::from_secs(1));
+        }
+        for c in self.ha.iter_mut().flat_map(|h| h.others.iter_mut()) {
+            if let Some(mut c) = c.child.take() {
+                c.stop(Duration::from_secs(1));
+            }
         }
         p.say(&format!(
             "final: {} established, {} reset, {} closed normally, {} errors, {} corrupt, longest \

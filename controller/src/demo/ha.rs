@@ -1,0 +1,216 @@
+//! `dvipa demo --ha` (issue 17): three controller replicas elected through a 3-member etcd
+//! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). Step 11
+//! SIGKILLs the leader while the connections stream: a new leader within `lease_ms` + 1 s,
+//! 0 resets, new connections served and pinned; then step 1 kills the primary switch and the
+//! new leader takes over.
+
+use super::{Ctl, Progress, Scenario, StepFig, wait_for};
+use anyhow::{Context, Result, anyhow};
+use dvipa_testbed::conns::ConnsRun;
+use dvipa_testbed::netns::{self, NsChild};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The election lease of the demo's replicas.
+pub const LEASE_MS: u64 = 2000;
+
+/// Replica names; the first is the scenario's own [`Ctl`].
+pub const REPLICAS: [&str; 3] = ["ctl-a", "ctl-b", "ctl-c"];
+
+/// The HA part of a scenario.
+pub(super) struct Ha {
+    /// The replicas other than the scenario's `ctl` (swapped with it when the leader changes).
+    pub others: Vec<Ctl>,
+    /// Agents of the other replicas.
+    pub agents: Vec<NsChild>,
+    /// Agent ports of the other replicas.
+    pub agent_ports: Vec<u16>,
+    /// Started before the first replica, stopped last (on drop).
+    pub _etcd: super::etcd::Etcd,
+}
+
+/// The `[ha]` section of replica `name`.
+pub(super) fn section(etcd: &super::etcd::Etcd, name: &str) -> String {
+    let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        "\n[ha]\netcd = [{}]\nelection = \"/dvipa/demo/leader\"\nlease_ms = {LEASE_MS}\nreplica = \"{name}\"\n",
+        eps.join(", ")
+    )
+}
+
+/// Starts etcd in `dir/etcd`.
+pub(super) fn start_etcd(dir: &Path, p: &Progress) -> Result<super::etcd::Etcd> {
+    let e = super::etcd::Etcd::start_in(&dir.join("etcd"))?;
+    p.say(&format!("etcd up: 3 members {:?}", e.endpoints()));
+    Ok(e)
+}
+
+/// Replica `i`'s controller: the TOML of the first with its own agent port and name, its own
+/// admin socket and log.
+pub(super) fn replica(
+    first: &Ctl,
+    toml: &str,
+    first_agent_port: u16,
+    i: usize,
+    dir: &Path,
+) -> Result<(Ctl, u16)> {
+    let port = netns::free_local_port()?;
+    let name = REPLICAS[i];
+    let text = toml
+        .replace(&format!(":{first_agent_port}\""), &format!(":{port}\""))
+        .replace(
+            &format!("replica = \"{}\"", REPLICAS[0]),
+            &format!("replica = \"{name}\""),
+        );
+    let cfg = dir.join(format!("dvipa-{name}.toml"));
+    std::fs::write(&cfg, text)?;
+    let sock = dir.join(format!("admin-{name}.sock"));
+    let mut argv = first.argv.clone();
+    for a in argv.iter_mut() {
+        if a.ends_with("dvipa.toml") {
+            *a = cfg.display().to_string();
+        } else if a.ends_with("admin.sock") {
+            *a = sock.display().to_string();
+        }
+    }
+    Ok((
+        Ctl {
+            exe: first.exe.clone(),
+            admin: format!("unix:{}", sock.display()),
+            argv,
+            log: dir.join(format!("controller-{name}.log")),
+            child: None,
+        },
+        port,
+    ))
+}
+
+/// `(role, term)` of a replica from its `counters`.
+fn role(c: &Ctl) -> Option<(String, u64)> {
+    let out = c.op(&["counters", "-o", "json"]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+    let cell = |name: &str| {
+        v["rows"].as_array()?.iter().find_map(|r| {
+            (r["layer"] == "ha" && r["name"] == name)
+                .then(|| r["value"].as_str().map(str::to_string))
+                .flatten()
+        })
+    };
+    Some((cell("role")?, cell("term")?.parse().ok()?))
+}
+
+impl Scenario<'_> {
+    /// Starts replicas 2 and 3 and one agent per server for each (after the first is leader
+    /// and the cluster ready).
+    pub(super) fn start_ha_followers(&mut self) -> Result<()> {
+        let agent_bin = self.bins.agent.display().to_string();
+        let ha = self.ha.as_mut().ok_or_else(|| anyhow!("not --ha"))?;
+        for (c, port) in ha.others.iter_mut().zip(&ha.agent_ports) {
+            c.start()?;
+            wait_for(Duration::from_secs(20), || {
+                Ok(c.op(&["netstat", "vipadcfg"]).is_ok())
+            })
+            .with_context(|| format!("replica {} does not answer", c.admin))?;
+            for k in 1..=super::SERVERS {
+                let s = self.tb.server(k);
+                let mut argv = self.tb.agent_argv(k, &agent_bin, *port);
+                if let Some(sock) = argv.last_mut() {
+                    *sock = sock.replace("-agent.sock", &format!("-agent-{port}.sock"));
+                }
+                let log = self.tb.log_dir.join(format!("{}-agent-{port}.log", s.name));
+                ha.agents.push(netns::spawn_in_logged(&s.ns, &argv, &log)?);
+            }
+        }
+        let ready = wait_for(Duration::from_secs(20), || {
+            Ok(ha.others.iter().all(|c| {
+                c.rows("vdpt").is_ok_and(|r| {
+                    r.iter()
+                        .filter(|x| x.get("rdy").is_some_and(|v| v == "Y"))
+                        .count()
+                        >= super::SERVERS
+                })
+            }))
+        });
+        self.p.say(&format!(
+            "replicas {} and {} up as followers, their agents attached ({})",
+            REPLICAS[1],
+            REPLICAS[2],
+            match ready {
+                Ok(d) => format!("their DPT view warm after {} ms", d.as_millis()),
+                Err(_) => "their DPT view NOT warm within 20 s".into(),
+            }
+        ));
+        Ok(())
+    }
+
+    /// Step 11: SIGKILL the leader.
+    pub(super) fn step_kill_leader(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 11, "SIGKILL the leading controller replica");
+        let Some(ha) = self.ha.as_mut() else {
+            fig.fail("not --ha".into());
+            return fig;
+        };
+        let term = role(&self.ctl).map(|r| r.1).unwrap_or(0);
+        let t = Instant::now();
+        if let Some(mut c) = self.ctl.child.take() {
+            c.kill();
+        }
+        self.p.say(&format!(
+            "leader {} killed (SIGKILL, term {term})",
+            self.ctl.admin
+        ));
+        let mut found = None;
+        while t.elapsed() < Duration::from_millis(LEASE_MS + 5000) && found.is_none() {
+            found = ha
+                .others
+                .iter()
+                .position(|c| role(c).is_some_and(|(r, _)| r == "leader"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let Some(i) = found else {
+            fig.fail("no new leader within lease_ms + 5 s".into());
+            return fig;
+        };
+        let took = t.elapsed();
+        std::mem::swap(&mut self.ctl, &mut ha.others[i]);
+        let new_term = role(&self.ctl).map(|r| r.1).unwrap_or(0);
+        fig.takeover_ms = Some(took.as_millis() as u64);
+        fig.extra.push(format!(
+            "new leader {} after {} ms (term {term} -> {new_term})",
+            self.ctl.admin,
+            took.as_millis()
+        ));
+        self.p.say(&format!(
+            "new leader {} after {} ms (term {new_term})",
+            self.ctl.admin,
+            took.as_millis()
+        ));
+        if took > Duration::from_millis(LEASE_MS + 1000) {
+            fig.fail(format!(
+                "new leader after {took:?}: more than lease_ms + 1 s"
+            ));
+        }
+        if new_term <= term {
+            fig.fail(format!("term {new_term} after {term}"));
+        }
+        // The new leader writes: the switches come up on it.
+        let up = wait_for(Duration::from_secs(10), || {
+            Ok(self
+                .ctl
+                .rows("vipadyn")?
+                .iter()
+                .all(|r| r.get("switchstate").is_some_and(|s| s == "UP")))
+        });
+        match up {
+            Ok(_) => fig.extra.push(format!(
+                "both switches up on the new leader {} ms after the kill",
+                t.elapsed().as_millis()
+            )),
+            Err(_) => fig.fail("the switches are not up on the new leader within 10 s".into()),
+        }
+        self.check_new_conns(&mut fig, None);
+        self.dump("vipadyn");
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+}
