@@ -755,7 +755,7 @@ impl Scenario<'_> {
         let steps: Vec<u8> = if self.args.failures {
             vec![7, 8, 9, 10]
         } else if self.args.ha {
-            vec![11, 1]
+            vec![11, 12, 1]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -770,6 +770,7 @@ impl Scenario<'_> {
                 5 => self.step_app_stop(&run),
                 7 => self.step_freeze(&run, 7),
                 11 => self.step_kill_leader(&run),
+                12 => self.step_etcd_down(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
                 _ => self.step_no_keepalive(&run, 10),

@@ -143,6 +143,92 @@ impl Scenario<'_> {
         Ok(())
     }
 
+    /// The replica that leads now, if any (the scenario's `ctl` becomes it).
+    fn find_leader(&mut self) -> Option<u64> {
+        if let Some(r) = role(&self.ctl).filter(|r| r.0 == "leader") {
+            return Some(r.1);
+        }
+        let ha = self.ha.as_mut()?;
+        let i = ha
+            .others
+            .iter()
+            .position(|c| role(c).is_some_and(|(r, _)| r == "leader"))?;
+        std::mem::swap(&mut self.ctl, &mut ha.others[i]);
+        role(&self.ctl).map(|r| r.1)
+    }
+
+    /// Step 12: all of etcd stopped (SIGSTOP) for 10 s while the connections stream: the
+    /// leader steps down, forwarding goes on, new connections succeed during the outage, and
+    /// a leader is back soon after etcd returns.
+    pub(super) fn step_etcd_down(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 12, "stop all of etcd for 10 s");
+        let Some(ha) = self.ha.as_ref() else {
+            fig.fail("not --ha".into());
+            return fig;
+        };
+        let t = Instant::now();
+        ha._etcd.freeze();
+        self.p.say("etcd frozen (SIGSTOP on its 3 members)");
+        let stepped = wait_for(Duration::from_millis(LEASE_MS + 2000), || {
+            Ok(role(&self.ctl).is_some_and(|r| r.0 == "follower"))
+        });
+        match stepped {
+            Ok(_) => {
+                let ms = t.elapsed().as_millis();
+                self.p
+                    .say(&format!("the leader stepped down after {ms} ms"));
+                fig.extra
+                    .push(format!("leader stepped down {ms} ms after etcd stopped"));
+            }
+            Err(_) => fig.fail("the leader did not step down without etcd".into()),
+        }
+        // New connections during the outage: served by the slots without a controller.
+        self.check_new_conns(&mut fig, None);
+        let left = Duration::from_secs(10).saturating_sub(t.elapsed());
+        std::thread::sleep(left);
+        if let Some(ha) = self.ha.as_ref() {
+            ha._etcd.thaw();
+        }
+        let back = Instant::now();
+        self.p.say("etcd thawed after 10 s");
+        let mut term = None;
+        while back.elapsed() < Duration::from_secs(15) && term.is_none() {
+            term = self.find_leader();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match term {
+            Some(term) => {
+                let ms = back.elapsed().as_millis();
+                fig.takeover_ms = Some(ms as u64);
+                self.p.say(&format!(
+                    "leader again after {ms} ms: {} (term {term})",
+                    self.ctl.admin
+                ));
+                fig.extra.push(format!(
+                    "leader {} again {ms} ms after etcd's return (term {term})",
+                    self.ctl.admin
+                ));
+            }
+            None => fig.fail("no leader within 15 s of etcd's return".into()),
+        }
+        let up = wait_for(Duration::from_secs(10), || {
+            Ok(self
+                .ctl
+                .rows("vipadyn")?
+                .iter()
+                .filter(|r| r.get("switchstate").is_some_and(|s| s == "UP"))
+                .count()
+                >= 1)
+        });
+        if up.is_err() {
+            fig.fail("no switch up on the leader within 10 s of its election".into());
+        }
+        self.check_new_conns(&mut fig, None);
+        self.dump("vipadyn");
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+
     /// Step 11: SIGKILL the leader.
     pub(super) fn step_kill_leader(&mut self, run: &ConnsRun) -> StepFig {
         let (mut fig, before) = self.begin(run, 11, "SIGKILL the leading controller replica");
