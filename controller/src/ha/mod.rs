@@ -95,6 +95,9 @@ pub async fn start(
     });
     let admin = cfg.advertise_admin.clone().or(admin);
     tracing::info!(replica = %cfg.replica, etcd = ?cfg.etcd, election = %cfg.election, lease_ms = cfg.lease_ms, "HA: campaigning");
+    metrics::gauge!("dvipa_ha_leader").set(0.0);
+    metrics::gauge!("dvipa_ha_term").set(0.0);
+    metrics::counter!("dvipa_ha_elections_total").increment(0);
     let mut sd = shutdown.clone();
     // The campaign resigns on shutdown itself: not raced against it.
     tasks.push((

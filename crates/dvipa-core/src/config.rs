@@ -505,7 +505,7 @@ pub struct TlsCfg {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HaCfg {
-    /// etcd client endpoints (`http://host:port`).
+    /// etcd client endpoints (`http://host:port`; TLS to etcd is not supported yet).
     pub etcd: Vec<String>,
     /// The election's key (etcd election name); its parent is the cluster prefix.
     pub election: String,
@@ -554,14 +554,16 @@ impl HaCfg {
             ));
         }
         for ep in &self.etcd {
-            let rest = ep
-                .strip_prefix("http://")
-                .or_else(|| ep.strip_prefix("https://"));
-            if rest.is_none_or(|r| r.is_empty() || !r.contains(':')) {
+            if ep.starts_with("https://") {
                 v.push((
                     "etcd",
-                    format!("{ep:?}: expected http://host:port (or https://host:port)"),
+                    format!("{ep:?}: TLS to etcd is not supported yet (docs/ha.md); use http://"),
                 ));
+                continue;
+            }
+            let rest = ep.strip_prefix("http://");
+            if rest.is_none_or(|r| r.is_empty() || !r.contains(':')) {
+                v.push(("etcd", format!("{ep:?}: expected http://host:port")));
             }
         }
         if !self.election.starts_with('/')

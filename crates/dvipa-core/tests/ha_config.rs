@@ -50,6 +50,12 @@ replica = "a""#,
             "ha.etcd",
         ),
         (
+            r#"etcd = ["https://127.0.0.1:2379"]
+election = "/dvipa/p/leader"
+replica = "a""#,
+            "TLS to etcd is not supported",
+        ),
+        (
             r#"etcd = ["http://127.0.0.1:2379"]
 election = "leader"
 replica = "a""#,
