@@ -121,8 +121,9 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
     /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
-    /// loopback (Debian's etcd-server), an agent per server and replica; step 11 SIGKILLs the
-    /// leader, then step 1 kills the primary switch. Needs `etcd`.
+    /// loopback (Debian's etcd-server), an agent per server and replica; steps 11 (SIGKILL the
+    /// leader), 12 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted) and 14 (leader
+    /// and primary switch killed together). Needs `etcd`.
     #[arg(long, conflicts_with_all = ["full", "failures"])]
     pub ha: bool,
 }
@@ -755,7 +756,7 @@ impl Scenario<'_> {
         let steps: Vec<u8> = if self.args.failures {
             vec![7, 8, 9, 10]
         } else if self.args.ha {
-            vec![11, 12, 1]
+            vec![11, 12, 1, 2, 14]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -771,6 +772,7 @@ impl Scenario<'_> {
                 7 => self.step_freeze(&run, 7),
                 11 => self.step_kill_leader(&run),
                 12 => self.step_etcd_down(&run),
+                14 => self.step_double_fault(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
                 _ => self.step_no_keepalive(&run, 10),

@@ -6,7 +6,9 @@
 //! - step 12: all of etcd stopped (SIGSTOP) for 10 s → the leader steps down, 30 new
 //!   connections succeed during the outage, a leader again after etcd's return, 0 resets;
 //! - step 1: then the primary switch is SIGKILLed → the new leader moves the DVIPA to the
-//!   backup, 0 resets.
+//!   backup, 0 resets; step 2: the switch restarted, takeback;
+//! - step 14 (double fault): the leader and the primary switch SIGKILLed together → the last
+//!   replica is elected and takes over on the backup, 0 resets.
 //!
 //! The demo prints the figures (time to the new leader, takeover, stalls). Skips with a
 //! message without root, without the sibling binaries or without etcd
@@ -51,7 +53,7 @@ fn leader_killed_then_primary_switch_killed_no_connection_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     assert!(out.status.success(), "dvipa demo --ha failed: {stderr}");
-    for step in [11, 12, 1] {
+    for step in [11, 12, 1, 2, 14] {
         let want = format!("step {step}: alive 200 -> 200, resets 0,");
         assert!(
             stdout

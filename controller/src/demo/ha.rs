@@ -1,8 +1,9 @@
 //! `dvipa demo --ha` (issue 17): three controller replicas elected through a 3-member etcd
-//! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). Step 11
-//! SIGKILLs the leader while the connections stream: a new leader within `lease_ms` + 1 s,
-//! 0 resets, new connections served and pinned; then step 1 kills the primary switch and the
-//! new leader takes over.
+//! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). While the
+//! connections stream: step 11 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
+//! connections served), step 12 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
+//! primary switch under the new leader, step 14 kills the leader and the primary switch
+//! together (double fault). 0 resets in every step.
 
 use super::{Ctl, Progress, Scenario, StepFig, wait_for};
 use anyhow::{Context, Result, anyhow};
@@ -229,15 +230,14 @@ impl Scenario<'_> {
         fig
     }
 
-    /// Step 11: SIGKILL the leader.
-    pub(super) fn step_kill_leader(&mut self, run: &ConnsRun) -> StepFig {
-        let (mut fig, before) = self.begin(run, 11, "SIGKILL the leading controller replica");
+    /// SIGKILLs the leader (at `t`), finds the next one among the others and makes it the
+    /// scenario's `ctl`; records the time and the terms in `fig`. False when none was elected.
+    fn kill_leader_and_elect(&mut self, fig: &mut StepFig, t: Instant) -> bool {
         let Some(ha) = self.ha.as_mut() else {
             fig.fail("not --ha".into());
-            return fig;
+            return false;
         };
         let term = role(&self.ctl).map(|r| r.1).unwrap_or(0);
-        let t = Instant::now();
         if let Some(mut c) = self.ctl.child.take() {
             c.kill();
         }
@@ -255,12 +255,11 @@ impl Scenario<'_> {
         }
         let Some(i) = found else {
             fig.fail("no new leader within lease_ms + 5 s".into());
-            return fig;
+            return false;
         };
         let took = t.elapsed();
         std::mem::swap(&mut self.ctl, &mut ha.others[i]);
         let new_term = role(&self.ctl).map(|r| r.1).unwrap_or(0);
-        fig.takeover_ms = Some(took.as_millis() as u64);
         fig.extra.push(format!(
             "new leader {} after {} ms (term {term} -> {new_term})",
             self.ctl.admin,
@@ -279,6 +278,37 @@ impl Scenario<'_> {
         if new_term <= term {
             fig.fail(format!("term {new_term} after {term}"));
         }
+        true
+    }
+
+    /// Step 14 (double fault): the leader and the primary switch sw1 SIGKILLed together; the
+    /// next leader takes over on sw2.
+    pub(super) fn step_double_fault(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 14, "SIGKILL the leader + primary switch sw1");
+        let t = Instant::now();
+        if let Some(mut sw) = self.switches[0].take() {
+            sw.kill();
+        }
+        self.p.say("sw1 killed (SIGKILL)");
+        if !self.kill_leader_and_elect(&mut fig, t) {
+            return fig;
+        }
+        self.wait_route(&mut fig, 2, t, "takeover by the new leader");
+        self.wait_progress(run, &mut fig, t);
+        self.check_new_conns(&mut fig, None);
+        self.dump("vipadyn");
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+
+    /// Step 11: SIGKILL the leader.
+    pub(super) fn step_kill_leader(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 11, "SIGKILL the leading controller replica");
+        let t = Instant::now();
+        if !self.kill_leader_and_elect(&mut fig, t) {
+            return fig;
+        }
+        fig.takeover_ms = fig.extra.last().and(Some(t.elapsed().as_millis() as u64));
         // The new leader writes: the switches come up on it.
         let up = wait_for(Duration::from_secs(10), || {
             Ok(self
