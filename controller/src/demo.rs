@@ -122,8 +122,8 @@ pub struct Args {
     pub freeze_secs: u64,
     /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
     /// loopback (Debian's etcd-server), an agent per server and replica; steps 11 (SIGKILL the
-    /// leader), 12 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted) and 14 (leader
-    /// and primary switch killed together). Needs `etcd`.
+    /// leader), 12 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted), 13 (leader
+    /// partitioned from etcd) and 14 (leader and primary switch killed together). Needs `etcd`.
     #[arg(long, conflicts_with_all = ["full", "failures"])]
     pub ha: bool,
 }
@@ -425,8 +425,12 @@ impl Scenario<'_> {
         } else {
             None
         };
+        let mut relays = Vec::new();
         if let Some(e) = &etcd {
-            toml.push_str(&ha::section(e, ha::REPLICAS[0]));
+            for m in &e.members {
+                relays.push(ha::Relay::start(m.client)?);
+            }
+            toml.push_str(&ha::section(relays[0].port, ha::REPLICAS[0]));
         }
         let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
         let cfg_path = dir.join("dvipa.toml");
@@ -483,12 +487,14 @@ impl Scenario<'_> {
                     others: Vec::new(),
                     agents: Vec::new(),
                     agent_ports: Vec::new(),
+                    relays: Vec::new(),
                 };
                 for i in 1..ha::REPLICAS.len() {
-                    let (c, port) = ha::replica(&ctl, &toml, agent_port, i, &dir)?;
+                    let (c, port) = ha::replica(&ctl, &toml, agent_port, i, &relays, &dir)?;
                     h.others.push(c);
                     h.agent_ports.push(port);
                 }
+                h.relays = relays;
                 Some(h)
             }
             None => None,
@@ -756,7 +762,7 @@ impl Scenario<'_> {
         let steps: Vec<u8> = if self.args.failures {
             vec![7, 8, 9, 10]
         } else if self.args.ha {
-            vec![11, 12, 1, 2, 14]
+            vec![11, 12, 1, 2, 13, 14]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -772,6 +778,7 @@ impl Scenario<'_> {
                 7 => self.step_freeze(&run, 7),
                 11 => self.step_kill_leader(&run),
                 12 => self.step_etcd_down(&run),
+                13 => self.step_partition(&run),
                 14 => self.step_double_fault(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),

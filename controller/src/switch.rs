@@ -261,6 +261,11 @@ pub async fn run(
             d.ha_term = loop {
                 let s = ha.borrow_and_update().clone();
                 if s.is_leader() {
+                    // A new term: the core may still hold this switch up from an earlier term;
+                    // unless it becomes primary within the detection time, it is down.
+                    if s.term != d.ha_term && d.up && d.lost_at.is_none() {
+                        d.lost_at = Some(tokio::time::Instant::now());
+                    }
                     break s.term;
                 }
                 let until = tokio::time::Instant::now() + Duration::from_millis(20);
@@ -477,12 +482,12 @@ impl Driver {
                 _ = shutdown.changed() => return Ended::Shutdown,
                 _ = &mut ha_lost => {
                     // Stepped down: no write of this session may reach the switch any more.
+                    // The follower's core keeps its view of the switch (nothing is written
+                    // meanwhile); a new term checks the switch again (see `run`).
                     tracing::warn!(switch = %self.cfg.name, term = self.ha_term, "not the leader any more: session dropped");
                     self.count("ha_session_dropped");
-                    if primary {
-                        self.lost_primary();
-                    }
-                    return Ended::Lost { primary };
+                    self.lost_at = None;
+                    return Ended::Lost { primary: false };
                 }
                 last_ok = &mut probe.0 => {
                     let last_ok = last_ok.unwrap_or_else(|_| tokio::time::Instant::now());

@@ -7,6 +7,9 @@
 //!   connections succeed during the outage, a leader again after etcd's return, 0 resets;
 //! - step 1: then the primary switch is SIGKILLed → the new leader moves the DVIPA to the
 //!   backup, 0 resets; step 2: the switch restarted, takeback;
+//! - step 13: the leader partitioned from etcd (not from the switches) for 5 s → it steps
+//!   down and drops its switch sessions before another replica is elected, the route never
+//!   changes, 0 resets;
 //! - step 14 (double fault): the leader and the primary switch SIGKILLed together → the last
 //!   replica is elected and takes over on the backup, 0 resets.
 //!
@@ -53,7 +56,7 @@ fn leader_killed_then_primary_switch_killed_no_connection_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     assert!(out.status.success(), "dvipa demo --ha failed: {stderr}");
-    for step in [11, 12, 1, 2, 14] {
+    for step in [11, 12, 1, 2, 13, 14] {
         let want = format!("step {step}: alive 200 -> 200, resets 0,");
         assert!(
             stdout

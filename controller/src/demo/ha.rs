@@ -2,14 +2,17 @@
 //! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). While the
 //! connections stream: step 11 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
 //! connections served), step 12 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
-//! primary switch under the new leader, step 14 kills the leader and the primary switch
-//! together (double fault). 0 resets in every step.
+//! primary switch under the new leader, step 13 partitions the leader from etcd (through a
+//! relay per replica), step 14 kills the leader and the primary switch together (double
+//! fault). 0 resets in every step.
 
 use super::{Ctl, Progress, Scenario, StepFig, wait_for};
 use anyhow::{Context, Result, anyhow};
 use dvipa_testbed::conns::ConnsRun;
 use dvipa_testbed::netns::{self, NsChild};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The election lease of the demo's replicas.
@@ -26,17 +29,116 @@ pub(super) struct Ha {
     pub agents: Vec<NsChild>,
     /// Agent ports of the other replicas.
     pub agent_ports: Vec<u16>,
+    /// Each replica's path to etcd (index = [`REPLICAS`]).
+    pub relays: Vec<Relay>,
     /// Started before the first replica, stopped last (on drop).
     pub _etcd: super::etcd::Etcd,
 }
 
-/// The `[ha]` section of replica `name`.
-pub(super) fn section(etcd: &super::etcd::Etcd, name: &str) -> String {
-    let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+/// The `[ha]` section of replica `name`, which reaches etcd through its relay on `port`.
+pub(super) fn section(port: u16, name: &str) -> String {
     format!(
-        "\n[ha]\netcd = [{}]\nelection = \"/dvipa/demo/leader\"\nlease_ms = {LEASE_MS}\nreplica = \"{name}\"\n",
-        eps.join(", ")
+        "\n[ha]\netcd = [\"http://127.0.0.1:{port}\"]\nelection = \"/dvipa/demo/leader\"\n\
+         lease_ms = {LEASE_MS}\nreplica = \"{name}\"\n"
     )
+}
+
+/// A TCP relay from 127.0.0.1:`port` to one etcd member, one per replica, so a replica can be
+/// partitioned from etcd alone (step 13): when cut, bytes are read and dropped and new
+/// connections are held unanswered (a black hole, like a silently dropping path).
+pub(super) struct Relay {
+    /// The relay's port (the replica's `[ha] etcd`).
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Relays to 127.0.0.1:`to` from a kernel-chosen port.
+    pub fn start(to: u16) -> Result<Relay> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for a in l.incoming().flatten() {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    if c.load(Ordering::SeqCst) {
+                        // Held open, never answered, until the partition heals.
+                        while c.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        return;
+                    }
+                    let Ok(b) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                        return;
+                    };
+                    let _ = (a.set_nodelay(true), b.set_nodelay(true));
+                    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+                        return;
+                    };
+                    let c2 = c.clone();
+                    std::thread::spawn(move || pipe(a2, b2, &c2));
+                    pipe(b, a, &c);
+                });
+            }
+        });
+        Ok(Relay { port, cut })
+    }
+
+    /// Cuts (true) or heals (false) the path.
+    pub fn set_cut(&self, on: bool) {
+        self.cut.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` → `to`, dropping what arrives while `cut`.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: &AtomicBool) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !cut.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// The timestamp (RFC 3339, so ordered as text) of the last line of `log` containing `what`.
+fn last_line(log: &Path, what: &str) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// A shell counter of a replica (`dvipa counters`), 0 when absent.
+fn shell_counter(c: &Ctl, name: &str) -> u64 {
+    c.op(&["counters", "-o", "json"])
+        .ok()
+        .and_then(|o| serde_json::from_str::<serde_json::Value>(o.trim()).ok())
+        .and_then(|v| {
+            v["rows"].as_array()?.iter().find_map(|r| {
+                (r["name"] == name)
+                    .then(|| r["value"].as_str()?.parse::<u64>().ok())
+                    .flatten()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Which replica a [`Ctl`] is (its admin socket names it; the first's is `admin.sock`).
+fn replica_index(c: &Ctl) -> usize {
+    (1..REPLICAS.len())
+        .find(|&i| c.admin.contains(&format!("admin-{}.sock", REPLICAS[i])))
+        .unwrap_or(0)
 }
 
 /// Starts etcd in `dir/etcd`.
@@ -53,6 +155,7 @@ pub(super) fn replica(
     toml: &str,
     first_agent_port: u16,
     i: usize,
+    relays: &[Relay],
     dir: &Path,
 ) -> Result<(Ctl, u16)> {
     let port = netns::free_local_port()?;
@@ -60,8 +163,8 @@ pub(super) fn replica(
     let text = toml
         .replace(&format!(":{first_agent_port}\""), &format!(":{port}\""))
         .replace(
-            &format!("replica = \"{}\"", REPLICAS[0]),
-            &format!("replica = \"{name}\""),
+            &section(relays[0].port, REPLICAS[0]),
+            &section(relays[i].port, name),
         );
     let cfg = dir.join(format!("dvipa-{name}.toml"));
     std::fs::write(&cfg, text)?;
@@ -279,6 +382,90 @@ impl Scenario<'_> {
             fig.fail(format!("term {new_term} after {term}"));
         }
         true
+    }
+
+    /// Step 13: the leader partitioned from etcd (not from the switches) for 5 s: it steps
+    /// down on its own clock and drops its switch sessions before another replica is elected
+    /// (so no Write of it can reach a switch after the new leader arbitrates), the route never
+    /// flaps, 0 resets; after healing it follows.
+    pub(super) fn step_partition(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 13, "partition the leader from etcd for 5 s");
+        let Some(ha) = self.ha.as_ref() else {
+            fig.fail("not --ha".into());
+            return fig;
+        };
+        let route0 = self.route().ok().flatten();
+        let me = replica_index(&self.ctl);
+        let dropped0 = shell_counter(&self.ctl, "switch_ha_session_dropped");
+        let t = Instant::now();
+        ha.relays[me].set_cut(true);
+        self.p.say(&format!("{} cut from etcd", REPLICAS[me]));
+        let (mut stepped, mut elected, mut flaps) = (None, None, 0);
+        while t.elapsed() < Duration::from_secs(5) {
+            if stepped.is_none() && role(&self.ctl).is_some_and(|r| r.0 == "follower") {
+                stepped = Some(t.elapsed());
+            }
+            if elected.is_none()
+                && let Some(i) = ha
+                    .others
+                    .iter()
+                    .position(|c| role(c).is_some_and(|(r, _)| r == "leader"))
+            {
+                elected = Some((t.elapsed(), i));
+            }
+            if self.route().ok().flatten() != route0 {
+                flaps += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ha.relays[me].set_cut(false);
+        let dropped = shell_counter(&self.ctl, "switch_ha_session_dropped") - dropped0;
+        match (stepped, elected) {
+            (Some(s), Some((e, i))) => {
+                let msg = format!(
+                    "cut leader stepped down after {} ms (switch sessions dropped: {dropped}), {} elected after {} ms: margin {} ms",
+                    s.as_millis(),
+                    REPLICAS[replica_index(&ha.others[i])],
+                    e.as_millis(),
+                    e.as_millis() as i64 - s.as_millis() as i64
+                );
+                self.p.say(&msg);
+                fig.extra.push(msg);
+                fig.takeover_ms = Some(e.as_millis() as u64);
+                // Exact order from the replicas' own logs (the admin polling above is coarse).
+                let down = last_line(&self.ctl.log, "stepping down");
+                let up = last_line(&ha.others[i].log, "elected leader");
+                fig.extra
+                    .push(format!("logs: step-down {down:?}, election {up:?}"));
+                match (down, up) {
+                    (Some(d), Some(u)) if d < u => {}
+                    (d, u) => fig.fail(format!(
+                        "the cut leader did not step down before the election: {d:?} / {u:?}"
+                    )),
+                }
+                if s > Duration::from_millis(LEASE_MS) {
+                    fig.fail(format!("stepped down after {s:?}, later than the lease"));
+                }
+                if dropped < 2 {
+                    fig.fail(format!(
+                        "{dropped} switch sessions dropped by the cut leader"
+                    ));
+                }
+                // The new leader is the scenario's controller from now on.
+                if let Some(ha) = self.ha.as_mut() {
+                    std::mem::swap(&mut self.ctl, &mut ha.others[i]);
+                }
+            }
+            (s, e) => fig.fail(format!("stepped down: {s:?}, new leader: {e:?}")),
+        }
+        if flaps > 0 {
+            fig.fail(format!(
+                "the route changed {flaps} times during the partition"
+            ));
+        }
+        self.check_new_conns(&mut fig, None);
+        self.end(run, &mut fig, &before, before.alive);
+        fig
     }
 
     /// Step 14 (double fault): the leader and the primary switch sw1 SIGKILLed together; the
