@@ -423,11 +423,11 @@ impl Scenario<'_> {
         match (stepped, elected) {
             (Some(s), Some((e, i))) => {
                 let msg = format!(
-                    "cut leader stepped down after {} ms (switch sessions dropped: {dropped}), {} elected after {} ms: margin {} ms",
+                    "cut leader seen as follower after {} ms (switch sessions dropped: {dropped}), {} seen \
+                     as leader after {} ms (admin polling, ~100 ms granularity)",
                     s.as_millis(),
                     REPLICAS[replica_index(&ha.others[i])],
                     e.as_millis(),
-                    e.as_millis() as i64 - s.as_millis() as i64
                 );
                 self.p.say(&msg);
                 fig.extra.push(msg);
@@ -442,9 +442,6 @@ impl Scenario<'_> {
                     (d, u) => fig.fail(format!(
                         "the cut leader did not step down before the election: {d:?} / {u:?}"
                     )),
-                }
-                if s > Duration::from_millis(LEASE_MS) {
-                    fig.fail(format!("stepped down after {s:?}, later than the lease"));
                 }
                 if dropped < 2 {
                     fig.fail(format!(
