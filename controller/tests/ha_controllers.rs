@@ -419,3 +419,61 @@ async fn leader_killed_twice_then_the_routing_switch_nothing_is_lost() {
     }
     s1.stop();
 }
+
+/// The failover figure over 10 kills: SIGKILL-like end of the leader → the next leader is
+/// primary on the switch with its own election id (it can write). Each killed replica is
+/// started again, so three always run. Prints every kill and min / median / max.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_time_over_10_kills() {
+    let etcd = etcd::Etcd::start();
+    let (mut s1, a1) = ThreadSwitch::start();
+    let (mut s2, a2) = ThreadSwitch::start();
+    let mut rs = Vec::new();
+    for n in ["ctl-a", "ctl-b", "ctl-c"] {
+        rs.push(start_replica(n, a1, a2, &etcd).await);
+    }
+    let (_o1, m1) = observer(a1).await;
+    let mut took = Vec::new();
+    for kill in 0..10 {
+        let l = wait_leader(&rs, Duration::from_secs(15)).await;
+        let term = rs[l].state().term;
+        eventually("the leader is primary on SW1", || async {
+            primary_id(&m1) == Some(election_id(term, 10))
+        })
+        .await;
+        let name = rs[l].name.clone();
+        let dead = rs[l].ctl.take().unwrap();
+        rs[l].hb.abort();
+        let t0 = Instant::now();
+        dead.kill();
+        let mut writing = None;
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Some(id) = primary_id(&m1)
+                && id >> 64 > u128::from(term)
+            {
+                writing = Some(t0.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let d = writing.expect("no new primary on SW1 within 10 s");
+        println!("kill {kill}: {name} (term {term}) -> new leader primary on SW1 after {d:?}");
+        assert!(d <= Duration::from_millis(LEASE_MS + 1000), "{d:?}");
+        took.push(d);
+        rs[l] = start_replica(&name, a1, a2, &etcd).await;
+    }
+    took.sort();
+    println!(
+        "leader failover (kill -> new leader primary on the switch), 10 kills, lease_ms {LEASE_MS}: \
+         min {:?}, median {:?}, max {:?}",
+        took[0], took[5], took[9]
+    );
+    for r in &mut rs {
+        r.hb.abort();
+        if let Some(c) = r.ctl.take() {
+            c.shutdown().await;
+        }
+    }
+    s1.stop();
+    s2.stop();
+}
