@@ -12,7 +12,10 @@
 #   --flavor NAME     embedded switch only: whose answers it gives where P4Runtime servers differ,
 #                     "standard" (default: a full table is RESOURCE_EXHAUSTED) or "bmv2" (a full
 #                     table is UNKNOWN, "Error when adding match entry to target", as on
-#                     simple_switch_grpc); TableFull then expects that answer
+#                     simple_switch_grpc); TableFull then expects that answer; or
+#                     "stratum-bfrt" (Stratum on a Tofino: the TNA P4Info p4src/tna/, a packed
+#                     BfPipelineConfig of a stand-in compiler output, digests acked by the server,
+#                     no idle notifications: CrtIdleTimeout is skipped)
 #   --no-build        do not run cargo build for the embedded switch
 #   NAME...           PTF test names to run (default: all), e.g. dvipa_tests.RoutingAndTtl
 #
@@ -57,8 +60,11 @@ case "$TARGET:${FLAVOR:-standard}" in
   bmv2:*) echo "run.sh: --flavor is for the embedded switch only" >&2; exit 2 ;;
   embedded:standard) FULL_ANSWER=resource_exhausted ;;
   embedded:bmv2) FULL_ANSWER=bmv2 ;;
-  *) echo "run.sh: --flavor standard|bmv2, not $FLAVOR" >&2; exit 2 ;;
+  embedded:stratum-bfrt) FULL_ANSWER=resource_exhausted ;;
+  *) echo "run.sh: --flavor standard|bmv2|stratum-bfrt, not $FLAVOR" >&2; exit 2 ;;
 esac
+IDLE_NOTIFICATIONS=1
+[ "$FLAVOR" = stratum-bfrt ] && IDLE_NOTIFICATIONS=0
 SWITCH_OPTS=()
 [ -n "$FLAVOR" ] && SWITCH_OPTS=(--flavor "$FLAVOR")
 
@@ -104,11 +110,22 @@ if [ ! -x "$SWITCH" ]; then
   exit 2
 fi
 
-echo "=== P4Info checks (official bindings vs docs/pipeline-contract.md)"
-DVIPA_P4INFO="$P4INFO" "$PY" -m unittest bmv2-tests/test_p4info.py 2>&1 | tail -n 3
-
 LOGDIR="$ROOT/target/bmv2-tests/$TARGET${FLAVOR:+-$FLAVOR}"
 mkdir -p "$LOGDIR"
+if [ "$FLAVOR" = stratum-bfrt ]; then
+  # The TNA P4Info and a BfPipelineConfig packed (by the controller's own command) from a
+  # stand-in compiler output; the P4Info checks below are v1model's (p4c's bmv2 ids).
+  [ "$P4INFO" = "$ROOT/p4src/p4c-out/bmv2/dvipa.p4info.txtpb" ] && P4INFO="$ROOT/p4src/tna/dvipa.p4info.txtpb"
+  [ "$BUILD" = 1 ] && cargo build -q -p dvipa --bin dvipa
+  rm -rf "$LOGDIR/tofino-out"
+  "$ROOT/target/debug/dvipa" pipeline stand-in --p4info "$P4INFO" -o "$LOGDIR/tofino-out" >/dev/null
+  "$ROOT/target/debug/dvipa" pipeline pack --target tofino "$LOGDIR/tofino-out" \
+    -o "$LOGDIR/device_config.bin"
+  JSON="$LOGDIR/device_config.bin"
+else
+  echo "=== P4Info checks (official bindings vs docs/pipeline-contract.md)"
+  DVIPA_P4INFO="$P4INFO" "$PY" -m unittest bmv2-tests/test_p4info.py 2>&1 | tail -n 3
+fi
 NS="dvipa-ptf-$$"
 SWITCH_PID=""
 PTF_PID=""
@@ -161,7 +178,7 @@ if ! kill -0 "$SWITCH_PID" 2>/dev/null; then
 fi
 
 echo "=== PTF ($TARGET)"
-PARAMS="grpc_addr='$GRPC_ADDR';p4info='$P4INFO';device_config='$JSON';target='$TARGET';full_answer='$FULL_ANSWER'"
+PARAMS="grpc_addr='$GRPC_ADDR';p4info='$P4INFO';device_config='$JSON';target='$TARGET';full_answer='$FULL_ANSWER';idle_notifications='$IDLE_NOTIFICATIONS'"
 # In the background and waited for, so that a TERM/INT to this script ends PTF at once too.
 ip netns exec "$NS" "$PTF" --test-dir "$ROOT/bmv2-tests/ptf" --pypath "$ROOT/bmv2-tests/lib" \
   "${PTF_IFS[@]}" --test-params "$PARAMS" \

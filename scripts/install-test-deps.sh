@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# iptables for the failure-detection test (controller/tests/e2e_liveness.rs: path drops)
+# iptables for the failure-detection tests (controller/tests/e2e_liveness.rs: path drops;
+# e2e_dataplane.rs: the router namespace's FORWARD drop)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # protoc: the etcd-client crate (controller HA, issue 17) compiles etcd's .proto files with it.

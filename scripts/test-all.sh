@@ -47,6 +47,9 @@ if [ -d bmv2-tests ] && [ -x bmv2-tests/run.sh ]; then
   step "packet test TableFull on the embedded switch answering like bmv2 (--flavor bmv2)"
   bmv2-tests/run.sh --target embedded --flavor bmv2 --no-build dvipa_tests.TableFull
   record "ptf embedded --flavor bmv2 (TableFull)" ok
+  step "packet tests on the embedded switch as Stratum on a Tofino (--flavor stratum-bfrt)"
+  bmv2-tests/run.sh --target embedded --flavor stratum-bfrt --no-build
+  record "ptf embedded --flavor stratum-bfrt" ok
 fi
 if [ -x scripts/interop-test.sh ]; then
   step "P4Runtime interop test against the official Python bindings"
@@ -65,6 +68,9 @@ if [ -x scripts/e2e-test.sh ]; then
   step "end-to-end scenario tests in network namespaces"
   scripts/e2e-test.sh
   record e2e ok
+  step "end-to-end scenario against the Stratum-bfrt flavour (target = tofino, cold backup, ~30 s)"
+  timeout 300 scripts/e2e-test.sh --only cold --switch-flavor stratum-bfrt
+  record "e2e stratum-bfrt" ok
 fi
 
 step "summary"

@@ -54,18 +54,42 @@ class P4RuntimeError(Exception):
         self.errors = [e[0] for e in self.update_errors]
 
 
+class _Names(dict):
+    """Objects by P4Info name; also by unique `.`-separated suffix, so the contract's
+    `IngressImpl.crt` finds TNA's `pipe.IngressImpl.crt` (as the Rust client resolves)."""
+
+    def __missing__(self, name):
+        hits = [v for k, v in self.items() if k.endswith("." + name)]
+        if len(hits) == 1:
+            return hits[0]
+        raise KeyError(name)
+
+
+class _Digests(_Names):
+    """Digests also by their struct type name (TNA names a digest after its instance)."""
+
+    def __missing__(self, name):
+        try:
+            return _Names.__missing__(self, name)
+        except KeyError:
+            hits = [v for v in self.values() if v.type_spec.struct.name == name]
+            if len(hits) == 1:
+                return hits[0]
+            raise
+
+
 class P4Info:
     """Name lookups over a P4Info message."""
 
     def __init__(self, path):
         with open(path) as f:
             self.msg = text_format.Parse(f.read(), p4info_pb2.P4Info())
-        self.tables = {t.preamble.name: t for t in self.msg.tables}
-        self.actions = {a.preamble.name: a for a in self.msg.actions}
-        self.counters = {c.preamble.name: c for c in self.msg.counters}
-        self.direct_counters = {c.preamble.name: c for c in self.msg.direct_counters}
-        self.registers = {r.preamble.name: r for r in self.msg.registers}
-        self.digests = {d.preamble.name: d for d in self.msg.digests}
+        self.tables = _Names((t.preamble.name, t) for t in self.msg.tables)
+        self.actions = _Names((a.preamble.name, a) for a in self.msg.actions)
+        self.counters = _Names((c.preamble.name, c) for c in self.msg.counters)
+        self.direct_counters = _Names((c.preamble.name, c) for c in self.msg.direct_counters)
+        self.registers = _Names((r.preamble.name, r) for r in self.msg.registers)
+        self.digests = _Digests((d.preamble.name, d) for d in self.msg.digests)
         self.by_id = {}
         for group in (self.tables, self.actions, self.counters, self.direct_counters,
                       self.registers, self.digests):

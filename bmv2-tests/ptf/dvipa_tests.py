@@ -602,6 +602,12 @@ class CrtIdleTimeout(DvipaTest):
     """
 
     def runTest(self):
+        if testutils.test_params_get().get("idle_notifications", "1") == "0":
+            print("SKIPPED: this server sends no idle-timeout notifications (stratum-bfrt)")
+            return
+        self._run()
+
+    def _run(self):
         match_a = self.crt_match(CLIENT, DVIPA1, PROTO_TCP, 43000, 80)
         match_b = self.crt_match(CLIENT, DVIPA1, PROTO_TCP, 43001, 80)
         self.sw.insert(CRT_T, match_a, "IngressImpl.to_target", {"target_id": T_S1},

@@ -509,6 +509,12 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
                     .map(|t| t.what.clone())
                     .unwrap_or_default(),
                 core.unpinned_count(&sw).to_string(),
+                c.config
+                    .switches
+                    .iter()
+                    .find(|x| x.name == sw)
+                    .map(target_cell)
+                    .unwrap_or_default(),
             ]);
         }
     }
@@ -524,9 +530,28 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
             "MAINT",
             "LASTCHANGE",
             "UNPINNED",
+            "TARGET",
         ],
         rows,
     )
+}
+
+/// The TARGET cell of vipadyn (issue 16): `bmv2`, or `tofino` with the capabilities the
+/// controller works around (`-acks`: the server acks digests itself; `-idle`: no idle
+/// notifications, CRT aged by counter reads).
+fn target_cell(s: &dvipa_core::config::SwitchCfg) -> String {
+    let caps = s.capabilities();
+    let mut t = match s.target {
+        dvipa_core::config::SwitchTarget::Bmv2 => "bmv2".to_string(),
+        dvipa_core::config::SwitchTarget::Tofino => "tofino".to_string(),
+    };
+    if !caps.digest_acks {
+        t.push_str(" -acks");
+    }
+    if !caps.idle_notifications {
+        t.push_str(" -idle");
+    }
+    t
 }
 
 /// Counters of the core, the shell and the TLS endpoint.

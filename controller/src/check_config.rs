@@ -61,6 +61,11 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    if let Some(d) = &cluster.config.liveness.dataplane {
+        let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
+        dvipa::dataplane_probe::check_dvipa(d, &dvipas, &toml_name, &src)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let mut warnings = Vec::new();
     let cfg = &cluster.config;
     let mut files = vec![
@@ -131,7 +136,18 @@ pub fn check(args: &Args, output: Format) -> anyhow::Result<String> {
             ));
         }
     }
-    let settings = cfg.settings();
+    let mut settings = cfg.settings();
+    // Issue 16: each switch's target and capabilities; a Tofino switch's pipeline is packed
+    // and checked as the controller would.
+    for (i, sw) in cfg.switches.iter().enumerate() {
+        let mut line = dvipa::target::describe(sw);
+        if let Some(p) =
+            dvipa::target::load(toml_dir, sw, i).map_err(|e| anyhow::anyhow!("{toml_name}: {e}"))?
+        {
+            line.push_str(&format!("; {}", p.summary));
+        }
+        settings.push((format!("switch.{}", sw.name), line));
+    }
     Ok(match output {
         Format::Table => {
             let mut s = cluster.render_table();
@@ -298,6 +314,75 @@ mod tests {
         assert!(
             e.ends_with("mvs5.profile:5:40: expected a DESTIP underlay (XCF) address or ALL, found `Everyone`"),
             "{e}"
+        );
+    }
+
+    /// Issue 16: a `target = "tofino"` switch: its pipeline is packed and checked, and its
+    /// capabilities are shown; a missing or wrong pipeline_dir is refused naming the field.
+    #[test]
+    fn a_tofino_switch_shows_its_target_capabilities_and_packed_pipeline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/figure4");
+        for f in ["mvs1.profile", "mvs5.profile"] {
+            std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+        }
+        let tna = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../p4src/tna/dvipa.p4info.txtpb"),
+        )
+        .unwrap();
+        p4rt::tofino::write_stand_in_output(&tmp.path().join("tofino-out"), &tna, "dvipa").unwrap();
+        let toml = std::fs::read_to_string(src.join("dvipa.toml"))
+            .unwrap()
+            .replace(
+                "../../../p4src",
+                &format!("{}/../p4src", env!("CARGO_MANIFEST_DIR")),
+            );
+        let with = |extra: &str| {
+            let t = toml.replacen("name = \"MVS5\"\n", &format!("name = \"MVS5\"\n{extra}"), 1);
+            let path = tmp.path().join("dvipa.toml");
+            std::fs::write(&path, t).unwrap();
+            check(
+                &Args {
+                    config: path,
+                    profile_dir: None,
+                    flags: Default::default(),
+                },
+                Format::Table,
+            )
+        };
+        let out = with("target = \"tofino\"\npipeline_dir = \"tofino-out\"\n").unwrap();
+        let line = out.lines().find(|l| l.starts_with("switch.MVS5")).unwrap();
+        assert!(line.contains("target tofino; digest acks none (server acks itself); idle notifications no (CRT ageing by direct-counter reads)"), "{line}");
+        assert!(line.contains("BfPipelineConfig"), "{line}");
+        let l1 = out.lines().find(|l| l.starts_with("switch.MVS1")).unwrap();
+        assert!(
+            l1.contains("target bmv2; digest acks re-sent until acked; idle notifications yes"),
+            "{l1}"
+        );
+        let out = with(
+            "target = \"tofino\"\npipeline_dir = \"tofino-out\"\n\
+             device_config_format = \"pi\"\ncapabilities = { idle_notifications = true }\n",
+        )
+        .unwrap();
+        let line = out.lines().find(|l| l.starts_with("switch.MVS5")).unwrap();
+        assert!(
+            line.contains("idle notifications yes") && line.contains("Pi,"),
+            "{line}"
+        );
+        let err = with("target = \"tofino\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("switch[1].pipeline_dir")
+                && err.contains("needs the Tofino compiler's output directory"),
+            "{err}"
+        );
+        std::fs::remove_file(tmp.path().join("tofino-out/pipe/tofino.bin")).unwrap();
+        let err = with("target = \"tofino\"\npipeline_dir = \"tofino-out\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("switch[1].pipeline_dir")
+                && err.contains("context.json without tofino.bin"),
+            "{err}"
         );
     }
 }

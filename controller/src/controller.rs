@@ -44,6 +44,8 @@ pub struct Loaded {
     pub state_dir: Option<PathBuf>,
     /// The admin endpoint's TLS material and allow-list (`[admin]`).
     pub admin: admin::AdminSecurity,
+    /// Per switch name: its own pipeline (`target = "tofino"`); absent = the top-level one.
+    pub pipelines: HashMap<String, crate::target::SwitchPipeline>,
 }
 
 fn rel(base: &Path, p: &Path) -> PathBuf {
@@ -190,12 +192,23 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
     let admin = admin::AdminSecurity::load(&config.admin, &base)?;
     let state_dir =
         (!config.state_dir.as_os_str().is_empty()).then(|| rel(&base, &config.state_dir));
+    let mut pipelines = HashMap::new();
+    for (i, sw) in config.switches.iter().enumerate() {
+        if let Some(p) = crate::target::load(&base, sw, i)? {
+            tracing::info!(switch = %sw.name, "{}", p.summary);
+            pipelines.insert(sw.name.clone(), p);
+        }
+    }
     let cluster = Cluster::from_config(&file, config, &profiles)?;
     if let Some(size) = dvipa_table_size(&schema) {
         cluster.check_dvipa_table(
             size,
             &format!("size of {} in {}", p4names::T_DVIPA, p4info_path.display()),
         )?;
+    }
+    if let Some(d) = &cluster.config.liveness.dataplane {
+        let dvipas: Vec<_> = cluster.vipas.iter().map(|v| v.addr).collect();
+        crate::dataplane_probe::check_dvipa(d, &dvipas, &file, &src).map_err(StartError::Text)?;
     }
     Ok(Loaded {
         cluster,
@@ -204,6 +217,7 @@ pub fn load_with(config_path: &Path, overrides: &Overrides) -> Result<Loaded, St
         tls,
         state_dir,
         admin,
+        pipelines,
     })
 }
 
@@ -503,6 +517,7 @@ impl Controller {
             tls,
             state_dir,
             admin: admin_sec,
+            pipelines,
         } = loaded;
         if let Some(l) = &admin_listener {
             admin::check_exposure(l, &admin_sec)?;
@@ -526,6 +541,14 @@ impl Controller {
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
         let ha_cfg = cluster.config.ha.clone();
+        // the data-plane probe's sockets are opened now: a path that cannot be used is a
+        // start-up error
+        let dataplane = match &cluster.config.liveness.dataplane {
+            Some(d) => {
+                Some(crate::dataplane_probe::Prober::new(d.clone()).map_err(StartError::Text)?)
+            }
+            None => None,
+        };
         let mut core = Core::new(cluster, CoreOptions::default())?;
         // With [ha] the owners live in etcd (crate::ha::store), not in <state_dir>.
         let store = state_dir
@@ -573,14 +596,29 @@ impl Controller {
             ));
         }
         for (s, rx) in rxs {
+            let own = pipelines.get(&s.name);
+            let (sw_schema, sw_p4info, sw_dc, sw_cookie) = match own {
+                Some(p) => {
+                    let info = p.schema.p4info().clone();
+                    let c = switch::cookie(&info, &p.device_config);
+                    (p.schema.clone(), info, p.device_config.clone(), c)
+                }
+                None => (
+                    schema.clone(),
+                    p4info.clone(),
+                    device_config.clone(),
+                    cookie,
+                ),
+            };
             let dc = DriverConfig {
+                capabilities: s.capabilities(),
                 name: s.name.clone(),
                 addr: s.p4runtime.clone(),
                 device_id: s.device_id,
                 election_id: s.election_id,
-                p4info: p4info.clone(),
-                device_config: device_config.clone(),
-                cookie,
+                p4info: sw_p4info,
+                device_config: sw_dc,
+                cookie: sw_cookie,
                 idle_timeout_ns: (timers.idle_timeout_ms as i64).saturating_mul(1_000_000),
                 liveness: timers.liveness(),
                 probe: timers.probe(),
@@ -595,7 +633,7 @@ impl Controller {
                 "switch driver",
                 tokio::spawn(switch::run(
                     dc,
-                    schema.clone(),
+                    sw_schema,
                     shared.clone(),
                     rx,
                     shut_rx.clone(),
@@ -613,6 +651,12 @@ impl Controller {
                         _ = sd.changed() => {}
                     }
                 }),
+            ));
+        }
+        if let Some(prober) = dataplane {
+            tasks.push((
+                "data-plane probe",
+                tokio::spawn(prober.run(shared.clone(), shut_rx.clone())),
             ));
         }
         if let Some(st) = &store {

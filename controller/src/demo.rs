@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod dataplane;
 pub mod etcd;
 mod ha;
 mod liveness;
@@ -121,11 +122,25 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
     /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
-    /// loopback (Debian's etcd-server), an agent per server and replica; steps 11 (SIGKILL the
-    /// leader), 12 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted), 13 (leader
-    /// partitioned from etcd) and 14 (leader and primary switch killed together). Needs `etcd`.
+    /// loopback (Debian's etcd-server), an agent per server and replica; steps 21 (SIGKILL the
+    /// leader), 22 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted), 23 (leader
+    /// partitioned from etcd) and 24 (leader and primary switch killed together). Needs `etcd`.
     #[arg(long, conflicts_with_all = ["full", "failures"])]
     pub ha: bool,
+    /// Run the data-plane liveness probe (`[liveness.dataplane]`: probe sources per switch,
+    /// agents with `--dataplane-echo`) and, with `--failures`, step 11: sw1's data path broken
+    /// while its P4Runtime answers (`--drop-cycles` times).
+    #[arg(long)]
+    pub dataplane: bool,
+    /// `[liveness.dataplane] down_after_ms` of `--dataplane` (probe_ms = a third of it).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=60_000))]
+    pub dataplane_ms: u64,
+    /// Run the switches as `dvipa-switch --flavor stratum-bfrt` (Stratum on a Tofino, issue 16)
+    /// with the controller configured `target = "tofino"`: the TNA P4Info
+    /// (p4src/tna/dvipa.p4info.txtpb) and a BfPipelineConfig packed from a stand-in compiler
+    /// output; the server acks digests itself and sends no idle notifications.
+    #[arg(long, value_parser = ["standard", "bmv2", "stratum-bfrt"])]
+    pub switch_flavor: Option<String>,
 }
 
 /// Runs the demo / scenario. `Err` = a step failed (or the cluster could not be built).
@@ -371,6 +386,8 @@ struct Scenario<'a> {
     /// `--ha`: etcd, the other replicas and their agents.
     ha: Option<ha::Ha>,
     switches: [Option<NsChild>; 2],
+    /// The probe sources' policy rules (`--dataplane`), removed before the testbed.
+    _probe_routes: Option<dataplane::ProbeRoutes>,
     echoes: Vec<Option<NsChild>>,
     agents: Vec<NsChild>,
     dvipa: Ipv4Addr,
@@ -432,7 +449,36 @@ impl Scenario<'_> {
             }
             toml.push_str(&ha::section(relays[0].port, ha::REPLICAS[0]));
         }
-        let toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
+        if args.switch_flavor.as_deref() == Some("stratum-bfrt") {
+            // p4info = <tree>/p4src/p4c-out/bmv2/dvipa.p4info.txtpb -> <tree>/p4src/tna/
+            let tna = p4info
+                .ancestors()
+                .nth(3)
+                .map(|p4src| p4src.join("tna/dvipa.p4info.txtpb"))
+                .filter(|p| p.is_file())
+                .ok_or_else(|| anyhow::anyhow!("p4src/tna/dvipa.p4info.txtpb not found"))?;
+            let text = std::fs::read_to_string(&tna)?;
+            p4rt::tofino::write_stand_in_output(&dir.join("tofino-out"), &text, "dvipa")?;
+            let mut out = String::new();
+            for line in toml.lines() {
+                out.push_str(line);
+                out.push('\n');
+                if line.starts_with("p4runtime = ") {
+                    out.push_str("target = \"tofino\"\npipeline_dir = \"tofino-out\"\n");
+                }
+            }
+            toml = out;
+        }
+        let mut toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
+        let probe_routes = if args.dataplane {
+            toml = format!(
+                "distribute_udp = true\n{toml}{}",
+                dataplane::toml_section(&tb, dvipa, SERVICE_PORT, args.dataplane_ms)
+            );
+            Some(dataplane::probe_routes(&tb, dvipa)?)
+        } else {
+            None
+        };
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
         // the advertise hook: one command for every switch, dispatching on $DVIPA_SWITCH
@@ -509,6 +555,7 @@ impl Scenario<'_> {
             grpc,
             switch_keepalive_off: false,
             switches: [None, None],
+            _probe_routes: probe_routes,
             echoes: Vec::new(),
             agents: Vec::new(),
             ctl,
@@ -540,6 +587,10 @@ impl Scenario<'_> {
             (self.args.liveness_ms / 3).max(1)
         };
         argv.insert(2, keepalive.to_string());
+        if let Some(f) = &self.args.switch_flavor {
+            argv.insert(3, "--flavor".into());
+            argv.insert(4, f.clone());
+        }
         let child = self.tb.spawn_switch_argv(i, &argv, self.grpc[i - 1])?;
         self.switches[i - 1] = Some(child);
         Ok(())
@@ -578,11 +629,21 @@ impl Scenario<'_> {
         p.say(&format!("controller up (admin {})", self.ctl.admin));
         let agent_bin = self.bins.agent.display().to_string();
         for k in 1..=SERVERS {
-            let a = self.tb.spawn_agent(k, &agent_bin, agent_port)?;
+            let a = if self.args.dataplane {
+                let mut argv = self.tb.agent_argv(k, &agent_bin, agent_port);
+                argv.extend(["--dataplane-echo".into(), SERVICE_PORT.to_string()]);
+                let s = self.tb.server(k);
+                let log = self.tb.log_dir.join(format!("{}-agent.log", s.name));
+                netns::spawn_in_logged(&s.ns, &argv, &log)?
+            } else {
+                self.tb.spawn_agent(k, &agent_bin, agent_port)?
+            };
             self.agents.push(a);
         }
         let took = wait_for(Duration::from_secs(30), || {
-            Ok(self.ready_targets()? == SERVERS && self.route()? == Some(1))
+            // with --dataplane the DVIPA's port is distributed for UDP too (the probes' service)
+            let services = if self.args.dataplane { 2 } else { 1 };
+            Ok(self.ready_targets()? == SERVERS * services && self.route()? == Some(1))
         })
         .with_context(|| {
             format!(
@@ -760,9 +821,13 @@ impl Scenario<'_> {
         self.dump("vcrt");
         let mut figs = Vec::new();
         let steps: Vec<u8> = if self.args.failures {
-            vec![7, 8, 9, 10]
+            let mut v = vec![7, 8, 9, 10];
+            if self.args.dataplane {
+                v.push(11);
+            }
+            v
         } else if self.args.ha {
-            vec![11, 12, 1, 2, 13, 14]
+            vec![21, 22, 1, 2, 23, 24]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -776,13 +841,14 @@ impl Scenario<'_> {
                 4 => self.step_controller_restart(&run),
                 5 => self.step_app_stop(&run),
                 7 => self.step_freeze(&run, 7),
-                11 => self.step_kill_leader(&run),
-                12 => self.step_etcd_down(&run),
-                13 => self.step_partition(&run),
-                14 => self.step_double_fault(&run),
+                21 => self.step_kill_leader(&run),
+                22 => self.step_etcd_down(&run),
+                23 => self.step_partition(&run),
+                24 => self.step_double_fault(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
-                _ => self.step_no_keepalive(&run, 10),
+                10 => self.step_no_keepalive(&run, 10),
+                _ => self.step_dataplane(&run, 11),
             });
         }
         if self.args.flood_rate > 0 && !self.args.skip.contains(&6) {

@@ -17,6 +17,8 @@
 //!   `admin.insecure_tcp` opt-in).
 //! - [`admin_local`]: the admin Unix socket (mode 0600/0660, peer uid logged) and the audit
 //!   line + counter of every mutating admin command.
+//! - [`dataplane_probe`]: the optional data-plane liveness probe (`[liveness.dataplane]`) and
+//!   the gate that combines its mark with the drivers' switch up/down.
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
@@ -31,13 +33,16 @@ pub mod advertise;
 pub mod agent;
 pub mod cli;
 pub mod controller;
+pub mod dataplane_probe;
 pub mod demo;
 pub mod error;
 pub mod ha;
 pub mod killable;
 pub mod metrics_export;
 pub mod p4names;
+pub mod pipeline_cmd;
 pub mod shared;
 pub mod switch;
+pub mod target;
 pub mod translate;
 pub mod transport_errors;

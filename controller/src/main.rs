@@ -13,7 +13,8 @@ mod check_config;
 #[command(
     name = "dvipa",
     version,
-    about = "Sysplex-Distributor-style DVIPA on programmable switches"
+    about = "Sysplex-Distributor-style DVIPA on programmable switches",
+    after_help = "Tofino device configs: dvipa pipeline pack|unpack (dvipa pipeline --help)."
 )]
 struct Cli {
     /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
@@ -49,6 +50,11 @@ struct ControllerArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `dvipa pipeline …` has its own parser: its `-o FILE` is not the global `-o FORMAT`.
+    if std::env::args().nth(1).as_deref() == Some("pipeline") {
+        let p = dvipa::pipeline_cmd::PipelineCli::parse_from(std::env::args().skip(1));
+        return dvipa::pipeline_cmd::run(p.cmd);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));

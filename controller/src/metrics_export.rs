@@ -19,6 +19,8 @@
 //! | `dvipa_admin_refused_total` | counter | `reason` (`no_cert`, `bad_cert`, `other`, `not_allowed`) |
 //! | `dvipa_admin_commands_total` | counter | `command` (`maintenance`, `move`, `reconcile`), `result` (`ok`, `refused`): audited admin commands |
 //! | `dvipa_agent_slow_disconnects_total` | counter | — (agents cut for not reading their stream) |
+//! | `dvipa_dataplane_probes_total` | counter | `switch`, `result` (`sent`, `answered`, `lost`, `marked_down`, `marked_up`: the data-plane probe) |
+//! | `dvipa_dataplane_down` | gauge | `switch` (1 = marked down by the data-plane probe) |
 
 use crate::error::StartError;
 use crate::shared::Shared;

@@ -21,6 +21,21 @@ pub const T_ROUTE: &str = "IngressImpl.ipv4_route";
 /// The five tables, in contract order.
 pub const TABLES: [&str; 5] = [T_DVIPA, T_CRT, T_DPT, T_TARGET, T_ROUTE];
 
+/// The contract name of a table read back from a switch: the P4Info name itself, or, when a
+/// pipeline prefix precedes a contract name (TNA's `pipe.IngressImpl.crt`), that contract name.
+/// Resolution towards the switch is [`p4rt::Schema`]'s (suffix); this is its inverse.
+pub fn contract_table(full: &str) -> &str {
+    TABLES
+        .iter()
+        .find(|t| {
+            full.len() > t.len()
+                && full.ends_with(*t)
+                && full[..full.len() - t.len()].ends_with('.')
+        })
+        .copied()
+        .unwrap_or(full)
+}
+
 /// Match fields.
 pub const F_DST: &str = "hdr.ipv4.dstAddr";
 /// Match field.
@@ -258,6 +273,50 @@ mod tests {
     #[test]
     fn the_contract_p4info_has_every_name() {
         check(&contract_schema()).unwrap();
+    }
+
+    /// The hand-written TNA P4Info (`pipe.`-prefixed tables and externs, digest named after its
+    /// `Digest` instance) resolves through the same names; so does the form p4c writes with
+    /// `--p4runtime-force-std-externs` (prefix stripped).
+    #[test]
+    fn the_tna_p4info_resolves_every_name_by_suffix_and_digest_type() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../p4src/tna/dvipa.p4info.txtpb"
+        );
+        let tna = Schema::from_file(path).unwrap();
+        check(&tna).unwrap();
+        assert_eq!(
+            p4rt::schema::name_of(&tna.table(T_CRT).unwrap().preamble),
+            "pipe.IngressImpl.crt"
+        );
+        let d = tna.digest_layout(D_LEARN).unwrap();
+        assert_eq!(d.name, "pipe.IngressDeparser.learn_digest");
+        assert_eq!(tna.table(T_CRT).unwrap().size, 262144);
+        assert_eq!(contract_table("pipe.IngressImpl.crt"), T_CRT);
+        assert_eq!(contract_table(T_CRT), T_CRT);
+        assert_eq!(contract_table("xIngressImpl.crt"), "xIngressImpl.crt");
+        let mut stripped = tna.p4info().clone();
+        for t in &mut stripped.tables {
+            let p = t.preamble.as_mut().unwrap();
+            p.name = p.name.trim_start_matches("pipe.").to_string();
+        }
+        check(&Schema::from_p4info(stripped).unwrap()).unwrap();
+        // A digest of another struct type is not taken for learn_t.
+        let mut other = tna.p4info().clone();
+        for d in &mut other.digests {
+            if let Some(cfg::p4_data_type_spec::TypeSpec::Struct(s)) =
+                d.type_spec.as_mut().and_then(|t| t.type_spec.as_mut())
+            {
+                s.name = "other_t".into();
+            }
+        }
+        let mut ti = other.type_info.clone().unwrap();
+        let st = ti.structs.remove("learn_t").unwrap();
+        ti.structs.insert("other_t".into(), st);
+        other.type_info = Some(ti);
+        let err = check(&Schema::from_p4info(other).unwrap()).unwrap_err();
+        assert_eq!(err.0, vec!["digest `learn_t`".to_string()]);
     }
 
     #[test]

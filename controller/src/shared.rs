@@ -96,6 +96,9 @@ pub struct Shared {
     ha: std::sync::OnceLock<crate::ha::HaHandle>,
     /// [`Shared::now`] of the last input (the age of this replica's view).
     last_event: std::sync::atomic::AtomicU64,
+    /// The data-plane mark of each switch combined with its driver's up/down (locked before
+    /// `core`; see [`crate::dataplane_probe`]).
+    gate: Mutex<crate::dataplane_probe::Gate>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -126,6 +129,7 @@ impl Shared {
             controller_id,
             ha: std::sync::OnceLock::new(),
             last_event: std::sync::atomic::AtomicU64::new(0),
+            gate: Mutex::new(Default::default()),
         }
     }
 
@@ -136,12 +140,22 @@ impl Shared {
 
     /// Feeds one event to the core and carries out its actions.
     pub fn event(&self, ev: Event) {
+        // The gate stays locked while the core handles the event, so a driver's and the
+        // data-plane probe's view of a switch reach the core in the order they were decided.
+        let mut gate = self.gate.lock();
+        if let Some(sw) = gate.observe(&ev) {
+            self.stats.add(&format!("dataplane.{sw}.probation"), 1);
+            metrics::gauge!("dvipa_dataplane_down", "switch" => sw.clone()).set(0.0);
+            tracing::warn!(switch = %sw, "new P4Runtime session of a switch marked down by the \
+                data-plane probe: released on probation (watched again once it routes a DVIPA)");
+        }
         let mut core = self.core.lock();
         self.last_event
             .store(self.now().0, std::sync::atomic::Ordering::Relaxed);
         core.handle(self.now(), ev);
         self.drain(&mut core);
         drop(core);
+        drop(gate);
         self.timer.notify_one();
     }
 
@@ -154,6 +168,28 @@ impl Shared {
         drop(core);
         self.timer.notify_one();
         r
+    }
+
+    /// Marks a switch down (or up again) for its data path. True when the mark changed; the
+    /// core sees `SwitchDown`/`SwitchUp` when the switch's session is up.
+    pub fn dataplane_mark(&self, switch: &str, down: bool) -> bool {
+        let mut gate = self.gate.lock();
+        let before = gate.dp_down(switch);
+        let ev = gate.mark(switch, down);
+        if let Some(ev) = ev {
+            let mut core = self.core.lock();
+            core.handle(self.now(), ev);
+            self.drain(&mut core);
+        }
+        drop(gate);
+        self.timer.notify_one();
+        before != down
+    }
+
+    /// (marked down by the data-plane probe, session up) of a switch.
+    pub fn dataplane_state(&self, switch: &str) -> (bool, bool) {
+        let g = self.gate.lock();
+        (g.dp_down(switch), g.ctl_up(switch))
     }
 
     /// Read access to the core (admin queries, metrics).

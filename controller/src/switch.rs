@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod ageing;
 mod liveness;
 use liveness::{Probe, election_id_in_use};
 
@@ -156,6 +157,8 @@ pub struct DriverConfig {
     pub resync: Duration,
     /// P4Runtime over TLS (paths resolved); the files are read for every new connection.
     pub tls: Option<dvipa_core::config::SwitchTlsCfg>,
+    /// What the switch's P4Runtime server does (digest acks, idle notifications).
+    pub capabilities: dvipa_core::config::Capabilities,
 }
 
 /// FNV-1a over the P4Info and device config: the pipeline cookie.
@@ -193,6 +196,8 @@ struct Driver {
     full_log: FullLog,
     /// `[ha]`: the term this replica leads, which the session's election id carries.
     ha_term: u64,
+    /// CRT ageing by counter reads when the server sends no idle notifications.
+    ageing: ageing::CounterAgeing,
 }
 
 /// What a write task needs (owned, so writes run concurrently with the driver loop).
@@ -249,6 +254,7 @@ pub async fn run(
         refused_since: None,
         full_log: Arc::default(),
         ha_term: 0,
+        ageing: ageing::CounterAgeing::default(),
     };
     let cap = retry_cap(d.cfg.liveness);
     let mut backoff = RETRY_INITIAL;
@@ -472,6 +478,11 @@ impl Driver {
         let mut resync = tokio::time::interval(self.cfg.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
+        let age_by_counters = !self.cfg.capabilities.idle_notifications;
+        let idle = Duration::from_nanos(self.cfg.idle_timeout_ns.max(0) as u64);
+        let mut age_tick = tokio::time::interval(ageing::interval(idle));
+        age_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.ageing.reset();
         // First pass: act on the current mastership.
         mastership.mark_changed();
         let ha_lost = crate::ha::lost(self.shared.ha_rx(), self.ha_term);
@@ -571,6 +582,11 @@ impl Driver {
                 w = self.writes.join_next_with_id(), if !self.writes.is_empty() => {
                     if let Some(w) = w {
                         self.write_done(w);
+                    }
+                }
+                _ = age_tick.tick(), if primary && age_by_counters => {
+                    if let Err(last_ok) = probe.or_dead(self.age(&session, idle)).await {
+                        return self.unresponsive(last_ok, primary);
                     }
                 }
                 _ = resync.tick(), if primary => {
@@ -723,6 +739,10 @@ impl Driver {
                 self.read(s).await;
             }
             SwitchCmd::Ack { list_id } => match self.pending.remove(&list_id) {
+                Some(_) if !self.cfg.capabilities.digest_acks => {
+                    // The server acks digests itself (Stratum-bfrt) and ignores ours.
+                    self.count("digest_ack_not_needed");
+                }
                 Some((_, d)) => {
                     if let Err(e) = d.ack().await {
                         self.count("digest_ack_failed");
@@ -750,7 +770,7 @@ impl Driver {
         metrics::counter!("dvipa_digests_received_total", "switch" => self.cfg.name.clone())
             .increment(1);
         self.count("digest_lists");
-        let (name, recs) = match self.schema.decode_digest_list(&d.list) {
+        let (_name, recs) = match self.schema.decode_digest_list(&d.list) {
             Ok(x) => x,
             Err(e) => {
                 self.count("digest_undecodable");
@@ -759,7 +779,14 @@ impl Driver {
                 return;
             }
         };
-        if name != n::D_LEARN {
+        // By id, not by name: TNA names the digest after its instance (docs/tofino.md).
+        if self
+            .schema
+            .digest(n::D_LEARN)
+            .map(|x| x.preamble.as_ref().map(|p| p.id))
+            .ok()
+            != Some(Some(d.list.digest_id))
+        {
             self.count("digest_unknown");
             let _ = d.ack().await;
             return;
@@ -813,6 +840,54 @@ impl Driver {
         }
         self.count("idle_notifications");
         if !conns.is_empty() {
+            self.shared.event(Event::IdleTimeout {
+                switch: self.cfg.name.clone(),
+                conns,
+            });
+        }
+    }
+
+    /// One CRT read with direct counters for ageing ([`ageing`]); idle connections go to the
+    /// core as an idle timeout.
+    async fn age(&mut self, s: &Session, idle: Duration) {
+        let mut w = match self.schema.table_wildcard(n::T_CRT) {
+            Ok(w) => w,
+            Err(e) => {
+                warn_limited!(self.cfg.name, "CRT ageing read not built", error = %e,);
+                return;
+            }
+        };
+        w.counter_data = Some(p4::CounterData::default());
+        let got = match s.read_all(vec![p4rt::IntoEntity::into_entity(w)]).await {
+            Ok(g) => g,
+            Err(e) => {
+                self.count("ageing_read_failed");
+                warn_limited!(self.cfg.name, "CRT ageing read failed", error = %e,);
+                return;
+            }
+        };
+        let mut read = Vec::with_capacity(got.len());
+        for e in got {
+            let Some(p4::entity::Entity::TableEntry(te)) = e.entity else {
+                continue;
+            };
+            let packets = te.counter_data.as_ref().map_or(0, |c| c.packet_count) as u64;
+            match self
+                .schema
+                .decode_table_entry(&te)
+                .map_err(translate::TranslateError::from)
+                .and_then(|d| translate::from_decoded_lenient(&d))
+            {
+                Ok((Key::Crt(c), _, _)) => read.push((c, packets)),
+                _ => self.count("ageing_undecodable"),
+            }
+        }
+        self.count("ageing_reads");
+        let conns = self.ageing.observe(Instant::now(), idle, read);
+        if !conns.is_empty() {
+            self.shared
+                .stats
+                .add("switch_ageing_idle_conns", conns.len() as u64);
             self.shared.event(Event::IdleTimeout {
                 switch: self.cfg.name.clone(),
                 conns,

@@ -223,7 +223,7 @@ pub fn from_decoded_lenient(e: &DecodedEntry) -> Result<(Key, Value, bool), Tran
 
 /// A decoded contract-table entry as a typed key and value.
 pub fn from_decoded(e: &DecodedEntry) -> Result<(Key, Value), TranslateError> {
-    let key = match e.table.as_str() {
+    let key = match n::contract_table(&e.table) {
         n::T_DVIPA => {
             let port = match e.matches.iter().find(|m| m.0 == n::F_DPORT) {
                 None => None,

@@ -1,16 +1,16 @@
 //! Controller HA end to end (issue 17, scenario 1; root only): `dvipa demo --ha` with 200
 //! streaming connections through the namespace cluster, a real 3-member etcd on loopback and
 //! three `dvipa controller` processes, an agent per server and replica:
-//! - step 11: the leader is SIGKILLed → a new leader within `lease_ms` + 1 s, both switches up
+//! - step 21: the leader is SIGKILLed → a new leader within `lease_ms` + 1 s, both switches up
 //!   on it, 30 new connections established, 0 resets on the 200;
-//! - step 12: all of etcd stopped (SIGSTOP) for 10 s → the leader steps down, 30 new
+//! - step 22: all of etcd stopped (SIGSTOP) for 10 s → the leader steps down, 30 new
 //!   connections succeed during the outage, a leader again after etcd's return, 0 resets;
 //! - step 1: then the primary switch is SIGKILLed → the new leader moves the DVIPA to the
 //!   backup, 0 resets; step 2: the switch restarted, takeback;
-//! - step 13: the leader partitioned from etcd (not from the switches) for 5 s → it steps
+//! - step 23: the leader partitioned from etcd (not from the switches) for 5 s → it steps
 //!   down and drops its switch sessions before another replica is elected, the route never
 //!   changes, 0 resets;
-//! - step 14 (double fault): the leader and the primary switch SIGKILLed together → the last
+//! - step 24 (double fault): the leader and the primary switch SIGKILLed together → the last
 //!   replica is elected and takes over on the backup, 0 resets.
 //!
 //! The demo prints the figures (time to the new leader, takeover, stalls). Skips with a
@@ -56,7 +56,7 @@ fn leader_killed_then_primary_switch_killed_no_connection_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     assert!(out.status.success(), "dvipa demo --ha failed: {stderr}");
-    for step in [11, 12, 1, 2, 13, 14] {
+    for step in [21, 22, 1, 2, 23, 24] {
         let want = format!("step {step}: alive 200 -> 200, resets 0,");
         assert!(
             stdout

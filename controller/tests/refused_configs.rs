@@ -303,3 +303,50 @@ async fn non_utf8_oversized_and_special_files_are_refused_fast() {
     let e = dvipa::controller::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("over the limit of 1048576 bytes"), "{e}");
 }
+
+#[tokio::test]
+async fn data_plane_probe_settings_are_checked_with_their_position() {
+    let p = good_profile();
+    let section = "\n[liveness.dataplane]\ndvipa = \"203.0.113.10\"\nport = 60\n\n\
+                   [[liveness.dataplane.path]]\nswitch = \"SW1\"\nsource = \"192.0.2.241\"\n";
+    let udp = format!("distribute_udp = true\n{TOML}{section}");
+    // sound: accepted by check-config
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), &udp, &p);
+    let (ok, _, err) = common::dvipa(&["check-config", "-c", cfg.to_str().unwrap()]).await;
+    assert!(ok, "the sound [liveness.dataplane] was refused: {err}");
+    // the probes are UDP: without distribute_udp the switches would not distribute them
+    refused(
+        &format!("{TOML}{section}"),
+        &p,
+        "dvipa.toml:27:9: liveness.dataplane.dvipa: the data-plane probes are UDP",
+    )
+    .await;
+    for (from, to, want) in [
+        (
+            "dvipa = \"203.0.113.10\"",
+            "dvipa = \"203.0.113.99\"",
+            "dvipa.toml:28:9: liveness.dataplane.dvipa: 203.0.113.99 is not a DVIPA of the \
+             profiles (they define 203.0.113.10)",
+        ),
+        (
+            "switch = \"SW1\"\nsource",
+            "switch = \"SW9\"\nsource",
+            "dvipa.toml:32:10: liveness.dataplane.path[0].switch: `SW9` is not a configured \
+             [[switch]]",
+        ),
+        (
+            "port = 60\n",
+            "port = 60\nprobe_ms = 200\n",
+            "liveness.dataplane.down_after_ms: must be at least 2 × probe_ms",
+        ),
+        (
+            "port = 60\n",
+            "port = 60\nflows = 17\n",
+            "liveness.dataplane.flows: must be 1..=16 (17)",
+        ),
+    ] {
+        assert!(udp.contains(from), "{from}");
+        refused(&udp.replacen(from, to, 1), &p, want).await;
+    }
+}

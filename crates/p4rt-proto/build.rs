@@ -12,6 +12,8 @@ const FILES: &[&str] = &[
     "p4/config/v1/p4types.proto",
     "google/rpc/status.proto",
     "google/rpc/code.proto",
+    "tofino/bf_pipeline_config.proto",
+    "tofino/barefoot_p4info.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,9 +1,9 @@
 //! `dvipa demo --ha` (issue 17): three controller replicas elected through a 3-member etcd
 //! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). While the
-//! connections stream: step 11 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
-//! connections served), step 12 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
-//! primary switch under the new leader, step 13 partitions the leader from etcd (through a
-//! relay per replica), step 14 kills the leader and the primary switch together (double
+//! connections stream: step 21 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
+//! connections served), step 22 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
+//! primary switch under the new leader, step 23 partitions the leader from etcd (through a
+//! relay per replica), step 24 kills the leader and the primary switch together (double
 //! fault). 0 resets in every step.
 
 use super::{Ctl, Progress, Scenario, StepFig, wait_for};
@@ -44,7 +44,7 @@ pub(super) fn section(port: u16, name: &str) -> String {
 }
 
 /// A TCP relay from 127.0.0.1:`port` to one etcd member, one per replica, so a replica can be
-/// partitioned from etcd alone (step 13): when cut, bytes are read and dropped and new
+/// partitioned from etcd alone (step 23): when cut, bytes are read and dropped and new
 /// connections are held unanswered (a black hole, like a silently dropping path).
 pub(super) struct Relay {
     /// The relay's port (the replica's `[ha] etcd`).
@@ -261,11 +261,11 @@ impl Scenario<'_> {
         role(&self.ctl).map(|r| r.1)
     }
 
-    /// Step 12: all of etcd stopped (SIGSTOP) for 10 s while the connections stream: the
+    /// Step 22: all of etcd stopped (SIGSTOP) for 10 s while the connections stream: the
     /// leader steps down, forwarding goes on, new connections succeed during the outage, and
     /// a leader is back soon after etcd returns.
     pub(super) fn step_etcd_down(&mut self, run: &ConnsRun) -> StepFig {
-        let (mut fig, before) = self.begin(run, 12, "stop all of etcd for 10 s");
+        let (mut fig, before) = self.begin(run, 22, "stop all of etcd for 10 s");
         let Some(ha) = self.ha.as_ref() else {
             fig.fail("not --ha".into());
             return fig;
@@ -384,12 +384,12 @@ impl Scenario<'_> {
         true
     }
 
-    /// Step 13: the leader partitioned from etcd (not from the switches) for 5 s: it steps
+    /// Step 23: the leader partitioned from etcd (not from the switches) for 5 s: it steps
     /// down on its own clock and drops its switch sessions before another replica is elected
     /// (so no Write of it can reach a switch after the new leader arbitrates), the route never
     /// flaps, 0 resets; after healing it follows.
     pub(super) fn step_partition(&mut self, run: &ConnsRun) -> StepFig {
-        let (mut fig, before) = self.begin(run, 13, "partition the leader from etcd for 5 s");
+        let (mut fig, before) = self.begin(run, 23, "partition the leader from etcd for 5 s");
         let Some(ha) = self.ha.as_ref() else {
             fig.fail("not --ha".into());
             return fig;
@@ -465,10 +465,10 @@ impl Scenario<'_> {
         fig
     }
 
-    /// Step 14 (double fault): the leader and the primary switch sw1 SIGKILLed together; the
+    /// Step 24 (double fault): the leader and the primary switch sw1 SIGKILLed together; the
     /// next leader takes over on sw2.
     pub(super) fn step_double_fault(&mut self, run: &ConnsRun) -> StepFig {
-        let (mut fig, before) = self.begin(run, 14, "SIGKILL the leader + primary switch sw1");
+        let (mut fig, before) = self.begin(run, 24, "SIGKILL the leader + primary switch sw1");
         let t = Instant::now();
         if let Some(mut sw) = self.switches[0].take() {
             sw.kill();
@@ -485,9 +485,9 @@ impl Scenario<'_> {
         fig
     }
 
-    /// Step 11: SIGKILL the leader.
+    /// Step 21: SIGKILL the leader.
     pub(super) fn step_kill_leader(&mut self, run: &ConnsRun) -> StepFig {
-        let (mut fig, before) = self.begin(run, 11, "SIGKILL the leading controller replica");
+        let (mut fig, before) = self.begin(run, 21, "SIGKILL the leading controller replica");
         let t = Instant::now();
         if !self.kill_leader_and_elect(&mut fig, t) {
             return fig;

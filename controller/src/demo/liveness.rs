@@ -79,7 +79,7 @@ pub(super) fn tools_missing() -> Option<&'static str> {
 }
 
 /// Seconds since the Unix epoch of a `2026-12-04T21:50:00.123456Z` log timestamp.
-fn parse_ts(s: &str) -> Option<f64> {
+pub(super) fn parse_ts(s: &str) -> Option<f64> {
     let (date, time) = s.trim_end_matches('Z').split_once('T')?;
     let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
     let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
@@ -112,7 +112,7 @@ impl Scenario<'_> {
     }
 
     /// The first controller log line with `what` about `sw` at or after `since`: ms after it.
-    fn log_event_ms(&self, what: &str, sw: &str, since: SystemTime) -> Option<u64> {
+    pub(super) fn log_event_ms(&self, what: &str, sw: &str, since: SystemTime) -> Option<u64> {
         let text = std::fs::read_to_string(&self.ctl.log).ok()?;
         let since = unix(since);
         text.lines()
@@ -136,7 +136,7 @@ impl Scenario<'_> {
     /// When the hook `what` (e.g. `advertise sw2`) first ran at or after `since`, in ms after
     /// `since`: the controller's advertisement time (the hook logs just before it changes the
     /// route), independent of how fast this process polls the router under load.
-    fn hook_ms(&self, since: SystemTime, what: &str) -> Option<u64> {
+    pub(super) fn hook_ms(&self, since: SystemTime, what: &str) -> Option<u64> {
         self.hooks_since(since)
             .into_iter()
             .find(|(_, w)| w == what)
@@ -145,7 +145,7 @@ impl Scenario<'_> {
 
     /// `polled` (the route seen by polling the router) replaced by the hook log's time of `what`
     /// when there is one; both are reported.
-    fn advert_ms(
+    pub(super) fn advert_ms(
         &self,
         fig: &mut StepFig,
         since: SystemTime,
@@ -163,7 +163,7 @@ impl Scenario<'_> {
 
     /// Hook log entries (`advertise sw2`, `withdraw sw1`, ...) at or after `since`, with
     /// their time in ms after `since`.
-    fn hooks_since(&self, since: SystemTime) -> Vec<(u64, String)> {
+    pub(super) fn hooks_since(&self, since: SystemTime) -> Vec<(u64, String)> {
         let since = unix(since);
         std::fs::read_to_string(self.tb.log_dir.join("hooks.log"))
             .unwrap_or_default()
@@ -178,7 +178,7 @@ impl Scenario<'_> {
 
     /// The hook log since `since` must be exactly `want` (a move = advertise the new switch,
     /// then withdraw the old one; nothing else in between).
-    fn check_hooks(&self, fig: &mut StepFig, since: SystemTime, want: &[&str]) {
+    pub(super) fn check_hooks(&self, fig: &mut StepFig, since: SystemTime, want: &[&str]) {
         // the withdraw hook runs just after the advertise hook: give it a moment
         let _ = wait_for(Duration::from_secs(2), || {
             Ok(self.hooks_since(since).len() >= want.len())
@@ -197,7 +197,7 @@ impl Scenario<'_> {
         }
     }
 
-    fn check_bound(&self, fig: &mut StepFig, what: &str, ms: Option<u64>, bound: u64) {
+    pub(super) fn check_bound(&self, fig: &mut StepFig, what: &str, ms: Option<u64>, bound: u64) {
         match ms {
             Some(v) if v <= bound => {}
             Some(v) => fig.fail(format!("{what} took {v} ms (bound {bound} ms)")),

@@ -16,6 +16,8 @@
 //! - [`agent`]: the controller session loop (Hello/Welcome/VIPA list/full sync/incremental
 //!   reports/heartbeats/acks, reconnect with backoff).
 //! - [`control`]: the local control socket (drain, undrain, status).
+//! - [`echo`]: the data-plane probe echo (`--dataplane-echo`, the controller's
+//!   `[liveness.dataplane]`).
 //!
 //! What is event-driven and what is polled: the kernel offers no notification for `listen()` or
 //! for a connection becoming established, so new listeners and new connections are found by a
@@ -28,6 +30,7 @@
 pub mod agent;
 pub mod control;
 pub mod diag;
+pub mod echo;
 pub mod lo;
 pub mod model;
 pub mod tracker;

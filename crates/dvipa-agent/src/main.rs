@@ -86,6 +86,13 @@ struct RunArgs {
     /// Serve Prometheus metrics (the agent's counters) on this address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Answer the controller's data-plane probes (`[liveness.dataplane] port`) on this UDP
+    /// port: each probe that reached this server through a switch is sent back to its source.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    dataplane_echo: Option<u16>,
+    /// Most data-plane echoes per second (the rest are dropped and counted).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    dataplane_echo_max_pps: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,6 +242,14 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             .install()
             .with_context(|| format!("metrics listener on {addr}"))?;
     }
+    let echo = match a.dataplane_echo {
+        Some(port) => Some(
+            dvipa_agent::echo::serve(port, a.dataplane_echo_max_pps, Default::default())
+                .await
+                .with_context(|| format!("--dataplane-echo {port}: cannot bind UDP port"))?,
+        ),
+        None => None,
+    };
     let (cfg, socket) = config(a)?;
     tracing::info!(stack = %cfg.stack, underlay = %cfg.underlay, controller = %cfg.controller,
         poll_ms = cfg.poll_interval.as_millis() as u64, "starting");
@@ -263,6 +278,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     };
     agent.run(shutdown).await?;
+    if let Some(e) = echo {
+        e.abort();
+    }
     if let Some(p) = socket {
         let _ = std::fs::remove_file(p);
     }

@@ -143,6 +143,10 @@ async fn figures(size: Size) -> anyhow::Result<Vec<Figure>> {
         election_id_range: 16,
         resync: Duration::from_secs(3600),
         tls: None,
+        capabilities: dvipa_core::config::Capabilities {
+            digest_acks: true,
+            idle_notifications: true,
+        },
     };
     let (stop, stop_rx) = watch::channel(false);
     let mut sw = SwitchProc::start(&bin, port)?;

@@ -217,6 +217,9 @@ pub struct Config {
     /// Timers.
     #[serde(default)]
     pub timers: Timers,
+    /// `[liveness]`: the optional data-plane probe (`[liveness.dataplane]`).
+    #[serde(default)]
+    pub liveness: crate::dataplane_cfg::LivenessCfg,
     /// Routing switches.
     #[serde(rename = "switch", default)]
     pub switches: Vec<SwitchCfg>,
@@ -778,6 +781,77 @@ pub struct SwitchCfg {
     /// P4Runtime over TLS to this switch (absent: plaintext).
     #[serde(default)]
     pub tls: Option<SwitchTlsCfg>,
+    /// Issue 16: the switch's target, `bmv2` (default: the top-level `p4info` and
+    /// `device_config`) or `tofino` (a Tofino P4Runtime server: Stratum or the SDE's).
+    #[serde(default)]
+    pub target: SwitchTarget,
+    /// For `tofino`: the Tofino compiler's output directory (`bfrt.json`, `manifest.json`,
+    /// `pipe/context.json`, `pipe/tofino.bin`, and the P4Info as `p4info.txtpb`), relative to
+    /// the TOML file. The device config is packed from it at start-up (docs/tofino.md).
+    #[serde(default)]
+    pub pipeline_dir: Option<PathBuf>,
+    /// For `tofino`: the device config format the server takes.
+    #[serde(default)]
+    pub device_config_format: DeviceConfigFormat,
+    /// What the switch's P4Runtime server does; unset values follow the target.
+    #[serde(default)]
+    pub capabilities: CapabilitiesCfg,
+}
+
+/// `target` of a `[[switch]]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchTarget {
+    /// bmv2 `simple_switch_grpc` or the embedded switch (v1model program).
+    #[default]
+    Bmv2,
+    /// A Tofino switch (TNA program, `p4src/tna/`).
+    Tofino,
+}
+
+/// `device_config_format` of a `[[switch]]` (Tofino only).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceConfigFormat {
+    /// Stratum's `BfPipelineConfig` (stratum_bfrt, stratum_bf).
+    #[default]
+    Bfrt,
+    /// PI's packed format (stratum_bf, the SDE's P4Runtime server).
+    Pi,
+}
+
+/// `[switch.capabilities]`: how the P4Runtime server behaves where servers differ.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesCfg {
+    /// The server re-sends an unacknowledged digest list (bmv2: yes; Stratum-bfrt acks digests
+    /// itself and ignores DigestListAck and the digest config: no).
+    #[serde(default)]
+    pub digest_acks: Option<bool>,
+    /// The server sends idle-timeout notifications for CRT entries (bmv2: yes; Tofino servers:
+    /// not relied upon, the controller ages CRT entries by reading their direct counters).
+    #[serde(default)]
+    pub idle_notifications: Option<bool>,
+}
+
+/// Effective capabilities of a switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// See [`CapabilitiesCfg::digest_acks`].
+    pub digest_acks: bool,
+    /// See [`CapabilitiesCfg::idle_notifications`].
+    pub idle_notifications: bool,
+}
+
+impl SwitchCfg {
+    /// The effective capabilities: the TOML's, else the target's defaults.
+    pub fn capabilities(&self) -> Capabilities {
+        let tofino = self.target == SwitchTarget::Tofino;
+        Capabilities {
+            digest_acks: self.capabilities.digest_acks.unwrap_or(!tofino),
+            idle_notifications: self.capabilities.idle_notifications.unwrap_or(!tofino),
+        }
+    }
 }
 
 /// `tls` of a `[[switch]]`: P4Runtime over TLS, as simple_switch_grpc serves it with
@@ -1298,6 +1372,19 @@ impl Config {
             if s.election_id == 0 {
                 e(format!("switch[{i}].election_id"), "must be ≥ 1".into());
             }
+            match (s.target, &s.pipeline_dir) {
+                (SwitchTarget::Tofino, None) => e(
+                    format!("switch[{i}].pipeline_dir"),
+                    "target = \"tofino\" needs the Tofino compiler's output directory".into(),
+                ),
+                (SwitchTarget::Bmv2, Some(_)) => e(
+                    format!("switch[{i}].pipeline_dir"),
+                    "only for target = \"tofino\" (bmv2 uses the top-level p4info and \
+                     device_config)"
+                        .into(),
+                ),
+                _ => {}
+            }
             for (j, r) in s.routes.iter().enumerate() {
                 if r.port >= 512 {
                     e(
@@ -1411,6 +1498,12 @@ impl Config {
         } else {
             for (f, m) in t.check() {
                 e(f.into(), m);
+            }
+        }
+        if let Some(d) = &self.liveness.dataplane {
+            let names: Vec<&str> = self.switches.iter().map(|s| s.name.as_str()).collect();
+            for (f, m) in d.check(&names, self.distribute_udp) {
+                e(f, m);
             }
         }
         errs

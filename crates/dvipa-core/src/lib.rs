@@ -77,6 +77,7 @@
 //! ```
 pub mod config;
 pub mod core;
+pub mod dataplane_cfg;
 pub mod entries;
 pub mod profile;
 pub mod sim;

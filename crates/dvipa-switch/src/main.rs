@@ -59,8 +59,9 @@ struct Cli {
     #[arg(long, hide = true)]
     debugger: bool,
     /// Whose answers to give where P4Runtime servers differ: `standard` (the specification: a
-    /// full table is RESOURCE_EXHAUSTED) or `bmv2` (simple_switch_grpc: a full table is UNKNOWN,
-    /// "Error when adding match entry to target").
+    /// full table is RESOURCE_EXHAUSTED), `bmv2` (simple_switch_grpc: a full table is UNKNOWN,
+    /// "Error when adding match entry to target") or `stratum-bfrt` (Stratum on a Tofino: takes a
+    /// BfPipelineConfig and the TNA P4Info, acks digests itself, no idle notifications).
     #[arg(long, default_value = "standard", value_parser = Flavor::parse)]
     flavor: Flavor,
     /// Most updates accepted in one Write; a larger Write is refused whole (RESOURCE_EXHAUSTED).

@@ -39,6 +39,19 @@ async fn start() -> Harness {
 }
 
 async fn start_with(opts: dvipa_switch::server::ServerOptions) -> Harness {
+    start_with_info(opts, p4info()).await
+}
+
+/// The TNA P4Info (`pipe.`-prefixed, `p4src/tna/`), for the stratum-bfrt flavour.
+fn tna_p4info() -> cfg::P4Info {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../p4src/tna/dvipa.p4info.txtpb"
+    );
+    Schema::from_file(path).unwrap().p4info().clone()
+}
+
+async fn start_with_info(opts: dvipa_switch::server::ServerOptions, info: cfg::P4Info) -> Harness {
     let server = SwitchServer::with_options(0, Arc::new(Pipeline::new()), opts);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -53,7 +66,7 @@ async fn start_with(opts: dvipa_switch::server::ServerOptions) -> Harness {
     Harness {
         server,
         addr,
-        schema: Schema::from_p4info(p4info()).unwrap(),
+        schema: Schema::from_p4info(info).unwrap(),
     }
 }
 
@@ -278,6 +291,15 @@ async fn next_arb(
 
 impl Ctl {
     async fn set_pipeline(&mut self, info: cfg::P4Info, cookie: u64) -> Result<(), tonic::Status> {
+        self.set_pipeline_dc(info, b"{}".to_vec(), cookie).await
+    }
+
+    async fn set_pipeline_dc(
+        &mut self,
+        info: cfg::P4Info,
+        device_config: Vec<u8>,
+        cookie: u64,
+    ) -> Result<(), tonic::Status> {
         self.client
             .set_forwarding_pipeline_config(p4::SetForwardingPipelineConfigRequest {
                 device_id: 0,
@@ -286,7 +308,7 @@ impl Ctl {
                 action: p4::set_forwarding_pipeline_config_request::Action::VerifyAndCommit as i32,
                 config: Some(p4::ForwardingPipelineConfig {
                     p4info: Some(info),
-                    p4_device_config: b"{}".to_vec(),
+                    p4_device_config: device_config,
                     cookie: Some(p4::forwarding_pipeline_config::Cookie { cookie }),
                 }),
                 ..Default::default()
@@ -1089,6 +1111,122 @@ async fn digests_batch_dedupe_ack_and_counters() {
             assert_eq!(d.byte_count, 8 * syn(1).len() as i64);
         }
         _ => panic!(),
+    }
+}
+
+/// `--flavor stratum-bfrt` (issue 16): only a BfPipelineConfig for the TNA P4Info is accepted;
+/// digests come without a DigestEntry, are never held for an ack (the same flow digests again),
+/// a DigestListAck changes nothing; no idle-timeout notification is sent.
+#[tokio::test]
+async fn stratum_bfrt_flavor_takes_a_bf_pipeline_config_acks_digests_itself_and_never_notifies_idle()
+ {
+    use dvipa_switch::server::{Flavor, ServerOptions};
+    use p4rt::tofino::{Compiled, Format};
+    let opts = ServerOptions {
+        flavor: Flavor::StratumBfrt,
+        ..Default::default()
+    };
+    let h = start_with_info(opts, tna_p4info()).await;
+    let (mut a, _) = h.controller(1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../p4src/tna/dvipa.p4info.txtpb"
+    ))
+    .unwrap();
+    p4rt::tofino::write_stand_in_output(tmp.path(), &text, "dvipa").unwrap();
+    let compiled = Compiled::from_dir(tmp.path(), None).unwrap();
+    let bf = compiled.pack(Format::BfPipelineConfig).unwrap();
+    // Refused: a bmv2 JSON, a PI-packed config, the v1model P4Info, another program's bfrt.json.
+    let e = a
+        .set_pipeline_dc(tna_p4info(), b"{}".to_vec(), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("p4_device_config"), "{}", e.message());
+    let pi = compiled.pack(Format::Pi).unwrap();
+    let e = a.set_pipeline_dc(tna_p4info(), pi, 1).await.unwrap_err();
+    assert!(e.message().contains("PI-packed"), "{}", e.message());
+    let e = a
+        .set_pipeline_dc(p4info(), bf.clone(), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("not `pipe.`-prefixed"),
+        "{}",
+        e.message()
+    );
+    let mut other = compiled.clone();
+    other.bfrt = br#"{"tables":[{"name":"pipe.Ingress.forward"}]}"#.to_vec();
+    let e = a
+        .set_pipeline_dc(
+            tna_p4info(),
+            other.pack(Format::BfPipelineConfig).unwrap(),
+            1,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("does not describe pipe.IngressImpl.dvipa"),
+        "{}",
+        e.message()
+    );
+    a.set_pipeline_dc(tna_p4info(), bf, 1).await.unwrap();
+
+    let mut ups = vec![
+        (Insert, E::TableEntry(h.target_entry(1, 2))),
+        (Insert, E::TableEntry(h.dvipa_entry(7))),
+        (Insert, E::TableEntry(h.crt_entry(5555, 1, 200_000_000))),
+    ];
+    for slot in 0..256 {
+        ups.push((Insert, E::TableEntry(h.dpt_entry(7, slot, 1))));
+    }
+    a.write(ups).await.unwrap();
+    let learn = h.schema.digest_layout("learn_t").unwrap().id;
+    let mut digests = 0;
+    for round in 0..3 {
+        // No DigestEntry written: the server digests anyway; never acked by us.
+        h.server.inject(1, &syn(3000));
+        let list = loop {
+            match next_msg(&mut a.rx, Duration::from_secs(2)).await {
+                Some(p4::stream_message_response::Update::Digest(d)) => break d,
+                Some(p4::stream_message_response::Update::IdleTimeoutNotification(_)) => {
+                    panic!("stratum-bfrt sends no idle notifications")
+                }
+                Some(_) => continue,
+                None => panic!("round {round}: no digest list"),
+            }
+        };
+        assert_eq!(list.digest_id, learn);
+        assert_eq!(list.data.len(), 1);
+        digests += 1;
+        if round == 1 {
+            // An ack is ignored (nothing changes).
+            a.tx.send(p4::StreamMessageRequest {
+                update: Some(p4::stream_message_request::Update::DigestAck(
+                    p4::DigestListAck {
+                        digest_id: learn,
+                        list_id: list.list_id,
+                    },
+                )),
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(
+        digests, 3,
+        "the same flow digests again: nothing waits for an ack"
+    );
+    // The CRT entry (idle timeout 200 ms) stays silent for 1.5 s.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        if let Some(p4::stream_message_response::Update::IdleTimeoutNotification(_)) =
+            next_msg(&mut a.rx, Duration::from_millis(200)).await
+        {
+            panic!("stratum-bfrt sends no idle notifications");
+        }
     }
 }
 

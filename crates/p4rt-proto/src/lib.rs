@@ -5,6 +5,7 @@
 //! - [`p4::v1`]: the `P4Runtime` service (tonic client in `p4_runtime_client`, server trait in
 //!   `p4_runtime_server`), entities, write/read, the stream messages and `P4Data`.
 //! - [`p4::config::v1`]: `P4Info` and its type descriptions.
+//! - [`stratum::hal::barefoot`]: `BfPipelineConfig`, the Tofino device config of Stratum.
 //! - [`google::rpc`]: `Status` (the rich error carried in `grpc-status-details-bin`) and `Code`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (plus
 //!   `google/protobuf/any.proto`), for prost-reflect (e.g. parsing `.p4info.txtpb` text format).
@@ -17,6 +18,20 @@ pub mod p4 {
     pub mod config {
         pub mod v1 {
             tonic::include_proto!("p4.config.v1");
+        }
+    }
+}
+
+/// The Tofino compiler's P4Info extern payloads (`proto/tofino/barefoot_p4info.proto`).
+pub mod barefoot {
+    tonic::include_proto!("barefoot");
+}
+
+/// Stratum's Tofino device config (`proto/tofino/bf_pipeline_config.proto`).
+pub mod stratum {
+    pub mod hal {
+        pub mod barefoot {
+            tonic::include_proto!("stratum.hal.barefoot");
         }
     }
 }

@@ -65,6 +65,7 @@ pub mod error;
 pub mod ratelimit;
 pub mod reqlog;
 pub mod schema;
+pub mod tofino;
 
 pub use client::{
     ClientConfig, ClientError, DigestDelivery, Mastership, PipelineOutcome, Session, SessionEvent,

@@ -386,14 +386,31 @@ impl Schema {
         }
     }
 
-    /// Resolves a name of the given kind to its index in the P4Info list.
+    /// Resolves a name of the given kind to its index in the P4Info list: exact name, alias or
+    /// unique suffix (so `IngressImpl.crt` finds TNA's `pipe.IngressImpl.crt`); a digest also by
+    /// the name of its struct type when no digest has that name (the Tofino compiler names a
+    /// digest after its `Digest<learn_t>` instance, p4c's v1model after the struct `learn_t`).
+    /// The one place where P4Info names are resolved (docs/tofino.md).
     fn index(&self, kind: ObjectKind, name: &str) -> Result<usize> {
         let n = self.names(kind);
-        resolve_in(
+        let found = resolve_in(
             kind,
             name,
             n.names.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-        )
+        );
+        match found {
+            Err(SchemaError::Unknown { .. }) if kind == ObjectKind::Digest => {
+                let by_type: Vec<usize> = (self.info.digests.iter().enumerate())
+                    .filter(|(_, d)| digest_struct_name(d) == Some(name))
+                    .map(|(i, _)| i)
+                    .collect();
+                match by_type.as_slice() {
+                    [i] => Ok(*i),
+                    _ => found,
+                }
+            }
+            other => other,
+        }
     }
 
     fn index_by_id(&self, kind: ObjectKind, id: u32) -> Result<usize> {
@@ -534,6 +551,15 @@ impl Schema {
     /// The bit layout of a digest by id.
     pub fn digest_layout_by_id(&self, id: u32) -> Result<&DigestLayout> {
         Ok(&self.digest_layouts[self.index_by_id(ObjectKind::Digest, id)?])
+    }
+}
+
+/// The struct type name of a digest (`learn_t`), if its type is a named struct.
+fn digest_struct_name(d: &cfg::Digest) -> Option<&str> {
+    use cfg::p4_data_type_spec::TypeSpec;
+    match d.type_spec.as_ref()?.type_spec.as_ref()? {
+        TypeSpec::Struct(s) => Some(s.name.as_str()),
+        _ => None,
     }
 }
 

@@ -8,6 +8,13 @@
 //! failed update, a `p4.v1.Error` whose canonical code is `UNKNOWN` (2), message `Error when
 //! adding match entry to target`, space `ALL-sswitch-p4org`, code 0. [`Flavor::Bmv2`] answers
 //! exactly that, so a controller's handling of bmv2 is tested without bmv2.
+//!
+//! [`Flavor::StratumBfrt`] behaves like Stratum's `stratum_bfrt` serving a Tofino (issue 16):
+//! it takes only a `BfPipelineConfig` device config (checked: a profile with a context and a
+//! binary, and a `bfrt.json` describing every table of the P4Info given with it), serves the TNA
+//! P4Info (`pipe.`-prefixed tables), acks digests itself (a DigestListAck is ignored, a list is
+//! never re-sent) and sends digests whatever the DigestEntry config says, and sends no
+//! idle-timeout notifications. The data path stays the v1model program's (the contract).
 
 use p4rt::proto::p4::v1 as p4;
 use prost::Message;
@@ -36,7 +43,18 @@ pub enum Flavor {
     /// bmv2's `simple_switch_grpc`: a full table is `UNKNOWN`, "Error when adding match entry to
     /// target", space `ALL-sswitch-p4org`.
     Bmv2,
+    /// Stratum's `stratum_bfrt` on a Tofino: BfPipelineConfig device config, TNA P4Info, digests
+    /// acked by the server, no idle-timeout notifications.
+    StratumBfrt,
 }
+
+/// The digest batching `stratum_bfrt` uses whatever the DigestEntry says (the SDE's learn
+/// filter): lists flushed within 1 ms, up to 64 digests.
+pub const BFRT_DIGEST_CONFIG: super::DigestConfig = super::DigestConfig {
+    max_timeout_ns: 1_000_000,
+    max_list_size: 64,
+    ack_timeout_ns: 0,
+};
 
 impl Flavor {
     /// Parses a `--flavor` value.
@@ -44,9 +62,10 @@ impl Flavor {
         match s {
             "standard" | "p4runtime" => Ok(Flavor::Standard),
             "bmv2" => Ok(Flavor::Bmv2),
+            "stratum-bfrt" => Ok(Flavor::StratumBfrt),
             _ => Err(format!(
-                "unknown flavor {s:?}: expected \"standard\" (P4Runtime spec answers) or \"bmv2\" \
-                 (simple_switch_grpc's answers)"
+                "unknown flavor {s:?}: expected \"standard\" (P4Runtime spec answers), \"bmv2\" \
+                 (simple_switch_grpc's answers) or \"stratum-bfrt\" (Stratum on a Tofino)"
             )),
         }
     }
@@ -56,7 +75,71 @@ impl Flavor {
         match self {
             Flavor::Standard => "standard",
             Flavor::Bmv2 => "bmv2",
+            Flavor::StratumBfrt => "stratum-bfrt",
         }
+    }
+
+    /// True when the server acks digest lists itself (ignores DigestListAck, never re-sends).
+    pub fn acks_digests_itself(self) -> bool {
+        self == Flavor::StratumBfrt
+    }
+
+    /// True when the server sends idle-timeout notifications.
+    pub fn sends_idle_notifications(self) -> bool {
+        self != Flavor::StratumBfrt
+    }
+
+    /// The digest config in force: the client's, or the server's own.
+    pub(crate) fn digest_config(
+        self,
+        configured: Option<super::DigestConfig>,
+    ) -> Option<super::DigestConfig> {
+        match self {
+            Flavor::StratumBfrt => Some(BFRT_DIGEST_CONFIG),
+            _ => configured,
+        }
+    }
+
+    /// Checks a SetForwardingPipelineConfig's P4Info and device config as this flavor's server
+    /// would; the error is the INVALID_ARGUMENT message.
+    pub fn check_pipeline(
+        self,
+        p4info: &p4rt::proto::p4::config::v1::P4Info,
+        device_config: &[u8],
+    ) -> Result<(), String> {
+        if self != Flavor::StratumBfrt {
+            return Ok(());
+        }
+        use p4rt::tofino::{Compiled, Format};
+        let (format, c) =
+            Compiled::unpack(device_config).map_err(|e| format!("p4_device_config: {e}"))?;
+        if format != Format::BfPipelineConfig {
+            return Err(
+                "p4_device_config: PI-packed; stratum_bfrt takes only a BfPipelineConfig".into(),
+            );
+        }
+        let tables: Vec<&str> = p4info
+            .tables
+            .iter()
+            .filter_map(|t| t.preamble.as_ref().map(|p| p.name.as_str()))
+            .collect();
+        if let Some(t) = tables.iter().find(|t| !t.starts_with("pipe.")) {
+            return Err(format!(
+                "p4info: table {t:?} is not `pipe.`-prefixed: not the TNA P4Info \
+                 (p4src/tna/dvipa.p4info.txtpb)"
+            ));
+        }
+        let missing = c
+            .missing_tables(tables.iter().copied())
+            .map_err(|e| format!("p4_device_config: {e}"))?;
+        if !missing.is_empty() {
+            return Err(format!(
+                "p4_device_config: bfruntime_info does not describe {} (compiled from another \
+                 program?)",
+                missing.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// The `p4.v1.Error` of one update's outcome, as this flavor's server writes it.

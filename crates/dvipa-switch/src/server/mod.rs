@@ -1371,6 +1371,11 @@ impl P4Runtime for SwitchServer {
             .p4info
             .clone()
             .ok_or_else(|| Status::invalid_argument("config has no p4info"))?;
+        self.inner
+            .opts
+            .flavor
+            .check_pipeline(&info, &cfg.p4_device_config)
+            .map_err(Status::invalid_argument)?;
         let prog = Arc::new(Program::resolve(info).map_err(Status::invalid_argument)?);
         match action {
             A::Unspecified => Err(Status::invalid_argument("action UNSPECIFIED")),
@@ -1547,7 +1552,8 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let cfg = strong.state.lock().digest;
+        let flavor = strong.opts.flavor;
+        let cfg = flavor.digest_config(strong.state.lock().digest);
         drop(strong);
         // Next deadline: batch flush or ack expiry.
         let mut deadline: Option<Instant> = None;
@@ -1576,7 +1582,7 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
                 }
             }
         }
-        let cfg = inner.state.lock().digest;
+        let cfg = flavor.digest_config(inner.state.lock().digest);
         for m in msgs {
             match m {
                 DigestMsg::Reset => {
@@ -1584,6 +1590,7 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
                     outstanding.clear();
                     unacked.clear();
                 }
+                DigestMsg::Ack(_) if flavor.acks_digests_itself() => {}
                 DigestMsg::Ack(id) => {
                     if let Some(u) = unacked.remove(&id) {
                         for l in u.learns {
@@ -1626,6 +1633,15 @@ async fn digest_task(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<Diges
             Some(c) => {
                 if !batch.is_empty() && now >= batch_start + cfg_duration(c.max_timeout_ns) {
                     flush(&inner, &mut batch, &mut unacked, &mut next_list);
+                }
+                if flavor.acks_digests_itself() {
+                    // Acked by the server at once: never re-sent; a flow's next packet
+                    // digests again.
+                    for (_, u) in unacked.drain() {
+                        for l in &u.learns {
+                            outstanding.remove(l);
+                        }
+                    }
                 }
                 let ack = cfg_duration(c.ack_timeout_ns);
                 unacked.retain(|_, u| {
@@ -1696,6 +1712,9 @@ async fn idle_task(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
+        if !inner.opts.flavor.sends_idle_notifications() {
+            continue;
+        }
         let (prog, txs) = {
             let st = inner.state.lock();
             let txs: Vec<StreamTx> = st.primaries().map(|p| p.tx.clone()).collect();
