@@ -580,19 +580,6 @@ pub fn counters(core: &Core, shared: &Shared) -> pb::AdminTable {
     table("Counters", &["LAYER", "NAME", "VALUE"], rows)
 }
 
-/// `[ha]`: whose view a report is and how old (`netstat vipadyn`).
-fn ha_title(mut t: pb::AdminTable, shared: &Shared) -> pb::AdminTable {
-    if let Some(h) = shared.ha() {
-        t.title = format!(
-            "{} ({}; view age {} ms)",
-            t.title,
-            h.now().describe(),
-            shared.view_age().as_millis()
-        );
-    }
-    t
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn netstat(
@@ -604,7 +591,10 @@ impl Admin for AdminService {
             "vdpt" => Ok(vdpt(c)),
             "vcrt" => Ok(vcrt(c)),
             "vipadcfg" => Ok(vipadcfg(c)),
-            "vipadyn" => Ok(ha_title(vipadyn(c, &self.shared), &self.shared)),
+            "vipadyn" => Ok(crate::ha::admin::title(
+                vipadyn(c, &self.shared),
+                &self.shared,
+            )),
             other => Err(ApiError::BadRequest(format!(
                 "unknown report `{other}` (vdpt, vcrt, vipadcfg, vipadyn)"
             ))),
@@ -668,7 +658,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = crate::admin_local::who(&req);
         let sw = req.into_inner().switch;
-        let r = self.leader_only().and_then(|()| self.reconcile_one(&sw));
+        let r = crate::ha::admin::leader_only(&self.shared).and_then(|()| self.reconcile_one(&sw));
         crate::admin_local::audit(
             &self.shared,
             &who,
@@ -686,12 +676,9 @@ impl Admin for AdminService {
         let who = crate::admin_local::who(&req);
         let r = req.into_inner();
         let what = format!("switch {} {}", if r.down { "down" } else { "up" }, r.switch);
-        let res = self.leader_only().and_then(|()| self.maintenance_one(r));
-        if res.is_ok()
-            && let Some(h) = self.shared.ha()
-        {
-            h.persist_now(&self.shared).await;
-        }
+        let res =
+            crate::ha::admin::leader_only(&self.shared).and_then(|()| self.maintenance_one(r));
+        crate::ha::admin::persist_after(&self.shared, res.is_ok()).await;
         crate::admin_local::audit(&self.shared, &who, "maintenance", &what, &res);
         res
     }
@@ -703,13 +690,8 @@ impl Admin for AdminService {
         let who = crate::admin_local::who(&req);
         let r = req.into_inner();
         let what = format!("move {} --to {}", Ipv4Addr::from(r.dvipa), r.to);
-        let res = self.leader_only().and_then(|()| self.move_one(r));
-        if res.is_ok()
-            && let Some(h) = self.shared.ha()
-        {
-            // Written to etcd before the reply, so a move survives a leader change.
-            h.persist_now(&self.shared).await;
-        }
+        let res = crate::ha::admin::leader_only(&self.shared).and_then(|()| self.move_one(r));
+        crate::ha::admin::persist_after(&self.shared, res.is_ok()).await;
         crate::admin_local::audit(&self.shared, &who, "move", &what, &res);
         res
     }
@@ -724,21 +706,6 @@ impl Admin for AdminService {
 
 /// The mutating commands (audited by their callers above) and the counters table.
 impl AdminService {
-    /// `[ha]`: mutating commands only on the leader; a follower names it.
-    fn leader_only(&self) -> Result<(), Status> {
-        match self.shared.ha() {
-            Some(h) if !h.now().is_leader() => {
-                self.shared.stats.add("ha_admin_refused_follower", 1);
-                Err(ApiError::Refused(format!(
-                    "{}: mutating commands are the leader's; send it there",
-                    h.now().describe()
-                ))
-                .into())
-            }
-            _ => Ok(()),
-        }
-    }
-
     fn reconcile_one(&self, sw: &str) -> Result<Response<pb::AdminReply>, Status> {
         let sw = sw.to_string();
         self.known_switch(&sw)?;
@@ -820,33 +787,7 @@ impl AdminService {
 
     fn counters_table(&self) -> pb::AdminTable {
         let mut t = self.shared.with_core(|c| counters(c, &self.shared));
-        if let Some(h) = self.shared.ha() {
-            let s = h.now();
-            let mut ha = vec![
-                ("role", s.role.as_str().to_string()),
-                ("term", s.term.to_string()),
-                ("leader", s.leader.clone().unwrap_or_else(|| "-".into())),
-                ("elections", s.elections.to_string()),
-                (
-                    "view_age_ms",
-                    self.shared.view_age().as_millis().to_string(),
-                ),
-            ];
-            for (r, n) in &s.step_downs {
-                ha.push((r, n.to_string()));
-            }
-            for (k, v) in ha {
-                let k = if s.step_downs.contains_key(k) {
-                    format!("step_down_{k}")
-                } else {
-                    k.to_string()
-                };
-                t.rows.push(pb::AdminRow {
-                    cells: vec!["ha".into(), k, v],
-                });
-            }
-            t.title = format!("{} ({})", t.title, s.describe());
-        }
+        crate::ha::admin::counter_rows(&mut t, &self.shared);
         if let Some(a) = &self.admin_tls {
             let a = a.snapshot();
             for (k, v) in [

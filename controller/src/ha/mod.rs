@@ -14,6 +14,7 @@
 //!
 //! Without `[ha]` none of this runs and the controller behaves as before.
 
+pub mod admin;
 pub mod election;
 pub mod store;
 
