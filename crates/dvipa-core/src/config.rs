@@ -1159,6 +1159,15 @@ impl Config {
                 None => "(off)".into(),
             },
         ));
+        match &self.ha {
+            Some(h) => v.extend([
+                ("ha.etcd".into(), h.etcd.join(",")),
+                ("ha.election".into(), h.election.clone()),
+                ("ha.lease_ms".into(), h.lease_ms.to_string()),
+                ("ha.replica".into(), h.replica.clone()),
+            ]),
+            None => v.push(("ha".into(), "(off: a single controller)".into())),
+        }
         v.push(("admin.group".into(), opt(&self.admin.group)));
         v.push((
             "admin.listen".into(),

@@ -27,6 +27,9 @@ election = "/dvipa/prod/leader"
 replica = "ctl-a""#,
     )
     .unwrap();
+    let set: std::collections::BTreeMap<String, String> = c.settings().into_iter().collect();
+    assert_eq!(set["ha.replica"], "ctl-a");
+    assert_eq!(set["ha.lease_ms"], "2000");
     let h = c.ha.unwrap();
     assert_eq!(h.lease_ms, 2000);
     assert_eq!(h.etcd.len(), 2);
