@@ -124,7 +124,8 @@ pub struct Args {
     /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
     /// loopback (Debian's etcd-server), an agent per server and replica; steps 21 (SIGKILL the
     /// leader), 22 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted), 23 (leader
-    /// partitioned from etcd) and 24 (leader and primary switch killed together). Needs `etcd`.
+    /// partitioned from etcd), 24 (leader and primary switch killed together) and 25 (operator move,
+    /// then the leader killed: the move holds). Needs `etcd`.
     #[arg(long, conflicts_with_all = ["full", "failures"])]
     pub ha: bool,
     /// Run the data-plane liveness probe (`[liveness.dataplane]`: probe sources per switch,
@@ -827,7 +828,7 @@ impl Scenario<'_> {
             }
             v
         } else if self.args.ha {
-            vec![21, 22, 1, 2, 23, 24]
+            vec![21, 22, 1, 2, 23, 24, 25]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -845,6 +846,7 @@ impl Scenario<'_> {
                 22 => self.step_etcd_down(&run),
                 23 => self.step_partition(&run),
                 24 => self.step_double_fault(&run),
+                25 => self.step_move_then_kill(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
                 10 => self.step_no_keepalive(&run, 10),

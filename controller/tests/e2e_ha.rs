@@ -11,7 +11,10 @@
 //!   down and drops its switch sessions before another replica is elected, the route never
 //!   changes, 0 resets;
 //! - step 24 (double fault): the leader and the primary switch SIGKILLed together → the last
-//!   replica is elected and takes over on the backup, 0 resets.
+//!   replica is elected and takes over on the backup, 0 resets;
+//! - step 25: the killed replicas and sw1 restarted (takeback), an operator move to sw2 on the
+//!   leader, the leader SIGKILLed → the next leader keeps the DVIPA on sw2 (the move is in
+//!   etcd), 0 resets.
 //!
 //! The demo prints the figures (time to the new leader, takeover, stalls). Skips with a
 //! message without root, without the sibling binaries or without etcd
@@ -56,7 +59,7 @@ fn leader_killed_then_primary_switch_killed_no_connection_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     assert!(out.status.success(), "dvipa demo --ha failed: {stderr}");
-    for step in [21, 22, 1, 2, 23, 24] {
+    for step in [21, 22, 1, 2, 23, 24, 25] {
         let want = format!("step {step}: alive 200 -> 200, resets 0,");
         assert!(
             stdout

@@ -4,7 +4,8 @@
 //! connections served), step 22 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
 //! primary switch under the new leader, step 23 partitions the leader from etcd (through a
 //! relay per replica), step 24 kills the leader and the primary switch together (double
-//! fault). 0 resets in every step.
+//! fault), step 25 moves the DVIPA by command and kills the leader (the move holds). 0 resets
+//! in every step.
 
 use super::{Ctl, Progress, Scenario, StepFig, wait_for};
 use anyhow::{Context, Result, anyhow};
@@ -479,6 +480,98 @@ impl Scenario<'_> {
         }
         self.wait_route(&mut fig, 2, t, "takeover by the new leader");
         self.wait_progress(run, &mut fig, t);
+        self.check_new_conns(&mut fig, None);
+        self.dump("vipadyn");
+        self.end(run, &mut fig, &before, before.alive);
+        fig
+    }
+
+    /// Step 25 (operator move, then the leader killed): the killed replicas and sw1 are
+    /// started again (sw1 takes the DVIPA back), an operator moves it to sw2 on the leader, the
+    /// leader is SIGKILLed: the next leader keeps it on sw2 (the move is in etcd) rather than
+    /// handing it back to its primary sw1.
+    pub(super) fn step_move_then_kill(&mut self, run: &ConnsRun) -> StepFig {
+        let (mut fig, before) = self.begin(run, 25, "move to sw2, then SIGKILL the leader");
+        if self.switches[0].is_none()
+            && let Err(e) = self.spawn_switch(1)
+        {
+            fig.fail(format!("restart sw1: {e:#}"));
+            return fig;
+        }
+        let Some(ha) = self.ha.as_mut() else {
+            fig.fail("not --ha".into());
+            return fig;
+        };
+        for c in ha.others.iter_mut() {
+            if !c.is_running()
+                && let Err(e) = c.start()
+            {
+                fig.fail(format!("restart {}: {e:#}", c.admin));
+            }
+        }
+        let ha = self.ha.as_ref().expect("--ha");
+        let warm = wait_for(Duration::from_secs(30), || {
+            Ok(self.route()? == Some(1)
+                && ha.others.iter().all(|c| {
+                    c.rows("vdpt").is_ok_and(|r| {
+                        r.iter()
+                            .filter(|x| x.get("rdy").is_some_and(|v| v == "Y"))
+                            .count()
+                            >= super::SERVERS
+                    })
+                }))
+        });
+        match warm {
+            Ok(d) => self.p.say(&format!(
+                "sw1 back and routing, every replica running with a warm view ({} ms)",
+                d.as_millis()
+            )),
+            Err(_) => {
+                fig.fail("sw1 not routing or a restarted replica not warm within 30 s".into());
+                return fig;
+            }
+        }
+        let t = Instant::now();
+        let d = self.dvipa.to_string();
+        match self.ctl.op(&["move", &d, "--to", "sw2"]) {
+            Ok(m) => self
+                .p
+                .say(&format!("dvipa move {d} --to sw2: {}", m.trim())),
+            Err(e) => fig.fail(format!("{e:#}")),
+        }
+        self.wait_route(&mut fig, 2, t, "move");
+        let t = Instant::now();
+        if !self.kill_leader_and_elect(&mut fig, t) {
+            return fig;
+        }
+        // The new leader keeps the operator's placement.
+        let hold = Instant::now();
+        let mut moved_back = 0;
+        while hold.elapsed() < Duration::from_secs(3) {
+            if self.route().ok().flatten() != Some(2) {
+                moved_back += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let active = self
+            .ctl
+            .rows("vipadyn")
+            .ok()
+            .and_then(|r| {
+                r.iter()
+                    .find(|x| x.get("status").is_some_and(|s| s == "ACTIVE"))
+                    .and_then(|x| x.get("switch").cloned())
+            })
+            .unwrap_or_default();
+        fig.extra.push(format!(
+            "after the kill: route on sw2 for 3 s ({moved_back} samples elsewhere), the new \
+             leader routes it by {active}"
+        ));
+        if moved_back > 0 || active != "sw2" {
+            fig.fail(format!(
+                "the move did not hold: {moved_back} route samples off sw2, active {active:?}"
+            ));
+        }
         self.check_new_conns(&mut fig, None);
         self.dump("vipadyn");
         self.end(run, &mut fig, &before, before.alive);
