@@ -107,9 +107,12 @@ fn step_down(
     });
 }
 
-/// Splits an election value `<replica> <admin>`.
+/// Longest election value kept (another replica's name and admin address).
+const MAX_VALUE: usize = 512;
+
+/// Splits an election value `<replica> <admin>` (cut at [`MAX_VALUE`] bytes).
 fn parse_value(v: &[u8]) -> (String, Option<String>) {
-    let v = String::from_utf8_lossy(v);
+    let v = String::from_utf8_lossy(&v[..v.len().min(MAX_VALUE)]);
     match v.split_once(' ') {
         Some((r, a)) => (r.to_string(), Some(a.to_string())),
         None => (v.to_string(), None),
@@ -287,5 +290,21 @@ async fn keep_alive(
             tokio::time::sleep_until((sent + every).into()).await;
         }
         tokio::time::sleep(every / 2).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_value;
+
+    #[test]
+    fn election_values_are_split_and_bounded() {
+        assert_eq!(
+            parse_value(b"ctl-a 10.0.0.1:7444"),
+            ("ctl-a".into(), Some("10.0.0.1:7444".into()))
+        );
+        assert_eq!(parse_value(b"ctl-b"), ("ctl-b".into(), None));
+        let long = vec![b'x'; 10_000];
+        assert_eq!(parse_value(&long).0.len(), super::MAX_VALUE);
     }
 }
