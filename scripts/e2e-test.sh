@@ -12,7 +12,10 @@
 #
 #   scripts/e2e-test.sh                          200 connections, debug build (CI)
 #   scripts/e2e-test.sh --release --conns 10000 --interval-ms 1000
-#   scripts/e2e-test.sh --only cold|hot          one mode only
+#   scripts/e2e-test.sh --only cold|hot|ha       one mode only
+# The third mode (ha) is controller high availability (docs/ha.md): `dvipa demo --ha` with three
+# controller replicas on a 3-member etcd (leader killed, etcd stopped, leader partitioned from
+# etcd, leader and primary switch killed together).
 # Every other option goes to `dvipa demo --full` (see `dvipa demo --help`).
 # R learns the DVIPA over BGP (gobgpd driven by the controller, BIRD 2 in R; docs/bgp.md) when
 # gobgpd and bird are installed (scripts/install-test-deps.sh), from `ip route` hooks otherwise;
@@ -59,12 +62,21 @@ scenario() {
 status=0
 if [ "$only" = both ] || [ "$only" = cold ]; then
   echo
-  echo "=== scenario 1/2: cold backup (the backup is programmed at takeover), then a SYN flood ==="
+  echo "=== scenario 1/3: cold backup (the backup is programmed at takeover), then a SYN flood ==="
   scenario --flood-rate 5000 --flood-secs 5 "${args[@]}" || status=1
 fi
 if [ "$only" = both ] || [ "$only" = hot ]; then
   echo
-  echo "=== scenario 2/2: hot standby (the backup is kept programmed) ==="
+  echo "=== scenario 2/3: hot standby (the backup is kept programmed) ==="
   scenario --hot-standby "${args[@]}" || status=1
+fi
+if [ "$only" = both ] || [ "$only" = ha ]; then
+  echo
+  echo "=== scenario 3/3: controller HA, three replicas on etcd (docs/ha.md) ==="
+  if command -v etcd >/dev/null; then
+    "$bin/dvipa" demo --ha --hot-standby --no-build --bin-dir "$bin" "${args[@]}" || status=1
+  else
+    echo "SKIPPED: no etcd (scripts/install-test-deps.sh installs etcd-server)"
+  fi
 fi
 exit $status

@@ -8,6 +8,10 @@ need_apt=()
 # e2e_dataplane.rs: the router namespace's FORWARD drop)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# protoc: the etcd-client crate (controller HA, issue 17) compiles etcd's .proto files with it.
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# etcd: the HA tests start their own 3-member cluster on loopback (controller/tests/ha_*.rs).
+command -v etcd >/dev/null || need_apt+=(etcd-server)
 # openssl: certificates for the P4Runtime-over-TLS interop test.
 command -v openssl >/dev/null || need_apt+=(openssl)
 # Mininet for the topology smoke test (no OVS needed: hosts + the P4 switch class only).

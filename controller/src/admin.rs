@@ -604,7 +604,10 @@ impl Admin for AdminService {
             "vdpt" => Ok(vdpt(c)),
             "vcrt" => Ok(vcrt(c)),
             "vipadcfg" => Ok(vipadcfg(c)),
-            "vipadyn" => Ok(vipadyn(c, &self.shared)),
+            "vipadyn" => Ok(crate::ha::admin::title(
+                vipadyn(c, &self.shared),
+                &self.shared,
+            )),
             other => Err(ApiError::BadRequest(format!(
                 "unknown report `{other}` (vdpt, vcrt, vipadcfg, vipadyn)"
             ))),
@@ -668,7 +671,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let who = crate::audit::who(&req);
         let sw = req.into_inner().switch;
-        let r = self.reconcile_one(&sw);
+        let r = crate::ha::admin::leader_only(&self.shared).and_then(|()| self.reconcile_one(&sw));
         crate::audit::audit(
             &self.shared,
             &who,
@@ -686,7 +689,9 @@ impl Admin for AdminService {
         let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("switch {} {}", if r.down { "down" } else { "up" }, r.switch);
-        let res = self.maintenance_one(r);
+        let res =
+            crate::ha::admin::leader_only(&self.shared).and_then(|()| self.maintenance_one(r));
+        crate::ha::admin::persist_after(&self.shared, res.is_ok()).await;
         crate::audit::audit(&self.shared, &who, "maintenance", &what, &res);
         res
     }
@@ -698,7 +703,8 @@ impl Admin for AdminService {
         let who = crate::audit::who(&req);
         let r = req.into_inner();
         let what = format!("move {} --to {}", Ipv4Addr::from(r.dvipa), r.to);
-        let res = self.move_one(r);
+        let res = crate::ha::admin::leader_only(&self.shared).and_then(|()| self.move_one(r));
+        crate::ha::admin::persist_after(&self.shared, res.is_ok()).await;
         crate::audit::audit(&self.shared, &who, "move", &what, &res);
         res
     }
@@ -778,6 +784,7 @@ impl AdminService {
 
     fn counters_table(&self) -> pb::AdminTable {
         let mut t = self.shared.with_core(|c| counters(c, &self.shared));
+        crate::ha::admin::counter_rows(&mut t, &self.shared);
         if let Some(a) = &self.admin_tls {
             let a = a.snapshot();
             for (k, v) in [

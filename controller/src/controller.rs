@@ -396,6 +396,13 @@ pub async fn bind_admin(
     Ok(AdminListeners { unix, tcp })
 }
 
+/// The admin address a follower tells operators (`[ha] advertise_admin` overrides it).
+fn admin_addr_hint(l: &Option<TcpListener>) -> Option<String> {
+    l.as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+}
+
 /// Binds a listener.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
@@ -446,6 +453,7 @@ impl Controller {
         metrics_export::security(insecure, admin_sec.tls.is_some());
         let timers = cluster.config.timers;
         let switch_cfgs = cluster.config.switches.clone();
+        let ha_cfg = cluster.config.ha.clone();
         // the data-plane probe's sockets are opened now: a path that cannot be used is a
         // start-up error
         let dataplane = match &cluster.config.liveness.dataplane {
@@ -455,7 +463,10 @@ impl Controller {
             None => None,
         };
         let mut core = Core::new(cluster, CoreOptions::default())?;
-        let store = state_dir.map(|d| Arc::new(OwnerStore::new(&d)));
+        // With [ha] the owners live in etcd (crate::ha::store), not in <state_dir>.
+        let store = state_dir
+            .filter(|_| ha_cfg.is_none())
+            .map(|d| Arc::new(OwnerStore::new(&d)));
         if let Some(st) = &store {
             let probe = Duration::from_millis(timers.liveness_ms.clamp(200, 2000));
             restore_owners(&mut core, st, &switch_cfgs, probe).await;
@@ -474,6 +485,16 @@ impl Controller {
         let (adv_tx, adv_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(core, txs, adv_tx));
         let mut tasks = Vec::new();
+        if let Some(h) = ha_cfg {
+            crate::ha::start(
+                h,
+                admin_addr_hint(&admin_listener),
+                &shared,
+                &shut_rx,
+                &mut tasks,
+            )
+            .await?;
+        }
         {
             let mut sd = shut_rx.clone();
             let run = advertise::run(advertiser, adv_rx, shared.stats.clone());
@@ -554,6 +575,7 @@ impl Controller {
         if let Some(st) = &store {
             let (s, st) = (shared.clone(), st.clone());
             let mut sd = shut_rx.clone();
+            let mut changes = shared.owners_changes();
             tasks.push((
                 "owner persistence",
                 tokio::spawn(async move {
@@ -562,7 +584,7 @@ impl Controller {
                     let mut ok = st.persist(&s);
                     loop {
                         tokio::select! {
-                            _ = s.owners_changed() => {}
+                            _ = changes.changed() => {}
                             _ = tokio::time::sleep(PERSIST_RETRY), if !ok => {}
                             _ = sd.changed() => return,
                         }
@@ -726,6 +748,14 @@ impl Controller {
     /// The shared state (tests, metrics).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Ends every task at once without any goodbye, as SIGKILL would: no resignation from the
+    /// HA election (its lease runs out), no last persistence, connections just close (HA tests).
+    pub fn kill(self) {
+        for (_, t) in &self.tasks {
+            t.abort();
+        }
     }
 
     /// Stops every task and waits for them (at most 5 s).

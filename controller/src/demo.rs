@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 
 mod bgp;
 mod dataplane;
+pub mod etcd;
+mod ha;
 mod liveness;
 
 const SIGTERM: i32 = 15;
@@ -120,6 +122,13 @@ pub struct Args {
     /// How long step 7 keeps the primary frozen, in seconds.
     #[arg(long, default_value_t = 5)]
     pub freeze_secs: u64,
+    /// Controller high availability (issue 17): three replicas on a 3-member etcd started on
+    /// loopback (Debian's etcd-server), an agent per server and replica; steps 21 (SIGKILL the
+    /// leader), 22 (etcd stopped 10 s), 1, 2 (primary switch killed, restarted), 23 (leader
+    /// partitioned from etcd), 24 (leader and primary switch killed together) and 25 (operator move,
+    /// then the leader killed: the move holds). Needs `etcd`.
+    #[arg(long, conflicts_with_all = ["full", "failures"])]
+    pub ha: bool,
     /// Run the data-plane liveness probe (`[liveness.dataplane]`: probe sources per switch,
     /// agents with `--dataplane-echo`) and, with `--failures`, step 11: sw1's data path broken
     /// while its P4Runtime answers (`--drop-cycles` times).
@@ -384,6 +393,8 @@ struct Scenario<'a> {
     switch_keepalive_off: bool,
     /// Dropped (stopped) before the switches: it writes to them and runs the hooks.
     ctl: Ctl,
+    /// `--ha`: etcd, the other replicas and their agents.
+    ha: Option<ha::Ha>,
     switches: [Option<NsChild>; 2],
     /// The probe sources' policy rules (`--dataplane`), removed before the testbed.
     _probe_routes: Option<dataplane::ProbeRoutes>,
@@ -438,6 +449,18 @@ impl Scenario<'_> {
              liveness_ms = {}\n",
             args.liveness_ms
         ));
+        let etcd = if args.ha {
+            Some(ha::start_etcd(&dir, p)?)
+        } else {
+            None
+        };
+        let mut relays = Vec::new();
+        if let Some(e) = &etcd {
+            for m in &e.members {
+                relays.push(ha::Relay::start(m.client)?);
+            }
+            toml.push_str(&ha::section(relays[0].port, ha::REPLICAS[0]));
+        }
         if args.switch_flavor.as_deref() == Some("stratum-bfrt") {
             // p4info = <tree>/p4src/p4c-out/bmv2/dvipa.p4info.txtpb -> <tree>/p4src/tna/
             let tna = p4info
@@ -528,7 +551,27 @@ impl Scenario<'_> {
             log: dir.join("controller.log"),
             child: None,
         };
+        let ha = match etcd {
+            Some(etcd) => {
+                let mut h = ha::Ha {
+                    _etcd: etcd,
+                    others: Vec::new(),
+                    agents: Vec::new(),
+                    agent_ports: Vec::new(),
+                    relays: Vec::new(),
+                };
+                for i in 1..ha::REPLICAS.len() {
+                    let (c, port) = ha::replica(&ctl, &toml, agent_port, i, &relays, &dir)?;
+                    h.others.push(c);
+                    h.agent_ports.push(port);
+                }
+                h.relays = relays;
+                Some(h)
+            }
+            None => None,
+        };
         let mut sc = Scenario {
+            ha,
             args,
             p,
             bins,
@@ -550,6 +593,9 @@ impl Scenario<'_> {
             cfg_path.display()
         ));
         sc.start(agent_port)?;
+        if sc.ha.is_some() {
+            sc.start_ha_followers()?;
+        }
         sc.steps()
     }
 
@@ -814,6 +860,8 @@ impl Scenario<'_> {
                 v.push(11);
             }
             v
+        } else if self.args.ha {
+            vec![21, 22, 1, 2, 23, 24, 25]
         } else if self.args.full {
             (1..=5).collect()
         } else {
@@ -827,6 +875,11 @@ impl Scenario<'_> {
                 4 => self.step_controller_restart(&run),
                 5 => self.step_app_stop(&run),
                 7 => self.step_freeze(&run, 7),
+                21 => self.step_kill_leader(&run),
+                22 => self.step_etcd_down(&run),
+                23 => self.step_partition(&run),
+                24 => self.step_double_fault(&run),
+                25 => self.step_move_then_kill(&run),
                 8 => self.step_path_drop(&run, 8, false),
                 9 => self.step_path_drop(&run, 9, true),
                 10 => self.step_no_keepalive(&run, 10),
@@ -845,6 +898,11 @@ impl Scenario<'_> {
             c.stop(Duration::from_secs(1));
         }
         self.bgp = None;
+        for c in self.ha.iter_mut().flat_map(|h| h.others.iter_mut()) {
+            if let Some(mut c) = c.child.take() {
+                c.stop(Duration::from_secs(1));
+            }
+        }
         p.say(&format!(
             "final: {} established, {} reset, {} closed normally, {} errors, {} corrupt, longest \
              stall over the whole run {} ms",

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Start-up errors (configuration, P4Info, TLS, listeners).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `[ha]` could not start.
+    #[error("[ha]: {0}")]
+    Ha(String),
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Read {

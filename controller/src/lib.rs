@@ -43,6 +43,7 @@ pub mod dataplane_probe;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod ha;
 pub mod killable;
 pub mod metrics_export;
 pub mod owners;

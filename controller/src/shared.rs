@@ -68,8 +68,12 @@ pub struct Shared {
     pub bgp: Mutex<Option<Arc<crate::bgp::BgpStatus>>>,
     timer: Notify,
     /// Signalled on [`Action::OwnersChanged`] (the owner-persistence task waits on it).
-    owners_changed: Notify,
+    owners_changed: tokio::sync::watch::Sender<u64>,
     controller_id: String,
+    /// `[ha]`: the election's gate and the etcd store (unset without HA).
+    ha: std::sync::OnceLock<crate::ha::HaHandle>,
+    /// [`Shared::now`] of the last input (the age of this replica's view).
+    last_event: std::sync::atomic::AtomicU64,
     /// The data-plane mark of each switch combined with its driver's up/down (locked before
     /// `core`; see [`crate::dataplane_probe`]).
     gate: Mutex<crate::dataplane_probe::Gate>,
@@ -100,8 +104,10 @@ impl Shared {
             tls: Arc::new(dvipa_tls::TlsStats::default()),
             bgp: Mutex::new(None),
             timer: Notify::new(),
-            owners_changed: Notify::new(),
+            owners_changed: tokio::sync::watch::Sender::new(0),
             controller_id,
+            ha: std::sync::OnceLock::new(),
+            last_event: std::sync::atomic::AtomicU64::new(0),
             gate: Mutex::new(Default::default()),
         }
     }
@@ -123,11 +129,24 @@ impl Shared {
                 data-plane probe: released on probation (watched again once it routes a DVIPA)");
         }
         let mut core = self.core.lock();
+        self.last_event
+            .store(self.now().0, std::sync::atomic::Ordering::Relaxed);
         core.handle(self.now(), ev);
         self.drain(&mut core);
         drop(core);
         drop(gate);
         self.timer.notify_one();
+    }
+
+    /// Changes the core directly (HA: a new leader restores the stored owners); its actions
+    /// are carried out as after an event.
+    pub fn with_core_mut<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let mut core = self.core.lock();
+        let r = f(&mut core);
+        self.drain(&mut core);
+        drop(core);
+        self.timer.notify_one();
+        r
     }
 
     /// Marks a switch down (or up again) for its data path. True when the mark changed; the
@@ -224,6 +243,32 @@ impl Shared {
         self.agents.lock().get(stack).is_some_and(|s| s.id == id)
     }
 
+    /// Turns HA on (once, at start-up).
+    pub fn set_ha(&self, h: crate::ha::HaHandle) {
+        let _ = self.ha.set(h);
+    }
+
+    /// The HA machinery, when `[ha]` is set.
+    pub fn ha(&self) -> Option<&crate::ha::HaHandle> {
+        self.ha.get()
+    }
+
+    /// The gate channel (drivers connect only while it says leader).
+    pub fn ha_rx(&self) -> Option<tokio::sync::watch::Receiver<crate::ha::HaState>> {
+        self.ha.get().map(|h| h.state.clone())
+    }
+
+    /// How long ago the core last handled an input (agent report, switch read, ...).
+    pub fn view_age(&self) -> Duration {
+        let last = self.last_event.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(self.now().0.saturating_sub(last))
+    }
+
+    /// Whether this replica may change anything (always without HA).
+    pub fn may_write(&self) -> bool {
+        self.ha.get().is_none_or(|h| h.state.borrow().is_leader())
+    }
+
     /// Sends a command to a switch driver.
     pub fn switch_cmd(&self, switch: &str, cmd: SwitchCmd) -> bool {
         self.switches
@@ -251,10 +296,11 @@ impl Shared {
         self.core.lock().in_maintenance(switch)
     }
 
-    /// Waits until the core reports an ownership change ([`Action::OwnersChanged`]); a change
-    /// while nobody waits is kept (one permit), so none is missed.
-    pub async fn owners_changed(&self) {
-        self.owners_changed.notified().await
+    /// A receiver that sees every ownership change the core reports ([`Action::OwnersChanged`]):
+    /// `changed().await` returns at once if a change came since its last look, so none is
+    /// missed, and each persistence task (owners file, etcd) has its own.
+    pub fn owners_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.owners_changed.subscribe()
     }
 
     /// Runs the core's lease timers until the process ends.
@@ -363,6 +409,10 @@ impl Shared {
                     self.stats.reject("refused_by_core");
                     self.to_agent(&stack, Err(tonic::Status::permission_denied(reason)));
                 }
+                Action::Advertise { .. } | Action::Withdraw { .. } if !self.may_write() => {
+                    // HA: a follower (or a deposed leader) never moves routes.
+                    self.stats.add("ha_follower_advertise_dropped", 1);
+                }
                 Action::Advertise {
                     switch,
                     dvipa,
@@ -387,7 +437,7 @@ impl Shared {
                         prefix_len,
                     });
                 }
-                Action::OwnersChanged => self.owners_changed.notify_one(),
+                Action::OwnersChanged => self.owners_changed.send_modify(|n| *n += 1),
             }
         }
     }

@@ -169,6 +169,8 @@ struct Driver {
     refused_since: Option<Instant>,
     /// Rate limit of the "table full" warning, shared by the write tasks.
     full_log: FullLog,
+    /// `[ha]`: the term this replica leads, which the session's election id carries.
+    ha_term: u64,
     /// CRT ageing by counter reads when the server sends no idle notifications.
     ageing: ageing::CounterAgeing,
 }
@@ -212,6 +214,7 @@ pub async fn run(
         connected_id: None,
         refused_since: None,
         full_log: Arc::default(),
+        ha_term: 0,
         ageing: ageing::CounterAgeing::default(),
     };
     let cap = retry_cap(d.cfg.liveness);
@@ -220,8 +223,34 @@ pub async fn run(
     let mut warn_unreachable = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     let mut warn_refused = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     loop {
+        // HA (docs/ha.md): only the leader connects, with its term in the election id.
+        if let Some(mut ha) = d.shared.ha_rx() {
+            d.ha_term = loop {
+                let s = ha.borrow_and_update().clone();
+                if s.is_leader() {
+                    // A new term: the core may still hold this switch up from an earlier term;
+                    // unless it becomes primary within the detection time, it is down.
+                    if s.term != d.ha_term && d.up && d.lost_at.is_none() {
+                        d.lost_at = Some(tokio::time::Instant::now());
+                    }
+                    break s.term;
+                }
+                let until = tokio::time::Instant::now() + Duration::from_millis(20);
+                if !d
+                    .wait_unconnected(
+                        until,
+                        &mut rx,
+                        &mut shutdown,
+                        "follower (HA): the leader writes",
+                    )
+                    .await
+                {
+                    return;
+                }
+            };
+        }
         let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
-        cc.election_id = u128::from(d.election_id);
+        cc.election_id = crate::ha::election_id(d.ha_term, d.election_id);
         cc.connect_timeout = d.cfg.connect_timeout;
         cc.keepalive = Some(d.cfg.keepalive);
         cc.keepalive_timeout = Some(d.cfg.liveness);
@@ -417,10 +446,21 @@ impl Driver {
         self.ageing.reset();
         // First pass: act on the current mastership.
         mastership.mark_changed();
+        let ha_lost = crate::ha::lost(self.shared.ha_rx(), self.ha_term);
+        tokio::pin!(ha_lost);
         loop {
             let liveness_deadline = self.liveness_deadline();
             tokio::select! {
                 _ = shutdown.changed() => return Ended::Shutdown,
+                _ = &mut ha_lost => {
+                    // Stepped down: no write of this session may reach the switch any more.
+                    // The follower's core keeps its view of the switch (nothing is written
+                    // meanwhile); a new term checks the switch again (see `run`).
+                    tracing::warn!(switch = %self.cfg.name, term = self.ha_term, "not the leader any more: session dropped");
+                    self.count("ha_session_dropped");
+                    self.lost_at = None;
+                    return Ended::Lost { primary: false };
+                }
                 last_ok = &mut probe.0 => {
                     let last_ok = last_ok.unwrap_or_else(|_| tokio::time::Instant::now());
                     return self.unresponsive(last_ok, primary);

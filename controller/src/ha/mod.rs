@@ -1,0 +1,303 @@
+//! Controller high availability on etcd (issue 17, docs/ha.md).
+//!
+//! With `[ha]`, every `dvipa controller` replica campaigns for the election key through etcd's
+//! election API ([`election`]) on a lease it keeps alive; exactly one is leader. The replica's
+//! [`HaState`] (role, term, leader) is published on a watch channel that the shell reads:
+//!
+//! - the switch drivers connect only while this replica leads, with the P4Runtime election id
+//!   `(term << 64) | election_id` ([`election_id`]), so a new leader (a higher term: the
+//!   create revision of its election key) always out-ranks every earlier one and the switches
+//!   demote a deposed leader by arbitration;
+//! - the advertiser, switch writes and mutating admin commands are the leader's only;
+//! - the owners, operator moves and maintenance marks live in etcd ([`store`]), and a new
+//!   leader applies them before its drivers connect.
+//!
+//! Without `[ha]` none of this runs and the controller behaves as before.
+
+pub mod admin;
+pub mod election;
+pub mod store;
+
+use crate::shared::Shared;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the shell holds of the HA machinery ([`Shared::set_ha`]).
+#[derive(Debug, Clone)]
+pub struct HaHandle {
+    /// The gate: leader only once the stored state is applied (drivers connect then).
+    pub state: watch::Receiver<HaState>,
+    /// The owners / maintenance marks in etcd.
+    pub store: Arc<store::EtcdStore>,
+}
+
+impl HaHandle {
+    /// The current state.
+    pub fn now(&self) -> HaState {
+        self.state.borrow().clone()
+    }
+
+    /// Writes the owners and marks now (after an operator command); failures are logged and
+    /// counted, and the periodic persistence retries.
+    pub async fn persist_now(&self, shared: &Shared) {
+        let st = self.now();
+        persist_logged(&self.store, shared, &st).await;
+    }
+}
+
+/// [`store::EtcdStore::persist`], logged and counted.
+pub async fn persist_logged(store: &store::EtcdStore, shared: &Shared, st: &HaState) {
+    match store.persist(shared, st).await {
+        Ok(true) => {
+            shared.stats.add("ha_state_written", 1);
+            tracing::info!(
+                term = st.term,
+                "DVIPA owners and maintenance marks written to etcd"
+            );
+        }
+        Ok(false) => {}
+        Err(e) => {
+            shared.stats.add("ha_state_write_failed", 1);
+            match p4rt::ratelimit::check("cannot write the HA state to etcd") {
+                Some(suppressed) => {
+                    tracing::warn!(error = %e, suppressed, "cannot write the HA state to etcd")
+                }
+                None => tracing::debug!(error = %e, "cannot write the HA state to etcd"),
+            }
+        }
+    }
+}
+
+/// Starts the campaign, the gate, and the leader's periodic persistence (tasks pushed to
+/// `tasks`, all ending on `shutdown`), and hands the gate to `shared`.
+pub async fn start(
+    cfg: dvipa_core::config::HaCfg,
+    admin: Option<String>,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+) -> Result<(), crate::error::StartError> {
+    let lease = Duration::from_millis(cfg.lease_ms);
+    let settle_within = shared.with_core(|c| {
+        let t = c.cluster().config.timers;
+        Duration::from_millis(t.liveness_ms.saturating_mul(2) + t.lease_ms + 2000)
+    });
+    // Lazy: connecting does not need etcd up (the campaign retries until it is).
+    let client = election::connect(&cfg).await.map_err(|e| {
+        crate::error::StartError::Ha(format!("etcd client for {:?}: {e}", cfg.etcd))
+    })?;
+    let store = Arc::new(store::EtcdStore::new(client, &cfg.prefix(), lease / 4));
+    let (raw_tx, raw_rx) = watch::channel(HaState::new(&cfg.replica));
+    let (gate_tx, gate_rx) = watch::channel(HaState::new(&cfg.replica));
+    shared.set_ha(HaHandle {
+        state: gate_rx.clone(),
+        store: store.clone(),
+    });
+    let admin = cfg.advertise_admin.clone().or(admin);
+    tracing::info!(replica = %cfg.replica, etcd = ?cfg.etcd, election = %cfg.election, lease_ms = cfg.lease_ms, "HA: campaigning");
+    metrics::gauge!("dvipa_ha_leader").set(0.0);
+    metrics::gauge!("dvipa_ha_term").set(0.0);
+    metrics::counter!("dvipa_ha_elections_total").increment(0);
+    let mut sd = shutdown.clone();
+    // The campaign resigns on shutdown itself: not raced against it.
+    tasks.push((
+        "ha campaign",
+        tokio::spawn(election::run(cfg, admin, raw_tx, shutdown.clone())),
+    ));
+    let (st, sh) = (store.clone(), shared.clone());
+    tasks.push((
+        "ha gate",
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = gate(raw_rx, gate_tx, st, sh, lease / 4, settle_within) => {}
+                _ = sd.changed() => {}
+            }
+        }),
+    ));
+    let (sh, mut sd, mut rx) = (shared.clone(), shutdown.clone(), gate_rx);
+    let mut changes = shared.owners_changes();
+    tasks.push((
+        "ha persistence",
+        tokio::spawn(async move {
+            // On every ownership change the core reports and on every change of role; while
+            // leader, a write that did not land is retried every PERSIST_RETRY (the store only
+            // writes what differs from what it last wrote).
+            loop {
+                let st = rx.borrow_and_update().clone();
+                if st.is_leader() {
+                    persist_logged(&store, &sh, &st).await;
+                }
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(crate::owners::PERSIST_RETRY), if st.is_leader() => {}
+                    _ = sd.changed() => return,
+                }
+            }
+        }),
+    ));
+    Ok(())
+}
+
+/// Forwards the election's states to the gate: a step-down at once, a new term only after
+/// the state stored in etcd is applied to the core (so the drivers connect with it).
+pub async fn gate(
+    mut raw: watch::Receiver<HaState>,
+    gate: watch::Sender<HaState>,
+    store: Arc<store::EtcdStore>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    settle_within: Duration,
+) {
+    loop {
+        let st = raw.borrow_and_update().clone();
+        let promoted =
+            st.is_leader() && !(gate.borrow().is_leader() && gate.borrow().term == st.term);
+        let mut restored = Vec::new();
+        if promoted {
+            store.forget();
+            let t0 = Instant::now();
+            match tokio::time::timeout(timeout, store.load()).await {
+                Ok(Ok(stored)) => {
+                    restored = store::apply(&shared, &stored);
+                    tracing::info!(term = st.term, restored = restored.len(), took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
+                }
+                Ok(Err(e)) => {
+                    shared.stats.add("ha_state_load_failed", 1);
+                    tracing::warn!(error = %e, "leader: the stored state is unreadable; continuing with the local view");
+                }
+                Err(_) => {
+                    shared.stats.add("ha_state_load_failed", 1);
+                    tracing::warn!(
+                        "leader: reading the stored state timed out; continuing with the local view"
+                    );
+                }
+            }
+        }
+        gate.send_replace(st);
+        if !restored.is_empty() {
+            let sh = shared.clone();
+            tokio::spawn(async move { store::settle(&sh, restored, settle_within).await });
+        }
+        if raw.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves when the replica is no longer the leader of `term` (never without HA).
+pub async fn lost(rx: Option<watch::Receiver<HaState>>, term: u64) {
+    let Some(mut rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            if !s.is_leader() || s.term != term {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// This replica's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not (or no longer) leader: reads only.
+    Follower,
+    /// Holds the election key on a lease renewed in time: may write.
+    Leader,
+}
+
+impl Role {
+    /// `leader` / `follower`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// What the election says now.
+#[derive(Debug, Clone)]
+pub struct HaState {
+    /// This replica's name.
+    pub replica: String,
+    /// This replica's role.
+    pub role: Role,
+    /// The current leader's term (the create revision of its election key; 0 = none known).
+    pub term: u64,
+    /// The current leader's name and admin address (as it campaigned), when known.
+    pub leader: Option<String>,
+    /// The leader's admin address, when it published one.
+    pub leader_admin: Option<String>,
+    /// When the role last changed.
+    pub since: Instant,
+    /// Times this replica became leader.
+    pub elections: u64,
+    /// Step-downs by reason.
+    pub step_downs: std::collections::BTreeMap<&'static str, u64>,
+    /// This replica's election key while it leads (etcd writes are fenced on it).
+    pub key: Option<Vec<u8>>,
+}
+
+impl HaState {
+    /// A follower that knows no leader yet.
+    pub fn new(replica: &str) -> HaState {
+        HaState {
+            replica: replica.to_string(),
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            leader_admin: None,
+            since: Instant::now(),
+            elections: 0,
+            step_downs: Default::default(),
+            key: None,
+        }
+    }
+
+    /// Whether this replica may write.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// One line for admin answers: `replica ctl-b: follower, term 42, leader ctl-a (10.0.0.1:7444)`.
+    pub fn describe(&self) -> String {
+        let leader = match (&self.leader, &self.leader_admin) {
+            (Some(l), Some(a)) => format!("{l} (admin {a})"),
+            (Some(l), None) => l.clone(),
+            (None, _) => "unknown".into(),
+        };
+        format!(
+            "replica {}: {}, term {}, leader {leader}",
+            self.replica,
+            self.role.as_str(),
+            self.term
+        )
+    }
+}
+
+/// The P4Runtime election id of a leader of `term` whose switch config says `base`: the term
+/// in the high 64 bits, so every later leader out-ranks every earlier one whatever `base`
+/// (and its `election_id_range` raises) are.
+pub fn election_id(term: u64, base: u64) -> u128 {
+    (u128::from(term) << 64) | u128::from(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_term_always_out_ranks_an_earlier_one() {
+        assert!(election_id(8, 1) > election_id(7, u64::MAX));
+        assert_eq!(election_id(0, 5), 5);
+        assert_eq!(election_id(1, 0), 1u128 << 64);
+    }
+}
