@@ -158,7 +158,17 @@ pub async fn gate(
         if promoted {
             store.forget();
             let t0 = Instant::now();
-            match tokio::time::timeout(timeout, store.load()).await {
+            // Up to 4 tries of `timeout` each: etcd just elected this replica, so it answers;
+            // a slow answer (a loaded host) must not make a new leader forget operator moves.
+            let mut loaded = tokio::time::timeout(timeout, store.load()).await;
+            for _ in 1..4 {
+                if matches!(loaded, Ok(Ok(_))) {
+                    break;
+                }
+                shared.stats.add("ha_state_load_retried", 1);
+                loaded = tokio::time::timeout(timeout, store.load()).await;
+            }
+            match loaded {
                 Ok(Ok(stored)) => {
                     restored = store::apply(&shared, &stored);
                     tracing::info!(term = st.term, restored = restored.len(), took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
