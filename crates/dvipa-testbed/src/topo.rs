@@ -169,20 +169,39 @@ fn mac(b: [u8; 6]) -> String {
     )
 }
 
-/// A fresh prefix: `dv` + 5 base-36 chars from the pid and the clock.
+/// A fresh prefix: `dv` + 5 base-36 chars from the pid, the clock and a per-process sequence
+/// number (mixed, so two testbeds started in the same instant by two threads of one test
+/// binary differ), re-drawn while namespaces with it exist.
 pub fn fresh_prefix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = (std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos;
-    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut s = String::from("dv");
-    for _ in 0..5 {
-        s.push(alphabet[(x % 36) as usize] as char);
-        x /= 36;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 of the three
+        let mut x = (std::process::id() as u64)
+            ^ nanos.rotate_left(17)
+            ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let mut s = String::from("dv");
+        for _ in 0..5 {
+            s.push(alphabet[(x % 36) as usize] as char);
+            x /= 36;
+        }
+        let taken = ["c", "r", "lan"]
+            .iter()
+            .any(|n| std::path::Path::new(&format!("/run/netns/{s}-{n}")).exists())
+            || std::path::Path::new(&format!("/tmp/dvipa-testbed-{s}")).exists();
+        if !taken {
+            return s;
+        }
     }
-    s
 }
 
 fn valid_prefix(p: &str) -> bool {
