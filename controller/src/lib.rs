@@ -36,14 +36,17 @@ pub mod agent;
 pub mod agent_pb;
 pub mod audit;
 pub mod bgp;
+pub mod bgp_status;
 pub mod cli;
 pub mod cmd;
 pub mod controller;
+pub mod dataplane_gate;
 pub mod dataplane_probe;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod ha;
+pub mod ha_state;
 pub mod killable;
 pub mod metrics_export;
 pub mod owners;
