@@ -33,6 +33,10 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 record clippy ok
 
+step "import cycles between the controller shell's modules (scripts/module-cycles.sh)"
+scripts/module-cycles.sh
+record "module cycles" "none in controller/src"
+
 step "cargo test --workspace"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log

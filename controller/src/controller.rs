@@ -15,6 +15,7 @@ use crate::advertise::{self, Advertiser};
 use crate::error::StartError;
 use crate::shared::Shared;
 use crate::switch::{self, DriverConfig};
+pub use crate::target::load_p4info;
 use crate::{admin, agent, metrics_export};
 use dvipa_core::config::{Cluster, Config, Overrides};
 use dvipa_core::core::{Core, CoreOptions};
@@ -118,27 +119,6 @@ fn switch_tls(config: &mut Config, base: &Path) -> Result<(), StartError> {
         .map_err(|e| StartError::Text(format!("switch[{i}].tls ({}): {e}", sw.name)))?;
     }
     Ok(())
-}
-
-/// Loads the P4Info at `path` (the TOML's `p4info`, at `file`:line:col of `src`) and checks
-/// every P4 name the controller uses; a file that is not a P4Info is refused here, naming
-/// the TOML field.
-pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartError> {
-    let at = match dvipa_core::validate::field_pos(src, "p4info") {
-        Some((l, c)) => format!("{file}:{l}:{c}: "),
-        None => format!("{file}: "),
-    };
-    let schema = Schema::from_file(path).map_err(|e| StartError::P4Info {
-        at: at.clone(),
-        path: path.to_owned(),
-        msg: e.to_string(),
-    })?;
-    dvipa_contract::check(&schema).map_err(|e| StartError::P4Info {
-        at,
-        path: path.to_owned(),
-        msg: format!("not dvipa's P4Info: {e}"),
-    })?;
-    Ok(schema)
 }
 
 /// The size of the `dvipa` table in the P4Info (what bounds the DVIPA services), if given.

@@ -16,10 +16,17 @@
 //!   `admin.insecure_tcp` opt-in).
 //! - [`admin_local`]: the admin Unix socket (mode 0600/0660, peer uid logged) and the audit
 //!   line + counter of every mutating admin command.
-//! - [`dataplane_probe`]: the optional data-plane liveness probe (`[liveness.dataplane]`) and
-//!   the gate that combines its mark with the drivers' switch up/down.
+//! - [`dataplane_probe`]: the optional data-plane liveness probe (`[liveness.dataplane]`);
+//!   [`dataplane_gate`]: the gate that combines its mark with the drivers' switch up/down.
 //! - [`advertise`]: the [`advertise::Advertiser`] hook (command-running implementation).
 //! - [`bgp`]: `[advertise] mode = "bgp"`: DVIPAs announced through GoBGP's gRPC API, reconciled.
+//!   [`bgp_status`]: the BGP view it keeps for the admin API and metrics.
+//! - [`ha`]: `[ha]`: controller HA on etcd (election, gate, stored owners); [`ha_state`]: the
+//!   election state and handle the shell holds.
+//! - [`target`]: per-switch targets (Tofino pipelines) and [`target::load_p4info`].
+//! - Imports between these modules are acyclic (`scripts/module-cycles.sh`, run by CI): the
+//!   state types [`shared`] holds for a subsystem that uses it live in leaf modules
+//!   ([`bgp_status`], [`dataplane_gate`], [`ha_state`], [`cmd`], [`stats`]).
 //! - [`metrics_export`]: Prometheus endpoint and gauges.
 //! - [`controller`]: loading the configuration and starting/stopping everything.
 //! - [`cli`]: the operator subcommands (plaintext or mTLS client) and table/JSON rendering; the
@@ -36,14 +43,17 @@ pub mod agent;
 pub mod agent_pb;
 pub mod audit;
 pub mod bgp;
+pub mod bgp_status;
 pub mod cli;
 pub mod cmd;
 pub mod controller;
+pub mod dataplane_gate;
 pub mod dataplane_probe;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod ha;
+pub mod ha_state;
 pub mod killable;
 pub mod metrics_export;
 pub mod owners;

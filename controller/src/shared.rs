@@ -65,18 +65,18 @@ pub struct Shared {
     /// TLS handshake counters of the agent endpoint.
     pub tls: Arc<dvipa_tls::TlsStats>,
     /// The BGP view when DVIPAs are advertised by BGP (`[advertise] mode = "bgp"`).
-    pub bgp: Mutex<Option<Arc<crate::bgp::BgpStatus>>>,
+    pub bgp: Mutex<Option<Arc<crate::bgp_status::BgpStatus>>>,
     timer: Notify,
     /// Signalled on [`Action::OwnersChanged`] (the owner-persistence task waits on it).
     owners_changed: tokio::sync::watch::Sender<u64>,
     controller_id: String,
     /// `[ha]`: the election's gate and the etcd store (unset without HA).
-    ha: std::sync::OnceLock<crate::ha::HaHandle>,
+    ha: std::sync::OnceLock<crate::ha_state::HaHandle>,
     /// [`Shared::now`] of the last input (the age of this replica's view).
     last_event: std::sync::atomic::AtomicU64,
     /// The data-plane mark of each switch combined with its driver's up/down (locked before
     /// `core`; see [`crate::dataplane_probe`]).
-    gate: Mutex<crate::dataplane_probe::Gate>,
+    gate: Mutex<crate::dataplane_gate::Gate>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -244,17 +244,17 @@ impl Shared {
     }
 
     /// Turns HA on (once, at start-up).
-    pub fn set_ha(&self, h: crate::ha::HaHandle) {
+    pub fn set_ha(&self, h: crate::ha_state::HaHandle) {
         let _ = self.ha.set(h);
     }
 
     /// The HA machinery, when `[ha]` is set.
-    pub fn ha(&self) -> Option<&crate::ha::HaHandle> {
+    pub fn ha(&self) -> Option<&crate::ha_state::HaHandle> {
         self.ha.get()
     }
 
     /// The gate channel (drivers connect only while it says leader).
-    pub fn ha_rx(&self) -> Option<tokio::sync::watch::Receiver<crate::ha::HaState>> {
+    pub fn ha_rx(&self) -> Option<tokio::sync::watch::Receiver<crate::ha_state::HaState>> {
         self.ha.get().map(|h| h.state.clone())
     }
 

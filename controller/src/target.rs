@@ -18,6 +18,27 @@ pub const P4INFO_NAMES: [&str; 4] = [
     "dvipa.p4info.txtpb",
 ];
 
+/// Loads the P4Info at `path` (the TOML's `p4info`, at `file`:line:col of `src`) and checks
+/// every P4 name the controller uses; a file that is not a P4Info is refused here, naming
+/// the TOML field.
+pub fn load_p4info(file: &str, src: &str, path: &Path) -> Result<Schema, StartError> {
+    let at = match dvipa_core::validate::field_pos(src, "p4info") {
+        Some((l, c)) => format!("{file}:{l}:{c}: "),
+        None => format!("{file}: "),
+    };
+    let schema = Schema::from_file(path).map_err(|e| StartError::P4Info {
+        at: at.clone(),
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })?;
+    dvipa_contract::check(&schema).map_err(|e| StartError::P4Info {
+        at,
+        path: path.to_owned(),
+        msg: format!("not dvipa's P4Info: {e}"),
+    })?;
+    Ok(schema)
+}
+
 /// A switch's own pipeline (Tofino).
 #[derive(Debug, Clone)]
 pub struct SwitchPipeline {
@@ -56,7 +77,7 @@ pub fn load(
                 P4INFO_NAMES.join(", ")
             ))
         })?;
-    let schema = crate::controller::load_p4info(&at, "", &p4info)?;
+    let schema = load_p4info(&at, "", &p4info)?;
     let compiled =
         Compiled::from_dir(&dir, None).map_err(|e| StartError::Text(format!("{at}: {e}")))?;
     let tables = p4rt::schema::Schema::names_of(&schema, p4rt::error::ObjectKind::Table);

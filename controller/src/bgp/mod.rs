@@ -32,6 +32,7 @@ use gobgp_api::apipb::{
 use tonic::transport::{Channel, Endpoint};
 
 use crate::advertise::{AdvCmd, AdvertiseError, Advertiser};
+pub use crate::bgp_status::{BgpStatus, BgpView, PeerView};
 use dvipa_core::config::{BgpCfg, Cluster};
 use paths::{Plan, Prefix, Want};
 
@@ -40,84 +41,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most this many destinations / peers are read from one listing (a gobgpd with a full table
 /// is not dvipa's business: dvipa asks for its own prefixes only).
 const MAX_LISTED: usize = 4096;
-
-/// One BGP peer of the speaker as GoBGP reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerView {
-    /// Neighbor address.
-    pub address: String,
-    /// Its AS.
-    pub asn: u32,
-    /// Session state (`ESTABLISHED`, `ACTIVE`, ...).
-    pub state: String,
-    /// Session flaps GoBGP counted.
-    pub flops: u32,
-}
-
-/// What BGP says, refreshed by every reconcile.
-#[derive(Debug, Clone, Default)]
-pub struct BgpView {
-    /// gobgpd answered the last reconcile.
-    pub reachable: bool,
-    /// Last error talking to gobgpd.
-    pub last_error: Option<String>,
-    /// Peers.
-    pub peers: Vec<PeerView>,
-    /// DVIPA → switch → MED of the local path in GoBGP's RIB (its view of the announcements).
-    pub rib: BTreeMap<Prefix, BTreeMap<String, u32>>,
-    /// DVIPA → next hops GoBGP has sent to established peers (ADJ-RIB-OUT).
-    pub sent: BTreeMap<Prefix, BTreeSet<Ipv4Addr>>,
-}
-
-/// The BGP state shared with the admin API and metrics.
-#[derive(Debug, Default)]
-pub struct BgpStatus {
-    view: parking_lot::Mutex<BgpView>,
-    plan: parking_lot::Mutex<Option<Plan>>,
-    counters: crate::shared::Stats,
-}
-
-impl BgpStatus {
-    /// The last view.
-    pub fn view(&self) -> BgpView {
-        self.view.lock().clone()
-    }
-    /// `ADVERTISED` of `switch` for `prefix` from BGP's view: `SENT` (GoBGP sent this switch's
-    /// path, MED 0, to an established peer), `SENT med=N` (a backup's path sent too: a peer with
-    /// ADD-PATH receives every path), `RIB med=N` (in GoBGP's RIB, not sent: a backup without
-    /// ADD-PATH, or no session), `-` (not in GoBGP's RIB).
-    pub fn state_of(&self, prefix: Prefix, switch: &str) -> String {
-        let v = self.view.lock();
-        let plan = self.plan.lock();
-        let nh = plan
-            .as_ref()
-            .and_then(|p| p.switches.get(switch))
-            .map(|x| x.1);
-        let sent = nh.is_some_and(|nh| v.sent.get(&prefix).is_some_and(|s| s.contains(&nh)));
-        match (v.rib.get(&prefix).and_then(|m| m.get(switch)), sent) {
-            (Some(0), true) => "SENT".into(),
-            (Some(med), true) => format!("SENT med={med}"),
-            (None, true) => "SENT (not in RIB?)".into(),
-            (Some(med), false) => format!("RIB med={med}"),
-            (None, false) => "-".into(),
-        }
-    }
-    /// Counters (`bgp` layer of `dvipa counters`): paths added/deleted, reconciles, repairs,
-    /// errors, and `peer_<address>_established` (0/1).
-    pub fn counters(&self) -> BTreeMap<String, u64> {
-        let mut m = self.counters.snapshot();
-        let v = self.view.lock();
-        m.insert("gobgp_reachable".into(), u64::from(v.reachable));
-        for p in &v.peers {
-            m.insert(
-                format!("peer_{}_established", p.address),
-                u64::from(p.state == "ESTABLISHED"),
-            );
-            m.insert(format!("peer_{}_flops", p.address), u64::from(p.flops));
-        }
-        m
-    }
-}
 
 /// Announces DVIPAs through gobgpd.
 #[derive(Clone)]
@@ -224,7 +147,11 @@ impl BgpAdvertiser {
 
     fn with_plan(ch: Channel, addr: &str, plan: Plan, reconcile_every: Duration) -> BgpAdvertiser {
         let status = Arc::new(BgpStatus::default());
-        *status.plan.lock() = Some(plan.clone());
+        *status.next_hops.lock() = plan
+            .switches
+            .iter()
+            .map(|(n, x)| (n.clone(), x.1))
+            .collect();
         BgpAdvertiser {
             inner: Arc::new(Inner {
                 client: GobgpApiClient::new(ch),
@@ -594,15 +521,10 @@ mod tests {
         let nh = |i| Ipv4Addr::new(10, 0, i, 2);
         let d = (Ipv4Addr::new(10, 9, 9, 9), 32);
         let st = BgpStatus::default();
-        *st.plan.lock() = Some(Plan {
-            switches: [("A", 1, nh(1)), ("B", 2, nh(2)), ("C", 3, nh(3))]
-                .into_iter()
-                .map(|(n, id, h)| (n.to_string(), (id, h)))
-                .collect(),
-            backups: BTreeMap::new(),
-            pre_announce: true,
-            med_step: 100,
-        });
+        *st.next_hops.lock() = [("A", nh(1)), ("B", nh(2)), ("C", nh(3))]
+            .into_iter()
+            .map(|(n, h)| (n.to_string(), h))
+            .collect();
         {
             let mut v = st.view.lock();
             v.reachable = true;

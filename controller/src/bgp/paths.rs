@@ -7,8 +7,7 @@ use std::net::Ipv4Addr;
 use gobgp_api::apipb::{self, Family, Path, family};
 use gobgp_api::{any, unpack};
 
-/// A DVIPA prefix.
-pub type Prefix = (Ipv4Addr, u8);
+pub use crate::bgp_status::Prefix;
 
 /// One path dvipa puts in GoBGP's RIB: the DVIPA via one switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

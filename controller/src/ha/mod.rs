@@ -18,26 +18,13 @@ pub mod admin;
 pub mod election;
 pub mod store;
 
+pub use crate::ha_state::{HaHandle, HaState, Role};
 use crate::shared::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// What the shell holds of the HA machinery ([`Shared::set_ha`]).
-#[derive(Debug, Clone)]
-pub struct HaHandle {
-    /// The gate: leader only once the stored state is applied (drivers connect then).
-    pub state: watch::Receiver<HaState>,
-    /// The owners / maintenance marks in etcd.
-    pub store: Arc<store::EtcdStore>,
-}
-
 impl HaHandle {
-    /// The current state.
-    pub fn now(&self) -> HaState {
-        self.state.borrow().clone()
-    }
-
     /// Writes the owners and marks now (after an operator command); failures are logged and
     /// counted, and the periodic persistence retries.
     pub async fn persist_now(&self, shared: &Shared) {
@@ -211,85 +198,6 @@ pub async fn lost(rx: Option<watch::Receiver<HaState>>, term: u64) {
         if rx.changed().await.is_err() {
             return std::future::pending().await;
         }
-    }
-}
-
-/// This replica's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Not (or no longer) leader: reads only.
-    Follower,
-    /// Holds the election key on a lease renewed in time: may write.
-    Leader,
-}
-
-impl Role {
-    /// `leader` / `follower`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Follower => "follower",
-            Role::Leader => "leader",
-        }
-    }
-}
-
-/// What the election says now.
-#[derive(Debug, Clone)]
-pub struct HaState {
-    /// This replica's name.
-    pub replica: String,
-    /// This replica's role.
-    pub role: Role,
-    /// The current leader's term (the create revision of its election key; 0 = none known).
-    pub term: u64,
-    /// The current leader's name and admin address (as it campaigned), when known.
-    pub leader: Option<String>,
-    /// The leader's admin address, when it published one.
-    pub leader_admin: Option<String>,
-    /// When the role last changed.
-    pub since: Instant,
-    /// Times this replica became leader.
-    pub elections: u64,
-    /// Step-downs by reason.
-    pub step_downs: std::collections::BTreeMap<&'static str, u64>,
-    /// This replica's election key while it leads (etcd writes are fenced on it).
-    pub key: Option<Vec<u8>>,
-}
-
-impl HaState {
-    /// A follower that knows no leader yet.
-    pub fn new(replica: &str) -> HaState {
-        HaState {
-            replica: replica.to_string(),
-            role: Role::Follower,
-            term: 0,
-            leader: None,
-            leader_admin: None,
-            since: Instant::now(),
-            elections: 0,
-            step_downs: Default::default(),
-            key: None,
-        }
-    }
-
-    /// Whether this replica may write.
-    pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader
-    }
-
-    /// One line for admin answers: `replica ctl-b: follower, term 42, leader ctl-a (10.0.0.1:7444)`.
-    pub fn describe(&self) -> String {
-        let leader = match (&self.leader, &self.leader_admin) {
-            (Some(l), Some(a)) => format!("{l} (admin {a})"),
-            (Some(l), None) => l.clone(),
-            (None, _) => "unknown".into(),
-        };
-        format!(
-            "replica {}: {}, term {}, leader {leader}",
-            self.replica,
-            self.role.as_str(),
-            self.term
-        )
     }
 }
 

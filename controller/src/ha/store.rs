@@ -12,6 +12,7 @@
 //! switch reads and agent reports, as after a restart.
 
 use super::HaState;
+pub use crate::ha_state::EtcdStore;
 use crate::shared::Shared;
 use dvipa_core::config::OwnerState;
 use dvipa_core::core::Event;
@@ -22,25 +23,6 @@ use std::time::Duration;
 
 /// Largest value read back from etcd (a peer-controlled size).
 pub const MAX_VALUE: usize = 4 << 20;
-
-/// What the leader last wrote (or read).
-type Snapshot = (Vec<(Ipv4Addr, String, bool)>, Vec<String>);
-
-/// The owners and maintenance marks in etcd.
-pub struct EtcdStore {
-    client: Client,
-    prefix: String,
-    timeout: Duration,
-    last: Mutex<Option<Snapshot>>,
-}
-
-impl std::fmt::Debug for EtcdStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
 
 /// State read from etcd.
 #[derive(Debug, Default)]
