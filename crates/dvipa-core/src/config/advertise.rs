@@ -5,7 +5,7 @@ use super::*;
 /// `[advertise]`: commands run (`sh -c`) when a switch must advertise or withdraw a DVIPA,
 /// with `DVIPA_ACTION`, `DVIPA_SWITCH`, `DVIPA_ADDR`, `DVIPA_PREFIX_LEN` in the environment.
 /// No command = nothing is run. `--advertise-cmd` / `--withdraw-cmd` override them.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AdvertiseCfg {
     /// Command for advertise.
@@ -15,7 +15,7 @@ pub struct AdvertiseCfg {
     #[serde(default)]
     pub withdraw_cmd: Option<String>,
     /// `command` (the hooks above, default) or `bgp` (a GoBGP speaker, `[advertise.bgp]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub mode: AdvertiseMode,
     /// `[advertise.bgp]`: the GoBGP speaker driven when `mode = "bgp"`.
     #[serde(default)]
@@ -23,7 +23,7 @@ pub struct AdvertiseCfg {
 }
 
 /// How DVIPAs are advertised.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AdvertiseMode {
     /// Run `advertise_cmd` / `withdraw_cmd`.
@@ -36,7 +36,7 @@ pub enum AdvertiseMode {
 /// `[advertise.bgp]`: the GoBGP speaker (`gobgpd`, configured with its own peers) the controller
 /// drives over gRPC. Each DVIPA is announced with NEXT_HOP = `next_hop.<switch>` of the routing
 /// switch; backups are pre-announced with a worse MED (see docs/bgp.md).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BgpCfg {
     /// gobgpd's gRPC API, `host:port` (gobgpd's default is 127.0.0.1:50051).

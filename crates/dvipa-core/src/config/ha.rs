@@ -12,7 +12,7 @@ use super::*;
 /// replica = "ctl-a"                 # unique per replica
 /// advertise_admin = "10.0.0.1:7444" # told to operators who reach a follower (optional)
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HaCfg {
     /// etcd client endpoints (`http://host:port`; TLS to etcd is not supported yet).

@@ -61,7 +61,7 @@
 
 use crate::profile::{self, DestIp, DistMethod, Loc, Profile, StandbyRole, VipaRange};
 use crate::validate::{mac_problem, name_problem, p4runtime_problem, unicast_problem};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,6 +91,12 @@ pub use validate::{ConfigError, ConfigErrors};
 pub use values::{Mac, PinOn, Prefix};
 
 use crate::validate::line_col;
+
+/// `skip_serializing_if` for a field whose serde default is its type's `Default`: a written
+/// configuration ([`Config`] is `Serialize`, e.g. the testbed's) leaves defaults out.
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
 
 /// The dotted key path toml reports for a value error (`in `a.b`` without the input).
 fn toml_error_keys(e: &toml::de::Error) -> Option<String> {
@@ -170,6 +176,88 @@ p4runtime = "127.0.0.1:9559"
 device_id = 1
 profile = "sw1.profile"
 "#;
+
+    #[test]
+    fn a_serialized_config_parses_back_to_the_same_config_and_leaves_defaults_out() {
+        let src = r#"
+controller_id = "dvipa-7"
+p4info = "p.txtpb"
+device_config = "d.json"
+hot_standby = true
+pin_on = "syn"
+state_dir = ""
+agent = { listen = "10.0.0.9:7070", insecure = true }
+metrics = { listen = "127.0.0.1:9464" }
+timers = { heartbeat_ms = 500, lease_ms = 2000, idle_timeout_ms = 300000, liveness_ms = 250 }
+advertise = { advertise_cmd = "adv.sh", withdraw_cmd = "wdr.sh" }
+
+[admin]
+socket = "/tmp/a.sock"
+insecure_tcp = true
+listen = "127.0.0.1:7999"
+
+[[switch]]
+name = "SW1"
+p4runtime = "127.0.0.1:9559"
+device_id = 1
+election_id = 5
+profile = "sw1.profile"
+tunnel_src = "192.168.100.1"
+target = "tofino"
+pipeline_dir = "tofino-out"
+routes = [{ prefix = "0.0.0.0/0", port = 1, dmac = "02:00:00:00:01:01", smac = "02:00:00:00:00:01" }]
+
+[[switch]]
+name = "SW2"
+p4runtime = "127.0.0.1:9560"
+device_id = 2
+profile = "sw2.profile"
+tunnel_src = "192.168.100.2"
+
+[[stack]]
+name = "S1"
+underlay = "10.0.0.2"
+mac = "02:00:00:00:02:02"
+ports = { SW1 = 2, SW2 = 3 }
+
+[[stack]]
+name = "S2"
+underlay = "10.0.0.3"
+encap = "ipip"
+"#;
+        let cfg = Config::parse("a.toml", src).unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(Config::parse("b.toml", &text).unwrap(), cfg, "{text}");
+        // defaults are left out, set values are written
+        for absent in [
+            "election_id = 1",
+            "encap = \"l2\"",
+            "distribute_udp",
+            "[liveness",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        for present in [
+            "election_id = 5",
+            "encap = \"ipip\"",
+            "target = \"tofino\"",
+            "pin_on = \"syn\"",
+        ] {
+            assert!(text.contains(present), "{present} not in\n{text}");
+        }
+        let min = Config::parse("m.toml", MIN).unwrap();
+        let text = toml::to_string(&min).unwrap();
+        assert_eq!(Config::parse("m2.toml", &text).unwrap(), min, "{text}");
+        for absent in [
+            "[timers]",
+            "[admin]",
+            "[advertise]",
+            "state_dir",
+            "hot_standby",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+    }
 
     #[test]
     fn state_dir_defaults_to_state_and_can_be_set_or_turned_off() {

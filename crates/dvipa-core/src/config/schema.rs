@@ -4,7 +4,7 @@
 use super::*;
 
 /// The whole TOML file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Identifies this controller (Welcome.controller_id).
@@ -16,27 +16,30 @@ pub struct Config {
     pub device_config: PathBuf,
     /// Keep ranked backups continuously programmed (CRT mirrored), so a takeover is only the
     /// advertisement move.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub hot_standby: bool,
     /// Also distribute UDP to the DVIPA ports (TCP always).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub distribute_udp: bool,
     /// When a TCP connection the switch reports by digest is pinned in the CRT.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub pin_on: PinOn,
     /// Directory of the controller's persisted state: the current routing switch of each
     /// DVIPA ([`OwnerState`], file [`OWNERS_FILE`]), rewritten atomically on every ownership
     /// change and restored at start-up, so a restart keeps an operator's move. Relative to the
     /// TOML file's directory; default `state`; an empty string turns persistence off.
-    #[serde(default = "default_state_dir")]
+    #[serde(
+        default = "default_state_dir",
+        skip_serializing_if = "is_default_state_dir"
+    )]
     pub state_dir: PathBuf,
     /// The agents' (server stacks') endpoint.
     pub agent: AgentCfg,
     /// The admin (operator) API.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub admin: AdminCfg,
     /// Advertise/withdraw hooks.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub advertise: AdvertiseCfg,
     /// TLS material; absent = plaintext (tests only).
     #[serde(default)]
@@ -45,16 +48,16 @@ pub struct Config {
     #[serde(default)]
     pub metrics: Option<MetricsCfg>,
     /// Timers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub timers: Timers,
     /// `[liveness]`: the optional data-plane probe (`[liveness.dataplane]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub liveness: crate::dataplane_cfg::LivenessCfg,
     /// Routing switches.
-    #[serde(rename = "switch", default)]
+    #[serde(rename = "switch", default, skip_serializing_if = "is_default")]
     pub switches: Vec<SwitchCfg>,
     /// Server stacks (targets).
-    #[serde(rename = "stack", default)]
+    #[serde(rename = "stack", default, skip_serializing_if = "is_default")]
     pub stacks: Vec<StackCfg>,
     /// High availability on etcd (issue 17); absent = the controller runs alone.
     #[serde(default)]
@@ -63,6 +66,10 @@ pub struct Config {
 
 fn default_controller_id() -> String {
     "dvipa".into()
+}
+
+fn is_default_state_dir(p: &PathBuf) -> bool {
+    *p == default_state_dir()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -90,7 +97,7 @@ addr_field!(de_agent_listen, "agent.listen");
 addr_field!(de_metrics_listen, "metrics.listen");
 
 /// `[agent]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCfg {
     /// Listen address of the ServerStack gRPC service.
@@ -99,7 +106,7 @@ pub struct AgentCfg {
     /// Run the agent endpoint without TLS (any client can claim any stack): tests only, and
     /// only without `[tls]`. The controller warns loudly at start-up and sets the
     /// `dvipa_agent_insecure` gauge. `dvipa controller --insecure[=BOOL]` overrides it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub insecure: bool,
 }
 
@@ -118,7 +125,7 @@ fn de_admin_listen_opt<'de, D: serde::Deserializer<'de>>(
 }
 
 /// `[admin]`: the operator API (`dvipa netstat`, `table`, `diff`, `move` …).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminCfg {
     /// The Unix socket of the admin API (default [`DEFAULT_ADMIN_SOCKET`]; relative to the TOML
@@ -140,11 +147,11 @@ pub struct AdminCfg {
     pub tls: Option<AdminTlsCfg>,
     /// Serve the admin API over plaintext TCP on a loopback address: every local user can then
     /// change routing (tests, demos).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub insecure_tcp: bool,
     /// Allow a plaintext admin API on a non-loopback address (anyone who can reach it can move
     /// DVIPAs and take switches down); implies `insecure_tcp`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub allow_insecure_remote: bool,
 }
 
@@ -189,7 +196,7 @@ impl Default for AdminCfg {
 }
 
 /// `[admin.tls]`: PEM paths (relative to the TOML file) and the admin allow-list.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminTlsCfg {
     /// CA that signs the admin (client) certificates.
@@ -204,7 +211,7 @@ pub struct AdminTlsCfg {
 }
 
 /// `[tls]`: PEM paths.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsCfg {
     /// CA that signs agent certificates.
@@ -216,7 +223,7 @@ pub struct TlsCfg {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsCfg {
     /// Prometheus listen address.
@@ -225,7 +232,7 @@ pub struct MetricsCfg {
 }
 
 /// `[timers]`, all in milliseconds.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timers {
     /// How often agents must send something.
@@ -360,7 +367,7 @@ impl Default for Timers {
 }
 
 /// `[[switch]]`: one routing switch.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchCfg {
     /// Name (used in messages, VIPA lists, CLI).
@@ -370,12 +377,15 @@ pub struct SwitchCfg {
     /// P4Runtime device id.
     pub device_id: u64,
     /// Election id (this controller's, for mastership).
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub election_id: u64,
     /// How many election ids, from `election_id` up, this controller may use for the switch:
     /// when the switch refuses `election_id` as "already used" because a dead session of this
     /// controller still holds it, the controller moves to the next id of the range (1 = never).
-    #[serde(default = "default_election_id_range")]
+    #[serde(
+        default = "default_election_id_range",
+        skip_serializing_if = "is_default_election_id_range"
+    )]
     pub election_id_range: u64,
     /// The switch's profile file (relative to the TOML file's directory).
     pub profile: PathBuf,
@@ -383,14 +393,14 @@ pub struct SwitchCfg {
     #[serde(default)]
     pub tunnel_src: Option<Ipv4Addr>,
     /// The switch's own IPv4 routes (`ipv4_route` table).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub routes: Vec<RouteCfg>,
     /// P4Runtime over TLS to this switch (absent: plaintext).
     #[serde(default)]
     pub tls: Option<SwitchTlsCfg>,
     /// Issue 16: the switch's target, `bmv2` (default: the top-level `p4info` and
     /// `device_config`) or `tofino` (a Tofino P4Runtime server: Stratum or the SDE's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub target: SwitchTarget,
     /// For `tofino`: the Tofino compiler's output directory (`bfrt.json`, `manifest.json`,
     /// `pipe/context.json`, `pipe/tofino.bin`, and the P4Info as `p4info.txtpb`), relative to
@@ -398,15 +408,15 @@ pub struct SwitchCfg {
     #[serde(default)]
     pub pipeline_dir: Option<PathBuf>,
     /// For `tofino`: the device config format the server takes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub device_config_format: DeviceConfigFormat,
     /// What the switch's P4Runtime server does; unset values follow the target.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub capabilities: CapabilitiesCfg,
 }
 
 /// `target` of a `[[switch]]`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SwitchTarget {
     /// bmv2 `simple_switch_grpc` or the embedded switch (v1model program).
@@ -417,7 +427,7 @@ pub enum SwitchTarget {
 }
 
 /// `device_config_format` of a `[[switch]]` (Tofino only).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceConfigFormat {
     /// Stratum's `BfPipelineConfig` (stratum_bfrt, stratum_bf).
@@ -428,7 +438,7 @@ pub enum DeviceConfigFormat {
 }
 
 /// `[switch.capabilities]`: how the P4Runtime server behaves where servers differ.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesCfg {
     /// The server re-sends an unacknowledged digest list (bmv2: yes; Stratum-bfrt acks digests
@@ -465,7 +475,7 @@ impl SwitchCfg {
 /// `--grpc-server-ssl` (and, with `cert` and `key`, mutual TLS for
 /// `--grpc-server-with-client-auth`). Paths are relative to the TOML file; the files are read
 /// again for every new connection, so rotated files take effect on the next one.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchTlsCfg {
     /// CA that signs the switch's server certificate.
@@ -485,12 +495,20 @@ fn one() -> u64 {
     1
 }
 
+fn is_one(v: &u64) -> bool {
+    *v == one()
+}
+
+fn is_default_election_id_range(v: &u64) -> bool {
+    *v == default_election_id_range()
+}
+
 fn default_election_id_range() -> u64 {
     16
 }
 
 /// One `ipv4_route` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCfg {
     /// Destination prefix.
@@ -504,7 +522,7 @@ pub struct RouteCfg {
 }
 
 /// How packets reach a stack.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     /// Rewrite the destination MAC and send out of the stack's port (direct server return).
@@ -515,7 +533,7 @@ pub enum Encap {
 }
 
 /// `[[stack]]`: one server stack.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StackCfg {
     /// Name (Hello.stack).
@@ -523,12 +541,12 @@ pub struct StackCfg {
     /// Underlay ("XCF") address: what DESTIP lists.
     pub underlay: Ipv4Addr,
     /// L2 or IPIP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub encap: Encap,
     /// MAC of the stack (L2).
     #[serde(default)]
     pub mac: Option<Mac>,
     /// Switch name → port the stack is reached through (L2).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub ports: BTreeMap<String, u16>,
 }

@@ -1,7 +1,7 @@
 //! Value types of the configuration: [`Mac`], [`Prefix`], [`PinOn`].
 
 use crate::profile;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -38,6 +38,13 @@ impl fmt::Display for Mac {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             m[0], m[1], m[2], m[3], m[4], m[5]
         )
+    }
+}
+
+/// Written as `aa:bb:cc:dd:ee:ff`.
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -84,6 +91,13 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// Written as `10.0.0.0/8`.
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Prefix {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -100,7 +114,7 @@ impl<'de> Deserialize<'de> for Prefix {
 /// flood cannot fill the CRT. With `syn` every SYN is pinned at once (the earlier behaviour: the
 /// entry is written one round trip sooner, but a flood of SYNs fills the CRT). UDP has no
 /// handshake and is pinned on its first packet either way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PinOn {
     /// At the first non-SYN packet after a recorded SYN (handshake completed).
