@@ -246,6 +246,20 @@ encap = "ipip"
             assert!(text.contains(present), "{present} not in\n{text}");
         }
         let min = Config::parse("m.toml", MIN).unwrap();
+        // the constructors give the serde defaults
+        let agent = AgentCfg {
+            listen: "127.0.0.1:7070".parse().unwrap(),
+            insecure: false,
+        };
+        let mut built = Config::new("p.txtpb".into(), "d.json".into(), agent);
+        let sw = SwitchCfg::new(
+            "SW1".into(),
+            "127.0.0.1:9559".into(),
+            1,
+            "sw1.profile".into(),
+        );
+        built.switches.push(sw);
+        assert_eq!(built, min);
         let text = toml::to_string(&min).unwrap();
         assert_eq!(Config::parse("m2.toml", &text).unwrap(), min, "{text}");
         for absent in [

@@ -64,6 +64,33 @@ pub struct Config {
     pub ha: Option<HaCfg>,
 }
 
+impl Config {
+    /// The configuration a file with only `p4info`, `device_config` and `agent` would give
+    /// (every other field at its serde default), for code that writes a configuration through
+    /// these types (the testbed) and sets the rest field by field.
+    pub fn new(p4info: PathBuf, device_config: PathBuf, agent: AgentCfg) -> Config {
+        Config {
+            controller_id: default_controller_id(),
+            p4info,
+            device_config,
+            hot_standby: false,
+            distribute_udp: false,
+            pin_on: PinOn::default(),
+            state_dir: default_state_dir(),
+            agent,
+            admin: AdminCfg::default(),
+            advertise: AdvertiseCfg::default(),
+            tls: None,
+            metrics: None,
+            timers: Timers::default(),
+            liveness: Default::default(),
+            switches: Vec::new(),
+            stacks: Vec::new(),
+            ha: None,
+        }
+    }
+}
+
 fn default_controller_id() -> String {
     "dvipa".into()
 }
@@ -461,6 +488,25 @@ pub struct Capabilities {
 }
 
 impl SwitchCfg {
+    /// A `[[switch]]` with only the required fields set (the rest at their serde defaults).
+    pub fn new(name: String, p4runtime: String, device_id: u64, profile: PathBuf) -> SwitchCfg {
+        SwitchCfg {
+            name,
+            p4runtime,
+            device_id,
+            election_id: one(),
+            election_id_range: default_election_id_range(),
+            profile,
+            tunnel_src: None,
+            routes: Vec::new(),
+            tls: None,
+            target: SwitchTarget::default(),
+            pipeline_dir: None,
+            device_config_format: DeviceConfigFormat::default(),
+            capabilities: CapabilitiesCfg::default(),
+        }
+    }
+
     /// The effective capabilities: the TOML's, else the target's defaults.
     pub fn capabilities(&self) -> Capabilities {
         let tofino = self.target == SwitchTarget::Tofino;
