@@ -34,6 +34,7 @@
 //! Over the project's ~800-line guide on purpose for now: the scenario runner and its steps share the cluster state; moving `demo` out of the production binary and its steps into modules is part of issue 15.
 
 use anyhow::{Context, Result, anyhow, bail};
+use dvipa_core::config::{PinOn, SwitchTarget, Timers};
 use dvipa_testbed::conns::{ConnsConfig, ConnsRun, Snapshot};
 use dvipa_testbed::netns::{self, NsChild};
 use dvipa_testbed::topo::{ControllerParams, Testbed, TestbedConfig, spawn_root_logged};
@@ -436,7 +437,7 @@ impl Scenario<'_> {
                 j
             }
         };
-        let mut toml = tb.controller_toml(&ControllerParams {
+        let mut cfg = tb.controller_config(&ControllerParams {
             p4info: p4info.display().to_string(),
             device_config: device_config.display().to_string(),
             agent_port,
@@ -444,11 +445,13 @@ impl Scenario<'_> {
             profiles: vec!["sw1.profile".into(), "sw2.profile".into()],
             hot_standby: args.hot_standby,
         });
-        toml.push_str(&format!(
-            "\n[timers]\nheartbeat_ms = 500\nlease_ms = 2000\nidle_timeout_ms = 300000\n\
-             liveness_ms = {}\n",
-            args.liveness_ms
-        ));
+        cfg.timers = Timers {
+            heartbeat_ms: 500,
+            lease_ms: 2000,
+            idle_timeout_ms: 300_000,
+            liveness_ms: args.liveness_ms,
+            ..Timers::default()
+        };
         let etcd = if args.ha {
             Some(ha::start_etcd(&dir, p)?)
         } else {
@@ -459,7 +462,7 @@ impl Scenario<'_> {
             for m in &e.members {
                 relays.push(ha::Relay::start(m.client)?);
             }
-            toml.push_str(&ha::section(relays[0].port, ha::REPLICAS[0]));
+            cfg.ha = Some(ha::section(relays[0].port, ha::REPLICAS[0]));
         }
         if args.switch_flavor.as_deref() == Some("stratum-bfrt") {
             // p4info = <tree>/p4src/p4c-out/bmv2/dvipa.p4info.txtpb -> <tree>/p4src/tna/
@@ -471,15 +474,10 @@ impl Scenario<'_> {
                 .ok_or_else(|| anyhow::anyhow!("p4src/tna/dvipa.p4info.txtpb not found"))?;
             let text = std::fs::read_to_string(&tna)?;
             p4rt::tofino::write_stand_in_output(&dir.join("tofino-out"), &text, "dvipa")?;
-            let mut out = String::new();
-            for line in toml.lines() {
-                out.push_str(line);
-                out.push('\n');
-                if line.starts_with("p4runtime = ") {
-                    out.push_str("target = \"tofino\"\npipeline_dir = \"tofino-out\"\n");
-                }
+            for sw in &mut cfg.switches {
+                sw.target = SwitchTarget::Tofino;
+                sw.pipeline_dir = Some("tofino-out".into());
             }
-            toml = out;
         }
         let bgp_router = if bgp::wanted(args.advertise, args.failures)? {
             let r = tb.start_bgp(false)?;
@@ -488,22 +486,30 @@ impl Scenario<'_> {
                  announces the DVIPA with next hop = the switch, backups with MED 100",
                 r.router_as, r.api
             ));
-            toml.push_str(&bgp::toml(&tb, &r));
+            cfg.advertise = bgp::advertise(&tb, &r);
             Some(r)
         } else {
             p.say("advertising with ip route hooks in R");
             None
         };
-        let mut toml = format!("pin_on = \"{}\"\n{toml}", args.pin_on);
+        // --pin-on is one of these two (clap's value_parser)
+        cfg.pin_on = match args.pin_on.as_str() {
+            "syn" => PinOn::Syn,
+            _ => PinOn::Handshake,
+        };
         let probe_routes = if args.dataplane {
-            toml = format!(
-                "distribute_udp = true\n{toml}{}",
-                dataplane::toml_section(&tb, dvipa, SERVICE_PORT, args.dataplane_ms)
-            );
+            cfg.distribute_udp = true;
+            cfg.liveness.dataplane = Some(dataplane::config(
+                &tb,
+                dvipa,
+                SERVICE_PORT,
+                args.dataplane_ms,
+            ));
             Some(dataplane::probe_routes(&tb, dvipa)?)
         } else {
             None
         };
+        let toml = tb.config_toml(&cfg);
         let cfg_path = dir.join("dvipa.toml");
         std::fs::write(&cfg_path, &toml)?;
         // the advertise hook: one command for every switch, dispatching on $DVIPA_SWITCH
@@ -561,7 +567,7 @@ impl Scenario<'_> {
                     relays: Vec::new(),
                 };
                 for i in 1..ha::REPLICAS.len() {
-                    let (c, port) = ha::replica(&ctl, &toml, agent_port, i, &relays, &dir)?;
+                    let (c, port) = ha::replica(&ctl, &tb, &cfg, i, &relays, &dir)?;
                     h.others.push(c);
                     h.agent_ports.push(port);
                 }

@@ -4,6 +4,7 @@
 //! router's BGP table (`birdc show route`) is printed before and after the takeover.
 
 use anyhow::{Result, bail};
+use dvipa_core::config::{AdvertiseCfg, AdvertiseMode, BgpCfg};
 use dvipa_testbed::bgp::{self, BgpRouter};
 use dvipa_testbed::topo::Testbed;
 
@@ -31,19 +32,23 @@ pub fn wanted(a: Advertise, failures: bool) -> Result<bool> {
     }
 }
 
-/// The `[advertise]` tables of the controller's TOML for this testbed and speaker.
-pub fn toml(tb: &Testbed, r: &BgpRouter) -> String {
-    let hops: Vec<String> = tb
-        .switches
-        .iter()
-        .map(|s| format!("{} = \"{}\"", s.name, s.next_hop))
-        .collect();
-    format!(
-        "\n[advertise]\nmode = \"bgp\"\n\n[advertise.bgp]\ngobgp = \"{}\"\nbackups = true\n\
-         med_step = 100\nreconcile_ms = 500\nnext_hop = {{ {} }}\n",
-        r.api,
-        hops.join(", ")
-    )
+/// The `[advertise]` section (mode bgp, `[advertise.bgp]`) for this testbed and speaker.
+pub fn advertise(tb: &Testbed, r: &BgpRouter) -> AdvertiseCfg {
+    AdvertiseCfg {
+        mode: AdvertiseMode::Bgp,
+        bgp: Some(BgpCfg {
+            gobgp: r.api.to_string(),
+            next_hop: tb
+                .switches
+                .iter()
+                .map(|s| (s.name.clone(), s.next_hop))
+                .collect(),
+            backups: true,
+            med_step: 100,
+            reconcile_ms: 500,
+        }),
+        ..AdvertiseCfg::default()
+    }
 }
 
 /// Prints R's BGP table, indented.

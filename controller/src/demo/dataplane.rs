@@ -20,6 +20,7 @@
 
 use super::{Scenario, StepFig, wait_for};
 use anyhow::{Result, bail};
+use dvipa_core::dataplane_cfg::{DataplaneCfg, DataplanePath};
 use dvipa_testbed::conns::ConnsRun;
 use dvipa_testbed::netns;
 use dvipa_testbed::topo::Testbed;
@@ -38,20 +39,25 @@ fn table(tb: &Testbed) -> u32 {
 }
 
 /// The `[liveness.dataplane]` section of the demo's configuration.
-pub(super) fn toml_section(tb: &Testbed, dvipa: Ipv4Addr, port: u16, down_after: u64) -> String {
-    let mut s = format!(
-        "\n[liveness.dataplane]\ndvipa = \"{dvipa}\"\nport = {port}\nprobe_ms = {}\n\
-         down_after_ms = {down_after}\nup_after = 3\nflows = 4\n",
-        (down_after / 3).max(10)
-    );
-    for sw in &tb.switches {
-        s.push_str(&format!(
-            "\n[[liveness.dataplane.path]]\nswitch = \"{}\"\nsource = \"{}\"\n",
-            sw.name,
-            source(tb, sw.index)
-        ));
+pub(super) fn config(tb: &Testbed, dvipa: Ipv4Addr, port: u16, down_after: u64) -> DataplaneCfg {
+    DataplaneCfg {
+        dvipa,
+        port,
+        probe_ms: (down_after / 3).max(10),
+        down_after_ms: down_after,
+        up_after: 3,
+        flows: 4,
+        paths: tb
+            .switches
+            .iter()
+            .map(|sw| DataplanePath {
+                switch: sw.name.clone(),
+                source: source(tb, sw.index),
+                mark: 0,
+                device: None,
+            })
+            .collect(),
     }
-    s
 }
 
 /// The root-namespace policy rules of the probe sources, removed when dropped (the

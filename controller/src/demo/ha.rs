@@ -9,8 +9,10 @@
 
 use super::{Ctl, Progress, Scenario, StepFig, wait_for};
 use anyhow::{Context, Result, anyhow};
+use dvipa_core::config::{Config, HaCfg};
 use dvipa_testbed::conns::ConnsRun;
 use dvipa_testbed::netns::{self, NsChild};
+use dvipa_testbed::topo::Testbed;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +39,14 @@ pub(super) struct Ha {
 }
 
 /// The `[ha]` section of replica `name`, which reaches etcd through its relay on `port`.
-pub(super) fn section(port: u16, name: &str) -> String {
-    format!(
-        "\n[ha]\netcd = [\"http://127.0.0.1:{port}\"]\nelection = \"/dvipa/demo/leader\"\n\
-         lease_ms = {LEASE_MS}\nreplica = \"{name}\"\n"
-    )
+pub(super) fn section(port: u16, name: &str) -> HaCfg {
+    HaCfg {
+        etcd: vec![format!("http://127.0.0.1:{port}")],
+        election: "/dvipa/demo/leader".into(),
+        lease_ms: LEASE_MS,
+        replica: name.into(),
+        advertise_admin: None,
+    }
 }
 
 /// A TCP relay from 127.0.0.1:`port` to one etcd member, one per replica, so a replica can be
@@ -149,24 +154,22 @@ pub(super) fn start_etcd(dir: &Path, p: &Progress) -> Result<super::etcd::Etcd> 
     Ok(e)
 }
 
-/// Replica `i`'s controller: the TOML of the first with its own agent port and name, its own
-/// admin socket and log.
+/// Replica `i`'s controller: the configuration of the first with its own agent port and name,
+/// its own admin socket and log.
 pub(super) fn replica(
     first: &Ctl,
-    toml: &str,
-    first_agent_port: u16,
+    tb: &Testbed,
+    first_cfg: &Config,
     i: usize,
     relays: &[Relay],
     dir: &Path,
 ) -> Result<(Ctl, u16)> {
     let port = netns::free_local_port()?;
     let name = REPLICAS[i];
-    let text = toml
-        .replace(&format!(":{first_agent_port}\""), &format!(":{port}\""))
-        .replace(
-            &section(relays[0].port, REPLICAS[0]),
-            &section(relays[i].port, name),
-        );
+    let mut own = first_cfg.clone();
+    own.agent.listen.set_port(port);
+    own.ha = Some(section(relays[i].port, name));
+    let text = tb.config_toml(&own);
     let cfg = dir.join(format!("dvipa-{name}.toml"));
     std::fs::write(&cfg, text)?;
     let sock = dir.join(format!("admin-{name}.sock"));

@@ -23,12 +23,12 @@
 //! # device = "up1"                 # and/or bound to this device
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// `[liveness]`: liveness options beyond `[timers]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LivenessCfg {
     /// The data-plane probe; absent = off.
@@ -37,7 +37,7 @@ pub struct LivenessCfg {
 }
 
 /// `[liveness.dataplane]`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DataplaneCfg {
     /// The DVIPA the probes are sent to (must be a configured DVIPA distributed on `port`).
@@ -65,7 +65,7 @@ pub struct DataplaneCfg {
 }
 
 /// `[[liveness.dataplane.path]]`: how probes reach the DVIPA through one switch.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DataplanePath {
     /// The switch (`[[switch]] name`).

@@ -10,7 +10,9 @@
 //! - [`config`]: the TOML configuration (switches, stacks, timers, TLS, metrics …) and the
 //!   **effective VIPA list** ([`config::Cluster`]): per DVIPA its routing switch (the profile
 //!   that VIPADEFINEs it), ranked backups (VIPABACKUP, highest rank first) with their own
-//!   VIPADISTRIBUTE if any, ports, method and candidate stacks (DESTIP list or ALL).
+//!   VIPADISTRIBUTE if any, ports, method and candidate stacks (DESTIP list or ALL). One job
+//!   a file under `config/`: `schema.rs` (TOML structs), `validate.rs`, `overrides.rs`,
+//!   `render.rs`, `advertise.rs`, `ha.rs`, `owners.rs`, `cluster.rs`.
 //! - [`slots`]: Maglev-style weighted fill of a service's 256 DPT slots (each target within one
 //!   slot of its exact share; minimal slot movement on join/leave/weight change).
 //! - [`entries`]: typed entries of the five switch tables (independent of P4Runtime encoding)

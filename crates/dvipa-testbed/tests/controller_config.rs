@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dvipa_core::config::Cluster;
+use dvipa_core::config::{Cluster, Config};
 use dvipa_testbed::topo::{ControllerParams, Testbed};
 
 #[test]
@@ -25,6 +25,20 @@ fn generated_config_and_profiles_are_accepted_by_dvipa_core() {
             )
         })
         .collect();
+    // the text is the typed configuration, serialized
+    let parsed = Config::parse("testbed.toml", &toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(
+        parsed,
+        tb.controller_config(&ControllerParams {
+            p4info: "dvipa.p4info.txtpb".into(),
+            device_config: "dvipa.json".into(),
+            agent_port: 7070,
+            grpc_ports: vec![50001, 50002],
+            profiles: vec!["sw1.profile".into(), "sw2.profile".into()],
+            hot_standby: false,
+        })
+    );
+    println!("{toml}");
     let cluster = Cluster::build("testbed.toml", &toml, &profiles)
         .unwrap_or_else(|e| panic!("{e:?}\n{toml}\n{profiles:?}"));
     assert_eq!(cluster.config.switches.len(), 2);
