@@ -31,7 +31,7 @@
 //! known to fail because of a missing feature; the reason is printed). Everything it created
 //! is removed at the end, also on Ctrl-C.
 //!
-//! Over the project's ~800-line guide on purpose for now: the scenario runner and its steps share the cluster state; moving `demo` out of the production binary and its steps into modules is part of issue 15.
+//! Over the project's ~800-line guide on purpose: the scenario runner and the steps every mode shares (takeover, takeback, move, restart, flood) use one cluster state; the mode-specific steps live in `demo/` (liveness, dataplane, bgp, ha). Built only with the `demo` cargo feature.
 
 use anyhow::{Context, Result, anyhow, bail};
 use dvipa_core::config::{PinOn, SwitchTarget, Timers};
