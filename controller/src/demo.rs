@@ -562,7 +562,6 @@ impl Scenario<'_> {
                 let mut h = ha::Ha {
                     _etcd: etcd,
                     others: Vec::new(),
-                    agents: Vec::new(),
                     agent_ports: Vec::new(),
                     relays: Vec::new(),
                 };
@@ -661,9 +660,22 @@ impl Scenario<'_> {
         p.say(&format!("controller up (admin {})", self.ctl.admin));
         let agent_bin = self.bins.agent.display().to_string();
         for k in 1..=SERVERS {
-            let a = if self.args.dataplane {
+            let a = if self.args.dataplane || self.ha.is_some() {
                 let mut argv = self.tb.agent_argv(k, &agent_bin, agent_port);
-                argv.extend(["--dataplane-echo".into(), SERVICE_PORT.to_string()]);
+                if self.args.dataplane {
+                    argv.extend(["--dataplane-echo".into(), SERVICE_PORT.to_string()]);
+                }
+                if let Some(h) = &self.ha {
+                    // One agent per server attached to every replica (docs/ha.md); the other
+                    // replicas start later, so their links retry with a short backoff.
+                    for port in &h.agent_ports {
+                        argv.extend([
+                            "--controller".into(),
+                            format!("http://{}:{port}", self.tb.ctl.ip),
+                        ]);
+                    }
+                    argv.extend(["--backoff-max-ms".into(), "500".into()]);
+                }
                 let s = self.tb.server(k);
                 let log = self.tb.log_dir.join(format!("{}-agent.log", s.name));
                 netns::spawn_in_logged(&s.ns, &argv, &log)?

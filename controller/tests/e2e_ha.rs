@@ -1,6 +1,6 @@
 //! Controller HA end to end (issue 17, scenario 1; root only): `dvipa demo --ha` with 200
 //! streaming connections through the namespace cluster, a real 3-member etcd on loopback and
-//! three `dvipa controller` processes, an agent per server and replica:
+//! three `dvipa controller` processes, one agent per server attached to all three:
 //! - step 21: the leader is SIGKILLed → a new leader within `lease_ms` + 1 s, both switches up
 //!   on it, 30 new connections established, 0 resets on the 200;
 //! - step 22: all of etcd stopped (SIGSTOP) for 10 s → the leader steps down, 30 new

@@ -1,6 +1,6 @@
 //! `dvipa demo --ha` (issue 17): three controller replicas elected through a 3-member etcd
-//! on loopback, one agent per server *and replica* (attach-to-all, docs/ha.md). While the
-//! connections stream: step 21 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
+//! on loopback, one agent per server attached to every replica (`--controller` three times:
+//! attach-to-all, docs/ha.md). While the connections stream: step 21 SIGKILLs the leader (a new leader within `lease_ms` + 1 s, new
 //! connections served), step 22 stops all of etcd for 10 s, steps 1 and 2 kill and restart the
 //! primary switch under the new leader, step 23 partitions the leader from etcd (through a
 //! relay per replica), step 24 kills the leader and the primary switch together (double
@@ -11,7 +11,7 @@ use super::{Ctl, Progress, Scenario, StepFig, wait_for};
 use anyhow::{Context, Result, anyhow};
 use dvipa_core::config::{Config, HaCfg};
 use dvipa_testbed::conns::ConnsRun;
-use dvipa_testbed::netns::{self, NsChild};
+use dvipa_testbed::netns;
 use dvipa_testbed::topo::Testbed;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +28,6 @@ pub const REPLICAS: [&str; 3] = ["ctl-a", "ctl-b", "ctl-c"];
 pub(super) struct Ha {
     /// The replicas other than the scenario's `ctl` (swapped with it when the leader changes).
     pub others: Vec<Ctl>,
-    /// Agents of the other replicas.
-    pub agents: Vec<NsChild>,
     /// Agent ports of the other replicas.
     pub agent_ports: Vec<u16>,
     /// Each replica's path to etcd (index = [`REPLICAS`]).
@@ -208,26 +206,16 @@ fn role(c: &Ctl) -> Option<(String, u64)> {
 }
 
 impl Scenario<'_> {
-    /// Starts replicas 2 and 3 and one agent per server for each (after the first is leader
-    /// and the cluster ready).
+    /// Starts replicas 2 and 3 (after the first is leader and the cluster ready); the agents,
+    /// started with every replica's address, attach to them on their own.
     pub(super) fn start_ha_followers(&mut self) -> Result<()> {
-        let agent_bin = self.bins.agent.display().to_string();
         let ha = self.ha.as_mut().ok_or_else(|| anyhow!("not --ha"))?;
-        for (c, port) in ha.others.iter_mut().zip(&ha.agent_ports) {
+        for c in ha.others.iter_mut() {
             c.start()?;
             wait_for(Duration::from_secs(20), || {
                 Ok(c.op(&["netstat", "vipadcfg"]).is_ok())
             })
             .with_context(|| format!("replica {} does not answer", c.admin))?;
-            for k in 1..=super::SERVERS {
-                let s = self.tb.server(k);
-                let mut argv = self.tb.agent_argv(k, &agent_bin, *port);
-                if let Some(sock) = argv.last_mut() {
-                    *sock = sock.replace("-agent.sock", &format!("-agent-{port}.sock"));
-                }
-                let log = self.tb.log_dir.join(format!("{}-agent-{port}.log", s.name));
-                ha.agents.push(netns::spawn_in_logged(&s.ns, &argv, &log)?);
-            }
         }
         let ready = wait_for(Duration::from_secs(20), || {
             Ok(ha.others.iter().all(|c| {

@@ -190,10 +190,13 @@ pub async fn settle(shared: &Shared, pinned: Vec<(Ipv4Addr, String)>, within: Du
             let (now, live) = shared.with_core(|c| {
                 (c.owner(*dvipa).map(str::to_string), c.liveness(owner))
             });
+            let up = live == Some(SwitchLiveness::Up);
+            // Settled only once the owner is up and routing: while the switches are still
+            // coming up, another one that comes up first can take the DVIPA over.
             if now.as_deref() == Some(owner.as_str()) {
-                return false;
+                return !up;
             }
-            if live == Some(SwitchLiveness::Up) {
+            if up {
                 tracing::info!(dvipa = %dvipa, owner = %owner, "operator move from etcd applied again");
                 shared.stats.add("ha_owner_moved_back", 1);
                 shared.event(Event::AdminMove {

@@ -1,31 +1,34 @@
-//! The agent's run loop: one controller session at a time over `ServerStack.Attach`, with
-//! reconnect and exponential backoff.
+//! The agent's run loop: one session per configured controller over `ServerStack.Attach`
+//! (each a [`crate::link`] task reconnecting with its own backoff), fed by one set of kernel
+//! observers.
 //!
 //! A session: Hello (seq 1) → Welcome → VIPA list (applied to `lo` and the tracker) → a full
-//! re-report (`full_sync` batches, `sync_done` on the last) → then, until the stream breaks:
-//! a sock_diag dump every poll interval (and right after a kernel socket-destroy event), whose
-//! differences go out as Report batches; a Heartbeat whenever nothing was sent for the Welcome's
-//! interval; VIPA list updates; Acks (refused items are logged with the item and counted); drain
-//! orders from the control socket.
+//! re-report to that controller (`full_sync` batches, `sync_done` on the last) → then, until
+//! the stream breaks: the differences of a sock_diag dump every poll interval (and right after
+//! a kernel socket-destroy event) go out as Report batches to every attached controller; a
+//! Heartbeat whenever nothing was sent for the Welcome's interval; VIPA list updates; Acks
+//! (refused items are logged with the item and counted); drain orders from the control socket.
+//!
+//! VIPA lists from several controllers: replicas compute the list from the same configuration,
+//! so they agree. If they differ (a replica with another configuration, or an update that
+//! reached one replica first), the list received last is applied, and every list whose DVIPAs
+//! differ from another attached controller's last list is logged (naming both controllers) and
+//! counted (`vipa_list_conflicts`, `dvipa_agent_vipa_list_conflicts_total`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dvipa_proto::v1::server_stack_client::ServerStackClient;
-use dvipa_proto::v1::{
-    AgentMessage, ControllerMessage, Heartbeat, Hello, ItemError, Report, VipaList, agent_message,
-    controller_message,
-};
+use dvipa_proto::v1::{Report, VipaList};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::diag::{DestroyWatch, DiagError, SockDiag};
+use crate::link::{FromLink, LINK_QUEUE, Link, LinkStats, MAX_CONTROLLERS};
 use crate::lo::{Loopback, set_arp_sysctls};
 use crate::model::Snapshot;
 use crate::tracker::{Delta, Drain, Tracker, VipaSet};
@@ -37,8 +40,9 @@ pub struct AgentConfig {
     pub stack: String,
     /// Underlay ("XCF") address of this server.
     pub underlay: Ipv4Addr,
-    /// Controller endpoint, `https://host:port` (or `http://` with `tls: None`).
-    pub controller: String,
+    /// Controller endpoints, `https://host:port` (or `http://` with `tls: None`): one session
+    /// to each (at most [`crate::link::MAX_CONTROLLERS`]).
+    pub controllers: Vec<String>,
     /// `None` = plaintext (only with `--insecure`) unless `tls_reload` is set.
     pub tls: Option<ClientTlsConfig>,
     /// TLS material that follows its files (certificate rotation): when set, every new
@@ -70,7 +74,7 @@ impl AgentConfig {
         AgentConfig {
             stack: stack.to_string(),
             underlay,
-            controller: controller.to_string(),
+            controllers: vec![controller.to_string()],
             tls: None,
             tls_reload: None,
             poll_interval: Duration::from_millis(100),
@@ -102,25 +106,6 @@ pub enum AgentError {
     Loopback(#[from] crate::lo::LoError),
 }
 
-/// Why a session ended.
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error("connect: {0}")]
-    Connect(String),
-    #[error("controller refused the stream: {0}")]
-    Refused(tonic::Status),
-    #[error("stream: {0}")]
-    Stream(tonic::Status),
-    #[error("controller closed the stream")]
-    Closed,
-    #[error("protocol: {0}")]
-    Protocol(String),
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    #[error(transparent)]
-    Diag(#[from] DiagError),
-}
-
 /// Counters, shared with the control socket.
 #[derive(Debug, Default)]
 pub struct AgentStats {
@@ -138,19 +123,10 @@ pub struct AgentStats {
     pub loopback_errors: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub control_bad_requests: AtomicU64,
+    /// VIPA lists whose DVIPAs differ from another attached controller's last list.
+    pub vipa_list_conflicts: AtomicU64,
     /// VIPA list entries refused, by reason ([`crate::tracker::VipaEntryError::reason`]).
     pub vipa_refused: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-macro_rules! bump {
-    ($stats:expr, $field:ident) => {
-        bump!($stats, $field, 1)
-    };
-    ($stats:expr, $field:ident, $n:expr) => {{
-        $stats.$field.fetch_add($n as u64, Ordering::Relaxed);
-        metrics::counter!(concat!("dvipa_agent_", stringify!($field), "_total"))
-            .increment($n as u64);
-    }};
 }
 
 impl AgentStats {
@@ -171,6 +147,7 @@ impl AgentStats {
             "loopback_errors": g(&self.loopback_errors),
             "protocol_errors": g(&self.protocol_errors),
             "control_bad_requests": g(&self.control_bad_requests),
+            "vipa_list_conflicts": g(&self.vipa_list_conflicts),
             "vipa_refused": self.vipa_refused.lock().map(|m| m.clone()).unwrap_or_default(),
         })
     }
@@ -210,6 +187,17 @@ pub struct Agent {
     last_poll: Instant,
     /// How long the last dump took (event-driven dumps are spaced by a multiple of it).
     last_dump_cost: Duration,
+    /// One per configured controller, in `cfg.controllers` order.
+    links: Vec<LinkState>,
+}
+
+/// The agent loop's side of one controller link.
+struct LinkState {
+    stats: Arc<LinkStats>,
+    /// The attached session's Report queue (`None` while not attached).
+    to: Option<mpsc::Sender<Report>>,
+    /// The DVIPAs of the last VIPA list this controller sent (for conflict detection).
+    dvipas: Option<BTreeSet<Ipv4Addr>>,
 }
 
 fn new_epoch() -> u64 {
@@ -220,133 +208,41 @@ fn new_epoch() -> u64 {
     t ^ (u64::from(std::process::id()) << 40) | 1
 }
 
-fn describe(report: Option<&Report>, e: &ItemError) -> String {
-    let i = e.index as usize;
-    let item = report.and_then(|r| match e.list.as_str() {
-        "srvstat" => r.srvstat.get(i).map(|s| {
-            format!(
-                "SRVSTAT {}:{} proto {} listening={}",
-                Ipv4Addr::from(s.dvipa),
-                s.port,
-                s.protocol,
-                s.listening
-            )
-        }),
-        "newconn" | "termconn" => {
-            let l = if e.list == "newconn" {
-                &r.newconn
-            } else {
-                &r.termconn
-            };
-            l.get(i).map(|c| {
-                format!(
-                    "{} {}:{} -> {}:{}",
-                    e.list.to_uppercase(),
-                    Ipv4Addr::from(c.client_addr),
-                    c.client_port,
-                    Ipv4Addr::from(c.dvipa),
-                    c.dvipa_port
-                )
-            })
-        }
-        _ => None,
-    });
-    item.unwrap_or_else(|| format!("{}[{}]", e.list, e.index))
-}
-
-/// An open Attach stream.
-struct Session {
-    tx: mpsc::Sender<AgentMessage>,
-    inbound: tonic::Streaming<ControllerMessage>,
-    seq: u64,
-    heartbeat: Duration,
-    last_sent: Instant,
-    pending: BTreeMap<u64, Report>,
-}
-
-/// Reports kept until acked, to name refused items in logs.
-const PENDING_MAX: usize = 256;
-
-impl Session {
-    async fn send(&mut self, msg: agent_message::Msg) -> Result<u64, SessionError> {
-        self.seq += 1;
-        let seq = self.seq;
-        self.tx
-            .send(AgentMessage {
-                seq,
-                msg: Some(msg),
-            })
-            .await
-            .map_err(|_| SessionError::Closed)?;
-        self.last_sent = Instant::now();
-        Ok(seq)
-    }
-
-    async fn send_report(&mut self, r: Report, stats: &AgentStats) -> Result<(), SessionError> {
-        let items = r.srvstat.len() + r.newconn.len() + r.termconn.len();
-        let seq = self.send(agent_message::Msg::Report(r.clone())).await?;
-        self.pending.insert(seq, r);
-        while self.pending.len() > PENDING_MAX {
-            self.pending.pop_first();
-        }
-        bump!(stats, reports_sent);
-        bump!(stats, items_sent, items);
-        Ok(())
-    }
-
-    async fn send_delta(
-        &mut self,
-        d: Delta,
-        max: usize,
-        stats: &AgentStats,
-    ) -> Result<(), SessionError> {
-        if d.is_empty() {
-            return Ok(());
-        }
-        tracing::debug!(
-            srvstat = d.srvstat.len(),
-            newconn = d.newconn.len(),
-            termconn = d.termconn.len(),
-            "reporting changes"
-        );
-        for r in d.into_reports(max) {
-            self.send_report(r, stats).await?;
-        }
-        Ok(())
-    }
-
-    async fn next(
-        &mut self,
-        what: &'static str,
-        t: Duration,
-    ) -> Result<ControllerMessage, SessionError> {
-        match tokio::time::timeout(t, self.inbound.message()).await {
-            Err(_) => Err(SessionError::Timeout(what)),
-            Ok(Err(s)) => Err(SessionError::Stream(s)),
-            Ok(Ok(None)) => Err(SessionError::Closed),
-            Ok(Ok(Some(m))) => Ok(m),
-        }
-    }
-}
-
 impl Agent {
     /// Opens the kernel observers in the calling thread's network namespace.
     pub async fn new(cfg: AgentConfig) -> Result<Self, AgentError> {
         let tls = cfg.tls.is_some() || cfg.tls_reload.is_some();
-        if tls != cfg.controller.starts_with("https://") {
+        if cfg.controllers.is_empty() || cfg.controllers.len() > MAX_CONTROLLERS {
             return Err(AgentError::Endpoint {
-                url: cfg.controller.clone(),
-                detail: if tls {
-                    "TLS is configured: use an https:// URL".into()
-                } else {
-                    "without TLS (--insecure) use an http:// URL".into()
-                },
+                url: cfg.controllers.join(","),
+                detail: format!(
+                    "give 1 to {MAX_CONTROLLERS} controllers, not {}",
+                    cfg.controllers.len()
+                ),
             });
         }
-        Endpoint::from_shared(cfg.controller.clone()).map_err(|e| AgentError::Endpoint {
-            url: cfg.controller.clone(),
-            detail: e.to_string(),
-        })?;
+        for (i, url) in cfg.controllers.iter().enumerate() {
+            if tls != url.starts_with("https://") {
+                return Err(AgentError::Endpoint {
+                    url: url.clone(),
+                    detail: if tls {
+                        "TLS is configured: use an https:// URL".into()
+                    } else {
+                        "without TLS (--insecure) use an http:// URL".into()
+                    },
+                });
+            }
+            Endpoint::from_shared(url.clone()).map_err(|e| AgentError::Endpoint {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+            if cfg.controllers[..i].contains(url) {
+                return Err(AgentError::Endpoint {
+                    url: url.clone(),
+                    detail: "given twice".into(),
+                });
+            }
+        }
         let diag = SockDiag::new()?;
         let destroy = if cfg.destroy_events {
             // SAFETY: DestroyWatch owns its netlink socket and neither closes nor replaces the
@@ -381,6 +277,15 @@ impl Agent {
             control_tx,
             last_poll: Instant::now(),
             last_dump_cost: Duration::ZERO,
+            links: cfg
+                .controllers
+                .iter()
+                .map(|u| LinkState {
+                    stats: Arc::new(LinkStats::new(u)),
+                    to: None,
+                    dvipas: None,
+                })
+                .collect(),
             cfg,
         })
     }
@@ -392,6 +297,11 @@ impl Agent {
     /// A sender for control requests (the control socket uses it).
     pub fn control(&self) -> mpsc::Sender<Control> {
         self.control_tx.clone()
+    }
+
+    /// Per-controller counters, in `--controller` order.
+    pub fn link_stats(&self) -> Vec<Arc<LinkStats>> {
+        self.links.iter().map(|l| l.stats.clone()).collect()
     }
 
     pub fn epoch(&self) -> u64 {
@@ -436,40 +346,165 @@ impl Agent {
         r
     }
 
-    /// Runs sessions until `shutdown` resolves.
+    /// Runs one session per controller until `shutdown` resolves.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), AgentError> {
         tokio::pin!(shutdown);
-        let mut backoff = self.cfg.backoff_initial;
+        let (ev_tx, mut events) = mpsc::channel::<FromLink>(64);
+        let cfg = Arc::new(self.cfg.clone());
+        let tasks = AbortOnDrop(
+            self.links
+                .iter()
+                .enumerate()
+                .map(|(idx, l)| {
+                    tokio::spawn(
+                        Link {
+                            idx,
+                            cfg: cfg.clone(),
+                            epoch: self.epoch,
+                            stats: self.stats.clone(),
+                            link: l.stats.clone(),
+                            events: ev_tx.clone(),
+                        }
+                        .run(),
+                    )
+                })
+                .collect(),
+        );
+        drop(ev_tx);
+        let mut tick = tokio::time::interval(self.cfg.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut welcomed = false;
-            let r = self.session(&mut shutdown, &mut welcomed).await;
-            self.stats.connected.store(false, Ordering::Relaxed);
-            match r {
-                Ok(()) => {
+            let attached = self.links.iter().any(|l| l.to.is_some());
+            self.stats.connected.store(attached, Ordering::Relaxed);
+            let destroy = self.destroy.as_ref().filter(|_| attached);
+            let destroyed = async move {
+                match destroy {
+                    Some(fd) => fd.readable().await.map(|mut g| {
+                        let n = g.get_inner().drain().unwrap_or(1);
+                        g.clear_ready();
+                        n
+                    }),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.as_mut() => {
+                    drop(tasks);
                     tracing::info!("shut down");
                     return Ok(());
                 }
-                Err(e) => {
-                    bump!(self.stats, session_failures);
-                    if welcomed {
-                        backoff = self.cfg.backoff_initial;
+                Some(ev) = events.recv() => self.link_event(ev).await,
+                // Without an attached controller nothing is reported; the next session
+                // starts with a fresh dump and a full re-report.
+                _ = tick.tick(), if attached => {
+                    if let Some(snap) = self.poll().await {
+                        let d = self.tracker.observe(snap);
+                        self.broadcast(d);
                     }
-                    tracing::warn!(error = %e, retry_in = ?backoff, "controller session ended");
+                }
+                r = destroyed => {
+                    if let Ok(n) = r && n > 0 {
+                        bump!(self.stats, destroy_wakeups);
+                        // Rate-limit event-driven dumps under connection churn: at most one
+                        // per 2 ms, and at most 20% of the time dumping.
+                        let since = self.last_poll.elapsed();
+                        let gap = Duration::from_millis(2).max(self.last_dump_cost * 4);
+                        if since < gap {
+                            tokio::time::sleep(gap - since).await;
+                        }
+                        if let Some(snap) = self.poll().await {
+                            let d = self.tracker.observe(snap);
+                            self.broadcast(d);
+                        }
+                    }
+                }
+                Some(c) = self.control.recv() => {
+                    let d = self.handle_control(c);
+                    self.broadcast(d);
                 }
             }
-            // Wait out the backoff, still serving control requests.
-            let until = tokio::time::Instant::now() + backoff;
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => { tracing::info!("shut down"); return Ok(()); }
-                    _ = tokio::time::sleep_until(until) => break,
-                    Some(c) = self.control.recv() => { let _ = self.handle_control(c); }
+        }
+    }
+
+    async fn link_event(&mut self, ev: FromLink) {
+        match ev {
+            FromLink::Up { idx, list, to } => {
+                let d = self.apply_vipa_list(idx, &list).await;
+                self.broadcast(d);
+                // A fresh dump: its changes go to the controllers already attached, then the
+                // new one gets the full state.
+                let snap = match self.snapshot().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Dropping `to` ends that session; it reconnects with backoff.
+                        tracing::error!(error = %e, controller = %self.links[idx].stats.url,
+                            "sock_diag dump failed; cannot re-report to this controller");
+                        return;
+                    }
+                };
+                let d = self.tracker.observe(snap);
+                self.broadcast(d);
+                let full = self.tracker.full_reports(self.cfg.max_batch);
+                tracing::info!(
+                    controller = %self.links[idx].stats.url,
+                    listeners = self.tracker.listeners().len(),
+                    connections = self.tracker.connections().len(),
+                    batches = full.len(),
+                    "full re-report"
+                );
+                self.links[idx].to = Some(to);
+                for r in full {
+                    self.send_to(idx, r);
                 }
             }
-            backoff = (backoff * 2).min(self.cfg.backoff_max);
+            FromLink::VipaList { idx, list } => {
+                let d = self.apply_vipa_list(idx, &list).await;
+                self.broadcast(d);
+            }
+            FromLink::Down { idx } => {
+                self.links[idx].to = None;
+                self.links[idx].dvipas = None;
+            }
+        }
+    }
+
+    /// Queues `r` for controller `idx`; a full queue cuts that session (it re-syncs when it
+    /// reconnects), so one slow controller neither stalls the others nor grows memory.
+    fn send_to(&mut self, idx: usize, r: Report) {
+        let l = &mut self.links[idx];
+        let Some(to) = &l.to else { return };
+        match to.try_send(r) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                l.stats.fell_behind.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("dvipa_agent_controller_fell_behind_total").increment(1);
+                tracing::warn!(controller = %l.stats.url, queue = LINK_QUEUE,
+                    "controller does not take its reports; cutting the session to re-sync");
+                l.to = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => l.to = None,
+        }
+    }
+
+    /// Sends a delta to every attached controller.
+    fn broadcast(&mut self, d: Delta) {
+        if d.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            srvstat = d.srvstat.len(),
+            newconn = d.newconn.len(),
+            termconn = d.termconn.len(),
+            "reporting changes"
+        );
+        let reports = d.into_reports(self.cfg.max_batch);
+        for idx in 0..self.links.len() {
+            for r in &reports {
+                self.send_to(idx, r.clone());
+            }
         }
     }
 
@@ -489,6 +524,7 @@ impl Agent {
                 "dvipa": d.dvipa.map(|a| a.to_string()), "port": d.port,
             })).collect::<Vec<_>>(),
             "stats": self.stats.to_json(),
+            "controllers": self.links.iter().map(|l| l.stats.to_json()).collect::<Vec<_>>(),
             "tls_reload": self.cfg.tls_reload.as_ref().map(|r| {
                 let n = r.snapshot();
                 serde_json::json!({ "reloaded": n.reloaded, "failed": n.failed })
@@ -519,7 +555,7 @@ impl Agent {
         }
     }
 
-    async fn apply_vipa_list(&mut self, list: &VipaList) -> Delta {
+    async fn apply_vipa_list(&mut self, from: usize, list: &VipaList) -> Delta {
         let (mut set, mut errors) = VipaSet::from_list(list, &self.cfg.stack);
         let host = match &self.lo {
             Some(lo) => match lo.host_addresses().await {
@@ -543,7 +579,20 @@ impl Agent {
             tracing::warn!(error = %e, reason = e.reason(), "VIPA list entry refused");
         }
         let addrs = set.addresses();
-        tracing::info!(version = list.version, dvipas = ?addrs, "VIPA list");
+        let url = &self.links[from].stats.url;
+        tracing::info!(controller = %url, version = list.version, dvipas = ?addrs, "VIPA list");
+        for (j, l) in self.links.iter().enumerate() {
+            if let Some(other) = &l.dvipas
+                && j != from
+                && l.to.is_some()
+                && *other != addrs
+            {
+                bump!(self.stats, vipa_list_conflicts);
+                tracing::warn!(controller = %url, other = %l.stats.url, dvipas = ?addrs,
+                    other_dvipas = ?other, "controllers send different VIPA lists; applying the latest");
+            }
+        }
+        self.links[from].dvipas = Some(addrs.clone());
         if let Some(lo) = &self.lo {
             match lo.sync(&addrs).await {
                 Ok(ch) => {
@@ -571,194 +620,15 @@ impl Agent {
         }
         self.tracker.set_vipas(set)
     }
+}
 
-    fn handle_ack(&mut self, s: &mut Session, seq: u64, errors: &[ItemError]) {
-        let report = s.pending.get(&seq);
-        for e in errors {
-            bump!(self.stats, ack_errors);
-            metrics::counter!("dvipa_agent_ack_item_errors_total", "reason" => e.reason.clone())
-                .increment(1);
-            tracing::warn!(
-                seq,
-                item = %describe(report, e),
-                reason = %e.reason,
-                detail = %e.detail,
-                "controller refused an item"
-            );
-        }
-        s.pending = s.pending.split_off(&(seq + 1));
-    }
+/// Aborts the link tasks when the agent loop ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
-    async fn session(
-        &mut self,
-        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-        welcomed: &mut bool,
-    ) -> Result<(), SessionError> {
-        let mut ep = Endpoint::from_shared(self.cfg.controller.clone())
-            .map_err(|e| SessionError::Connect(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        // A rotated certificate is picked up here, for the next connection; an established
-        // session keeps the one it was made with.
-        let tls = match &self.cfg.tls_reload {
-            Some(r) => Some(ClientTlsConfig::clone(&r.current())),
-            None => self.cfg.tls.clone(),
-        };
-        if let Some(tls) = tls {
-            ep = ep
-                .tls_config(tls)
-                .map_err(|e| SessionError::Connect(e.to_string()))?;
-        }
-        let channel = tokio::select! {
-            _ = shutdown.as_mut() => return Ok(()),
-            r = ep.connect() => r.map_err(|e| SessionError::Connect(format!("{e:?}")))?,
-        };
-        bump!(self.stats, sessions);
-        let (tx, rx) = mpsc::channel::<AgentMessage>(1024);
-        tx.send(AgentMessage {
-            seq: 1,
-            msg: Some(agent_message::Msg::Hello(Hello {
-                stack: self.cfg.stack.clone(),
-                underlay_addr: u32::from(self.cfg.underlay),
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                epoch: self.epoch,
-            })),
-        })
-        .await
-        .map_err(|_| SessionError::Closed)?;
-        let mut client = ServerStackClient::new(channel);
-        let inbound = tokio::time::timeout(
-            self.cfg.handshake_timeout,
-            client.attach(ReceiverStream::new(rx)),
-        )
-        .await
-        .map_err(|_| SessionError::Timeout("the Attach response"))?
-        .map_err(SessionError::Refused)?
-        .into_inner();
-        let mut s = Session {
-            tx,
-            inbound,
-            seq: 1,
-            heartbeat: Duration::from_secs(1),
-            last_sent: Instant::now(),
-            pending: BTreeMap::new(),
-        };
-
-        // Welcome, then the VIPA list.
-        let t = self.cfg.handshake_timeout;
-        match s.next("Welcome", t).await?.msg {
-            Some(controller_message::Msg::Welcome(w)) => {
-                if w.heartbeat_interval_ms > 0 {
-                    s.heartbeat = Duration::from_millis(u64::from(w.heartbeat_interval_ms));
-                }
-                tracing::info!(controller = %w.controller_id, heartbeat_ms = s.heartbeat.as_millis() as u64, epoch = self.epoch, "attached");
-            }
-            other => {
-                bump!(self.stats, protocol_errors);
-                return Err(SessionError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )));
-            }
-        }
-        *welcomed = true;
-        self.stats.connected.store(true, Ordering::Relaxed);
-        loop {
-            match s.next("the VIPA list", t).await?.msg {
-                Some(controller_message::Msg::VipaList(l)) => {
-                    self.apply_vipa_list(&l).await;
-                    break;
-                }
-                Some(controller_message::Msg::Ack(a)) => self.handle_ack(&mut s, a.seq, &a.errors),
-                other => {
-                    bump!(self.stats, protocol_errors);
-                    tracing::warn!(msg = ?other, "unexpected message before the VIPA list");
-                }
-            }
-        }
-
-        // Full re-report of the current kernel state.
-        let snap = self.snapshot().await?;
-        self.tracker.observe(snap);
-        let full = self.tracker.full_reports(self.cfg.max_batch);
-        tracing::info!(
-            listeners = self.tracker.listeners().len(),
-            connections = self.tracker.connections().len(),
-            batches = full.len(),
-            "full re-report"
-        );
-        for r in full {
-            s.send_report(r, &self.stats).await?;
-        }
-
-        let mut tick = tokio::time::interval(self.cfg.poll_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
-        loop {
-            let hb_at = tokio::time::Instant::from_std(s.last_sent + s.heartbeat);
-            let destroy = self.destroy.as_ref();
-            let destroyed = async move {
-                match destroy {
-                    Some(fd) => fd.readable().await.map(|mut g| {
-                        let n = g.get_inner().drain().unwrap_or(1);
-                        g.clear_ready();
-                        n
-                    }),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.as_mut() => {
-                    drop(s);
-                    return Ok(());
-                }
-                m = s.inbound.message() => match m {
-                    Err(st) => return Err(SessionError::Stream(st)),
-                    Ok(None) => return Err(SessionError::Closed),
-                    Ok(Some(m)) => match m.msg {
-                        Some(controller_message::Msg::VipaList(l)) => {
-                            let d = self.apply_vipa_list(&l).await;
-                            s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
-                        }
-                        Some(controller_message::Msg::Ack(a)) => self.handle_ack(&mut s, a.seq, &a.errors),
-                        Some(controller_message::Msg::Welcome(_)) | None => {
-                            bump!(self.stats, protocol_errors);
-                            tracing::warn!("unexpected controller message ignored");
-                        }
-                    },
-                },
-                _ = tick.tick() => {
-                    if let Some(snap) = self.poll().await {
-                        let d = self.tracker.observe(snap);
-                        s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
-                    }
-                }
-                r = destroyed => {
-                    if let Ok(n) = r && n > 0 {
-                        bump!(self.stats, destroy_wakeups);
-                        // Rate-limit event-driven dumps under connection churn: at most one
-                        // per 2 ms, and at most 20% of the time dumping.
-                        let since = self.last_poll.elapsed();
-                        let gap = Duration::from_millis(2).max(self.last_dump_cost * 4);
-                        if since < gap {
-                            tokio::time::sleep(gap - since).await;
-                        }
-                        if let Some(snap) = self.poll().await {
-                            let d = self.tracker.observe(snap);
-                            s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
-                        }
-                    }
-                }
-                Some(c) = self.control.recv() => {
-                    let d = self.handle_control(c);
-                    s.send_delta(d, self.cfg.max_batch, &self.stats).await?;
-                }
-                _ = tokio::time::sleep_until(hb_at) => {
-                    s.send(agent_message::Msg::Heartbeat(Heartbeat { weight: self.cfg.weight })).await?;
-                    bump!(self.stats, heartbeats_sent);
-                }
-            }
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
         }
     }
 }

@@ -13,8 +13,10 @@
 //! - [`tracker`]: the VIPA set, drains, and the snapshot differ that produces reports and
 //!   full re-reports.
 //! - [`lo`]: DVIPAs on `lo` via rtnetlink; ARP sysctls.
-//! - [`agent`]: the controller session loop (Hello/Welcome/VIPA list/full sync/incremental
-//!   reports/heartbeats/acks, reconnect with backoff).
+//! - [`agent`]: the agent loop: kernel observers and tracker, VIPA lists applied, deltas sent
+//!   to every attached controller, full re-report to each controller that (re)attaches.
+//! - [`link`]: one session per controller (`--controller A --controller B`: Hello/Welcome/VIPA
+//!   list/reports/heartbeats/acks, reconnect with its own backoff), bounded per controller.
 //! - [`control`]: the local control socket (drain, undrain, status).
 //! - [`echo`]: the data-plane probe echo (`--dataplane-echo`, the controller's
 //!   `[liveness.dataplane]`).
@@ -27,10 +29,25 @@
 //! reported within milliseconds. VIPA list changes, drain orders and controller messages are
 //! handled as they arrive.
 
+/// Counts in [`agent::AgentStats`] and the `dvipa_agent_<field>_total` metric.
+macro_rules! bump {
+    ($stats:expr, $field:ident) => {
+        bump!($stats, $field, 1)
+    };
+    ($stats:expr, $field:ident, $n:expr) => {{
+        $stats
+            .$field
+            .fetch_add($n as u64, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!(concat!("dvipa_agent_", stringify!($field), "_total"))
+            .increment($n as u64);
+    }};
+}
+
 pub mod agent;
 pub mod control;
 pub mod diag;
 pub mod echo;
+pub mod link;
 pub mod lo;
 pub mod model;
 pub mod tracker;

@@ -37,9 +37,10 @@ struct RunArgs {
     /// This server's underlay IPv4 address.
     #[arg(long, required = true)]
     underlay: Option<Ipv4Addr>,
-    /// Controller endpoint, e.g. https://controller:7443.
-    #[arg(long, required = true)]
-    controller: Option<String>,
+    /// Controller endpoint, e.g. https://controller:7443. Repeat it (or give a comma list) to
+    /// attach to every controller replica (one session each, at most 16).
+    #[arg(long, required = true, value_delimiter = ',')]
+    controller: Vec<String>,
     /// CA certificate (PEM) that signs the controller's certificate.
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -177,8 +178,8 @@ fn valid_stack_name(s: &str) -> bool {
 }
 
 fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
-    let (Some(stack), Some(underlay), Some(controller)) = (a.stack, a.underlay, a.controller)
-    else {
+    let controllers: Vec<String> = a.controller.iter().map(|c| c.trim().to_string()).collect();
+    let (Some(stack), Some(underlay), false) = (a.stack, a.underlay, controllers.is_empty()) else {
         bail!("--stack, --underlay and --controller are required");
     };
     if !valid_stack_name(&stack) {
@@ -189,7 +190,18 @@ fn config(a: RunArgs) -> anyhow::Result<(AgentConfig, Option<PathBuf>)> {
     if underlay.is_unspecified() {
         bail!("--underlay 0.0.0.0 is not an address");
     }
-    let mut cfg = AgentConfig::new(&stack, underlay, &controller);
+    if controllers.len() > dvipa_agent::link::MAX_CONTROLLERS {
+        bail!(
+            "--controller given {} times: at most {}",
+            controllers.len(),
+            dvipa_agent::link::MAX_CONTROLLERS
+        );
+    }
+    if let Some(c) = controllers.iter().find(|c| c.is_empty()) {
+        bail!("--controller {c:?}: empty endpoint in the list");
+    }
+    let mut cfg = AgentConfig::new(&stack, underlay, &controllers[0]);
+    cfg.controllers = controllers;
     if a.insecure {
         tracing::warn!("**************************************************************");
         tracing::warn!("*  --insecure: NO TLS. The controller is not authenticated,  *");
@@ -251,7 +263,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (cfg, socket) = config(a)?;
-    tracing::info!(stack = %cfg.stack, underlay = %cfg.underlay, controller = %cfg.controller,
+    tracing::info!(stack = %cfg.stack, underlay = %cfg.underlay, controllers = ?cfg.controllers,
         poll_ms = cfg.poll_interval.as_millis() as u64, "starting");
     let _tls_watch = cfg
         .tls_reload

@@ -16,6 +16,7 @@ mod embedded;
 mod failover;
 mod flood;
 mod fwd;
+mod ha;
 mod harness;
 mod memory;
 mod pin;
@@ -83,11 +84,13 @@ enum Cmd {
     Flood,
     /// Takeover/takeback event → router FIB over BGP (gobgpd + BIRD) vs the hooks (issue 18).
     Bgp,
+    /// Controller HA: leader failover time over 10 kills (3 replicas, real etcd; issue 17).
+    Ha,
 }
 
 type Section = fn(Size) -> anyhow::Result<Vec<Figure>>;
 
-const SECTIONS: [(Cmd, &str, Section); 9] = [
+const SECTIONS: [(Cmd, &str, Section); 10] = [
     (Cmd::Slots, "slot_fill", slots::run),
     (Cmd::Memory, "memory", memory::run),
     (Cmd::Write, "p4rt_write", write::run),
@@ -97,6 +100,7 @@ const SECTIONS: [(Cmd, &str, Section); 9] = [
     (Cmd::Detect, "detection", detect::run),
     (Cmd::Flood, "flood", flood::run),
     (Cmd::Bgp, "bgp", bgp::run),
+    (Cmd::Ha, "ha", ha::run),
 ];
 
 /// Median wall time of one call of `f` over `iters` calls.
