@@ -41,6 +41,10 @@
 //! Layout: this file is the driver (session loop, setup, reads, commands, digests, idle
 //! notifications); `writer.rs` the write path, `render.rs` the text of `table dump`,
 //! `liveness.rs` the probes.
+//!
+//! Over the project's ~800-line guide on purpose: the driver's session loop (connect, arbitrate,
+//! liveness, digests, reads, reconcile) is one state machine; its write path (`writer`), table
+//! rendering (`render`), counter ageing (`ageing`) and probe (`liveness`) are submodules.
 
 use crate::shared::Shared;
 use crate::translate;

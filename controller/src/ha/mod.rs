@@ -143,6 +143,9 @@ pub async fn gate(
             st.is_leader() && !(gate.borrow().is_leader() && gate.borrow().term == st.term);
         let mut restored = Vec::new();
         if promoted {
+            // Before the drivers connect: the switches' first reads adopt what another leader
+            // pinned, as after a controller restart.
+            shared.with_core_mut(|c| c.restart_as_leader(shared.now()));
             store.forget();
             let t0 = Instant::now();
             // Up to 4 tries of `timeout` each: etcd just elected this replica, so it answers;

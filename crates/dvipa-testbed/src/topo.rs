@@ -14,6 +14,9 @@
 //! 10.77.L.0/24 with L in 1..=99 picked per run so that concurrent testbeds never share a subnet
 //! in the root namespace (R .1, srvK .(10+K), the root-side ctl leg .254); DVIPAs 10.77.200.D.
 //! Only the ctl leg has an address in the root namespace; switch ports have none.
+//!
+//! Over the project's ~800-line guide on purpose: building and tearing down the cluster are one
+//! ordered list of namespaces, links and processes; the BGP part lives in `bgp`.
 
 use std::fs::File;
 use std::net::Ipv4Addr;

@@ -6,6 +6,10 @@
 //! waits for the first arbitration outcome. Mastership is published on a `watch` channel,
 //! connection and arbitration changes on a `broadcast` channel. Unary RPCs carry the election id
 //! and role as P4Runtime requires.
+//!
+//! Over the project's ~800-line guide on purpose: the session and its StreamChannel task share
+//! the arbitration state machine; the RPCs that use it (write splitting, reads, pipeline) sit
+//! beside it.
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 //! would: field and action names, match kinds, bit widths, ternary masks, LPM prefixes, priority
 //! rules, action scope and missing parameters. The decoders turn entries and digests received
 //! from a device (or a client, on the server side) back into names and values.
+//!
+//! Over the project's ~800-line guide on purpose: the builder and the decoders are the two
+//! directions of one encoding, checked against each other by the tests.
 use std::net::Ipv4Addr;
 
 use p4rt_proto::p4::config::v1 as cfg;

@@ -125,6 +125,21 @@ impl Core {
         self.note_owners();
     }
 
+    /// A replica that becomes the leader (controller HA): from `now` on it treats its switches
+    /// as a restarted controller does — the first read of each switch adopts the connections
+    /// and slot fill it does not know for the DVIPAs that switch holds (another leader pinned
+    /// them), instead of removing them — and the start-up holds run again from `now`.
+    pub fn restart_as_leader(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let all: Vec<SwitchIdx> = self.switches.ids().collect();
+        for si in all {
+            self.switches[si].read_once = false;
+        }
+        self.timer_table.started = false;
+        self.count("restarted_as_leader");
+        self.handle_timeout(now);
+    }
+
     /// In the targets' start-up hold.
     pub(super) fn in_hold(&self) -> bool {
         self.timer_table
