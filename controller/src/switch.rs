@@ -62,6 +62,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 mod ageing;
+mod backup;
 mod liveness;
 use liveness::{Probe, election_id_in_use};
 
@@ -227,7 +228,8 @@ pub async fn run(
     let mut warn_unreachable = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     let mut warn_refused = p4rt::ratelimit::RateLimit::new(UNREACHABLE_LOG_EVERY);
     loop {
-        // HA (docs/ha.md): only the leader connects, with its term in the election id.
+        // HA (docs/ha.md): the leader connects with its term in the election id; a follower
+        // holds a backup session (term 0), reads only (`backup`).
         if let Some(mut ha) = d.shared.ha_rx() {
             d.ha_term = loop {
                 let s = ha.borrow_and_update().clone();
@@ -239,55 +241,28 @@ pub async fn run(
                     }
                     break s.term;
                 }
-                let until = tokio::time::Instant::now() + Duration::from_millis(20);
-                if !d
-                    .wait_unconnected(
-                        until,
-                        &mut rx,
-                        &mut shutdown,
-                        "follower (HA): the leader writes",
-                    )
-                    .await
-                {
+                if !d.follow(&mut ha, &mut rx, &mut shutdown).await {
                     return;
                 }
             };
         }
-        let mut cc = ClientConfig::new(d.cfg.addr.clone(), d.cfg.device_id);
-        cc.election_id = crate::ha::election_id(d.ha_term, d.election_id);
-        cc.connect_timeout = d.cfg.connect_timeout;
-        cc.keepalive = Some(d.cfg.keepalive);
-        cc.keepalive_timeout = Some(d.cfg.liveness);
-        cc.tcp_user_timeout = Some(d.cfg.tcp_user_timeout);
-        // The session's own stream reconnect (the driver replaces a session whose stream
-        // ended, so this only bounds a reconnect racing that).
-        cc.backoff_initial = RETRY_INITIAL;
-        cc.backoff_max = cap;
-        cc.queue_capacity = STREAM_QUEUE;
-        if let Some(t) = &d.cfg.tls {
-            // Read per connection: rotated files are used by the next connection.
-            match dvipa_tls::p4runtime_client_tls(
-                &t.ca,
-                t.cert.as_deref().zip(t.key.as_deref()),
-                t.server_name.as_deref(),
-            ) {
-                Ok(c) => cc.tls = Some(c),
-                Err(e) => {
-                    d.count("tls_files_failed");
-                    if let Some(suppressed) = warn_unreachable.check() {
-                        tracing::warn!(switch = %d.cfg.name, error = %e, suppressed, "P4Runtime TLS files unusable; retrying");
-                    }
-                    let until = tokio::time::Instant::now() + cap;
-                    if !d
-                        .wait_unconnected(until, &mut rx, &mut shutdown, "TLS files unusable")
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
+        let cc = match d.client_config(crate::ha::election_id(d.ha_term, d.election_id)) {
+            Ok(cc) => cc,
+            Err(e) => {
+                d.count("tls_files_failed");
+                if let Some(suppressed) = warn_unreachable.check() {
+                    tracing::warn!(switch = %d.cfg.name, error = %e, suppressed, "P4Runtime TLS files unusable; retrying");
                 }
+                let until = tokio::time::Instant::now() + cap;
+                if !d
+                    .wait_unconnected(until, &mut rx, &mut shutdown, "TLS files unusable")
+                    .await
+                {
+                    return;
+                }
+                continue;
             }
-        }
+        };
         let connect = Session::connect(cc);
         tokio::pin!(connect);
         let connected = loop {
@@ -356,6 +331,32 @@ pub async fn run(
 }
 
 impl Driver {
+    /// The session settings with `election_id` (TLS files are read per connection: rotated
+    /// files are used by the next one).
+    fn client_config(&self, election_id: u128) -> Result<ClientConfig, String> {
+        let mut cc = ClientConfig::new(self.cfg.addr.clone(), self.cfg.device_id);
+        cc.election_id = election_id;
+        cc.connect_timeout = self.cfg.connect_timeout;
+        cc.keepalive = Some(self.cfg.keepalive);
+        cc.keepalive_timeout = Some(self.cfg.liveness);
+        cc.tcp_user_timeout = Some(self.cfg.tcp_user_timeout);
+        // The session's own stream reconnect (the driver replaces a session whose stream
+        // ended, so this only bounds a reconnect racing that).
+        cc.backoff_initial = RETRY_INITIAL;
+        cc.backoff_max = retry_cap(self.cfg.liveness);
+        cc.queue_capacity = STREAM_QUEUE;
+        if let Some(t) = &self.cfg.tls {
+            let c = dvipa_tls::p4runtime_client_tls(
+                &t.ca,
+                t.cert.as_deref().zip(t.key.as_deref()),
+                t.server_name.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            cc.tls = Some(c);
+        }
+        Ok(cc)
+    }
+
     /// Waits until `until` without a session: commands are answered as unreachable (`why`) and
     /// the liveness deadline still fires. False on shutdown or when the command channel closed.
     async fn wait_unconnected(

@@ -2,8 +2,10 @@
 //! (P4Runtime on loopback, each in its own thread so it can be killed), one agent stream per
 //! replica (issue 17, scenarios 1 and 5 in process):
 //!
-//! - one leader; only it holds the switches, with the election id `(term << 64) | 10`;
-//!   followers refuse `dvipa move` naming the leader, and answer `counters` with their role;
+//! - one leader; only it is primary on the switches, with the election id `(term << 64) | 10`;
+//!   the followers hold backup sessions (term 0) and read through them (`dvipa table dump`),
+//!   never sending a Write; followers refuse `dvipa move` naming the leader, and answer
+//!   `counters` with their role;
 //! - the leader is killed (its tasks end at once, no resignation): a new leader within
 //!   `lease_ms` + 1 s, writing to the switches with a higher election id; the old leader's id
 //!   is refused by the switch (fencing); a pinned connection keeps its CRT entry and is still
@@ -14,7 +16,7 @@
 //! The figures (election, first write with the new id) are printed.
 
 use dvipa::advertise::RecordingAdvertiser;
-use dvipa::cli::{self, Common, OpCmd, Reply};
+use dvipa::cli::{self, Common, OpCmd, Reply, TableCmd};
 use dvipa::controller::Controller;
 use dvipa::ha::{HaState, election_id};
 use dvipa_switch::server::SwitchServer;
@@ -255,9 +257,36 @@ async fn leader_killed_twice_then_the_routing_switch_nothing_is_lost() {
     )
     .await;
 
+    // Followers hold backup sessions: the switch lists both (term 0, not the observer's 1).
+    eventually(
+        "SW1 and SW2 hold both followers' backup sessions",
+        || async {
+            [&s1.sw, &s2.sw].iter().all(|sw| {
+                let ids = sw.controllers();
+                let backups = ids
+                    .iter()
+                    .filter(|i| i.is_some_and(|i| i >> 64 == 0 && i > 1))
+                    .count();
+                backups == 2 && ids.contains(&Some(election_id(term, 10)))
+            })
+        },
+    )
+    .await;
+
     // Followers: read-only answers with role, mutating commands refused naming the leader.
     let f = (l + 1) % 3;
     let c = Common::plaintext(format!("http://{}", rs[f].admin));
+    // A follower reads the switch through its backup session: the entry the leader wrote.
+    let dump = OpCmd::Table {
+        cmd: TableCmd::Dump {
+            table: "dvipa".into(),
+            switch: "SW1".into(),
+        },
+    };
+    let Reply::Table(t) = cli::run(&c, &dump).await.unwrap() else {
+        panic!("table dump is a table")
+    };
+    assert_eq!(t.rows.len(), 1, "{t:?}");
     let mv = |to: &str| OpCmd::Move {
         dvipa: DVIPA,
         to: to.into(),
@@ -411,6 +440,11 @@ async fn leader_killed_twice_then_the_routing_switch_nothing_is_lost() {
         Verdict::Forward(PORT_MVS1)
     );
     assert!(pinned(&s1.sw, 41001) && pinned(&s1.sw, 41002));
+    // No follower ever sent a Write (every writer's id carries a leader's term).
+    for sw in [&s1.sw, &s2.sw] {
+        let w = sw.stats().writer_election_ids.lock().clone();
+        assert!(!w.is_empty() && w.iter().all(|i| i >> 64 >= 1), "{w:?}");
+    }
     for r in &mut rs {
         r.hb.abort();
         if let Some(c) = r.ctl.take() {

@@ -71,6 +71,9 @@ pub struct DigestConfig {
     pub ack_timeout_ns: i64,
 }
 
+/// How many distinct writer election ids [`ServerStats::writer_election_ids`] keeps.
+pub const MAX_WRITER_IDS: usize = 64;
+
 /// Server counters.
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -92,6 +95,9 @@ pub struct ServerStats {
     pub metadata_refused: AtomicU64,
     /// `ReadResponse` messages sent (a Read's answer may take several).
     pub read_responses: AtomicU64,
+    /// The election ids that sent a Write RPC, whatever its outcome (the first
+    /// [`MAX_WRITER_IDS`] distinct ones): which controllers tried to write.
+    pub writer_election_ids: Mutex<std::collections::BTreeSet<u128>>,
 }
 
 struct Inner {
@@ -149,6 +155,12 @@ impl P4Runtime for SwitchServer {
         self.check_device(req.device_id)?;
         #[allow(deprecated)]
         check_role_fields(req.role_id)?;
+        if let Some(id) = election_of(&req.election_id) {
+            let mut w = self.inner.stats.writer_election_ids.lock();
+            if w.len() < MAX_WRITER_IDS {
+                w.insert(id);
+            }
+        }
         self.check_primary(&req.role, &req.election_id)?;
         if req.atomicity != p4::write_request::Atomicity::ContinueOnError as i32 {
             return Err(Status::unimplemented(
@@ -530,6 +542,13 @@ impl SwitchServer {
     /// Server counters.
     pub fn stats(&self) -> &ServerStats {
         &self.inner.stats
+    }
+
+    /// The election ids of the live controllers (streams that arbitrated), any role; `None`:
+    /// a controller that sent no election id.
+    pub fn controllers(&self) -> Vec<Option<u128>> {
+        let st = self.inner.state.lock();
+        st.controllers.iter().map(|c| c.election_id).collect()
     }
 
     /// Handle for the data path's digests.
