@@ -468,6 +468,7 @@ async fn leader_failover_time_over_10_kills() {
     }
     let (_o1, m1) = observer(a1).await;
     let mut took = Vec::new();
+    let mut promote = Vec::new();
     for kill in 0..10 {
         let l = wait_leader(&rs, Duration::from_secs(15)).await;
         let term = rs[l].state().term;
@@ -481,7 +482,11 @@ async fn leader_failover_time_over_10_kills() {
         let t0 = Instant::now();
         dead.kill();
         let mut writing = None;
+        let mut elected = None;
         while t0.elapsed() < Duration::from_secs(10) {
+            if elected.is_none() && leader(&rs).is_some() {
+                elected = Some(t0.elapsed());
+            }
             if let Some(id) = primary_id(&m1)
                 && id >> 64 > u128::from(term)
             {
@@ -491,12 +496,24 @@ async fn leader_failover_time_over_10_kills() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let d = writing.expect("no new primary on SW1 within 10 s");
-        println!("kill {kill}: {name} (term {term}) -> new leader primary on SW1 after {d:?}");
+        let e = elected.unwrap_or(d);
+        println!(
+            "kill {kill}: {name} (term {term}) -> new leader elected after {e:?}, primary on SW1 \
+             after {d:?} (+{:?})",
+            d.saturating_sub(e)
+        );
+        promote.push(d.saturating_sub(e));
         assert!(d <= Duration::from_millis(LEASE_MS + 1000), "{d:?}");
         took.push(d);
         rs[l] = start_replica(&name, a1, a2, &etcd).await;
     }
     took.sort();
+    promote.sort();
+    println!(
+        "elected -> primary (the new leader's backup session dropped, primary session up), \
+         10 kills: min {:?}, median {:?}, max {:?}",
+        promote[0], promote[5], promote[9]
+    );
     println!(
         "leader failover (kill -> new leader primary on the switch), 10 kills, lease_ms {LEASE_MS}: \
          min {:?}, median {:?}, max {:?}",
