@@ -20,6 +20,10 @@ impl Stats {
         self.add(&format!("rejected_{reason}"), 1);
         metrics::counter!("dvipa_rejected_messages_total", "reason" => reason).increment(1);
     }
+    /// Sets `name` to `v` (a gauge kept with the counters, e.g. a held session: 0 or 1).
+    pub fn set(&self, name: &str, v: u64) {
+        self.map.lock().insert(name.to_string(), v);
+    }
     /// A counter's value.
     pub fn get(&self, name: &str) -> u64 {
         self.map.lock().get(name).copied().unwrap_or(0)

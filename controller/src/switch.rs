@@ -63,6 +63,7 @@ use tokio::task::JoinSet;
 
 mod ageing;
 mod backup;
+pub use backup::held_key;
 mod liveness;
 use liveness::{Probe, election_id_in_use};
 

@@ -287,6 +287,11 @@ async fn leader_killed_twice_then_the_routing_switch_nothing_is_lost() {
         panic!("table dump is a table")
     };
     assert_eq!(t.rows.len(), 1, "{t:?}");
+    let r = vipadyn(rs[f].admin).await;
+    assert!(
+        r.len() == 2 && r.iter().all(|x| x.2 == "BACKUP-SESSION"),
+        "{r:?}"
+    );
     let mv = |to: &str| OpCmd::Move {
         dvipa: DVIPA,
         to: to.into(),

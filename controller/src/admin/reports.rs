@@ -245,7 +245,12 @@ pub fn vipadyn(core: &Core, shared: &Shared) -> pb::AdminTable {
         let chain = std::iter::once((v.owner.clone(), None))
             .chain(v.backups.iter().map(|b| (b.switch.clone(), Some(b.rank))));
         for (sw, rank) in chain {
+            // A follower (HA) holding a backup session: the switch answers its reads, the
+            // leader writes.
+            let backup =
+                !shared.may_write() && shared.stats.get(&crate::switch::held_key(&sw)) == 1;
             let live = match core.liveness(&sw) {
+                _ if backup => "BACKUP-SESSION",
                 Some(SwitchLiveness::Up) => "UP",
                 Some(SwitchLiveness::Syncing) => "SYNCING",
                 Some(SwitchLiveness::Down) => "DOWN",

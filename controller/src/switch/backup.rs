@@ -23,6 +23,12 @@ pub fn backup_low(replica: &str) -> u64 {
     h.max(2)
 }
 
+/// The shell gauge (in `dvipa counters`): 1 while this replica holds a backup session to
+/// `switch` (`netstat vipadyn` on a follower shows SWITCHSTATE `BACKUP-SESSION` then).
+pub fn held_key(switch: &str) -> String {
+    format!("switch_backup_session_{switch}")
+}
+
 impl Driver {
     /// Holds a backup session while this replica follows. True when the caller should look
     /// at the role again (leader now, or the session ended); false on shutdown.
@@ -67,9 +73,11 @@ impl Driver {
         };
         self.count("backup_sessions");
         metrics::gauge!("dvipa_switch_backup_session", "switch" => self.cfg.name.clone()).set(1.0);
+        self.shared.stats.set(&held_key(&self.cfg.name), 1);
         tracing::info!(switch = %self.cfg.name, election_low = low, "backup session (HA follower: reads only)");
         let r = self.backup_loop(&session, ha, rx, shutdown).await;
         metrics::gauge!("dvipa_switch_backup_session", "switch" => self.cfg.name.clone()).set(0.0);
+        self.shared.stats.set(&held_key(&self.cfg.name), 0);
         match r {
             Some(r) => r,
             None => self.follower_pause(ha, rx, shutdown).await,
