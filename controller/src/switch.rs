@@ -44,7 +44,8 @@
 //!
 //! Over the project's ~800-line guide on purpose: the driver's session loop (connect, arbitrate,
 //! liveness, digests, reads, reconcile) is one state machine; its write path (`writer`), table
-//! rendering (`render`), counter ageing (`ageing`) and probe (`liveness`) are submodules.
+//! rendering (`render`), counter ageing (`ageing`), probe (`liveness`) and the HA follower's backup
+//! session (`backup`) are submodules.
 
 use crate::shared::Shared;
 use crate::translate;
