@@ -106,72 +106,17 @@ impl SwitchServer {
                         "register entries can only be modified".into(),
                     ));
                 }
-                if r.register_id == prog.syn_pending {
-                    let v = match r.data.as_ref().and_then(|d| d.data.as_ref()) {
-                        Some(p4::p4_data::Data::Bitstring(b)) => p4rt::codec::decode_u128(b, 32)
-                            .map_err(|e| EntityError::Invalid(format!("syn_pending value: {e}")))?
-                            as u32,
-                        _ => {
-                            return Err(EntityError::Invalid(
-                                "syn_pending data must be a bitstring".into(),
-                            ));
-                        }
-                    };
-                    match &r.index {
-                        None => p
-                            .syn_pending
-                            .iter()
-                            .for_each(|x| x.store(v, Ordering::Relaxed)),
-                        Some(i) => {
-                            let idx = usize::try_from(i.index)
-                                .ok()
-                                .filter(|i| *i < p.syn_pending.len())
-                                .ok_or_else(|| {
-                                    EntityError::Invalid(format!(
-                                        "syn_pending index {} out of range",
-                                        i.index
-                                    ))
-                                })?;
-                            p.syn_pending[idx].store(v, Ordering::Relaxed);
-                        }
-                    }
-                    return Ok(());
-                }
-                if r.register_id != prog.rr_state {
+                let (cells, name) = if r.register_id == prog.syn_pending {
+                    (&p.syn_pending, "syn_pending")
+                } else if r.register_id == prog.rr_state {
+                    (&p.rr_state, "rr_state")
+                } else {
                     return Err(EntityError::NotFound(format!(
                         "unknown register id {}",
                         r.register_id
                     )));
-                }
-                let v = match r.data.as_ref().and_then(|d| d.data.as_ref()) {
-                    Some(p4::p4_data::Data::Bitstring(b)) => p4rt::codec::decode_u128(b, 32)
-                        .map_err(|e| EntityError::Invalid(format!("rr_state value: {e}")))?
-                        as u32,
-                    _ => {
-                        return Err(EntityError::Invalid(
-                            "rr_state data must be a bitstring".into(),
-                        ));
-                    }
                 };
-                match &r.index {
-                    None => p
-                        .rr_state
-                        .iter()
-                        .for_each(|x| x.store(v, Ordering::Relaxed)),
-                    Some(i) => {
-                        let idx = usize::try_from(i.index)
-                            .ok()
-                            .filter(|i| *i < p.rr_state.len())
-                            .ok_or_else(|| {
-                                EntityError::Invalid(format!(
-                                    "rr_state index {} out of range",
-                                    i.index
-                                ))
-                            })?;
-                        p.rr_state[idx].store(v, Ordering::Relaxed);
-                    }
-                }
-                Ok(())
+                write_register(cells, name, r)
             }
             _ => Err(EntityError::Unimplemented(
                 "entity type not supported by this program".into(),
@@ -257,6 +202,37 @@ impl SwitchServer {
             U::Unspecified => Err(EntityError::Invalid("update type UNSPECIFIED".into())),
         }
     }
+}
+
+/// A register write: one cell (`index`) or, without an index, every cell, to a 32-bit value.
+fn write_register(
+    cells: &[std::sync::atomic::AtomicU32],
+    name: &str,
+    r: &p4::RegisterEntry,
+) -> Result<(), EntityError> {
+    let v = match r.data.as_ref().and_then(|d| d.data.as_ref()) {
+        Some(p4::p4_data::Data::Bitstring(b)) => p4rt::codec::decode_u128(b, 32)
+            .map_err(|e| EntityError::Invalid(format!("{name} value: {e}")))?
+            as u32,
+        _ => {
+            return Err(EntityError::Invalid(format!(
+                "{name} data must be a bitstring"
+            )));
+        }
+    };
+    match &r.index {
+        None => cells.iter().for_each(|x| x.store(v, Ordering::Relaxed)),
+        Some(i) => {
+            let idx = usize::try_from(i.index)
+                .ok()
+                .filter(|i| *i < cells.len())
+                .ok_or_else(|| {
+                    EntityError::Invalid(format!("{name} index {} out of range", i.index))
+                })?;
+            cells[idx].store(v, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn insert(
