@@ -472,8 +472,35 @@ pub fn set_tx_checksum(ns: Option<&str>, ifname: &str, on: bool) -> Result<()> {
     }
 }
 
-/// A TCP port that is free on 127.0.0.1 right now (bind to port 0, read it, close).
+/// A TCP port that is free on every address right now, for a process started later to listen
+/// on. It is drawn below the kernel's ephemeral range (`ip_local_port_range`): a port the kernel
+/// hands out (port 0) can be taken meanwhile by any outgoing connection as its local port — a
+/// CI run saw gobgpd's BGP session to BIRD take the controller's agent port on the same
+/// address. Distinct within one process (a sequence number spreads the draws).
 pub fn free_local_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_lo.max(10_001));
+    let span = u64::from(hi - lo);
+    let mut x = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        x = x
+            .wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let port = lo + ((x >> 33) % span) as u16;
+        if std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    // Fall back to the kernel's choice.
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
