@@ -222,7 +222,10 @@ async fn session(
                 return Err("etcd says the lease is gone".into());
             }
             _ = poll.tick() => {
-                if let Ok(Ok(mut r)) = tokio::time::timeout(tick, el.leader(cfg.election.clone())).await
+                // The query may hang while etcd does: it never holds the loop past the
+                // step-down deadline (the next turn then steps down at once).
+                let budget = tick.min(deadline.saturating_duration_since(Instant::now()));
+                if let Ok(Ok(mut r)) = tokio::time::timeout(budget, el.leader(cfg.election.clone())).await
                     && let Some(kv) = r.take_kv()
                     && kv.key() != key.key()
                 {
