@@ -214,15 +214,15 @@ fn scopeguard(h: tokio::task::JoinHandle<()>) -> Abort {
 }
 
 fn skip() -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root (network namespaces)");
-        return true;
-    }
-    if !dvipa_testbed::bgp::available() {
-        eprintln!("SKIPPED: gobgpd and bird are not installed (scripts/install-test-deps.sh)");
-        return true;
-    }
-    false
+    let why = if !dvipa_testbed::is_root() {
+        "needs root (network namespaces)"
+    } else if !dvipa_testbed::bgp::available() {
+        "gobgpd and bird are not installed (scripts/install-test-deps.sh)"
+    } else {
+        return false;
+    };
+    dvipa_testbed::skip::skip(why);
+    true
 }
 
 #[test]

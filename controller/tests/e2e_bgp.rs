@@ -8,29 +8,19 @@
 //! from the event to R's kernel route pointing at the new switch ("advert ms") and R's BGP table
 //! before and after.
 
+use dvipa_testbed::skip;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn demo_over_bgp_takeover_and_takeback_keep_every_connection() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: dvipa demo needs root (network namespaces)");
-        return;
-    }
-    if !dvipa_testbed::bgp::available() {
-        eprintln!("SKIPPED: gobgpd and bird are not installed (scripts/install-test-deps.sh)");
-        return;
-    }
     let exe = Path::new(env!("CARGO_BIN_EXE_dvipa"));
-    let dir = exe.parent().expect("bin dir");
-    for b in ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"] {
-        if !dir.join(b).exists() {
-            eprintln!(
-                "SKIPPED: no {} (cargo build -p dvipa-switch -p dvipa-agent -p dvipa-testbed)",
-                dir.join(b).display()
-            );
-            return;
-        }
+    if let Some(why) = skip::demo_unavailable(exe).or_else(|| {
+        (!dvipa_testbed::bgp::available())
+            .then(|| "gobgpd and bird are not installed (scripts/install-test-deps.sh)".to_string())
+    }) {
+        skip::skip(why);
+        return;
     }
     let out = Command::new(exe)
         .args(["demo", "--no-build", "--conns", "100", "--advertise", "bgp"])

@@ -15,35 +15,19 @@
 //! The demo prints the detection, takeover and takeback times (median, min, max of the 5 cycles)
 //! and the probe counters. Skips with a message without root, the sibling binaries or iptables.
 
+use dvipa_testbed::skip;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn a_switch_that_forwards_nothing_is_taken_over_and_back_only_after_its_data_path_answers() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("SKIPPED: dvipa demo --failures needs root (network namespaces, iptables)");
-        return;
-    }
     let exe = Path::new(env!("CARGO_BIN_EXE_dvipa"));
-    let dir = exe.parent().expect("bin dir");
-    for b in ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"] {
-        if !dir.join(b).exists() {
-            eprintln!(
-                "SKIPPED: no {} (cargo build -p dvipa-switch -p dvipa-agent -p dvipa-testbed)",
-                dir.join(b).display()
-            );
-            return;
-        }
-    }
-    for t in ["iptables", "ss"] {
-        if !Command::new(t)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            eprintln!("SKIPPED: no {t} (scripts/install-test-deps.sh installs it)");
-            return;
-        }
+    if let Some(why) = skip::demo_unavailable(exe)
+        .or_else(|| skip::tool_missing("iptables", "-V"))
+        .or_else(|| skip::tool_missing("ss", "-V"))
+    {
+        skip::skip(why);
+        return;
     }
     let out = Command::new(exe)
         .args(["demo", "--no-build", "--failures", "--dataplane"])
@@ -101,9 +85,4 @@ fn a_switch_that_forwards_nothing_is_taken_over_and_back_only_after_its_data_pat
         stdout.contains("cluster removed; PASS"),
         "no PASS line: {stdout}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

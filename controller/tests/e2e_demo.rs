@@ -7,25 +7,16 @@
 //! dvipa-agent, dvipa-echo, dvipa-conns: `cargo build -p dvipa-switch -p dvipa-agent -p
 //! dvipa-testbed`, done by `cargo test --workspace`).
 
+use dvipa_testbed::skip;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn demo_takeover_and_takeback_keep_every_connection() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("SKIPPED: dvipa demo needs root (network namespaces)");
-        return;
-    }
     let exe = Path::new(env!("CARGO_BIN_EXE_dvipa"));
-    let dir = exe.parent().expect("bin dir");
-    for b in ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"] {
-        if !dir.join(b).exists() {
-            eprintln!(
-                "SKIPPED: no {} (cargo build -p dvipa-switch -p dvipa-agent -p dvipa-testbed)",
-                dir.join(b).display()
-            );
-            return;
-        }
+    if let Some(why) = skip::demo_unavailable(exe) {
+        skip::skip(why);
+        return;
     }
     let out = Command::new(exe)
         .args([
@@ -56,9 +47,4 @@ fn demo_takeover_and_takeback_keep_every_connection() {
         stdout.contains("cluster removed; PASS"),
         "no PASS line: {stdout}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

@@ -20,28 +20,17 @@
 //! message without root, without the sibling binaries or without etcd
 //! (scripts/install-test-deps.sh).
 
+use dvipa_testbed::skip;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn leader_killed_then_primary_switch_killed_no_connection_lost() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("SKIPPED: dvipa demo --ha needs root (network namespaces)");
-        return;
-    }
     let exe = Path::new(env!("CARGO_BIN_EXE_dvipa"));
-    let dir = exe.parent().expect("bin dir");
-    for b in ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"] {
-        if !dir.join(b).exists() {
-            eprintln!(
-                "SKIPPED: no {} (cargo build -p dvipa-switch -p dvipa-agent -p dvipa-testbed)",
-                dir.join(b).display()
-            );
-            return;
-        }
-    }
-    if Command::new("etcd").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no etcd (scripts/install-test-deps.sh installs etcd-server)");
+    if let Some(why) =
+        skip::demo_unavailable(exe).or_else(|| skip::tool_missing("etcd", "--version"))
+    {
+        skip::skip(why);
         return;
     }
     let out = Command::new(exe)
@@ -70,9 +59,4 @@ fn leader_killed_then_primary_switch_killed_no_connection_lost() {
     }
     assert!(stdout.contains("their DPT view warm"), "followers not warm");
     assert!(stdout.contains("cluster removed; PASS"), "no PASS line");
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

@@ -14,35 +14,19 @@
 //! The demo prints the detection times (fault → "switch down"). Skips with a message without
 //! root, without the sibling binaries or without iptables/ss (scripts/install-test-deps.sh).
 
+use dvipa_testbed::skip;
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn freeze_and_path_loss_are_detected_within_liveness_and_the_primary_comes_back() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("SKIPPED: dvipa demo --failures needs root (network namespaces, iptables)");
-        return;
-    }
     let exe = Path::new(env!("CARGO_BIN_EXE_dvipa"));
-    let dir = exe.parent().expect("bin dir");
-    for b in ["dvipa-switch", "dvipa-agent", "dvipa-echo", "dvipa-conns"] {
-        if !dir.join(b).exists() {
-            eprintln!(
-                "SKIPPED: no {} (cargo build -p dvipa-switch -p dvipa-agent -p dvipa-testbed)",
-                dir.join(b).display()
-            );
-            return;
-        }
-    }
-    for t in ["iptables", "ss"] {
-        if !Command::new(t)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            eprintln!("SKIPPED: no {t} (scripts/install-test-deps.sh installs it)");
-            return;
-        }
+    if let Some(why) = skip::demo_unavailable(exe)
+        .or_else(|| skip::tool_missing("iptables", "-V"))
+        .or_else(|| skip::tool_missing("ss", "-V"))
+    {
+        skip::skip(why);
+        return;
     }
     let out = Command::new(exe)
         .args(["demo", "--no-build", "--failures", "--conns", "200"])
@@ -83,9 +67,4 @@ fn freeze_and_path_loss_are_detected_within_liveness_and_the_primary_comes_back(
         !rules.contains("127.0.0.1/32") || !rules.contains("DROP"),
         "an iptables DROP rule was left behind: {rules}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

@@ -26,12 +26,18 @@ pub struct Etcd {
     dir: PathBuf,
 }
 
-/// `n` ports the kernel picked, bound together (so no two are the same).
+/// `n` distinct free ports below the kernel's ephemeral range
+/// ([`dvipa_testbed::netns::free_local_port`]), so an outgoing connection cannot take one
+/// between this choice and etcd's bind.
 pub fn ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let mut out: Vec<u16> = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = dvipa_testbed::netns::free_local_port().expect("a free local port");
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 impl Etcd {

@@ -242,7 +242,7 @@ fn key(c: &TcpStream) -> (u32, u32, u32) {
 fn two_controllers_both_get_reports_and_one_dying_leaves_the_other_alone() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: needs root and `ip` (a network namespace)");
+        dvipa_testbed::skip::skip("needs root and `ip` (a network namespace)");
         return;
     }
     let ns = format!("dvag-{}-multi", std::process::id());

@@ -45,7 +45,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_netns {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED: {why}");
+            dvipa_testbed::skip::skip(why);
             return;
         }
     };

@@ -52,7 +52,9 @@ fn usable() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !root || !ip {
-        eprintln!("netns test needs root and iproute2 (root={root}, ip={ip}); not run");
+        dvipa_testbed::skip::skip(format!(
+            "netns test needs root and iproute2 (root={root}, ip={ip})"
+        ));
     }
     root && ip
 }

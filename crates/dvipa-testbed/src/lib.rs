@@ -10,12 +10,14 @@
 //! - [`conns`]: the `dvipa-conns` client (N long-lived streaming connections, figures).
 //! - [`bgp`]: BIRD 2 in the router namespace peering with a GoBGP speaker (`Testbed::start_bgp`).
 //! - [`signals`]: tear everything down on Ctrl-C / SIGTERM (for the demo).
+//! - [`skip`]: tests that lack a prerequisite skip, or fail under `DVIPA_TESTS_NO_SKIP=1` (CI).
 
 pub mod bgp;
 pub mod conns;
 pub mod echo;
 pub mod netns;
 pub mod signals;
+pub mod skip;
 pub mod topo;
 
 pub use conns::{ConnsConfig, ConnsRun, Report, Snapshot};

@@ -15,7 +15,7 @@ fn root_or_skip(test: &str) -> bool {
     if netns::is_root() {
         true
     } else {
-        eprintln!("SKIPPED {test}: needs root (network namespaces, veth)");
+        dvipa_testbed::skip::skip(format!("{test}: needs root (network namespaces, veth)"));
         false
     }
 }

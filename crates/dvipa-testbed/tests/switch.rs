@@ -13,6 +13,7 @@ use std::time::Duration;
 use dvipa_testbed::conns::{ConnsConfig, ConnsRun};
 use dvipa_testbed::echo::{EchoConfig, EchoServer};
 use dvipa_testbed::netns;
+use dvipa_testbed::skip::skip;
 use dvipa_testbed::topo::{Testbed, TestbedConfig, leftovers};
 
 fn repo() -> PathBuf {
@@ -21,25 +22,25 @@ fn repo() -> PathBuf {
 
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     if !netns::is_root() {
-        eprintln!("SKIPPED: needs root (network namespaces, veth)");
+        skip("needs root (network namespaces, veth)");
         return None;
     }
     let switch = std::env::var_os("DVIPA_SWITCH")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/debug/dvipa-switch"));
     if !switch.exists() {
-        eprintln!(
-            "SKIPPED: no switch binary at {} (cargo build -p dvipa-switch)",
+        skip(format!(
+            "no switch binary at {} (cargo build -p dvipa-switch)",
             switch.display()
-        );
+        ));
         return None;
     }
     let py = repo().join(".venv/bin/python");
     if !py.exists() {
-        eprintln!(
-            "SKIPPED: no {} (scripts/install-test-deps.sh)",
+        skip(format!(
+            "no {} (scripts/install-test-deps.sh)",
             py.display()
-        );
+        ));
         return None;
     }
     Some((switch, py))
