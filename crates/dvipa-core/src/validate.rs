@@ -4,16 +4,16 @@
 //!   validation error names `file:line:col` like a syntax error does;
 //! - [`unicast_problem`], [`mac_problem`], [`name_problem`], [`p4runtime_problem`]: what is
 //!   wrong with a value, as a message, or `None`;
-//! - [`read_capped`] and [`utf8`]: the only way the controller reads a configuration file: a
+//! - [`read_capped`] (from `dvipa-file`) and [`utf8`]: the only way the controller reads a
+//!   configuration file: a
 //!   regular file no bigger than its cap (`profile = "/dev/zero"` fails at once), UTF-8 text
 //!   (an invalid byte is named by offset, line and column).
 //!
 //! The caps ([`TOML_CAP`], [`PROFILE_CAP`]) are far above any real file (the figure-4 example
 //! is under 2 KiB) and small enough that reading one never matters for memory.
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+
 use toml::de::{DeTable, DeValue};
 
 /// Largest TOML configuration read (1 MiB).
@@ -162,62 +162,7 @@ pub fn p4runtime_problem(s: &str) -> Option<String> {
     }
 }
 
-/// Reads `path` if it is a regular file of at most `cap` bytes; the error says what it is
-/// instead (`/dev/zero: not a regular file (character device)`) or how big it is. The size
-/// is checked before reading and the read itself stops at `cap + 1` bytes (a file that grows
-/// meanwhile is refused too).
-pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind};
-    let check = |md: &std::fs::Metadata| -> std::io::Result<()> {
-        if !md.is_file() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("not a regular file ({})", file_kind(md)),
-            ));
-        }
-        if md.len() > cap {
-            return Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("{} bytes, over the limit of {cap} bytes", md.len()),
-            ));
-        }
-        Ok(())
-    };
-    // Look before opening: opening a FIFO for reading would block until a writer appears.
-    check(&std::fs::metadata(path)?)?;
-    let f = std::fs::File::open(path)?;
-    check(&f.metadata()?)?;
-    let mut buf = Vec::new();
-    f.take(cap + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > cap {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("grew over the limit of {cap} bytes while being read"),
-        ));
-    }
-    Ok(buf)
-}
-
-/// What kind of file `md` describes (for messages).
-pub fn file_kind(md: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = md.file_type();
-    if t.is_dir() {
-        "directory"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_file() {
-        "regular file"
-    } else {
-        "special file"
-    }
-}
+pub use dvipa_file::{file_kind, read_capped};
 
 /// The bytes as text, or a message naming the first invalid byte by offset, line and column
 /// (`file:3:7: not UTF-8: invalid byte 0xff at byte offset 41`).
@@ -286,24 +231,6 @@ mod tests {
         ] {
             assert!(p4runtime_problem(bad).is_some(), "{bad}");
         }
-    }
-
-    #[test]
-    fn read_capped_refuses_devices_directories_and_big_files_at_once() {
-        let t = std::time::Instant::now();
-        let e = read_capped(Path::new("/dev/zero"), TOML_CAP).unwrap_err();
-        assert_eq!(e.to_string(), "not a regular file (character device)");
-        let e = read_capped(Path::new("/"), TOML_CAP).unwrap_err();
-        assert_eq!(e.to_string(), "not a regular file (directory)");
-        assert!(t.elapsed() < std::time::Duration::from_secs(5));
-        let dir = std::env::temp_dir().join(format!("dvipa-capped-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("big");
-        std::fs::write(&f, vec![b'#'; 101]).unwrap();
-        let e = read_capped(&f, 100).unwrap_err().to_string();
-        assert_eq!(e, "101 bytes, over the limit of 100 bytes");
-        assert_eq!(read_capped(&f, 101).unwrap().len(), 101);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -122,34 +122,7 @@ pub const PEM_CAP: u64 = 1 << 20;
 /// The file at `path` if it is a regular file of at most [`PEM_CAP`] bytes (a device, FIFO
 /// or directory is refused before reading; a bigger file is refused without reading it all).
 pub fn read_pem_file(path: &Path) -> io::Result<Vec<u8>> {
-    use io::{Error, ErrorKind, Read};
-    let check = |md: &std::fs::Metadata| {
-        if !md.is_file() {
-            Err(Error::new(
-                ErrorKind::InvalidInput,
-                "not a regular file (a PEM file must be one)",
-            ))
-        } else if md.len() > PEM_CAP {
-            Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("{} bytes, over the PEM limit of {PEM_CAP} bytes", md.len()),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    check(&std::fs::metadata(path)?)?;
-    let f = std::fs::File::open(path)?;
-    check(&f.metadata()?)?;
-    let mut buf = Vec::new();
-    f.take(PEM_CAP + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > PEM_CAP {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("grew over the PEM limit of {PEM_CAP} bytes while being read"),
-        ));
-    }
-    Ok(buf)
+    dvipa_file::read_capped_as(path, PEM_CAP, "PEM")
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
@@ -607,7 +580,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "reading /dev/zero: not a regular file (a PEM file must be one)"
+            "reading /dev/zero: not a regular file (character device; a PEM file must be one)"
         );
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
         let dir = std::env::temp_dir().join(format!("dvipa-pem-cap-{}", std::process::id()));

@@ -150,55 +150,6 @@ pub fn match_type(f: &cfg::MatchField) -> Option<cfg::match_field::MatchType> {
 /// production programs a few MiB).
 pub const P4INFO_CAP: u64 = 16 << 20;
 
-fn kind(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "directory"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
-/// The file at `path` if it is a regular file of at most `cap` bytes.
-fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read};
-    let check = |md: &std::fs::Metadata| {
-        if !md.is_file() {
-            Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("not a regular file ({})", kind(md.file_type())),
-            ))
-        } else if md.len() > cap {
-            Err(Error::new(
-                ErrorKind::InvalidData,
-                format!("{} bytes, over the limit of {cap} bytes", md.len()),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    check(&std::fs::metadata(path)?)?;
-    let f = std::fs::File::open(path)?;
-    check(&f.metadata()?)?;
-    let mut buf = Vec::new();
-    f.take(cap + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > cap {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("grew over the limit of {cap} bytes while being read"),
-        ));
-    }
-    Ok(buf)
-}
-
 impl Schema {
     /// Parses a P4Info in protobuf text format (what p4c writes to `*.p4info.txtpb`).
     pub fn from_text(text: &str) -> Result<Self> {
@@ -223,10 +174,11 @@ impl Schema {
     /// directory is refused before reading).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = read_capped(path, P4INFO_CAP).map_err(|source| SchemaError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            dvipa_file::read_capped(path, P4INFO_CAP).map_err(|source| SchemaError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let name = path.to_string_lossy();
         if name.ends_with(".bin") || name.ends_with(".pb") {
             return Self::from_binary(&bytes);
