@@ -34,10 +34,14 @@ impl OwnerStore {
 
     /// The persisted state; `Ok(None)` when there is no file yet.
     pub fn load(&self) -> Result<Option<OwnerState>, String> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => OwnerState::parse(&self.path.display().to_string(), &text)
-                .map(Some)
-                .map_err(|e| e.to_string()),
+        let name = self.path.display().to_string();
+        match dvipa_core::validate::read_capped(&self.path, dvipa_core::validate::TOML_CAP) {
+            Ok(bytes) => {
+                let text = dvipa_core::validate::utf8(&name, bytes)?;
+                OwnerState::parse(&name, &text)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", self.path.display())),
         }

@@ -111,8 +111,10 @@ pub fn run(cmd: PipelineCmd) -> anyhow::Result<()> {
             Ok(())
         }
         PipelineCmd::StandIn { p4info, out } => {
-            let text = std::fs::read_to_string(&p4info)
+            let bytes = dvipa_core::validate::read_capped(&p4info, p4rt::P4INFO_CAP)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p4info.display()))?;
+            let text = dvipa_core::validate::utf8(&p4info.display().to_string(), bytes)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             p4rt::tofino::write_stand_in_output(&out, &text, "dvipa")?;
             println!(
                 "{}: stand-in Tofino output for {}",
@@ -122,18 +124,9 @@ pub fn run(cmd: PipelineCmd) -> anyhow::Result<()> {
             Ok(())
         }
         PipelineCmd::Unpack { file, out: output } => {
-            let meta =
-                std::fs::metadata(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let limit = (p4rt::tofino::MAX_BLOB * 4) as u64;
-            if meta.len() > limit {
-                anyhow::bail!(
-                    "{}: {} bytes, more than the {limit} accepted",
-                    file.display(),
-                    meta.len()
-                );
-            }
-            let bytes =
-                std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let bytes = dvipa_core::validate::read_capped(&file, limit)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let (fmt, c) =
                 Compiled::unpack(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let written = c.write_dir(&output)?;

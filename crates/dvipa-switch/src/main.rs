@@ -168,15 +168,10 @@ fn target_opts(cli: &Cli) -> anyhow::Result<TargetOpts> {
 /// Largest PEM file read for the P4Runtime server's TLS.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
+/// A PEM file for the P4Runtime server's TLS: a regular file of at most [`MAX_PEM_BYTES`].
 fn read_pem(what: &str, p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let md = std::fs::metadata(p).with_context(|| format!("{what} {}", p.display()))?;
-    if !md.is_file() || md.len() > MAX_PEM_BYTES {
-        bail!(
-            "{what} {}: not a regular file of at most {MAX_PEM_BYTES} bytes",
-            p.display()
-        );
-    }
-    std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+    dvipa_file::read_capped_as(p, MAX_PEM_BYTES, "PEM")
+        .with_context(|| format!("reading {what} {}", p.display()))
 }
 
 /// tonic's server TLS config from the options (`None` without `--grpc-server-ssl`).

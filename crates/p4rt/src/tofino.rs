@@ -73,18 +73,7 @@ pub enum TofinoError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TofinoError> {
-    let meta = std::fs::metadata(path).map_err(|source| TofinoError::Io {
-        path: path.into(),
-        source,
-    })?;
-    if meta.len() as usize > MAX_BLOB {
-        return Err(TofinoError::Invalid(format!(
-            "{}: {} bytes, more than the {MAX_BLOB} accepted",
-            path.display(),
-            meta.len()
-        )));
-    }
-    std::fs::read(path).map_err(|source| TofinoError::Io {
+    dvipa_file::read_capped(path, MAX_BLOB as u64).map_err(|source| TofinoError::Io {
         path: path.into(),
         source,
     })
