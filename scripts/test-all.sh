@@ -37,6 +37,10 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 record clippy ok
 
+step "cargo doc -D warnings (the crate docs that explain the layout build without broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+record "cargo doc" ok
+
 step "import cycles between the controller shell's modules (scripts/module-cycles.sh)"
 scripts/module-cycles.sh
 record "module cycles" "none in controller/src"

@@ -111,7 +111,7 @@ pub struct ConfigFlags {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub admin_insecure_tcp: Option<bool>,
     /// Run the agent endpoint without TLS (overrides `agent.insecure`; `--insecure=false`
-    /// turns it off); refused when the configuration has a [tls] section. Tests only.
+    /// turns it off); refused when the configuration has a `[tls]` section. Tests only.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure: Option<bool>,
     /// Command run (sh -c) when a switch must advertise a DVIPA (overrides

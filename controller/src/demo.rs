@@ -18,7 +18,7 @@
 //! 5. stop the application on one server → its connections end normally, new ones go to the
 //!    others.
 //!
-//! `--failures` runs the failure-detection steps of issue 13 instead (see [`liveness`]):
+//! `--failures` runs the failure-detection steps of issue 13 instead (see `demo/liveness.rs`):
 //! 7. freeze the primary (SIGSTOP 5 s) → takeover within `liveness_ms` + 200 ms, then thaw →
 //!    takeback after its tables are reconciled;
 //! 8. drop the controller's P4Runtime packets to the primary for 5 s, 5 times;

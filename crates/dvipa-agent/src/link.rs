@@ -5,7 +5,7 @@
 //! The link does the handshake (Hello → Welcome → first VIPA list), sends the Reports the agent
 //! loop queues for it, its own Heartbeats when nothing was sent for the Welcome's interval, and
 //! handles Acks (refused items are logged with the item and counted). VIPA list updates go to
-//! the agent loop ([`FromLink`]), which owns the tracker and the kernel observers: one sock_diag
+//! the agent loop (`FromLink`), which owns the tracker and the kernel observers: one sock_diag
 //! dump feeds every controller.
 //!
 //! What one controller costs, bounded: one HTTP/2 channel, a queue of at most [`LINK_QUEUE`]
