@@ -87,6 +87,9 @@ pub struct HaState {
     pub step_downs: std::collections::BTreeMap<&'static str, u64>,
     /// This replica's election key while it leads (etcd writes are fenced on it).
     pub key: Option<Vec<u8>>,
+    /// Why the last etcd session failed (`reason` of `dvipa_ha_etcd_errors_total`, the error
+    /// naming the cause, e.g. etcd's certificate not trusted); cleared when elected.
+    pub etcd_error: Option<(&'static str, String)>,
 }
 
 impl HaState {
@@ -102,6 +105,7 @@ impl HaState {
             elections: 0,
             step_downs: Default::default(),
             key: None,
+            etcd_error: None,
         }
     }
 
