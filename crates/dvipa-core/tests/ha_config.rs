@@ -56,7 +56,7 @@ replica = "a""#,
             r#"etcd = ["https://127.0.0.1:2379"]
 election = "/dvipa/p/leader"
 replica = "a""#,
-            "t.toml:13:9: ha.etcd: \"https://127.0.0.1:2379\": an https:// endpoint needs [ha.tls]",
+            "t.toml:13:8: ha.etcd: \"https://127.0.0.1:2379\": an https:// endpoint needs [ha.tls]",
         ),
         (
             r#"etcd = ["http://127.0.0.1:2379"]
@@ -136,15 +136,15 @@ fn bad_ha_tls_and_auth_fields_are_refused_naming_the_field_and_position() {
         // http:// with [ha.tls]
         (
             TLS_OK.replace("https://10.0.0.2", "http://10.0.0.2"),
-            "t.toml:13:9: ha.etcd: \"http://10.0.0.2:2379\": plaintext http:// while [ha.tls] is configured",
+            "t.toml:13:8: ha.etcd: \"http://10.0.0.2:2379\": plaintext http:// while [ha.tls] is configured",
         ),
         (
             TLS_OK.replace("key = \"ctl.key\"\n", ""),
-            "t.toml:23:8: ha.tls.cert: a client certificate needs its `key`",
+            "t.toml:20:8: ha.tls.cert: a client certificate needs its `key`",
         ),
         (
             TLS_OK.replace("cert = \"ctl.pem\"\n", ""),
-            "t.toml:23:7: ha.tls.key: a client key needs its `cert`",
+            "t.toml:20:7: ha.tls.key: a client key needs its `cert`",
         ),
         (
             TLS_OK.replace("username = \"dvipa\"\n", ""),
@@ -156,7 +156,7 @@ fn bad_ha_tls_and_auth_fields_are_refused_naming_the_field_and_position() {
         ),
         (
             TLS_OK.replace("domain = \"etcd.example\"", "domain = \"a b\""),
-            "ha.tls.domain: \"a b\"",
+            "t.toml:22:10: ha.tls.domain: \"a b\"",
         ),
         (
             TLS_OK.replace("ca = \"etcd-ca.pem\"\n", ""),
