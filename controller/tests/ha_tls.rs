@@ -2,7 +2,8 @@
 //! mutual TLS three replicas elect one leader and replace a killed one; a replica with a
 //! client certificate from another CA, without one, or trusting another CA never leads and
 //! says why, while the others carry on; with etcd's user/password authentication on, the
-//! right password leads and a wrong one is refused by name. Figures are printed.
+//! right password leads and a wrong one is refused by name. Figures are printed. Unusable
+//! `[ha]` files are refused by `dvipa check-config` and at start-up with `file:line:col`.
 
 use dvipa::demo::etcd::{Etcd, EtcdTls};
 use dvipa::ha::{HaState, Role, election};
@@ -11,6 +12,8 @@ use dvipa_tls::testing::TestCa;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+mod common;
 
 const LEASE_MS: u64 = 2000;
 
@@ -313,5 +316,114 @@ async fn etcd_user_auth_the_right_password_leads_and_a_wrong_one_is_refused() {
     while t0.elapsed() < Duration::from_millis(2 * LEASE_MS) {
         assert_eq!(leaders(&rs), vec![0]);
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a controller TOML with `ha` (an `[ha]` section) next to etcd PEM files and a
+/// password file; returns the TOML's path.
+fn ha_toml(dir: &Path, ha: &str) -> PathBuf {
+    let ca = TestCa::new("etcd CA").unwrap();
+    ca.client_bundle("ctl-a")
+        .unwrap()
+        .write_files(dir, "ctl")
+        .unwrap();
+    std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("empty-pw"), "").unwrap();
+    std::fs::write(dir.join("huge.pem"), vec![b'A'; 2 << 20]).unwrap();
+    common::unreachable_switch_config(
+        dir,
+        r#"agent = { listen = "127.0.0.1:0", insecure = true }"#,
+        &format!("\n[ha]\n{ha}\n"),
+    )
+}
+
+const HA_OK: &str = r#"etcd = ["https://127.0.0.1:2379"]
+election = "/dvipa/p/leader"
+replica = "ctl-a"
+username = "dvipa"
+password_file = "pw"
+[ha.tls]
+ca = "ctl-ca.pem"
+cert = "ctl.pem"
+key = "ctl-key.pem""#;
+
+#[tokio::test]
+async fn unusable_ha_files_are_refused_by_check_config_and_at_start_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ha_toml(dir.path(), HA_OK);
+    let (ok, out, err) = common::dvipa(&["check-config", "-c", cfg.to_str().unwrap()]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("ha.tls.ca") && out.contains("ctl-ca.pem"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ha.username") && out.contains("dvipa"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("s3cret"),
+        "the password is never shown: {out}"
+    );
+    dvipa::controller::load(&cfg).unwrap();
+    let cases = [
+        (
+            "ca = \"ctl-ca.pem\"",
+            "ca = \"nope.pem\"",
+            "ha.tls.ca: ",
+            "nope.pem",
+        ),
+        (
+            "cert = \"ctl.pem\"",
+            "cert = \"huge.pem\"",
+            "ha.tls.cert: ",
+            "huge.pem",
+        ),
+        (
+            "key = \"ctl-key.pem\"",
+            "key = \"ctl.pem\"",
+            "ha.tls.key: ",
+            "private key",
+        ),
+        (
+            "password_file = \"pw\"",
+            "password_file = \"empty-pw\"",
+            "ha.password_file: ",
+            "empty",
+        ),
+    ];
+    for (from, to, field, what) in cases {
+        let toml = HA_OK.replace(from, to);
+        let cfg = ha_toml(dir.path(), &toml);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        // The value's (or the [ha.tls] table's) position.
+        let needle = if field.starts_with("ha.tls (") {
+            "[ha.tls]"
+        } else {
+            to
+        };
+        let (line, l) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(needle))
+            .unwrap();
+        let col = if needle == "[ha.tls]" {
+            1
+        } else {
+            l.find('=').unwrap() + 3
+        };
+        let want = format!("dvipa.toml:{}:{col}: {field}", line + 1);
+        let (ok, out, err) = common::dvipa(&["check-config", "-c", cfg.to_str().unwrap()]).await;
+        assert!(!ok, "check-config accepted {to}:\n{out}");
+        assert!(
+            err.contains(&want) && err.contains(what),
+            "check-config: want `{want}` and `{what}`, got:\n{err}"
+        );
+        let e = dvipa::controller::load(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains(&want) && e.contains(what),
+            "start-up: want `{want}`, got:\n{e}"
+        );
+        println!("refused: {}", e.lines().next().unwrap_or_default());
     }
 }

@@ -51,17 +51,24 @@ pub const PASSWORD_CAP: u64 = 4096;
 pub fn connect_options_for(cfg: &HaCfg) -> Result<ConnectOptions, String> {
     let mut o = connect_options(Duration::from_millis(cfg.lease_ms));
     if let Some(t) = &cfg.tls {
-        let field = if t.cert.is_some() {
-            "ha.tls (ca, cert, key)"
-        } else {
-            "ha.tls.ca"
-        };
         let tls = dvipa_tls::p4runtime_client_tls(
             &t.ca,
             t.cert.as_deref().zip(t.key.as_deref()),
             t.domain.as_deref(),
         )
-        .map_err(|e| format!("{field}: {e}"))?;
+        .map_err(|e| {
+            use dvipa_tls::TlsError as E;
+            let field = match &e {
+                E::Read { path, .. } if Some(path) == t.cert.as_ref() => "ha.tls.cert",
+                E::Read { path, .. } if Some(path) == t.key.as_ref() => "ha.tls.key",
+                E::NoCertificate { what } | E::Pem { what, .. } if *what != "CA file" => {
+                    "ha.tls.cert"
+                }
+                E::NoPrivateKey { .. } => "ha.tls.key",
+                _ => "ha.tls.ca",
+            };
+            format!("{field}: {e}")
+        })?;
         o = o.with_tls(tls);
     }
     if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
