@@ -187,6 +187,11 @@ fn etcd_error(ctx: &str, e: impl std::fmt::Display) -> SessionError {
     let reason = error_reason(&msg);
     if reason == "tls" {
         msg.push_str(tls_hint(&msg));
+    } else if reason == "auth" {
+        msg.push_str(
+            " (etcd refused this replica's user: check [ha] username and password_file, and \
+             that the user's role may read and write the election's prefix)",
+        );
     }
     metrics::counter!("dvipa_ha_etcd_errors_total", "reason" => reason).increment(1);
     SessionError {
