@@ -32,7 +32,8 @@ impl HaHandle {
 
 /// The owners and maintenance marks in etcd (its methods: [`crate::ha::store`]).
 pub struct EtcdStore {
-    pub(crate) client: Client,
+    /// Replaced on each promotion when `[ha.tls]` or a user is configured (rotated files).
+    pub(crate) client: Mutex<Client>,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     /// What the leader last wrote (or read).
