@@ -427,3 +427,23 @@ async fn unusable_ha_files_are_refused_by_check_config_and_at_start_with_their_p
         println!("refused: {}", e.lines().next().unwrap_or_default());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_an_etcd_user_starts_while_etcd_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dvipa::demo::etcd::ports(1)[0];
+    let ha = HA_OK.replace("2379", &port.to_string());
+    let cfg = ha_toml(dir.path(), &ha);
+    let ctl = common::start_insecure(&cfg, dvipa::advertise::RecordingAdvertiser::default()).await;
+    let shared = ctl.shared();
+    common::wait_until("a failed etcd session", 10, 20, || async {
+        shared.ha().unwrap().now().etcd_error.is_some()
+    })
+    .await;
+    let st = shared.ha().unwrap().now();
+    let (reason, e) = st.etcd_error.clone().unwrap();
+    println!("etcd down: reason {reason}: {e}");
+    assert_eq!(reason, "unavailable", "{e}");
+    assert!(!st.is_leader());
+    ctl.shutdown().await;
+}

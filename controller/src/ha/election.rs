@@ -126,6 +126,18 @@ pub async fn connect(cfg: &HaCfg) -> Result<Client, String> {
         .map_err(|e| error_chain(&e))
 }
 
+/// [`connect`] without the etcd user: never waits for etcd (the user authenticates at the
+/// first call otherwise). For the owner store, which the leader reconnects with the user when
+/// elected.
+pub async fn connect_lazy(cfg: &HaCfg) -> Result<Client, String> {
+    let anon = HaCfg {
+        username: None,
+        password_file: None,
+        ..cfg.clone()
+    };
+    connect(&anon).await
+}
+
 /// An error with its sources (`a: b: c`): tonic hides the TLS cause in them.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -70,8 +70,9 @@ pub async fn start(
         let t = c.cluster().config.timers;
         Duration::from_millis(t.liveness_ms.saturating_mul(2) + t.lease_ms + 2000)
     });
-    // Lazy: connecting does not need etcd up (the campaign retries until it is).
-    let client = election::connect(&cfg).await.map_err(|e| {
+    // Lazy: connecting does not need etcd up (the campaign retries until it is); with a user,
+    // the gate reconnects the store with it when this replica is elected.
+    let client = election::connect_lazy(&cfg).await.map_err(|e| {
         crate::error::StartError::Ha(format!("etcd client for {:?}: {e}", cfg.etcd))
     })?;
     let store = Arc::new(store::EtcdStore::new(client, &cfg.prefix(), lease / 4));
