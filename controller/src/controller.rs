@@ -87,6 +87,17 @@ pub fn read_config(
     let file = config_path.display().to_string();
     let mut config = Config::parse_with(&file, &src, overrides)?;
     switch_tls(&mut config, profile_dir)?;
+    if let Some(h) = &mut config.ha {
+        let toml_dir = config_path.parent().unwrap_or(Path::new("."));
+        crate::ha::election::resolve_files(h, toml_dir).map_err(|e| {
+            // `ha.tls.ca: ...` → the value's position in the file.
+            let field = e.split([':', ' ']).next().unwrap_or("");
+            match dvipa_core::validate::field_pos(&src, field) {
+                Some((l, c)) => StartError::Text(format!("{file}:{l}:{c}: {e}")),
+                None => StartError::Text(format!("{file}: {e}")),
+            }
+        })?;
+    }
     let mut profiles = BTreeMap::new();
     for sw in &config.switches {
         let p = rel(profile_dir, &sw.profile);

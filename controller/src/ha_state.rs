@@ -32,7 +32,8 @@ impl HaHandle {
 
 /// The owners and maintenance marks in etcd (its methods: [`crate::ha::store`]).
 pub struct EtcdStore {
-    pub(crate) client: Client,
+    /// Replaced on each promotion when `[ha.tls]` or a user is configured (rotated files).
+    pub(crate) client: Mutex<Client>,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     /// What the leader last wrote (or read).
@@ -87,6 +88,9 @@ pub struct HaState {
     pub step_downs: std::collections::BTreeMap<&'static str, u64>,
     /// This replica's election key while it leads (etcd writes are fenced on it).
     pub key: Option<Vec<u8>>,
+    /// Why the last etcd session failed (`reason` of `dvipa_ha_etcd_errors_total`, the error
+    /// naming the cause, e.g. etcd's certificate not trusted); cleared when elected.
+    pub etcd_error: Option<(&'static str, String)>,
 }
 
 impl HaState {
@@ -102,6 +106,7 @@ impl HaState {
             elections: 0,
             step_downs: Default::default(),
             key: None,
+            etcd_error: None,
         }
     }
 

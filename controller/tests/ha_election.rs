@@ -27,6 +27,7 @@ fn cfg(name: &str, endpoints: Vec<String>, election: &str) -> HaCfg {
         lease_ms: LEASE_MS,
         replica: name.into(),
         advertise_admin: None,
+        ..Default::default()
     }
 }
 

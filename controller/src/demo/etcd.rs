@@ -1,6 +1,10 @@
 //! A real 3-member etcd cluster on loopback for the HA tests and `dvipa demo --ha` (Debian's
 //! `etcd-server`, scripts/install-test-deps.sh): its own data dirs under a given directory,
 //! fast elections (heartbeat 50 ms, election timeout 500 ms), killed on drop.
+//!
+//! With [`EtcdTls`] ([`Etcd::start_tls_in`]) the client URLs are `https://` with the given
+//! server certificate, and with `client_cert_auth` etcd requires a client certificate from
+//! the CA (`--client-cert-auth --trusted-ca-file`); the peer URLs stay plaintext on loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,12 +22,29 @@ pub struct Member {
     child: Option<Child>,
 }
 
+/// TLS on the members' client URLs (PEM files).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA of the client certificates (`--trusted-ca-file`); also the one that signed
+    /// `cert`, for the health checks.
+    pub ca: PathBuf,
+    /// The members' server certificate (names `127.0.0.1`) and key.
+    pub cert: PathBuf,
+    /// The server certificate's key.
+    pub key: PathBuf,
+    /// `--client-cert-auth`: refuse clients without a certificate from `ca`.
+    pub client_cert_auth: bool,
+    /// A client certificate and key from `ca`, for `etcdctl`'s health checks.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// The cluster.
 #[derive(Debug)]
 pub struct Etcd {
     /// The members.
     pub members: Vec<Member>,
     dir: PathBuf,
+    tls: Option<EtcdTls>,
 }
 
 /// `n` distinct free ports below the kernel's ephemeral range
@@ -43,6 +64,11 @@ pub fn ports(n: usize) -> Vec<u16> {
 impl Etcd {
     /// Starts 3 members with their data under `dir` and waits until the cluster answers.
     pub fn start_in(dir: &Path) -> anyhow::Result<Etcd> {
+        Self::start_tls_in(dir, None)
+    }
+
+    /// [`Etcd::start_in`] with TLS on the client URLs (`None`: plaintext).
+    pub fn start_tls_in(dir: &Path, tls: Option<EtcdTls>) -> anyhow::Result<Etcd> {
         if Command::new("etcd").arg("--version").output().is_err() {
             anyhow::bail!(
                 "etcd is not installed: run scripts/install-test-deps.sh (Debian package etcd-server)"
@@ -59,7 +85,7 @@ impl Etcd {
                 child: None,
             })
             .collect();
-        let mut e = Etcd { members, dir };
+        let mut e = Etcd { members, dir, tls };
         for i in 0..3 {
             e.start_member(i)?;
         }
@@ -79,17 +105,35 @@ impl Etcd {
         let ic = self.initial_cluster();
         let data = self.dir.join(&self.members[i].name);
         let log = std::fs::File::create(self.dir.join(format!("{}.log", self.members[i].name)))?;
+        let scheme = self.scheme();
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(t) = &self.tls {
+            tls_args.extend([
+                "--cert-file".into(),
+                t.cert.display().to_string(),
+                "--key-file".into(),
+                t.key.display().to_string(),
+            ]);
+            if t.client_cert_auth {
+                tls_args.extend([
+                    "--client-cert-auth".into(),
+                    "--trusted-ca-file".into(),
+                    t.ca.display().to_string(),
+                ]);
+            }
+        }
         let m = &mut self.members[i];
         let child = Command::new("etcd")
+            .args(&tls_args)
             .args([
                 "--name",
                 &m.name,
                 "--data-dir",
                 &data.to_string_lossy(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -113,12 +157,34 @@ impl Etcd {
         Ok(())
     }
 
-    /// The client endpoints, `http://127.0.0.1:port`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The client endpoints, `http://127.0.0.1:port` (`https://` with TLS).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
+    }
+
+    /// `etcdctl` with this cluster's TLS flags, against member `m`'s client URL.
+    pub fn etcdctl(&self, m: &Member) -> Command {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args([
+            "--endpoints",
+            &format!("{}://127.0.0.1:{}", self.scheme(), m.client),
+            "--command-timeout=1s",
+        ]);
+        if let Some(t) = &self.tls {
+            c.arg(format!("--cacert={}", t.ca.display()));
+            if let Some((cert, key)) = &t.client {
+                c.arg(format!("--cert={}", cert.display()));
+                c.arg(format!("--key={}", key.display()));
+            }
+        }
+        c
     }
 
     /// `etcd = [...]` for a TOML.
@@ -132,15 +198,8 @@ impl Etcd {
         let t0 = Instant::now();
         loop {
             let ok = self.members.iter().filter(|m| m.child.is_some()).all(|m| {
-                Command::new("etcdctl")
-                    .args([
-                        "--endpoints",
-                        &format!("http://127.0.0.1:{}", m.client),
-                        "--command-timeout=1s",
-                        "endpoint",
-                        "health",
-                    ])
-                    .env("ETCDCTL_API", "3")
+                self.etcdctl(m)
+                    .args(["endpoint", "health"])
                     .output()
                     .map(|o| o.status.success())
                     .unwrap_or(false)

@@ -44,6 +44,7 @@ pub(super) fn section(port: u16, name: &str) -> HaCfg {
         lease_ms: LEASE_MS,
         replica: name.into(),
         advertise_admin: None,
+        ..Default::default()
     }
 }
 

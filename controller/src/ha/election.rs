@@ -10,6 +10,12 @@
 //! (`superseded`), shutdown (`shutdown`, the key is resigned so a follower takes over at once).
 //! After a step-down the session ends (the lease is revoked if etcd answers) and a new one
 //! campaigns again.
+//!
+//! The connection ([`connect`]): `[ha.tls]` (etcd's CA, an optional client certificate, an
+//! optional server name) and `username` + `password_file` are read at every connection, so a
+//! new session uses rotated files. A session that fails on etcd's side is counted in
+//! `dvipa_ha_etcd_errors_total{reason}` ([`error_reason`]: `tls`, `auth`, `files`,
+//! `unavailable`) and warned about at most once per rate-limit period, naming the cause.
 
 use super::{HaState, Role};
 use dvipa_core::config::HaCfg;
@@ -36,10 +42,226 @@ pub fn connect_options(lease: Duration) -> ConnectOptions {
         .with_require_leader(true)
 }
 
-/// Connects to etcd (bounded by `lease / 4`).
-pub async fn connect(cfg: &HaCfg) -> Result<Client, etcd_client::Error> {
-    let lease = Duration::from_millis(cfg.lease_ms);
-    Client::connect(&cfg.etcd, Some(connect_options(lease))).await
+/// Largest password file read (the password is its first line).
+pub const PASSWORD_CAP: u64 = 4096;
+
+/// [`connect_options`] plus `[ha.tls]` and the etcd user of `cfg` (files read now; paths as
+/// given, the controller makes them absolute at start: [`resolve_files`]). The error names
+/// the field and the file.
+pub fn connect_options_for(cfg: &HaCfg) -> Result<ConnectOptions, String> {
+    let mut o = connect_options(Duration::from_millis(cfg.lease_ms));
+    if let Some(t) = &cfg.tls {
+        let tls = dvipa_tls::p4runtime_client_tls(
+            &t.ca,
+            t.cert.as_deref().zip(t.key.as_deref()),
+            t.domain.as_deref(),
+        )
+        .map_err(|e| {
+            use dvipa_tls::TlsError as E;
+            let field = match &e {
+                E::Read { path, .. } if Some(path) == t.cert.as_ref() => "ha.tls.cert",
+                E::Read { path, .. } if Some(path) == t.key.as_ref() => "ha.tls.key",
+                E::NoCertificate { what } | E::Pem { what, .. } if *what != "CA file" => {
+                    "ha.tls.cert"
+                }
+                E::NoPrivateKey { .. } => "ha.tls.key",
+                _ => "ha.tls.ca",
+            };
+            format!("{field}: {e}")
+        })?;
+        o = o.with_tls(tls);
+    }
+    if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {
+        o = o.with_user(user.clone(), read_password(file)?);
+    }
+    Ok(o)
+}
+
+/// The first line of the password file (without its line end).
+fn read_password(file: &std::path::Path) -> Result<String, String> {
+    let e = |m: String| format!("ha.password_file: {}: {m}", file.display());
+    let b = dvipa_core::validate::read_capped(file, PASSWORD_CAP).map_err(|x| e(x.to_string()))?;
+    let s = String::from_utf8(b).map_err(|_| e("not UTF-8".into()))?;
+    let p = s.lines().next().unwrap_or("").to_string();
+    if p.is_empty() {
+        return Err(e("empty: the password is the file's first line".into()));
+    }
+    Ok(p)
+}
+
+/// Makes the `[ha]` file paths absolute (relative to `base`, the TOML file's directory) and
+/// checks them once (readable regular files within their caps, PEM that parses, a non-empty
+/// password), so a replica with unusable files does not start. The error names the field.
+pub fn resolve_files(cfg: &mut HaCfg, base: &std::path::Path) -> Result<(), String> {
+    let rel = |p: &std::path::Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    if let Some(t) = &mut cfg.tls {
+        t.ca = rel(&t.ca);
+        t.cert = t.cert.as_deref().map(rel);
+        t.key = t.key.as_deref().map(rel);
+        dvipa_tls::read_pem_file(&t.ca)
+            .map_err(|e| format!("ha.tls.ca: {}: {e}", t.ca.display()))?;
+        for (field, p) in [("ha.tls.cert", &t.cert), ("ha.tls.key", &t.key)] {
+            if let Some(p) = p {
+                dvipa_tls::read_pem_file(p)
+                    .map_err(|e| format!("{field}: {}: {e}", p.display()))?;
+            }
+        }
+    }
+    cfg.password_file = cfg.password_file.as_deref().map(rel);
+    connect_options_for(cfg).map(|_| ())
+}
+
+/// Connects to etcd (every call bounded by `lease / 4`; lazy unless a user is configured,
+/// which authenticates now).
+pub async fn connect(cfg: &HaCfg) -> Result<Client, String> {
+    let o = connect_options_for(cfg)?;
+    Client::connect(&cfg.etcd, Some(o))
+        .await
+        .map_err(|e| error_chain(&e))
+}
+
+/// [`connect`] without the etcd user: never waits for etcd (the user authenticates at the
+/// first call otherwise). For the owner store, which the leader reconnects with the user when
+/// elected.
+pub async fn connect_lazy(cfg: &HaCfg) -> Result<Client, String> {
+    let anon = HaCfg {
+        username: None,
+        password_file: None,
+        ..cfg.clone()
+    };
+    connect(&anon).await
+}
+
+/// An error with its sources (`a: b: c`): tonic hides the TLS cause in them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The `reason` of `dvipa_ha_etcd_errors_total` for a session's error text: `files` (a
+/// `[ha]` file cannot be used), `tls` (etcd's certificate not trusted or our client
+/// certificate refused), `auth` (etcd refused the user or password, or a permission),
+/// `unavailable` (anything else: etcd down, timeouts).
+pub fn error_reason(e: &str) -> &'static str {
+    let l = e.to_ascii_lowercase();
+    if l.contains("ha.tls") || l.contains("ha.password_file") {
+        "files"
+    } else if l.contains("certificate")
+        || l.contains("alert")
+        || l.contains("tls")
+        || l.contains("unknownissuer")
+        || l.contains("handshake")
+    {
+        "tls"
+    } else if l.contains("authentication failed")
+        || l.contains("invalid user id or password")
+        || l.contains("permission denied")
+        || l.contains("user name is empty")
+        || l.contains("unauthenticated")
+    {
+        "auth"
+    } else {
+        "unavailable"
+    }
+}
+
+/// What to do about a `tls` error, from the TLS alert or verification error in it.
+fn tls_hint(e: &str) -> &'static str {
+    if e.contains("invalid peer certificate") {
+        " (etcd's server certificate is not trusted: it does not chain to [ha.tls] ca, or \
+         does not name the endpoint's host or [ha.tls] domain)"
+    } else if e.contains("fatal alert") {
+        " (etcd refused this replica's client certificate: none in [ha.tls] cert/key, or not \
+         from the CA of etcd's --trusted-ca-file)"
+    } else {
+        ""
+    }
+}
+
+/// `ctx: error`, counted in `dvipa_ha_etcd_errors_total{reason}`.
+fn etcd_error(ctx: &str, e: impl std::fmt::Display) -> SessionError {
+    let mut msg = format!("{ctx}: {e}");
+    let reason = error_reason(&msg);
+    if reason == "tls" {
+        msg.push_str(tls_hint(&msg));
+    } else if reason == "auth" {
+        msg.push_str(
+            " (etcd refused this replica's user: check [ha] username and password_file, and \
+             that the user's role may read and write the election's prefix)",
+        );
+    }
+    metrics::counter!("dvipa_ha_etcd_errors_total", "reason" => reason).increment(1);
+    SessionError {
+        msg,
+        etcd: Some(reason),
+    }
+}
+
+fn etcd_call_error(ctx: &str, e: &etcd_client::Error) -> SessionError {
+    etcd_error(ctx, error_chain(e))
+}
+
+/// With TLS 1.3, etcd refuses a client certificate only after the client's handshake is
+/// done: the gRPC call may just see the connection closed. Then one TLS handshake with the
+/// first endpoint (as this replica, 1 s at most) tells why; the cause is appended.
+async fn tls_cause(cfg: &HaCfg, e: &etcd_client::Error) -> String {
+    let msg = error_chain(e);
+    let Some(t) = &cfg.tls else { return msg };
+    if error_reason(&msg) != "unavailable" {
+        return msg;
+    }
+    let Some(hostport) = cfg
+        .etcd
+        .first()
+        .and_then(|ep| ep.strip_prefix("https://"))
+        .map(|r| r.trim_end_matches('/'))
+    else {
+        return msg;
+    };
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let read = |p: &std::path::Path| {
+        dvipa_tls::read_pem_file(p)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let Some(ca) = read(&t.ca) else { return msg };
+    let id = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => match (read(c), read(k)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => return msg,
+        },
+        _ => None,
+    };
+    let probe = dvipa_tls::probe_handshake_with(
+        &ca,
+        id.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        hostport,
+        t.domain.as_deref().unwrap_or(host),
+        Duration::from_millis(500),
+    );
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Err(pe)) => format!("{msg}; a TLS handshake with {hostport} says: {pe}"),
+        _ => msg,
+    }
 }
 
 /// Runs the campaign until `shutdown` turns true, publishing on `tx`.
@@ -56,11 +278,16 @@ pub async fn run(
         }
         match session(&cfg, admin.as_deref(), &tx, &mut shutdown).await {
             Ok(()) => return,
-            Err(e) => {
+            Err(SessionError { msg: e, etcd }) => {
                 metrics::counter!("dvipa_ha_session_failures_total").increment(1);
+                if let Some(reason) = etcd {
+                    let cause = (reason, e.clone());
+                    tx.send_modify(|s| s.etcd_error = Some(cause));
+                }
                 match warn.check() {
                     Some(suppressed) => {
-                        tracing::warn!(replica = %cfg.replica, error = %e, suppressed, "etcd session ended; campaigning again")
+                        let reason = etcd.unwrap_or("lease");
+                        tracing::warn!(replica = %cfg.replica, reason, error = %e, suppressed, "etcd session ended; campaigning again")
                     }
                     None => {
                         tracing::debug!(replica = %cfg.replica, error = %e, "etcd session ended")
@@ -75,8 +302,27 @@ pub async fn run(
     }
 }
 
-/// Why a session ended.
-type SessionError = String;
+/// Why a session ended; `etcd`: the `reason` of an etcd error (counted), `None` for the
+/// session's own decisions (lease not renewed in time, superseded).
+struct SessionError {
+    msg: String,
+    etcd: Option<&'static str>,
+}
+
+impl From<&str> for SessionError {
+    fn from(msg: &str) -> Self {
+        SessionError {
+            msg: msg.into(),
+            etcd: None,
+        }
+    }
+}
+
+impl From<String> for SessionError {
+    fn from(msg: String) -> Self {
+        SessionError { msg, etcd: None }
+    }
+}
 
 fn publish(tx: &watch::Sender<HaState>, f: impl FnOnce(&mut HaState)) {
     tx.send_modify(|s| {
@@ -128,15 +374,14 @@ async fn session(
     let lease_len = Duration::from_millis(cfg.lease_ms);
     let safe = lease_len.mul_f64(STEP_DOWN_AT);
     let tick = lease_len / 4;
-    let client = connect(cfg).await.map_err(|e| format!("connect: {e}"))?;
+    let client = connect(cfg).await.map_err(|e| etcd_error("connect", e))?;
     let ttl = cfg.lease_ms.div_ceil(1000).max(1) as i64;
     let granted_at = Instant::now();
-    let lease = client
-        .clone()
-        .lease_grant(ttl, None)
-        .await
-        .map_err(|e| format!("lease grant: {e}"))?
-        .id();
+    let lease = client.clone().lease_grant(ttl, None).await;
+    let lease = match lease {
+        Ok(l) => l.id(),
+        Err(e) => return Err(etcd_error("lease grant", tls_cause(cfg, &e).await)),
+    };
     let renewed = Arc::new(Mutex::new(granted_at));
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let keeper = tokio::spawn(keep_alive(
@@ -162,7 +407,14 @@ async fn session(
     let key: LeaderKey = loop {
         tokio::select! {
             r = &mut campaign => {
-                let mut r = r.map_err(|e| format!("campaign: {e}"))?;
+                // A campaign outlives the call timeout while another replica leads: not an
+                // error of etcd's (the next session campaigns again).
+                let mut r = r.map_err(|e| match &e {
+                    etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Cancelled => {
+                        SessionError::from(format!("campaign: still waiting: {}", s.message()))
+                    }
+                    e => etcd_call_error("campaign", e),
+                })?;
                 break r.take_leader().ok_or("campaign answered without a leader key")?;
             }
             _ = poll.tick() => {
@@ -173,6 +425,9 @@ async fn session(
                 if let Ok(Ok(mut r)) = tokio::time::timeout(tick, el.leader(cfg.election.clone())).await
                     && let Some(kv) = r.take_kv()
                 {
+                    if tx.borrow().etcd_error.is_some() {
+                        tx.send_modify(|s| s.etcd_error = None);
+                    }
                     let (l, a) = parse_value(kv.value());
                     let term = kv.create_revision().max(0) as u64;
                     if tx.borrow().leader.as_deref() != Some(l.as_str()) || tx.borrow().term != term {
@@ -191,9 +446,7 @@ async fn session(
     let ago = renewed.lock().elapsed();
     if ago >= safe || *lost_rx.borrow() {
         revoke(client.clone(), lease);
-        return Err(format!(
-            "elected with a lease renewed {ago:?} ago: not taken"
-        ));
+        return Err(format!("elected with a lease renewed {ago:?} ago: not taken").into());
     }
     tracing::info!(replica = %cfg.replica, term, "elected leader");
     metrics::counter!("dvipa_ha_elections_total").increment(1);
@@ -204,6 +457,7 @@ async fn session(
         s.leader = Some(cfg.replica.clone());
         s.leader_admin = admin.map(str::to_string);
         s.elections += 1;
+        s.etcd_error = None;
     });
     // Leader: hold while the lease is renewed in time.
     loop {
@@ -298,7 +552,31 @@ async fn keep_alive(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_value;
+    use super::{error_reason, parse_value};
+
+    #[test]
+    fn etcd_errors_are_sorted_by_cause() {
+        assert_eq!(
+            error_reason(
+                "lease grant: grpc request error: status: Unavailable, message: \"error trying to connect: invalid peer certificate: UnknownIssuer\""
+            ),
+            "tls"
+        );
+        assert_eq!(
+            error_reason(
+                "connect: grpc request error: status: InvalidArgument, message: \"etcdserver: authentication failed, invalid user ID or password\""
+            ),
+            "auth"
+        );
+        assert_eq!(
+            error_reason("connect: ha.password_file: /x: No such file"),
+            "files"
+        );
+        assert_eq!(
+            error_reason("lease grant: transport error: tcp connect error: Connection refused"),
+            "unavailable"
+        );
+    }
 
     #[test]
     fn election_values_are_split_and_bounded() {

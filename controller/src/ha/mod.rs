@@ -70,8 +70,9 @@ pub async fn start(
         let t = c.cluster().config.timers;
         Duration::from_millis(t.liveness_ms.saturating_mul(2) + t.lease_ms + 2000)
     });
-    // Lazy: connecting does not need etcd up (the campaign retries until it is).
-    let client = election::connect(&cfg).await.map_err(|e| {
+    // Lazy: connecting does not need etcd up (the campaign retries until it is); with a user,
+    // the gate reconnects the store with it when this replica is elected.
+    let client = election::connect_lazy(&cfg).await.map_err(|e| {
         crate::error::StartError::Ha(format!("etcd client for {:?}: {e}", cfg.etcd))
     })?;
     let store = Arc::new(store::EtcdStore::new(client, &cfg.prefix(), lease / 4));
@@ -87,6 +88,7 @@ pub async fn start(
     metrics::gauge!("dvipa_ha_term").set(0.0);
     metrics::counter!("dvipa_ha_elections_total").increment(0);
     let mut sd = shutdown.clone();
+    let gate_cfg = cfg.clone();
     // The campaign resigns on shutdown itself: not raced against it.
     tasks.push((
         "ha campaign",
@@ -97,7 +99,7 @@ pub async fn start(
         "ha gate",
         tokio::spawn(async move {
             tokio::select! {
-                _ = gate(raw_rx, gate_tx, st, sh, lease / 4, settle_within) => {}
+                _ = gate(raw_rx, gate_tx, st, sh, lease / 4, settle_within, gate_cfg) => {}
                 _ = sd.changed() => {}
             }
         }),
@@ -136,6 +138,7 @@ pub async fn gate(
     shared: Arc<Shared>,
     timeout: Duration,
     settle_within: Duration,
+    cfg: dvipa_core::config::HaCfg,
 ) {
     loop {
         let st = raw.borrow_and_update().clone();
@@ -146,6 +149,19 @@ pub async fn gate(
             // Before the drivers connect: the switches' first reads adopt what another leader
             // pinned, as after a controller restart.
             shared.with_core_mut(|c| c.restart_as_leader(shared.now()));
+            if cfg.tls.is_some() || cfg.username.is_some() {
+                // The store connects as the election did: with the files as they are now
+                // (rotated certificates, a changed password).
+                match tokio::time::timeout(timeout, election::connect(&cfg)).await {
+                    Ok(Ok(c)) => store.set_client(c),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "leader: cannot reconnect the store to etcd; keeping its connection")
+                    }
+                    Err(_) => tracing::warn!(
+                        "leader: reconnecting the store to etcd timed out; keeping its connection"
+                    ),
+                }
+            }
             store.forget();
             let t0 = Instant::now();
             // Up to 4 tries of `timeout` each: etcd just elected this replica, so it answers;

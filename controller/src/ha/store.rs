@@ -37,11 +37,16 @@ impl EtcdStore {
     /// A store under `prefix` (ends with `/`).
     pub fn new(client: Client, prefix: &str, timeout: Duration) -> EtcdStore {
         EtcdStore {
-            client,
+            client: Mutex::new(client),
             prefix: prefix.to_string(),
             timeout,
             last: Mutex::new(None),
         }
+    }
+
+    /// Uses `client` from now on (a new connection with the current TLS files and password).
+    pub fn set_client(&self, client: Client) {
+        *self.client.lock() = client;
     }
 
     /// The owners key.
@@ -55,7 +60,7 @@ impl EtcdStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, String> {
-        let mut c = self.client.clone();
+        let mut c = self.client.lock().clone();
         let r = tokio::time::timeout(self.timeout, c.get(key, None))
             .await
             .map_err(|_| format!("etcd get {key}: timed out"))?
@@ -129,7 +134,7 @@ impl EtcdStore {
                 TxnOp::put(self.owners_key(), owners, None),
                 TxnOp::put(self.maintenance_key(), maintenance, None),
             ]);
-        let mut c = self.client.clone();
+        let mut c = self.client.lock().clone();
         let r = tokio::time::timeout(self.timeout, c.txn(txn))
             .await
             .map_err(|_| "etcd txn: timed out".to_string())?

@@ -282,24 +282,47 @@ pub async fn probe_handshake(
     server_name: &str,
     wait: Duration,
 ) -> io::Result<()> {
+    probe_handshake_with(
+        &bundle.ca_pem,
+        Some((&bundle.cert_pem, &bundle.key_pem)),
+        addr,
+        server_name,
+        wait,
+    )
+    .await
+}
+
+/// [`probe_handshake`] from PEM texts, with or without a client certificate (`identity`:
+/// certificate, key), e.g. to learn why etcd closed a connection.
+pub async fn probe_handshake_with(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    addr: &str,
+    server_name: &str,
+    wait: Duration,
+) -> io::Result<()> {
     use tokio::io::AsyncReadExt;
     let bad = |e: TlsError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in certs(&bundle.ca_pem, "CA file").map_err(bad)? {
+    for c in certs(ca_pem, "CA file").map_err(bad)? {
         roots
             .add(c)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            certs(&bundle.cert_pem, "certificate file").map_err(bad)?,
-            key(&bundle.key_pem).map_err(bad)?,
-        )
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some((cert, k)) => builder
+            .with_client_auth_cert(
+                certs(cert, "certificate file").map_err(bad)?,
+                key(k).map_err(bad)?,
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        None => builder.with_no_client_auth(),
+    };
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

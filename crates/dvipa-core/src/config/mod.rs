@@ -79,7 +79,7 @@ mod values;
 
 pub use advertise::{AdvertiseCfg, AdvertiseMode, BgpCfg};
 pub use cluster::{BackupSwitch, Candidate, Cluster, Distribution, EffectiveVipa};
-pub use ha::{HA_LEASE_MS_MAX, HA_LEASE_MS_MIN, HA_MAX_ENDPOINTS, HaCfg};
+pub use ha::{HA_LEASE_MS_MAX, HA_LEASE_MS_MIN, HA_MAX_ENDPOINTS, HaCfg, HaTlsCfg};
 pub use overrides::Overrides;
 pub use owners::{OWNERS_FILE, OwnerState, PersistedOwner};
 pub use schema::{

@@ -42,12 +42,38 @@ impl Config {
             },
         ));
         match &self.ha {
-            Some(h) => v.extend([
-                ("ha.etcd".into(), h.etcd.join(",")),
-                ("ha.election".into(), h.election.clone()),
-                ("ha.lease_ms".into(), h.lease_ms.to_string()),
-                ("ha.replica".into(), h.replica.clone()),
-            ]),
+            Some(h) => {
+                v.extend([
+                    ("ha.etcd".into(), h.etcd.join(",")),
+                    ("ha.election".into(), h.election.clone()),
+                    ("ha.lease_ms".into(), h.lease_ms.to_string()),
+                    ("ha.replica".into(), h.replica.clone()),
+                ]);
+                match &h.tls {
+                    Some(t) => v.extend([
+                        ("ha.tls.ca".into(), path(&t.ca)),
+                        (
+                            "ha.tls.cert".into(),
+                            t.cert
+                                .as_ref()
+                                .map_or("(none: no client certificate)".into(), path),
+                        ),
+                        ("ha.tls.key".into(), t.key.as_ref().map_or("-".into(), path)),
+                        ("ha.tls.domain".into(), opt(&t.domain)),
+                    ]),
+                    None => v.push(("ha.tls".into(), "(none: plaintext to etcd)".into())),
+                }
+                match (&h.username, &h.password_file) {
+                    (Some(u), Some(p)) => v.extend([
+                        ("ha.username".into(), u.clone()),
+                        ("ha.password_file".into(), path(p)),
+                    ]),
+                    _ => v.push((
+                        "ha.username".into(),
+                        "(none: no etcd authentication)".into(),
+                    )),
+                }
+            }
             None => v.push(("ha".into(), "(off: a single controller)".into())),
         }
         v.push(("admin.group".into(), opt(&self.admin.group)));
