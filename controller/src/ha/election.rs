@@ -34,9 +34,17 @@ const RETRY: Duration = Duration::from_millis(200);
 /// The etcd client options of a replica: every call bounded by a quarter of the lease.
 pub fn connect_options(lease: Duration) -> ConnectOptions {
     let q = (lease / 4).max(Duration::from_millis(100));
+    campaign_options(lease).with_timeout(q)
+}
+
+/// The options of the campaign's own connection: as [`connect_options`] but with no call
+/// timeout, because `Campaign` answers only when this replica is elected (a follower's call
+/// lasts as long as another replica leads). A dead connection is still found within half a
+/// lease by the HTTP/2 keep-alive, and the session ends anyway once the lease is not renewed.
+pub fn campaign_options(lease: Duration) -> ConnectOptions {
+    let q = (lease / 4).max(Duration::from_millis(100));
     ConnectOptions::new()
         .with_connect_timeout(q)
-        .with_timeout(q)
         .with_keep_alive(q, q)
         .with_keep_alive_while_idle(true)
         .with_require_leader(true)
@@ -49,7 +57,16 @@ pub const PASSWORD_CAP: u64 = 4096;
 /// given, the controller makes them absolute at start: [`resolve_files`]). The error names
 /// the field and the file.
 pub fn connect_options_for(cfg: &HaCfg) -> Result<ConnectOptions, String> {
-    let mut o = connect_options(Duration::from_millis(cfg.lease_ms));
+    with_files(cfg, connect_options(Duration::from_millis(cfg.lease_ms)))
+}
+
+/// [`campaign_options`] plus `[ha.tls]` and the etcd user of `cfg`.
+fn campaign_options_for(cfg: &HaCfg) -> Result<ConnectOptions, String> {
+    with_files(cfg, campaign_options(Duration::from_millis(cfg.lease_ms)))
+}
+
+/// `o` with the TLS files and the user of `cfg`.
+fn with_files(cfg: &HaCfg, mut o: ConnectOptions) -> Result<ConnectOptions, String> {
     if let Some(t) = &cfg.tls {
         let tls = dvipa_tls::p4runtime_client_tls(
             &t.ca,
@@ -397,7 +414,20 @@ async fn session(
         None => cfg.replica.clone(),
     };
     let mut el = client.election_client();
-    let mut campaign_client = client.election_client();
+    let campaign_conn = match campaign_options_for(cfg) {
+        Ok(o) => Client::connect(&cfg.etcd, Some(o))
+            .await
+            .map_err(|e| etcd_error("connect", error_chain(&e))),
+        Err(e) => Err(etcd_error("connect", e)),
+    };
+    let campaign_conn = match campaign_conn {
+        Ok(c) => c,
+        Err(e) => {
+            revoke(client.clone(), lease);
+            return Err(e);
+        }
+    };
+    let mut campaign_client = campaign_conn.election_client();
     let name = cfg.election.clone();
     let campaign = async move { campaign_client.campaign(name, value, lease).await };
     tokio::pin!(campaign);
@@ -407,8 +437,8 @@ async fn session(
     let key: LeaderKey = loop {
         tokio::select! {
             r = &mut campaign => {
-                // A campaign outlives the call timeout while another replica leads: not an
-                // error of etcd's (the next session campaigns again).
+                // A campaign cancelled under us (its connection went away): not an error of
+                // etcd's (the next session campaigns again).
                 let mut r = r.map_err(|e| match &e {
                     etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Cancelled => {
                         SessionError::from(format!("campaign: still waiting: {}", s.message()))

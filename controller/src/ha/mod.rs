@@ -164,30 +164,51 @@ pub async fn gate(
             }
             store.forget();
             let t0 = Instant::now();
-            // Up to 4 tries of `timeout` each: etcd just elected this replica, so it answers;
-            // a slow answer (a loaded host) must not make a new leader forget operator moves.
-            let mut loaded = tokio::time::timeout(timeout, store.load()).await;
-            for _ in 1..4 {
-                if matches!(loaded, Ok(Ok(_))) {
-                    break;
+            // The gate stays shut (no primary session, no write, no advertisement) until the
+            // stored owners are read: a slow etcd (a loaded host) must not make a new leader
+            // act on its local view and forget an operator's move. Asked again while this
+            // replica still leads this term; if etcd stays away the lease ends the term.
+            let mut tries = 0u32;
+            let loaded = loop {
+                tries += 1;
+                match tokio::time::timeout(timeout, store.load()).await {
+                    Ok(Ok(stored)) => break Some(Ok(stored)),
+                    Ok(Err(store::LoadError::Invalid(e))) => break Some(Err(e)),
+                    Ok(Err(store::LoadError::Unreachable(e))) => {
+                        shared.stats.add("ha_state_load_retried", 1);
+                        if tries == 4 {
+                            tracing::warn!(error = %e, "leader: the stored state cannot be read yet; not acting before it is");
+                        }
+                    }
+                    Err(_) => {
+                        shared.stats.add("ha_state_load_retried", 1);
+                        if tries == 4 {
+                            tracing::warn!(
+                                "leader: reading the stored state timed out; not acting before it is read"
+                            );
+                        }
+                    }
                 }
-                shared.stats.add("ha_state_load_retried", 1);
-                loaded = tokio::time::timeout(timeout, store.load()).await;
-            }
+                let now = raw.borrow();
+                if !(now.is_leader() && now.term == st.term) {
+                    break None;
+                }
+            };
             match loaded {
-                Ok(Ok(stored)) => {
+                Some(Ok(stored)) => {
                     restored = store::apply(&shared, &stored);
-                    tracing::info!(term = st.term, restored = restored.len(), took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
+                    tracing::info!(term = st.term, restored = restored.len(), tries, took = ?t0.elapsed(), "leader: stored owners and maintenance marks applied");
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     shared.stats.add("ha_state_load_failed", 1);
                     tracing::warn!(error = %e, "leader: the stored state is unreadable; continuing with the local view");
                 }
-                Err(_) => {
-                    shared.stats.add("ha_state_load_failed", 1);
-                    tracing::warn!(
-                        "leader: reading the stored state timed out; continuing with the local view"
+                None => {
+                    tracing::info!(
+                        term = st.term,
+                        "leader: the term ended before the stored state was read"
                     );
+                    continue;
                 }
             }
         }

@@ -33,6 +33,23 @@ pub struct Stored {
     pub maintenance: Vec<String>,
 }
 
+/// Why the stored state could not be read.
+#[derive(Debug)]
+pub enum LoadError {
+    /// etcd did not answer (in time): worth asking again.
+    Unreachable(String),
+    /// etcd answered with something that is not a stored state: asking again does not help.
+    Invalid(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Unreachable(m) | LoadError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
 impl EtcdStore {
     /// A store under `prefix` (ends with `/`).
     pub fn new(client: Client, prefix: &str, timeout: Duration) -> EtcdStore {
@@ -59,32 +76,32 @@ impl EtcdStore {
         format!("{}maintenance", self.prefix)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    async fn get(&self, key: &str) -> Result<Option<String>, LoadError> {
         let mut c = self.client.lock().clone();
         let r = tokio::time::timeout(self.timeout, c.get(key, None))
             .await
-            .map_err(|_| format!("etcd get {key}: timed out"))?
-            .map_err(|e| format!("etcd get {key}: {e}"))?;
+            .map_err(|_| LoadError::Unreachable(format!("etcd get {key}: timed out")))?
+            .map_err(|e| LoadError::Unreachable(format!("etcd get {key}: {e}")))?;
         match r.kvs().first() {
             None => Ok(None),
-            Some(kv) if kv.value().len() > MAX_VALUE => Err(format!(
+            Some(kv) if kv.value().len() > MAX_VALUE => Err(LoadError::Invalid(format!(
                 "etcd {key}: {} bytes, more than {MAX_VALUE}",
                 kv.value().len()
-            )),
+            ))),
             Some(kv) => Ok(Some(
                 std::str::from_utf8(kv.value())
-                    .map_err(|e| format!("etcd {key}: not UTF-8: {e}"))?
+                    .map_err(|e| LoadError::Invalid(format!("etcd {key}: not UTF-8: {e}")))?
                     .to_string(),
             )),
         }
     }
 
     /// Reads the owners and maintenance marks.
-    pub async fn load(&self) -> Result<Stored, String> {
+    pub async fn load(&self) -> Result<Stored, LoadError> {
         let owners = match self.get(&self.owners_key()).await? {
             Some(t) => Some(
                 OwnerState::parse(&format!("etcd:{}", self.owners_key()), &t)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| LoadError::Invalid(e.to_string()))?,
             ),
             None => None,
         };
