@@ -198,10 +198,16 @@ async fn restart_scenario(once: bool) {
     let took = stale_removed_active_kept(&s1, changed).await;
     let after = counter(admin, "switch_idle_after_takeover").await;
     let notified = counter(admin, "switch_idle_notifications").await;
+    let why = format!(
+        "idle reports: removed {}, from a switch not routing the DVIPA {}, from a switch not up {}",
+        counter(admin, "idle_removed").await,
+        counter(admin, "idle_from_standby_ignored").await,
+        counter(admin, "idle_from_switch_not_up").await
+    );
     println!(
         "controller restart, notifications {}: stale CRT entry removed {:.0} ms after the new \
          controller started (idle timeout {} ms); idle found by the takeover read: {after}, \
-         notifications received: {notified}",
+         notifications received: {notified}; {why}",
         if once { "sent once" } else { "repeated" },
         took.as_secs_f64() * 1e3,
         IDLE.as_millis()
