@@ -449,6 +449,34 @@ fn idle_reports_count_only_from_the_switch_the_dvipas_packets_reach() {
 }
 
 #[test]
+fn after_a_restart_a_pin_found_idle_is_not_adopted_again_from_a_standby_copy() {
+    let s = running(true);
+    let hot = |t: String| t.replace("hot_standby = false", "hot_standby = true");
+    let k = ConnKey::new(Ipv4Addr::new(198, 51, 100, 1), 20000, DVA1, 60, TCP);
+    let mut r = Sim::new(Core::new(cluster(hot), CoreOptions::default()).unwrap());
+    for (n, t) in &s.switches {
+        r.switches.get_mut(n).unwrap().tables = t.tables.clone();
+    }
+    // DVA1's routing switch is read first; its takeover read finds the connection idle.
+    r.switch_up("MVS1", false);
+    assert!(r.core.crt().contains_key(&k), "adopted");
+    r.event(Event::IdleTimeout {
+        switch: "MVS1".into(),
+        conns: vec![k],
+    });
+    assert!(!r.core.crt().contains_key(&k));
+    // The hot-standby copy on MVS5 is read next: not adopted again, and deleted.
+    r.switch_up("MVS5", false);
+    assert!(
+        !r.core.crt().contains_key(&k),
+        "re-adopted from the standby copy"
+    );
+    assert_eq!(r.core.counters()["crt_not_adopted_idle"], 1);
+    assert!(!r.switches["MVS5"].tables.contains_key(&Key::Crt(k)));
+    assert!(!r.switches["MVS1"].tables.contains_key(&Key::Crt(k)));
+}
+
+#[test]
 fn controller_restart_rebuilds_from_the_switches_without_disturbing_them() {
     let s = running(false);
     let crt_len = s.core.crt().len();

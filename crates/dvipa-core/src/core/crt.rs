@@ -173,6 +173,10 @@ impl Core {
             self.count("idle_from_switch_not_up");
             return;
         }
+        let hold = self.in_hold();
+        if !hold {
+            self.idle_in_hold = HashSet::new();
+        }
         for c in conns {
             match self.crt.get(&c) {
                 Some(e) if !self.routes(si, e.service) => {
@@ -186,6 +190,9 @@ impl Core {
                 Some(_) => {
                     self.unpin(&c);
                     self.count("idle_removed");
+                    if hold {
+                        self.idle_in_hold.insert(c);
+                    }
                 }
                 None => {
                     self.switches[si].mark_dirty(c);
