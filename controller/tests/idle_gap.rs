@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod common;
 mod etcd;
 
-use common::{DVIPA, PROFILE, plaintext_agent, start_insecure};
+use common::{DVIPA, PROFILE, plaintext_agent};
 
 const PORT_MVS1: u16 = 2;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -88,7 +88,19 @@ fn config(dir: &Path, a1: SocketAddr, a2: SocketAddr, extra: &str) -> std::path:
 
 /// A controller with MVS1's agent attached (heartbeats until the task is aborted).
 async fn start(cfg: &Path) -> (Controller, tokio::task::JoinHandle<()>) {
-    let ctl = start_insecure(cfg, RecordingAdvertiser::default()).await;
+    start_opts(cfg, false).await
+}
+
+/// [`start`], serving metrics when `metrics` (one controller per test process: the recorder
+/// is global).
+async fn start_opts(cfg: &Path, metrics: bool) -> (Controller, tokio::task::JoinHandle<()>) {
+    let opts = dvipa::controller::Options {
+        insecure: true,
+        resync: Duration::from_secs(3600),
+        metrics,
+        ..Default::default()
+    };
+    let ctl = common::start_with(cfg, opts, RecordingAdvertiser::default()).await;
     let (tx, stream) = plaintext_agent(ctl.agent_addr()).await;
     let hb = tokio::spawn(async move {
         let _keep = stream;
@@ -192,8 +204,18 @@ async fn restart_scenario(once: bool) {
         "nothing removes it without a controller"
     );
 
+    // The new controller serves metrics in the notify-once case.
+    let metrics_port = once.then(|| dvipa::demo::etcd::ports(1)[0]);
+    if let Some(port) = metrics_port {
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "agent = {",
+            &format!("metrics = {{ listen = \"127.0.0.1:{port}\" }}\nagent = {{"),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+    }
     let changed = Instant::now();
-    let (ctl, hb) = start(&cfg).await;
+    let (ctl, hb) = start_opts(&cfg, metrics_port.is_some()).await;
     let admin = ctl.admin_addr();
     let took = stale_removed_active_kept(&s1, changed).await;
     let after = counter(admin, "switch_idle_after_takeover").await;
@@ -212,8 +234,18 @@ async fn restart_scenario(once: bool) {
         took.as_secs_f64() * 1e3,
         IDLE.as_millis()
     );
-    if once {
+    if let Some(port) = metrics_port {
         assert!(after >= 1, "found by the takeover read, not a notification");
+        let m = common::metrics_when(port, |m| {
+            m.contains("dvipa_crt_idle_after_takeover_total{switch=\"SW1\"}")
+        })
+        .await;
+        assert!(
+            m.lines().any(|l| l
+                .strip_prefix("dvipa_crt_idle_after_takeover_total{switch=\"SW1\"} ")
+                .is_some_and(|v| v.trim().parse::<f64>().unwrap() >= 1.0)),
+            "{m}"
+        );
     }
     assert!(counter(admin, "idle_removed").await >= 1);
     p.abort();
