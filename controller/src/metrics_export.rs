@@ -11,6 +11,7 @@
 //! | `dvipa_write_latency_seconds` | histogram | `switch` |
 //! | `dvipa_rejected_messages_total` | counter | `reason` |
 //! | `dvipa_table_full_total` | counter | `switch` (RESOURCE_EXHAUSTED updates) |
+//! | `dvipa_crt_idle_after_takeover_total` | counter | `switch` (CRT entries found idle by a new session's read, docs/ha.md) |
 //! | `dvipa_switch_up` | gauge | `switch` |
 //! | `dvipa_tls_handshakes_total` | counter | `result` (agent endpoint, from dvipa-tls) |
 //! | `dvipa_agent_insecure` | gauge | — (1 = the agent endpoint runs WITHOUT TLS: `agent.insecure`) |

@@ -44,8 +44,9 @@
 //!
 //! Over the project's ~800-line guide on purpose: the driver's session loop (connect, arbitrate,
 //! liveness, digests, reads, reconcile) is one state machine; its write path (`writer`), table
-//! rendering (`render`), counter ageing (`ageing`), probe (`liveness`) and the HA follower's backup
-//! session (`backup`) are submodules.
+//! rendering (`render`), counter ageing (`ageing`), CRT ageing after a controller change
+//! (`takeover`), probe (`liveness`) and the HA follower's backup session (`backup`) are
+//! submodules.
 
 use crate::shared::Shared;
 use crate::translate;
@@ -81,6 +82,7 @@ macro_rules! warn_limited {
 
 // after the macro: the modules below use it
 mod render;
+mod takeover;
 mod writer;
 
 /// How long a digest list waits for the core's ack before it is forgotten.
@@ -180,6 +182,9 @@ struct Driver {
     ha_term: u64,
     /// CRT ageing by counter reads when the server sends no idle notifications.
     ageing: ageing::CounterAgeing,
+    /// Primary since the last successful full read: the next one is followed by the CRT idle
+    /// read of `takeover`.
+    age_after_read: bool,
 }
 
 pub use writer::TABLE_FULL_LOG_EVERY;
@@ -223,6 +228,7 @@ pub async fn run(
         full_log: Arc::default(),
         ha_term: 0,
         ageing: ageing::CounterAgeing::default(),
+        age_after_read: false,
     };
     let cap = retry_cap(d.cfg.liveness);
     let mut backoff = RETRY_INITIAL;
@@ -492,6 +498,7 @@ impl Driver {
                                 self.lost_at = None;
                                 self.pending.clear();
                                 self.up = true;
+                                self.age_after_read = true;
                                 metrics::gauge!("dvipa_switch_up", "switch" => self.cfg.name.clone()).set(1.0);
                                 tracing::info!(switch = %self.cfg.name, "switch up (primary, pipeline set, digest enabled)");
                                 self.shared.event(Event::SwitchUp { switch: self.cfg.name.clone() });
@@ -667,7 +674,8 @@ impl Driver {
         }
     }
 
-    async fn read(&mut self, s: &Session) {
+    /// One full read for the core; true when it was read.
+    async fn read(&mut self, s: &Session) -> bool {
         match self.read_tables(s).await {
             Ok((entries, bad)) => {
                 if !bad.is_empty() {
@@ -681,10 +689,12 @@ impl Driver {
                     switch: self.cfg.name.clone(),
                     entries,
                 });
+                true
             }
             Err(e) => {
                 self.count("read_failed");
                 warn_limited!(self.cfg.name, "read failed", error = %e,);
+                false
             }
         }
     }
@@ -709,7 +719,9 @@ impl Driver {
             }
             SwitchCmd::Read | SwitchCmd::Resync => {
                 self.drain_writes().await;
-                self.read(s).await;
+                if self.read(s).await && std::mem::take(&mut self.age_after_read) {
+                    self.age_after_takeover(s).await;
+                }
             }
             SwitchCmd::Ack { list_id } => match self.pending.remove(&list_id) {
                 Some(_) if !self.cfg.capabilities.digest_acks => {

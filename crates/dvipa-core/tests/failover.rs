@@ -414,6 +414,69 @@ fn hot_standby_mirrors_crt_and_takeover_is_only_the_advertisement() {
 }
 
 #[test]
+fn idle_reports_count_only_from_the_switch_the_dvipas_packets_reach() {
+    let mut s = running(true);
+    // A DVA1 connection pinned by digest (no agent confirms it): mirrored on MVS5, where no
+    // packet of DVA1 arrives while MVS1 routes it, so MVS5's copy is idle by design.
+    let k = ConnKey::new(Ipv4Addr::new(198, 51, 100, 1), 20000, DVA1, 60, TCP);
+    let k2 = ConnKey::new(Ipv4Addr::new(198, 51, 100, 2), 20001, DVA1, 60, TCP);
+    assert!(s.switches["MVS5"].tables.contains_key(&Key::Crt(k)));
+    s.event(Event::IdleTimeout {
+        switch: "MVS5".into(),
+        conns: vec![k],
+    });
+    assert!(
+        s.core.crt().contains_key(&k),
+        "kept: MVS5 does not route DVA1"
+    );
+    assert_eq!(s.core.counters()["idle_from_standby_ignored"], 1);
+    // From the routing switch it is removed, from both switches.
+    s.event(Event::IdleTimeout {
+        switch: "MVS1".into(),
+        conns: vec![k],
+    });
+    assert!(!s.core.crt().contains_key(&k));
+    assert!(!s.switches["MVS5"].tables.contains_key(&Key::Crt(k)));
+    // MVS1 fails: DVA1 is advertised from MVS5, whose idle reports now count.
+    s.switch_down("MVS1");
+    assert_eq!(s.core.advertised(DVA1), Some("MVS5"));
+    s.event(Event::IdleTimeout {
+        switch: "MVS5".into(),
+        conns: vec![k2],
+    });
+    assert!(!s.core.crt().contains_key(&k2));
+    assert_eq!(s.core.counters()["idle_removed"], 2);
+}
+
+#[test]
+fn after_a_restart_a_pin_found_idle_is_not_adopted_again_from_a_standby_copy() {
+    let s = running(true);
+    let hot = |t: String| t.replace("hot_standby = false", "hot_standby = true");
+    let k = ConnKey::new(Ipv4Addr::new(198, 51, 100, 1), 20000, DVA1, 60, TCP);
+    let mut r = Sim::new(Core::new(cluster(hot), CoreOptions::default()).unwrap());
+    for (n, t) in &s.switches {
+        r.switches.get_mut(n).unwrap().tables = t.tables.clone();
+    }
+    // DVA1's routing switch is read first; its takeover read finds the connection idle.
+    r.switch_up("MVS1", false);
+    assert!(r.core.crt().contains_key(&k), "adopted");
+    r.event(Event::IdleTimeout {
+        switch: "MVS1".into(),
+        conns: vec![k],
+    });
+    assert!(!r.core.crt().contains_key(&k));
+    // The hot-standby copy on MVS5 is read next: not adopted again, and deleted.
+    r.switch_up("MVS5", false);
+    assert!(
+        !r.core.crt().contains_key(&k),
+        "re-adopted from the standby copy"
+    );
+    assert_eq!(r.core.counters()["crt_not_adopted_idle"], 1);
+    assert!(!r.switches["MVS5"].tables.contains_key(&Key::Crt(k)));
+    assert!(!r.switches["MVS1"].tables.contains_key(&Key::Crt(k)));
+}
+
+#[test]
 fn controller_restart_rebuilds_from_the_switches_without_disturbing_them() {
     let s = running(false);
     let crt_len = s.core.crt().len();

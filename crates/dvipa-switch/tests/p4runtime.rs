@@ -1280,6 +1280,59 @@ async fn idle_timeout_notifies_and_repeats_while_idle() {
 }
 
 #[tokio::test]
+async fn idle_notify_once_sends_one_per_idle_period_even_with_no_primary() {
+    let h = start().await;
+    h.server.set_idle_notify_once(true);
+    let (mut a, _) = h.controller(1).await;
+    a.set_pipeline(p4info(), 1).await.unwrap();
+    a.write(vec![(
+        Insert,
+        E::TableEntry(h.crt_entry(5555, 1, 300_000_000)),
+    )])
+    .await
+    .unwrap();
+    match next_msg(&mut a.rx, Duration::from_secs(3)).await {
+        Some(p4::stream_message_response::Update::IdleTimeoutNotification(n)) => {
+            assert_eq!(n.table_entry.len(), 1);
+        }
+        m => panic!("{m:?}"),
+    }
+    // Not repeated while the entry stays idle.
+    assert!(
+        next_msg(&mut a.rx, Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+    // A MODIFY starts a new idle period: one more.
+    a.write(vec![(
+        Modify,
+        E::TableEntry(h.crt_entry(5555, 1, 300_000_000)),
+    )])
+    .await
+    .unwrap();
+    match next_msg(&mut a.rx, Duration::from_secs(3)).await {
+        Some(p4::stream_message_response::Update::IdleTimeoutNotification(_)) => {}
+        m => panic!("{m:?}"),
+    }
+    // A new entry idles with no primary connected: its notification is spent then, and the
+    // next primary hears nothing.
+    a.write(vec![(
+        Insert,
+        E::TableEntry(h.crt_entry(5556, 1, 300_000_000)),
+    )])
+    .await
+    .unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (mut b, _) = h.controller(2).await;
+    assert!(
+        next_msg(&mut b.rx, Duration::from_millis(1500))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn digest_lists_respect_max_list_size_and_timeout() {
     let h = start().await;
     let (mut a, _) = h.controller(1).await;

@@ -157,6 +157,14 @@ impl Core {
         self.switches[si].pending_digests.push((list_id, conns, 0));
     }
 
+    /// Whether `service`'s packets reach switch `si`: the DVIPA is advertised from it (from its
+    /// owner while not advertised yet). Copies elsewhere (hot-standby backups, a switch the
+    /// DVIPA is retiring from, both held at a controller restart) see no packet by design.
+    fn routes(&self, si: SwitchIdx, service: u16) -> bool {
+        let v = &self.vipas[VipaIdx(self.services[service as usize].vipa)];
+        v.advertised.unwrap_or(v.owner) == si
+    }
+
     pub(super) fn on_idle(&mut self, name: &str, conns: Vec<ConnKey>) {
         let Some(si) = self.switch_idx(name) else {
             return;
@@ -165,14 +173,26 @@ impl Core {
             self.count("idle_from_switch_not_up");
             return;
         }
+        let hold = self.in_hold();
+        if !hold {
+            self.idle_in_hold = HashSet::new();
+        }
         for c in conns {
             match self.crt.get(&c) {
+                Some(e) if !self.routes(si, e.service) => {
+                    // A copy on a switch the DVIPA's packets do not reach is idle by design:
+                    // it says nothing about the connection.
+                    self.count("idle_from_standby_ignored");
+                }
                 Some(e) if e.confirmed() && self.stacks[TargetId(e.target)].alive => {
                     self.count("idle_kept_alive");
                 }
                 Some(_) => {
                     self.unpin(&c);
                     self.count("idle_removed");
+                    if hold {
+                        self.idle_in_hold.insert(c);
+                    }
                 }
                 None => {
                     self.switches[si].mark_dirty(c);

@@ -71,6 +71,10 @@ pub struct Core {
     stack_index: HashMap<String, u16>,
     vipas: IdVec<VipaIdx, VipaState>,
     crt: HashMap<ConnKey, CrtEntry>,
+    /// Pins removed as idle during the start-up hold: not adopted again from another switch's
+    /// first read (a hot-standby copy of a stale entry). At most one per CRT key; emptied once
+    /// the hold is over.
+    idle_in_hold: HashSet<ConnKey>,
     /// SYNs reported and not pinned yet (`pin_on = "handshake"`).
     syn_seen: crate::syn_seen::SynSeen,
     switches: IdVec<SwitchIdx, SwitchState>,
@@ -226,6 +230,7 @@ impl Core {
             stack_index,
             vipas: IdVec::new(vipas),
             crt: HashMap::new(),
+            idle_in_hold: HashSet::new(),
             syn_seen: Default::default(),
             switches: IdVec::new(switches),
             sw_index,

@@ -294,8 +294,16 @@ impl Core {
             .filter(|&vi| first_read && (self.vipas[vi].owner == si || held.contains(&vi)))
             .collect();
         let mut adopt = Vec::new();
+        if !self.in_hold() {
+            self.idle_in_hold = HashSet::new();
+        }
         for (c, t) in &installed_crt {
             if self.crt.contains_key(c) {
+                continue;
+            }
+            if self.idle_in_hold.contains(c) {
+                // Found idle on the routing switch after this restart: a copy elsewhere is stale.
+                self.count("crt_not_adopted_idle");
                 continue;
             }
             let Some(svc) = self.service_of(c.dvipa(), c.dport, c.proto) else {

@@ -135,6 +135,7 @@ impl Core {
         for si in all {
             self.switches[si].read_once = false;
         }
+        self.idle_in_hold.clear();
         self.timer_table.started = false;
         self.count("restarted_as_leader");
         self.handle_timeout(now);

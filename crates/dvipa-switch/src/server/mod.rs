@@ -109,6 +109,8 @@ struct Inner {
     digest_tx: mpsc::Sender<DigestMsg>,
     stats: ServerStats,
     opts: ServerOptions,
+    /// Idle notifications sent once per idle period ([`SwitchServer::set_idle_notify_once`]).
+    idle_once: AtomicBool,
 }
 
 /// Write batches of at least this many updates are applied on a blocking thread.
@@ -468,10 +470,19 @@ impl SwitchServer {
             digest_tx,
             stats: ServerStats::default(),
             opts,
+            idle_once: AtomicBool::new(false),
         });
         tokio::spawn(digest_task(Arc::downgrade(&inner), digest_rx));
         tokio::spawn(idle_task(Arc::downgrade(&inner)));
         SwitchServer { inner }
+    }
+
+    /// Idle-timeout notifications as the P4Runtime specification reads: one per entry and idle
+    /// period (again only after the entry was hit), sent whether or not a primary is there to
+    /// receive it. The default repeats them about once a second while the entry stays idle and
+    /// only while a primary exists, as bmv2 does.
+    pub fn set_idle_notify_once(&self, once: bool) {
+        self.inner.idle_once.store(once, Ordering::Relaxed);
     }
 
     /// The tonic service.

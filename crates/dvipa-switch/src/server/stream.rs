@@ -1,7 +1,8 @@
 //! The stream channel's outputs besides arbitration: `learn_t` digests batched into
 //! `DigestList`s per the `DigestEntry` config (with ack timeouts), and idle-timeout
 //! notifications for `crt` entries (repeated about once a second while they stay idle, as
-//! bmv2 does).
+//! bmv2 does; or once per idle period, as the P4Runtime specification reads, with
+//! `SwitchServer::set_idle_notify_once`).
 
 use super::*;
 
@@ -216,16 +217,24 @@ pub(super) async fn idle_task(inner: std::sync::Weak<Inner>) {
         if !inner.opts.flavor.sends_idle_notifications() {
             continue;
         }
+        let once = inner.idle_once.load(Ordering::Relaxed);
         let (prog, txs) = {
             let st = inner.state.lock();
             let txs: Vec<StreamTx> = st.primaries().map(|p| p.tx.clone()).collect();
             match st.program.clone() {
-                Some(p) if !txs.is_empty() => (p, txs),
+                // Once per idle period: sent (and spent) even with nobody to receive it.
+                Some(p) if once || !txs.is_empty() => (p, txs),
                 _ => continue,
             }
         };
         let now = inner.pipeline.now_ns();
-        notified.retain(|_, t| now.saturating_sub(*t) < IDLE_REPEAT_NS);
+        if once {
+            // Spent until the entry is hit again; forgotten when the entry is gone.
+            let tables = inner.pipeline.tables();
+            notified.retain(|k, _| tables.crt.get(k).is_some());
+        } else {
+            notified.retain(|_, t| now.saturating_sub(*t) < IDLE_REPEAT_NS);
+        }
         let mut entries = Vec::new();
         {
             // Only inline fields of each entry are read until one is found idle: the scan holds
