@@ -276,6 +276,16 @@ async fn leader_killed_twice_then_the_routing_switch_nothing_is_lost() {
     // Followers: read-only answers with role, mutating commands refused naming the leader.
     let f = (l + 1) % 3;
     let c = Common::plaintext(format!("http://{}", rs[f].admin));
+    // The follower's own view: it holds both backup sessions (the switches list an id as soon
+    // as it arbitrates, a moment before the follower's driver has its session).
+    eventually(
+        "the follower shows BACKUP-SESSION for both switches",
+        || async {
+            let r = vipadyn(rs[f].admin).await;
+            r.len() == 2 && r.iter().all(|x| x.2 == "BACKUP-SESSION")
+        },
+    )
+    .await;
     // A follower reads the switch through its backup session: the entry the leader wrote.
     let dump = OpCmd::Table {
         cmd: TableCmd::Dump {

@@ -146,9 +146,6 @@ pub async fn gate(
             st.is_leader() && !(gate.borrow().is_leader() && gate.borrow().term == st.term);
         let mut restored = Vec::new();
         if promoted {
-            // Before the drivers connect: the switches' first reads adopt what another leader
-            // pinned, as after a controller restart.
-            shared.with_core_mut(|c| c.restart_as_leader(shared.now()));
             if cfg.tls.is_some() || cfg.username.is_some() {
                 // The store connects as the election did: with the files as they are now
                 // (rotated certificates, a changed password).
@@ -211,6 +208,10 @@ pub async fn gate(
                     continue;
                 }
             }
+            // Before the drivers connect (the gate opens next), and after the stored state is
+            // in, so the switches' start-up hold runs from here: their first reads adopt what
+            // another leader pinned, as after a controller restart.
+            shared.with_core_mut(|c| c.restart_as_leader(shared.now()));
         }
         gate.send_replace(st);
         if !restored.is_empty() {

@@ -12,6 +12,10 @@ use crate::ha_state::HaState;
 /// Why a follower answers commands that need a primary.
 const FOLLOWER: &str = "follower (HA): the leader writes";
 
+/// Why a follower without its backup session (connecting, or lost) answers nothing.
+const FOLLOWER_UNCONNECTED: &str =
+    "follower (HA) with no backup session to this switch now (reads need one; the leader writes)";
+
 /// The low 64 bits of a follower's election id: FNV-1a of the replica name, at least 2
 /// (0 would be no id; 1 is left to observers such as `dvipa` test sessions).
 pub fn backup_low(replica: &str) -> u64 {
@@ -66,7 +70,7 @@ impl Driver {
                     }
                 }
                 c = rx.recv() => match c {
-                    Some(c) => self.unreachable(c, FOLLOWER),
+                    Some(c) => self.unreachable(c, FOLLOWER_UNCONNECTED),
                     None => return false,
                 },
             }
@@ -153,7 +157,10 @@ impl Driver {
                 return true;
             }
             let until = tokio::time::Instant::now() + Duration::from_millis(20);
-            if !self.wait_unconnected(until, rx, shutdown, FOLLOWER).await {
+            if !self
+                .wait_unconnected(until, rx, shutdown, FOLLOWER_UNCONNECTED)
+                .await
+            {
                 return false;
             }
         }

@@ -174,3 +174,58 @@ fn with_every_switch_dead_the_first_that_comes_up_routes() {
     s.switch_up("MVS1", true);
     assert_eq!(s.core.advertised(DVA1), Some("MVS1"));
 }
+
+/// An HA follower's core: it never sees a switch come up (the leader drives them), so its own
+/// start-up hold marks them all down; agents are attached to it.
+fn follower() -> Sim {
+    let mut s = sim();
+    attach_fig4(&mut s);
+    run_for(&mut s, HOLD_MS + 100);
+    assert_eq!(s.core.liveness("MVS1"), Some(SwitchLiveness::Down));
+    assert_eq!(s.core.liveness("MVS5"), Some(SwitchLiveness::Down));
+    s.out.clear();
+    s.out_at.clear();
+    s
+}
+
+/// Promotion (controller HA): the operator's move of DVA1 to its backup MVS5, restored from
+/// etcd, holds although MVS1 (DVA1's primary) answers the new leader first: DVA1 is never
+/// advertised on MVS1 (the race `ha_controllers.rs` saw as "the third leader advertised
+/// elsewhere").
+#[test]
+fn a_promoted_follower_keeps_a_restored_move_while_its_switches_come_up_in_any_order() {
+    let mut s = follower();
+    s.core.restore_owner(DVA1, "MVS5", true).unwrap();
+    let now = s.now;
+    s.core.restart_as_leader(now);
+    s.run();
+    assert_eq!(s.core.liveness("MVS1"), Some(SwitchLiveness::Unknown));
+    s.switch_up("MVS1", false);
+    run_for(&mut s, 300);
+    assert_eq!(s.core.owner(DVA1), Some("MVS5"));
+    assert!(s.outputs(adv("MVS1", DVA1)).is_empty(), "{:?}", s.out);
+    s.switch_up("MVS5", false);
+    run_for(&mut s, 2000);
+    assert_eq!(s.core.advertised(DVA1), Some("MVS5"));
+    assert!(s.outputs(adv("MVS1", DVA1)).is_empty(), "{:?}", s.out);
+    assert!(!s.core.counters().contains_key("takeover"));
+}
+
+/// ... but a restored owner that does not come up within `2 × liveness_ms` of the promotion
+/// (it died with the old leader) is down, and its DVIPA goes to the live switch of its chain.
+#[test]
+fn a_promoted_follower_takes_over_from_a_restored_owner_that_never_comes_up() {
+    let mut s = follower();
+    s.core.restore_owner(DVA1, "MVS5", true).unwrap();
+    let now = s.now;
+    s.core.restart_as_leader(now);
+    s.run();
+    s.switch_up("MVS1", false);
+    // liveness_ms is 500 in the fixture: down at 1000 ms after the promotion.
+    run_for(&mut s, 900);
+    assert_eq!(s.core.owner(DVA1), Some("MVS5"));
+    run_for(&mut s, 200);
+    assert_eq!(s.core.liveness("MVS5"), Some(SwitchLiveness::Down));
+    assert_eq!(s.core.owner(DVA1), Some("MVS1"));
+    assert_eq!(s.core.advertised(DVA1), Some("MVS1"));
+}

@@ -129,14 +129,32 @@ impl Core {
     /// as a restarted controller does — the first read of each switch adopts the connections
     /// and slot fill it does not know for the DVIPAs that switch holds (another leader pinned
     /// them), instead of removing them — and the start-up holds run again from `now`.
+    ///
+    /// A switch this core does not hold as up (a follower's core never saw one come up, so its
+    /// own start-up hold marked them all down) is not heard of yet again: its DVIPAs are not
+    /// taken over just because another switch of their chain answers the new leader first (an
+    /// operator's move restored from etcd would be undone for a moment). One that is still
+    /// not connected `2 × liveness_ms` after the promotion is down, and its DVIPAs go to their
+    /// live backups then. The drivers connect within milliseconds of the promotion, so that
+    /// hold costs a real double failure (leader and routing switch) `2 × liveness_ms`.
     pub fn restart_as_leader(&mut self, now: Time) {
         self.now = self.now.max(now);
         let all: Vec<SwitchIdx> = self.switches.ids().collect();
         for si in all {
-            self.switches[si].read_once = false;
+            let sw = &mut self.switches[si];
+            sw.read_once = false;
+            if sw.live != SwitchLiveness::Up {
+                sw.live = SwitchLiveness::Unknown;
+            }
         }
         self.idle_in_hold.clear();
-        self.timer_table.started = false;
+        self.timer_table.started = true;
+        let hold = self.now.plus(self.timers.lease_ms);
+        self.timer_table.set(Timer::TargetHold, hold);
+        self.timer_table.set(
+            Timer::SwitchHold,
+            self.now.plus(2 * self.timers.liveness_ms),
+        );
         self.count("restarted_as_leader");
         self.handle_timeout(now);
     }
