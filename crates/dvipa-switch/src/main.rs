@@ -171,7 +171,7 @@ const MAX_PEM_BYTES: u64 = 1 << 20;
 /// A PEM file for the P4Runtime server's TLS: a regular file of at most [`MAX_PEM_BYTES`].
 fn read_pem(what: &str, p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     dvipa_file::read_capped_as(p, MAX_PEM_BYTES, "PEM")
-        .with_context(|| format!("reading {what} {}", p.display()))
+        .map_err(|e| anyhow::anyhow!("reading {what} {}: {e}", p.display()))
 }
 
 /// tonic's server TLS config from the options (`None` without `--grpc-server-ssl`).
