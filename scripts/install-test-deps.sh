@@ -12,6 +12,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # etcd: the HA tests start their own 3-member cluster on loopback (controller/tests/ha_*.rs).
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+# etcdctl (Debian package etcd-client, not pulled in by etcd-server): the tests wait for the
+# cluster's health and set up etcd users and roles with it (controller/src/demo/etcd.rs).
+command -v etcdctl >/dev/null || need_apt+=(etcd-client)
 # openssl: certificates for the P4Runtime-over-TLS interop test.
 command -v openssl >/dev/null || need_apt+=(openssl)
 # Mininet for the topology smoke test (no OVS needed: hosts + the P4 switch class only).

@@ -197,13 +197,17 @@ impl Etcd {
     pub fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
         let t0 = Instant::now();
         loop {
-            let ok = self.members.iter().filter(|m| m.child.is_some()).all(|m| {
-                self.etcdctl(m)
-                    .args(["endpoint", "health"])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-            });
+            let mut ok = true;
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                match self.etcdctl(m).args(["endpoint", "health"]).output() {
+                    Ok(o) if o.status.success() => {}
+                    Ok(_) => ok = false,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                        "etcdctl is not installed: run scripts/install-test-deps.sh (Debian package etcd-client)"
+                    ),
+                    Err(_) => ok = false,
+                }
+            }
             if ok {
                 return Ok(());
             }
