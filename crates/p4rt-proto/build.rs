@@ -25,6 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("p4runtime_fds.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Proto maps (P4Info's `type_info`) as BTreeMap: the encoding is then the same in every
+        // process, so the pipeline cookie (a hash of the encoded P4Info) is stable across
+        // controller restarts. With HashMap a P4Info with two or more structs (the TNA one, any
+        // p4c output of a larger program) encoded in a random order, the cookie differed, and a
+        // restarted controller re-pushed the pipeline, wiping the switch's tables.
+        .btree_map(".")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

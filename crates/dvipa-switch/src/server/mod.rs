@@ -95,6 +95,9 @@ pub struct ServerStats {
     pub metadata_refused: AtomicU64,
     /// `ReadResponse` messages sent (a Read's answer may take several).
     pub read_responses: AtomicU64,
+    /// Pipeline commits that emptied the tables (SetForwardingPipelineConfig COMMIT,
+    /// VERIFY_AND_COMMIT, or RECONCILE_AND_COMMIT with another P4Info).
+    pub pipeline_resets: AtomicU64,
     /// The election ids that sent a Write RPC, whatever its outcome (the first
     /// [`MAX_WRITER_IDS`] distinct ones): which controllers tried to write.
     pub writer_election_ids: Mutex<std::collections::BTreeSet<u128>>,
@@ -282,6 +285,10 @@ impl P4Runtime for SwitchServer {
             st.digest = None;
             drop(st);
             self.inner.pipeline.reset();
+            self.inner
+                .stats
+                .pipeline_resets
+                .fetch_add(1, Ordering::Relaxed);
             self.inner.enabled.store(true, Ordering::Relaxed);
             let _ = self.inner.digest_tx.try_send(DigestMsg::Reset);
             return Ok(Response::new(p4::SetForwardingPipelineConfigResponse {}));
@@ -315,6 +322,10 @@ impl P4Runtime for SwitchServer {
                     st.digest = None;
                     drop(st);
                     self.inner.pipeline.reset();
+                    self.inner
+                        .stats
+                        .pipeline_resets
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = self.inner.digest_tx.try_send(DigestMsg::Reset);
                 }
                 self.inner.enabled.store(true, Ordering::Relaxed);
