@@ -275,22 +275,10 @@ impl P4Runtime for SwitchServer {
         self.check_primary(&req.role, &req.election_id)?;
         let action = A::try_from(req.action).unwrap_or(A::Unspecified);
         if action == A::Commit {
-            let mut st = self.inner.state.lock();
-            let (prog, cfg) = st
-                .saved
-                .take()
+            let saved = self.inner.state.lock().saved.take();
+            let (prog, cfg) = saved
                 .ok_or_else(|| Status::failed_precondition("COMMIT without a saved config"))?;
-            st.program = Some(prog);
-            st.config = Some(cfg);
-            st.digest = None;
-            drop(st);
-            self.inner.pipeline.reset();
-            self.inner
-                .stats
-                .pipeline_resets
-                .fetch_add(1, Ordering::Relaxed);
-            self.inner.enabled.store(true, Ordering::Relaxed);
-            let _ = self.inner.digest_tx.try_send(DigestMsg::Reset);
+            self.install(prog, cfg, false);
             return Ok(Response::new(p4::SetForwardingPipelineConfigResponse {}));
         }
         let cfg = req.config.ok_or_else(|| {
@@ -314,21 +302,7 @@ impl P4Runtime for SwitchServer {
                 Ok(Response::new(p4::SetForwardingPipelineConfigResponse {}))
             }
             A::VerifyAndCommit | A::ReconcileAndCommit | A::Commit => {
-                let mut st = self.inner.state.lock();
-                let same = st.config.as_ref().is_some_and(|c| c.p4info == cfg.p4info);
-                st.program = Some(prog);
-                st.config = Some(cfg);
-                if !(action == A::ReconcileAndCommit && same) {
-                    st.digest = None;
-                    drop(st);
-                    self.inner.pipeline.reset();
-                    self.inner
-                        .stats
-                        .pipeline_resets
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = self.inner.digest_tx.try_send(DigestMsg::Reset);
-                }
-                self.inner.enabled.store(true, Ordering::Relaxed);
+                self.install(prog, cfg, action == A::ReconcileAndCommit);
                 info!("forwarding pipeline config installed");
                 Ok(Response::new(p4::SetForwardingPipelineConfigResponse {}))
             }
@@ -464,6 +438,27 @@ impl P4Runtime for SwitchServer {
 }
 
 impl SwitchServer {
+    /// Makes `prog`/`cfg` the running pipeline. The tables, digest config and pending digests
+    /// are emptied (counted in `pipeline_resets`) unless `reconcile` and the P4Info is the one
+    /// already running (RECONCILE_AND_COMMIT keeps the forwarding state).
+    fn install(&self, prog: Arc<Program>, cfg: p4::ForwardingPipelineConfig, reconcile: bool) {
+        let mut st = self.inner.state.lock();
+        let same = st.config.as_ref().is_some_and(|c| c.p4info == cfg.p4info);
+        st.program = Some(prog);
+        st.config = Some(cfg);
+        if !(reconcile && same) {
+            st.digest = None;
+            drop(st);
+            self.inner.pipeline.reset();
+            self.inner
+                .stats
+                .pipeline_resets
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = self.inner.digest_tx.try_send(DigestMsg::Reset);
+        }
+        self.inner.enabled.store(true, Ordering::Relaxed);
+    }
+
     /// A server for `pipeline`; spawns the digest and idle-timeout tasks on the current runtime.
     pub fn new(device_id: u64, pipeline: Arc<Pipeline>) -> Self {
         Self::with_options(device_id, pipeline, ServerOptions::default())
